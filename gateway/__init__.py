@@ -1,0 +1,1 @@
+"""apimgw: an open, self-hosted API gateway on Twisted."""

@@ -1,0 +1,136 @@
+"""
+Immutable input objects: what the sources hand over, before any merging.
+
+Sources (file, Ingress, cloud) translate whatever they watch into these
+frozen objects and push whole objects to the :class:`~gateway.model.Store`.
+Nothing here knows about Twisted, routing or the network: the objects are
+plain data, hashable, and safe to share between generations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+#: Path match kinds, as in the Kubernetes Ingress API.
+PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ObjectRef:
+    """
+    The identity of one source object: which source holds it, of which kind,
+    under which name. Two objects with the same ref are the same object (an
+    upsert replaces, a delete removes).
+
+    :ivar source: the source that holds it: ``file``, ``ingress``, ``cloud``,
+        ``memory`` (tests), ...
+    :ivar kind: ``api``, ``routes`` or ``certificate``.
+    :ivar name: unique within ``(source, kind)``; for namespaced Kubernetes
+        objects ``namespace/name``.
+    """
+
+    source: str
+    kind: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.kind}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """
+    One API operation: an HTTP method and a URL template relative to the API
+    path, such as ``GET /users/{id}``. ``method`` ``*`` matches every method.
+    """
+
+    name: str
+    method: str
+    url_template: str
+
+
+@dataclass(frozen=True, slots=True)
+class Api:
+    """
+    An API in the APIM sense: requests under ``/<path>/`` are forwarded to
+    ``service_url`` with the API path stripped and the rest appended.
+
+    An API with no operations accepts every method and path below its
+    ``path``; with operations, only the listed method + template pairs match
+    and anything else is answered 404.
+    """
+
+    name: str
+    path: str
+    service_url: str
+    hostnames: tuple[str, ...] = ()
+    subscription_required: bool = False
+    operations: tuple[Operation, ...] = ()
+    display_name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """
+    A plain host/path route, the shape an Ingress rule takes: the request path
+    is forwarded unchanged to ``backend``.
+
+    :ivar host: ``None`` for any host, ``www.example.com`` for one host, or
+        ``*.example.com`` for exactly one extra label.
+    :ivar path: absolute path, starting with ``/``.
+    :ivar path_type: one of :data:`PATH_TYPES`; ``ImplementationSpecific`` is
+        treated as ``Prefix``.
+    :ivar backend: an absolute ``http://`` or ``https://`` URL; its path, if
+        any, is ignored for plain routes (the request path goes unchanged).
+    :ivar preserve_host: send the client's ``Host`` to the backend instead of
+        the backend's own authority.
+    """
+
+    path: str
+    backend: str
+    host: str | None = None
+    path_type: str = "Prefix"
+    preserve_host: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSet:
+    """
+    A named group of plain routes that come and go together: one Ingress,
+    or the ``routes:`` list of a configuration file.
+    """
+
+    routes: tuple[Route, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Certificate:
+    """
+    A PEM certificate chain and its key, and the host names it is configured
+    to serve. Validation (parsing, key match, SAN coverage, expiry) happens
+    in translation, not here.
+    """
+
+    hosts: tuple[str, ...]
+    cert_pem: str = field(repr=False)
+    key_pem: str = field(repr=False)
+    is_default: bool = False
+
+
+Body = Union[Api, RouteSet, Certificate]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceObject:
+    """
+    One object as a source holds it: its identity, its own last-modification
+    time (seconds since the epoch, from the object itself: an Ingress's
+    ``managedFields`` time, a cloud event's time, a file's mtime), and its
+    body. The modification time decides "last one wins" conflicts, so it
+    must come from the object, never from the moment the gateway loaded it.
+    """
+
+    ref: ObjectRef
+    modified: float
+    body: Body

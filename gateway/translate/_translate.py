@@ -1,0 +1,242 @@
+"""
+Translation: source objects in, one validated :class:`GatewayConfig` out.
+
+Pure and deterministic: no clock, no I/O, no logging. The result depends on
+the set of objects only, never on the order they arrived in, so a restart
+(which loads them in a different order) gives the same table.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from typing import Iterable
+from urllib.parse import urlsplit
+
+from gateway.model import Api, Certificate, ObjectRef, RouteSet, SourceObject
+
+from ._config import (
+    EXACT,
+    KIND_API,
+    KIND_ROUTE,
+    PREFIX,
+    Backend,
+    CertificateEntry,
+    GatewayConfig,
+    OperationSpec,
+    Problem,
+    RouteEntry,
+    Shadowing,
+)
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_HOST_RE = re.compile(rf"^(\*\.)?{_LABEL}(\.{_LABEL})*$")
+_METHOD_RE = re.compile(r"^([A-Z]+|\*)$")
+_PARAM_RE = re.compile(r"^\{[A-Za-z_][A-Za-z0-9_-]*\}$")
+
+
+class InvalidObject(ValueError):
+    """One part of a source object cannot be served; the message says why."""
+
+
+def parse_backend(url: str) -> Backend:
+    """
+    Parse a backend URL (``http://host:port/base``) once per configuration.
+
+    :raises InvalidObject: not an absolute http(s) URL with a host.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise InvalidObject(f"invalid backend URL {url!r}: {e}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise InvalidObject(f"backend URL {url!r} must start with http:// or https://")
+    host = parts.hostname
+    if not host:
+        raise InvalidObject(f"backend URL {url!r} has no host")
+    if parts.query or parts.fragment:
+        raise InvalidObject(f"backend URL {url!r} must not have a query or fragment")
+    default = _DEFAULT_PORTS[scheme]
+    port = default if port is None else port
+    shown = f"[{host}]" if ":" in host else host
+    authority = shown if port == default else f"{shown}:{port}"
+    return Backend(scheme, host, port, parts.path.rstrip("/"), authority)
+
+
+def normalize_host(host: str | None) -> str:
+    """
+    ``None``/empty → ``""`` (any host); otherwise a lower-case DNS name,
+    optionally with a leading ``*.`` for exactly one label.
+
+    :raises InvalidObject: not a valid host name or wildcard.
+    """
+    if not host:
+        return ""
+    lowered = host.strip().lower().rstrip(".")
+    if not _HOST_RE.match(lowered):
+        raise InvalidObject(f"invalid host {host!r}")
+    return lowered
+
+
+def _normalize_path(path: str, match: str) -> str:
+    if not path.startswith("/"):
+        raise InvalidObject(f"path {path!r} must start with '/'")
+    if any(c in path for c in "?#") or any(ord(c) <= 32 for c in path):
+        raise InvalidObject(f"path {path!r} must not contain '?', '#', spaces or controls")
+    if match == PREFIX:
+        return path.rstrip("/") or "/"
+    return path
+
+
+def parse_template(template: str) -> tuple[str, ...]:
+    """
+    Split an operation URL template into segments (see :class:`OperationSpec`).
+    A query part (``/search?q={q}``) is ignored for matching.
+
+    :raises InvalidObject: not starting with ``/`` or a malformed ``{param}``.
+    """
+    path = template.split("?", 1)[0]
+    if not path.startswith("/"):
+        raise InvalidObject(f"URL template {template!r} must start with '/'")
+    segments = tuple(path[1:].split("/")) if path != "/" else ()
+    for seg in segments:
+        if ("{" in seg or "}" in seg) and not _PARAM_RE.match(seg):
+            raise InvalidObject(
+                f"URL template {template!r}: a parameter must be a whole segment like {{id}}"
+            )
+    return segments
+
+
+def _api_entries(ref: ObjectRef, modified: float, api: Api) -> list[RouteEntry]:
+    backend = parse_backend(api.service_url)
+    path = "/" + api.path.strip("/")
+    _normalize_path(path, PREFIX)
+    operations = None
+    if api.operations:
+        ops = []
+        seen = set()
+        for op in api.operations:
+            method = op.method.strip().upper()
+            if not _METHOD_RE.match(method):
+                raise InvalidObject(f"operation {op.name!r}: invalid method {op.method!r}")
+            segments = parse_template(op.url_template)
+            shape = (method, tuple("{}" if _PARAM_RE.match(s) else s for s in segments))
+            if shape in seen:
+                raise InvalidObject(
+                    f"operation {op.name!r}: {method} {op.url_template} duplicates another operation"
+                )
+            seen.add(shape)
+            ops.append(OperationSpec(op.name, method, op.url_template, segments))
+        operations = tuple(ops)
+    hosts = sorted({normalize_host(h) for h in api.hostnames}) or [""]
+    return [
+        RouteEntry(
+            host=host,
+            path=path,
+            match=PREFIX,
+            kind=KIND_API,
+            backend=backend,
+            origin=ref,
+            modified=modified,
+            label=f"api:{api.name}",
+            operations=operations,
+        )
+        for host in hosts
+    ]
+
+
+def _route_entries(
+    ref: ObjectRef, modified: float, routes: RouteSet, problems: list[Problem]
+) -> list[RouteEntry]:
+    entries: dict[tuple[str, str, str], RouteEntry] = {}
+    for index, route in enumerate(routes.routes):
+        where = f"route {index} ({route.host or '*'}{route.path})"
+        try:
+            if route.path_type not in ("Exact", "Prefix", "ImplementationSpecific"):
+                raise InvalidObject(f"unknown pathType {route.path_type!r}")
+            match = EXACT if route.path_type == "Exact" else PREFIX
+            entry = RouteEntry(
+                host=normalize_host(route.host),
+                path=_normalize_path(route.path, match),
+                match=match,
+                kind=KIND_ROUTE,
+                backend=parse_backend(route.backend),
+                origin=ref,
+                modified=modified,
+                label=f"{ref.name}:{route.host or '*'}{route.path}",
+                preserve_host=route.preserve_host,
+            )
+        except InvalidObject as e:
+            problems.append(Problem(ref, f"{where}: {e}"))
+            continue
+        if entry.key in entries:
+            problems.append(Problem(ref, f"{where}: duplicates an earlier route, ignored"))
+            continue
+        entries[entry.key] = entry
+    return list(entries.values())
+
+
+def _precedence(entry: RouteEntry) -> tuple[float, ObjectRef]:
+    """
+    Total order for conflicting routes: the newest modification time wins
+    ("last one wins", DESIGN.md); on an exact tie the smallest
+    :class:`ObjectRef` wins, so the outcome never depends on load order.
+    """
+    return (-entry.modified, entry.origin)
+
+
+def translate(objects: Iterable[SourceObject]) -> GatewayConfig:
+    """
+    Validate every object, build route entries, and merge conflicts.
+
+    An invalid object (or an invalid part of a route set) becomes a
+    :class:`Problem` and is left out; everything else is served.
+    """
+    problems: list[Problem] = []
+    candidates: dict[tuple[str, str, str], list[RouteEntry]] = {}
+    certificates: list[CertificateEntry] = []
+    for obj in sorted(objects, key=lambda o: o.ref):
+        body = obj.body
+        try:
+            if isinstance(body, Api):
+                entries = _api_entries(obj.ref, obj.modified, body)
+            elif isinstance(body, RouteSet):
+                entries = _route_entries(obj.ref, obj.modified, body, problems)
+            elif isinstance(body, Certificate):
+                certificates.append(
+                    CertificateEntry(
+                        obj.ref,
+                        tuple(normalize_host(h) for h in body.hosts),
+                        body.cert_pem,
+                        body.key_pem,
+                        body.is_default,
+                    )
+                )
+                continue
+            else:
+                raise InvalidObject(f"unsupported object type {type(body).__name__}")
+        except InvalidObject as e:
+            problems.append(Problem(obj.ref, str(e)))
+            continue
+        for entry in entries:
+            candidates.setdefault(entry.key, []).append(entry)
+
+    routes: list[RouteEntry] = []
+    shadowed: list[Shadowing] = []
+    for key in sorted(candidates):
+        ranked = sorted(candidates[key], key=_precedence)
+        winner = ranked[0]
+        losers = tuple(e.origin for e in ranked[1:])
+        if losers:
+            shadowed.extend(Shadowing(key, winner.origin, loser) for loser in losers)
+            winner = replace(winner, shadows=losers)
+        routes.append(winner)
+    return GatewayConfig(
+        routes=tuple(routes),
+        problems=tuple(problems),
+        shadowed=tuple(shadowed),
+        certificates=tuple(certificates),
+    )
