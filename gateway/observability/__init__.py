@@ -1,1 +1,23 @@
-"""TODO"""
+"""
+Metrics, the access log, health/readiness and the effective-config dump:
+beside every stage of the pipeline, imported by ``tap`` and ``proxy``'s
+owner, never importing the pipeline itself.
+"""
+
+from ._accesslog import FORMATS as ACCESS_LOG_FORMATS
+from ._accesslog import AccessLog
+from ._admin import AdminResource
+from ._configdump import describe_generation
+from ._health import Health
+from ._metrics import GatewayMetrics
+from ._observer import RequestObserver
+
+__all__ = [
+    "ACCESS_LOG_FORMATS",
+    "AccessLog",
+    "AdminResource",
+    "GatewayMetrics",
+    "Health",
+    "RequestObserver",
+    "describe_generation",
+]

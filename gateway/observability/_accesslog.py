@@ -1,0 +1,100 @@
+"""
+The access log: one line per answered request, through twisted.logger.
+
+Formatting is deferred to the log observer (twisted.logger formats an event
+only when an observer renders it), so the request path only builds a small
+dict of fields. ``none`` skips even that.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.logger import Logger
+
+FORMATS = ("text", "json", "none")
+
+_TEXT = (
+    '{client} "{method} {path} {protocol}" {status} {bytes} {duration_ms:.3f}ms '
+    "host={host} route={route} backend={backend} request_id={request_id}"
+)
+
+
+class _JsonLine:
+    """Renders the event's access fields as one JSON object, lazily."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+
+    def __format__(self, spec: str) -> str:
+        return json.dumps(self.fields, separators=(",", ":"), sort_keys=True)
+
+    __str__ = __repr__ = lambda self: self.__format__("")  # noqa: E731
+
+
+class AccessLog:
+    """
+    Emits access-log events in the configured format (``text``, ``json`` or
+    ``none``). The events carry ``log_namespace`` ``apimgw.access`` so an
+    operator can route them separately.
+    """
+
+    _log = Logger(namespace="apimgw.access")
+
+    def __init__(self, fmt: str = "text") -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"telemetry.logs.std must be one of {', '.join(FORMATS)}, not {fmt!r}")
+        self.format = fmt
+        self.enabled = fmt != "none"
+
+    def emit(
+        self,
+        *,
+        client: str,
+        method: str,
+        path: str,
+        protocol: str,
+        status: int,
+        bytes: int,
+        duration: float,
+        host: str,
+        route: str,
+        backend: str,
+        request_id: str,
+    ) -> None:
+        """Log one request (a no-op when the format is ``none``)."""
+        if not self.enabled:
+            return
+        if self.format == "text":
+            self._log.info(
+                _TEXT,
+                client=client,
+                method=method,
+                path=path,
+                protocol=protocol,
+                status=status,
+                bytes=bytes,
+                duration_ms=duration * 1000.0,
+                host=host,
+                route=route,
+                backend=backend,
+                request_id=request_id,
+            )
+        else:
+            fields = {
+                "client": client,
+                "method": method,
+                "path": path,
+                "protocol": protocol,
+                "status": status,
+                "bytes": bytes,
+                "durationMs": round(duration * 1000.0, 3),
+                "host": host,
+                "route": route,
+                "backend": backend,
+                "requestId": request_id,
+            }
+            self._log.info("{access}", access=_JsonLine(fields))

@@ -1,0 +1,56 @@
+"""
+What happens after each answered request: a metric update and an access
+log line. One object so the proxy makes one call per request.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._accesslog import AccessLog
+from ._metrics import GatewayMetrics
+
+
+class RequestObserver:
+    """Feeds :class:`GatewayMetrics` and :class:`AccessLog` from the proxy."""
+
+    def __init__(self, metrics: GatewayMetrics, access_log: AccessLog) -> None:
+        self.metrics = metrics
+        self.access_log = access_log
+        self._backend_errors: dict[tuple[str, str], Any] = {}
+
+    def request_done(
+        self,
+        request: Any,
+        status: int,
+        sent: int,
+        duration: float,
+        route: str,
+        backend: str,
+        request_id: str,
+    ) -> None:
+        method = request.method.decode("ascii", "replace")
+        self.metrics.observe_request(route, method, status, duration)
+        if self.access_log.enabled:
+            client = request.getClientAddress()
+            host = request.requestHeaders.getRawHeaders(b"host")
+            self.access_log.emit(
+                client=getattr(client, "host", "-"),
+                method=method,
+                path=request.uri.decode("latin-1"),
+                protocol=request.clientproto.decode("ascii", "replace"),
+                status=status,
+                bytes=sent,
+                duration=duration,
+                host=host[0].decode("latin-1") if host else "-",
+                route=route,
+                backend=backend,
+                request_id=request_id,
+            )
+
+    def backend_error(self, backend: str, kind: str) -> None:
+        key = (backend, kind)
+        child = self._backend_errors.get(key)
+        if child is None:
+            child = self._backend_errors[key] = self.metrics.backend_errors.labels(backend, kind)
+        child.inc()

@@ -1,0 +1,100 @@
+"""
+Header rules of a reverse proxy (RFC 9110 §7.6.1): what is forwarded, what
+is dropped, what is added.
+
+Hop-by-hop headers belong to one connection and are never forwarded, in
+either direction; neither are the headers a ``Connection`` header names.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+#: Request headers the proxy replaces or recomputes itself.
+_REPLACED_ON_REQUEST = HOP_BY_HOP | {
+    b"host",
+    b"content-length",
+    b"expect",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+    b"x-request-id",
+}
+
+
+def connection_tokens(values: Iterable[bytes] | None) -> frozenset[bytes]:
+    """The header names listed in ``Connection`` header values, lower case."""
+    if not values:
+        return frozenset()
+    return frozenset(
+        token.strip().lower() for value in values for token in value.split(b",") if token.strip()
+    )
+
+
+def forward_request_headers(
+    raw: Iterable[tuple[bytes, list[bytes]]],
+    *,
+    host: bytes,
+    forwarded_for: bytes,
+    forwarded_proto: bytes,
+    forwarded_host: bytes,
+    request_id: bytes,
+) -> list[tuple[bytes, bytes]]:
+    """
+    The header list to send to the backend.
+
+    :param raw: the client's headers as ``(name, [values])`` pairs
+        (twisted.web's ``getAllRawHeaders()``); repeated values are kept,
+        each as its own header line, in order.
+    :param host: the ``Host`` to send (the backend's authority, or the
+        client's when the route preserves it).
+    :param forwarded_for: the complete ``X-Forwarded-For`` value (any
+        incoming value with the client address appended).
+    """
+    headers: list[tuple[bytes, bytes]] = [(b"Host", host)]
+    raw = list(raw)
+    named = frozenset()
+    for name, values in raw:
+        if name.lower() == b"connection":
+            named = connection_tokens(values)
+            break
+    for name, values in raw:
+        lower = name.lower()
+        if lower in _REPLACED_ON_REQUEST or lower in named:
+            continue
+        for value in values:
+            headers.append((name, value))
+    headers.append((b"X-Forwarded-For", forwarded_for))
+    headers.append((b"X-Forwarded-Proto", forwarded_proto))
+    headers.append((b"X-Forwarded-Host", forwarded_host))
+    headers.append((b"x-request-id", request_id))
+    return headers
+
+
+def response_headers_to_forward(
+    headers: list[tuple[bytes, bytes]],
+) -> list[tuple[bytes, bytes]]:
+    """The backend's response headers minus hop-by-hop ones, order kept."""
+    named: frozenset[bytes] = frozenset()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            named = named | connection_tokens([value])
+    return [
+        (name, value)
+        for name, value in headers
+        if (lower := name.lower()) not in HOP_BY_HOP and lower not in named
+    ]

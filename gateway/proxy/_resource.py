@@ -1,0 +1,349 @@
+"""
+The proxy's leaf resource: look up, forward, stream back.
+
+Per request: one trie lookup, one header list, one backend exchange. All
+configuration-derived values (parsed backends, compiled routes) come from
+the live generation, built once per configuration change.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from gateway.translate import KIND_API
+
+from ._client import BackendError, BackendPool, BackendTimeout
+from ._headers import forward_request_headers, response_headers_to_forward
+
+#: The upstream Helm chart's probe path, answered on the traffic port.
+STATUS_PATH = b"/status-0123456789abcdef"
+
+#: How backend failures are reported to clients.
+ERROR_MODES = ("apim", "http")
+
+
+class _Generation(Protocol):
+    table: Any
+
+
+class _GenerationHolder(Protocol):
+    current: _Generation | None
+
+
+def envelope(status: int, message: str, **extra: str) -> bytes:
+    """The APIM error body: ``{"statusCode": N, "message": "..."}``."""
+    body: dict[str, Any] = {"statusCode": status, "message": message}
+    body.update(extra)
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+_NOT_FOUND = envelope(404, "Resource not found")
+_NOT_READY = envelope(503, "Service unavailable: no configuration loaded yet")
+_TOO_LARGE = envelope(413, "Request entity too large")
+_BAD_REQUEST = envelope(400, "Bad request")
+
+
+class ProxyResource(Resource):
+    """
+    The only resource of the gateway's traffic ports.
+
+    :param generations: an object whose ``current`` attribute is the live
+        generation (its ``table`` has ``lookup(host, path, method)``), read
+        once per request so a swap never affects a request in progress.
+    :param observer: receives ``request_done(...)`` once per answered
+        request (metrics and the access log).
+    """
+
+    isLeaf = True
+    _log = Logger()
+
+    def __init__(
+        self,
+        generations: _GenerationHolder,
+        pool: BackendPool,
+        clock: IReactorTime,
+        observer: Any,
+        health: Any,
+        *,
+        scheme: bytes = b"http",
+        error_mode: str = "apim",
+    ) -> None:
+        super().__init__()
+        if error_mode not in ERROR_MODES:
+            raise ValueError(f"error mode must be one of {ERROR_MODES}, not {error_mode!r}")
+        self._generations = generations
+        self._pool = pool
+        self._clock = clock
+        self._observer = observer
+        self._health = health
+        self._scheme = scheme
+        self._error_mode = error_mode
+        self.in_flight = 0
+        self._idle_waiters: list[Deferred[None]] = []
+
+    # -- draining ---------------------------------------------------------
+
+    def when_idle(self) -> Deferred[None]:
+        """Fires once no proxied request is in progress."""
+        d: Deferred[None] = Deferred()
+        if self.in_flight == 0:
+            d.callback(None)
+        else:
+            self._idle_waiters.append(d)
+        return d
+
+    def _request_ended(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0 and self._idle_waiters:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    # -- rendering --------------------------------------------------------
+
+    def render(self, request: Any) -> Any:
+        started = self._clock.seconds()
+        if self._health.draining:
+            # Ask keep-alive clients to reconnect (to another replica).
+            request.setHeader(b"connection", b"close")
+            channel = request.channel
+            if channel is not None and hasattr(channel, "persistent"):
+                channel.persistent = False
+        path, _, query = request.uri.partition(b"?")
+        if path == STATUS_PATH:
+            return self._status(request)
+        generation = self._generations.current
+        if generation is None:
+            return self._answer(request, started, 503, _NOT_READY, "-")
+        host_values = request.requestHeaders.getRawHeaders(b"host")
+        host = host_values[0].decode("latin-1") if host_values else ""
+        try:
+            method = request.method.decode("ascii")
+            path_text = path.decode("ascii")
+        except UnicodeDecodeError:
+            return self._answer(request, started, 400, _BAD_REQUEST, "-")
+        match = generation.table.lookup(host, path_text, method)
+        if match is None:
+            return self._answer(request, started, 404, _NOT_FOUND, "-")
+        entry = match.entry
+        body = request.content
+        if getattr(body, "exceeded", False):
+            return self._answer(request, started, 413, _TOO_LARGE, entry.label)
+        backend = entry.backend
+        if entry.kind == KIND_API:
+            target = (backend.base_path + match.rest) or "/"
+            target_bytes = target.encode("ascii")
+        else:
+            target_bytes = path
+        if query:
+            target_bytes += b"?" + query
+        request_id = self._request_id(request)
+        client = request.getClientAddress()
+        client_host = getattr(client, "host", "") or ""
+        forwarded_for = client_host.encode("ascii")
+        previous = request.requestHeaders.getRawHeaders(b"x-forwarded-for")
+        if previous:
+            forwarded_for = b", ".join(previous) + b", " + forwarded_for
+        host_bytes = host.encode("latin-1")
+        headers = forward_request_headers(
+            request.requestHeaders.getAllRawHeaders(),
+            host=host_bytes if entry.preserve_host else backend.authority.encode("ascii"),
+            forwarded_for=forwarded_for,
+            forwarded_proto=self._scheme,
+            forwarded_host=host_bytes,
+            request_id=request_id,
+        )
+        length = body.size if body is not None else 0
+        exchange = _Exchange(self, request, entry, started, request_id)
+        self.in_flight += 1
+        request.on_client_gone = exchange.client_gone
+        exchange.backend_exchange = self._pool.request(
+            backend,
+            request.method,
+            target_bytes,
+            headers,
+            body.file if length else None,
+            length,
+            exchange,
+        )
+        return NOT_DONE_YET
+
+    def _request_id(self, request: Any) -> bytes:
+        given = request.requestHeaders.getRawHeaders(b"x-request-id")
+        if given and given[0]:
+            return given[0]
+        return str(uuid.uuid4()).encode("ascii")
+
+    def _status(self, request: Any) -> bytes:
+        ready = self._generations.current is not None and self._health.ready
+        request.setResponseCode(200 if ready else 503)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return self._health.describe().encode() + b"\n"
+
+    def _answer(
+        self, request: Any, started: float, status: int, body: bytes, route: str
+    ) -> bytes:
+        """Answer from the gateway itself (no backend involved)."""
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"content-length", b"%d" % len(body))
+        self._observer.request_done(
+            request, status, len(body), self._clock.seconds() - started, route, "-", "-"
+        )
+        return body
+
+    def backend_failed(
+        self, request: Any, started: float, entry: Any, request_id: bytes, reason: Failure
+    ) -> None:
+        """The backend failed before any response byte: answer with the envelope."""
+        activity_id = request_id.decode("latin-1")
+        error = reason.value
+        timeout = isinstance(error, BackendTimeout)
+        kind = "timeout" if timeout else "error"
+        if self._error_mode == "http":
+            status = 504 if timeout else 502
+            message = "Gateway timeout" if timeout else "Bad gateway"
+        else:
+            status, message = 500, "Internal server error"
+        self._log.error(
+            "Backend {backend} failed for {method} {path} (activityId {activity_id}): {error}",
+            backend=entry.backend.url,
+            method=request.method.decode("ascii", "replace"),
+            path=request.uri.decode("latin-1"),
+            activity_id=activity_id,
+            error=str(error) if isinstance(error, BackendError) else repr(error),
+        )
+        self._observer.backend_error(entry.backend.url, kind)
+        body = envelope(status, message, activityId=activity_id)
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"content-length", b"%d" % len(body))
+        request.write(body)
+        request.finish()
+        self._observer.request_done(
+            request,
+            status,
+            len(body),
+            self._clock.seconds() - started,
+            entry.label,
+            entry.backend.url,
+            activity_id,
+        )
+
+
+class _Exchange:
+    """
+    One proxied request: receives the backend's response (the
+    ``ResponseSink`` of :mod:`gateway.proxy._client`) and writes it to the
+    client with backpressure.
+    """
+
+    __slots__ = (
+        "resource",
+        "request",
+        "entry",
+        "started",
+        "request_id",
+        "backend_exchange",
+        "producer",
+        "done",
+    )
+
+    def __init__(
+        self, resource: ProxyResource, request: Any, entry: Any, started: float, request_id: bytes
+    ) -> None:
+        self.resource = resource
+        self.request = request
+        self.entry = entry
+        self.started = started
+        self.request_id = request_id
+        self.backend_exchange: Any = None
+        self.producer: IPushProducer | None = None
+        self.done = False
+
+    def response_started(
+        self,
+        status: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        producer: IPushProducer,
+    ) -> None:
+        request = self.request
+        request.setResponseCode(status, reason or None)
+        response_headers = request.responseHeaders
+        for name, value in response_headers_to_forward(headers):
+            response_headers.addRawHeader(name, value)
+        if not response_headers.hasHeader(b"x-request-id"):
+            response_headers.setRawHeaders(b"x-request-id", [self.request_id])
+        self.producer = producer
+        request.registerProducer(producer, True)
+
+    def body_received(self, data: bytes) -> None:
+        self.request.write(data)
+
+    def response_finished(self) -> None:
+        request = self.request
+        if self.producer is not None:
+            request.unregisterProducer()
+            self.producer = None
+        if not request.startedWriting:
+            # No body (HEAD, 204, 304, or empty): still send the headers.
+            request.write(b"")
+        request.finish()
+        self._end(request.code)
+
+    def response_failed(self, reason: Failure) -> None:
+        request = self.request
+        if self.producer is not None:
+            request.unregisterProducer()
+            self.producer = None
+            # Headers went out already: the only honest signal left is to
+            # cut the connection, so the client sees a truncated response.
+            self.resource._log.warn(
+                "Backend {backend} broke off the response to {request_id}: {error}",
+                backend=self.entry.backend.url,
+                request_id=self.request_id.decode("latin-1"),
+                error=reason.getErrorMessage(),
+            )
+            self.resource._observer.backend_error(self.entry.backend.url, "broken")
+            request.loseConnection()
+            self._end(request.code)
+            return
+        self.resource.backend_failed(request, self.started, self.entry, self.request_id, reason)
+        self._end(None)
+
+    def client_gone(self, reason: Failure) -> None:
+        """The client disconnected first: abort the backend side."""
+        if self.done:
+            return
+        if self.backend_exchange is not None:
+            self.backend_exchange.cancel()
+        # 499: nginx's code for "client closed the request".
+        self._end(499)
+
+    def _end(self, status: int | None) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.request.on_client_gone = None
+        resource = self.resource
+        resource._request_ended()
+        if status is not None:
+            resource._observer.request_done(
+                self.request,
+                status,
+                self.request.sentLength,
+                resource._clock.seconds() - self.started,
+                self.entry.label,
+                self.entry.backend.url,
+                self.request_id.decode("latin-1"),
+            )

@@ -1,0 +1,92 @@
+"""
+The client side of the proxy: a twisted.web :class:`Site` with one leaf
+resource, a bounded request body, and connection tracking for draining.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from twisted.python.failure import Failure
+from twisted.web import server
+
+from ._body import BoundedBody
+
+#: Default request-body limit (bytes): above it the request is answered 413.
+DEFAULT_MAX_BODY = 100 * 1024 * 1024
+
+
+class GatewayRequest(server.Request):
+    """
+    A request that skips resource traversal (the root is a leaf), does not
+    pre-set ``Server``/``Date`` headers (the backend's are forwarded), and
+    tells the proxy when the client goes away so the backend exchange is
+    aborted.
+    """
+
+    #: Set by the proxy resource while a backend exchange is running.
+    exchange: Any = None
+    #: Set by the proxy resource: called once if the client disconnects first.
+    on_client_gone: Any = None
+
+    def process(self) -> None:
+        self.site = self.channel.site
+        try:
+            self.render(self.site.resource)
+        except BaseException:
+            self.processingFailed(Failure())
+
+    def connectionLost(self, reason: Failure) -> None:
+        callback = self.on_client_gone
+        self.on_client_gone = None
+        super().connectionLost(reason)
+        if callback is not None:
+            callback(reason)
+
+
+class GatewaySite(server.Site):
+    """
+    :class:`Site` for the gateway's HTTP and HTTPS listeners.
+
+    * request bodies are spooled through :class:`BoundedBody` with a limit;
+    * twisted.web's own access log is off (the proxy logs its own lines);
+    * open channels are tracked so a drain can close idle keep-alive
+      connections instead of resetting them at exit.
+    """
+
+    requestFactory = GatewayRequest
+
+    def __init__(self, resource: Any, *, max_body: int = DEFAULT_MAX_BODY, **kw: Any) -> None:
+        super().__init__(resource, **kw)
+        self.max_body = max_body
+        self.channels: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def log(self, request: server.Request) -> None:
+        """Access logging is done by the proxy resource, not here."""
+
+    def getContentFile(self, length: int | None) -> BoundedBody:
+        return BoundedBody(self.max_body, length)
+
+    def buildProtocol(self, addr: Any) -> Any:
+        channel = super().buildProtocol(addr)
+        self.channels.add(channel)
+        return channel
+
+    def close_idle_connections(self) -> int:
+        """
+        Close every tracked connection that has no request in progress
+        (called after the in-flight requests drained). Returns how many.
+        """
+        closed = 0
+        for channel in list(self.channels):
+            transport = getattr(channel, "transport", None)
+            if transport is None:
+                continue
+            if getattr(channel, "requests", None):
+                # HTTP/1.1 with a request in progress: it closes after its
+                # response because draining marks it non-persistent.
+                continue
+            transport.loseConnection()
+            closed += 1
+        return closed

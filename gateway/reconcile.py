@@ -1,0 +1,154 @@
+"""
+Coalesce store changes → translate → build → swap one reference.
+
+The proxy reads :attr:`Reconciler.current` once per request; a rebuild
+replaces that reference in one assignment, so a request sees either the old
+generation or the new one, never a mixture, and requests in progress keep
+the generation they started with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from gateway.model import Store
+from gateway.routing import RouteTable
+from gateway.translate import GatewayConfig, Problem, translate
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """One live configuration: the translated config and its compiled table."""
+
+    number: int
+    config: GatewayConfig
+    table: RouteTable
+    created: float
+
+
+class Reconciler(Service):
+    """
+    Rebuilds the live :class:`Generation` whenever the store changes.
+
+    Bursts of changes within ``delay`` seconds cause one rebuild. No
+    generation is built before every source in ``synced`` has loaded once
+    (so readiness never turns green on a half-loaded configuration); after
+    that, every change is applied. A failed build keeps the last good
+    generation, logs why and counts it.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        store: Store,
+        clock: IReactorTime,
+        *,
+        synced: Iterable[Deferred[object]] = (),
+        delay: float = 0.02,
+        on_swap: Iterable[Callable[[Generation], None]] = (),
+        on_failure: Callable[[Exception], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.delay = delay
+        self.current: Generation | None = None
+        self._on_swap = list(on_swap)
+        self._on_failure = on_failure
+        self._synced_sources = list(synced)
+        self._all_synced = False
+        self._pending: IDelayedCall | None = None
+        self._reported: frozenset[Problem] = frozenset()
+        self._waiting: list[Deferred[Generation]] = []
+        store.subscribe(self._changed)
+
+    def startService(self) -> None:
+        super().startService()
+        d = DeferredList(self._synced_sources, fireOnOneErrback=False, consumeErrors=True)
+        d.addCallback(self._sources_synced)
+
+    def stopService(self) -> None:
+        if self._pending is not None and self._pending.active():
+            self._pending.cancel()
+        self._pending = None
+        return super().stopService()
+
+    def add_swap_listener(self, listener: Callable[[Generation], None]) -> None:
+        """Call ``listener(generation)`` after every swap."""
+        self._on_swap.append(listener)
+
+    def when_live(self) -> Deferred[Generation]:
+        """Fires with the first generation (at once if one is live)."""
+        if self.current is not None:
+            d: Deferred[Generation] = Deferred()
+            d.callback(self.current)
+            return d
+        d = Deferred()
+        self._waiting.append(d)
+        return d
+
+    def _sources_synced(self, _: object) -> None:
+        self._all_synced = True
+        self.rebuild()
+
+    def _changed(self) -> None:
+        if not self._all_synced or not self.running:
+            return
+        if self._pending is None or not self._pending.active():
+            self._pending = self.clock.callLater(self.delay, self.rebuild)
+
+    def rebuild(self) -> Generation | None:
+        """Translate and swap now; returns the new generation, or None on failure."""
+        self._pending = None
+        try:
+            config = translate(self.store.objects())
+            table = RouteTable.build(config.routes)
+        except Exception as e:
+            self._log.failure("Configuration rebuild failed; the last good configuration keeps serving")
+            if self._on_failure is not None:
+                self._on_failure(e)
+            return None
+        number = 1 if self.current is None else self.current.number + 1
+        generation = Generation(number, config, table, self.clock.seconds())
+        self.current = generation
+        self._report(generation)
+        for listener in self._on_swap:
+            listener(generation)
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(generation)
+        return generation
+
+    def _report(self, generation: Generation) -> None:
+        config = generation.config
+        problems = frozenset(config.problems)
+        for problem in sorted(problems - self._reported, key=str):
+            self._log.error(
+                "Configuration problem in {object}: {message} (left out; everything else is served)",
+                object=str(problem.ref),
+                message=problem.message,
+            )
+        self._reported = problems
+        self._log.info(
+            "Configuration generation {number} live: {routes} routes, {problems} problems, "
+            "{shadowed} shadowed",
+            number=generation.number,
+            routes=len(config.routes),
+            problems=len(config.problems),
+            shadowed=len(config.shadowed),
+        )
+        for shadow in config.shadowed:
+            self._log.warn(
+                "Route {host}{path} ({match}) of {loser} is shadowed by newer {winner}",
+                host=shadow.key[0] or "*",
+                match=shadow.key[1],
+                path=shadow.key[2],
+                loser=str(shadow.loser),
+                winner=str(shadow.winner),
+            )

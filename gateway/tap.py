@@ -1,0 +1,264 @@
+"""
+``twistd apimgw``: command-line options and the service tree.
+
+This is the only module that touches the global reactor. The services are
+composed in dependency order (sources, reconciler, admin listener, traffic
+listeners), so at shutdown they stop in reverse: the traffic listeners
+drain first, while the admin port still answers ``/readyz`` with 503.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+from twisted.application.service import IService, MultiService, Service
+from twisted.application.strports import service as strports_service
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.web.server import Site
+
+from gateway.echo import EchoBackend
+from gateway.model import Store
+from gateway.observability import (
+    ACCESS_LOG_FORMATS,
+    AccessLog,
+    AdminResource,
+    GatewayMetrics,
+    Health,
+    RequestObserver,
+)
+from gateway.proxy import BackendPool, GatewaySite, ProxyResource, TrafficListener
+from gateway.reconcile import Generation, Reconciler
+from gateway.settings import SETTINGS, flag, read_environment
+from gateway.sources.file import FileSource, default_objects
+
+_log = Logger(namespace="apimgw")
+
+
+def _option_help(setting: Any) -> str:
+    default = setting.default if setting.default else "(empty)"
+    return f"{setting.help} [env {setting.name} / {setting.shell_name}; default {default}]"
+
+
+class Options(usage.Options):
+    """
+    Options of ``twistd apimgw``. Every option can also be set through the
+    environment (dotted name or shell-safe form); an option given on the
+    command line wins.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "apimgw: an open, self-hosted API gateway. With no configuration it serves the "
+        "built-in Echo API at /echo/ on the HTTP port (try "
+        "curl 'http://127.0.0.1:8080/echo/resource?param1=sample'). Listen strings are "
+        "strports descriptions, e.g. tcp:8080:interface=127.0.0.1. "
+        "Environment settings without an option: "
+        + "; ".join(f"{s.name} ({s.shell_name})" for s in SETTINGS if s.option is None)
+        + "."
+    )
+    optParameters = [
+        [setting.option, None, None, _option_help(setting)]
+        for setting in SETTINGS
+        if setting.option is not None
+    ]
+
+    def __init__(self, environ: dict[str, str] | None = None) -> None:
+        super().__init__()
+        self._environ = os.environ if environ is None else environ
+        self.unknown_settings: list[str] = []
+        self.environment: dict[str, str] = {}
+
+    def postOptions(self) -> None:
+        self.environment, self.unknown_settings = read_environment(self._environ)
+        for setting in SETTINGS:
+            if setting.option is None:
+                continue
+            if self[setting.option] is None:
+                self[setting.option] = self.environment.get(setting.name, setting.default)
+        if self["access-log"] not in ACCESS_LOG_FORMATS:
+            raise usage.UsageError(
+                f"telemetry.logs.std / --access-log must be one of {', '.join(ACCESS_LOG_FORMATS)}"
+            )
+        for name in ("grace", "drain-delay", "connect-timeout", "backend-timeout", "poll-interval"):
+            self[name] = self._number(name, float)
+        for name in ("max-idle", "max-body"):
+            self[name] = self._number(name, int)
+        if self["error-mode"] not in ("apim", "http"):
+            raise usage.UsageError("--error-mode must be apim or http")
+        if self["config"] and not os.path.exists(self["config"]):
+            # Not fatal: the file source keeps polling for it, but say so now.
+            _log.warn("Configuration file {path} does not exist (yet)", path=self["config"])
+
+    def _number(self, name: str, kind: type) -> Any:
+        try:
+            value = kind(self[name])
+        except (TypeError, ValueError):
+            raise usage.UsageError(f"--{name} must be a number, not {self[name]!r}") from None
+        if value < 0:
+            raise usage.UsageError(f"--{name} must not be negative")
+        return value
+
+
+class _DefaultConfigSource(Service):
+    """
+    The built-in configuration: starts the echo backend on a loopback port
+    and publishes the Echo API pointing at it.
+    """
+
+    def __init__(self, store: Store, echo: EchoBackend) -> None:
+        self._store = store
+        self._echo = echo
+        self._synced: Deferred[None] = Deferred()
+
+    def when_synced(self) -> Deferred[None]:
+        return self._synced
+
+    def startService(self) -> None:
+        super().startService()
+        self._echo.when_listening().addCallback(self._publish)
+
+    def _publish(self, url: str) -> None:
+        self._store.replace_source("default", default_objects(url + "/api"))
+        _log.info("No configuration given: serving the built-in Echo API (backend {url})", url=url)
+        if not self._synced.called:
+            self._synced.callback(None)
+
+
+class _SignalReload(Service):
+    """Reloads the configuration file on SIGHUP (via the reactor, signal-safe)."""
+
+    def __init__(self, reactor: Any, source: FileSource) -> None:
+        self._reactor = reactor
+        self._source = source
+        self._previous: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        if hasattr(signal, "SIGHUP"):
+            self._previous = signal.signal(signal.SIGHUP, self._handle)
+
+    def stopService(self) -> Deferred[None]:
+        if hasattr(signal, "SIGHUP") and self._previous is not None:
+            signal.signal(signal.SIGHUP, self._previous)
+        super().stopService()
+        return succeed(None)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self._reactor.callFromThread(self._reload)
+
+    def _reload(self) -> None:
+        _log.info("SIGHUP: reloading {path}", path=self._source.path)
+        self._source.reload()
+
+
+class _PoolService(Service):
+    """Closes the idle backend connections once the listeners have drained."""
+
+    def __init__(self, pool: BackendPool) -> None:
+        self._pool = pool
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        return self._pool.close()
+
+
+def build_gateway(options: Options, reactor: Any) -> MultiService:
+    """Compose the gateway's services from parsed options (testable without twistd)."""
+    for key in options.unknown_settings:
+        _log.warn("Unknown setting {key} in the environment: ignored", key=key)
+    if flag(options.environment.get("k8s.ingress.enabled")):
+        _log.warn("k8s.ingress.enabled is set, but this version has no Ingress source yet: ignored")
+    if options.environment.get("config.service.endpoint"):
+        _log.warn("config.service.endpoint is set, but this version has no cloud source yet: ignored")
+
+    top = MultiService()
+    store = Store()
+    metrics = GatewayMetrics()
+    health = Health()
+    synced: list[Deferred[Any]] = []
+
+    def reload_failed(error: Exception, source: str = "file") -> None:
+        metrics.reload_failures.labels(source).inc()
+
+    # 1. sources
+    if options["config"]:
+        file_source = FileSource(
+            store,
+            options["config"],
+            reactor=reactor,
+            poll_interval=options["poll-interval"],
+            on_reload_failed=reload_failed,
+        )
+        file_source.setServiceParent(top)
+        _SignalReload(reactor, file_source).setServiceParent(top)
+        synced.append(file_source.when_synced())
+    else:
+        echo = EchoBackend(reactor)
+        echo.setServiceParent(top)
+        default = _DefaultConfigSource(store, echo)
+        default.setServiceParent(top)
+        synced.append(default.when_synced())
+
+    # 2. reconciler
+    def swapped(generation: Generation) -> None:
+        health.generation = generation.number
+        metrics.generation.set(generation.number)
+        metrics.generation_routes.set(len(generation.config.routes))
+        metrics.config_problems.set(len(generation.config.problems))
+        metrics.shadowed_routes.set(len(generation.config.shadowed))
+
+    reconciler = Reconciler(
+        store,
+        reactor,
+        synced=synced,
+        on_swap=[swapped],
+        on_failure=lambda e: reload_failed(e, "rebuild"),
+    )
+    reconciler.setServiceParent(top)
+
+    # 3. admin listener
+    admin = Site(AdminResource(metrics, health, reconciler))
+    admin.log = lambda request: None  # type: ignore[method-assign]
+    strports_service(options["admin"], admin).setServiceParent(top)
+
+    # 4. traffic listeners
+    pool = BackendPool(
+        reactor,
+        max_idle_per_backend=options["max-idle"],
+        connect_timeout=options["connect-timeout"],
+        response_timeout=options["backend-timeout"],
+    )
+    # Added before the listeners, so it stops after they drained.
+    _PoolService(pool).setServiceParent(top)
+    observer = RequestObserver(metrics, AccessLog(options["access-log"]))
+    listeners = [("http", b"http", options["http"])]
+    if options["https"]:
+        listeners.append(("https", b"https", options["https"]))
+    for name, scheme, description in listeners:
+        resource = ProxyResource(
+            reconciler, pool, reactor, observer, health, scheme=scheme,
+            error_mode=options["error-mode"],
+        )
+        site = GatewaySite(resource, max_body=options["max-body"])
+        TrafficListener(
+            reactor,
+            description,
+            site,
+            resource,
+            health,
+            name=name,
+            grace=options["grace"],
+            drain_delay=options["drain-delay"],
+        ).setServiceParent(top)
+    return top
+
+
+def makeService(options: Options) -> IService:
+    """twistd entry point."""
+    from twisted.internet import reactor
+
+    return build_gateway(options, reactor)
