@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any
+from typing import Any, Sequence
 
 from twisted.application.service import IService, MultiService, Service
-from twisted.application.strports import service as strports_service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
+from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
@@ -166,8 +166,73 @@ class _PoolService(Service):
         return self._pool.close()
 
 
-def build_gateway(options: Options, reactor: Any) -> MultiService:
-    """Compose the gateway's services from parsed options (testable without twistd)."""
+class _AdminListener(Service):
+    """The admin port; records the listening port (tests listen on port 0)."""
+
+    def __init__(self, reactor: Any, description: str, site: Site) -> None:
+        self._reactor = reactor
+        self._description = description
+        self._site = site
+        self.port: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        d = serverFromString(self._reactor, self._description).listen(self._site)
+        d.addCallback(self._listened)
+
+    def _listened(self, port: Any) -> None:
+        self.port = port
+        _log.info("admin listener on {address}", address=str(port.getHost()))
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self.port is not None:
+            return self.port.stopListening()
+        return None
+
+
+class Gateway(MultiService):
+    """
+    The service tree of one gateway, with handles on its parts for tests
+    and embedding: ``store``, ``reconciler``, ``metrics``, ``health`` and
+    ``listeners`` (by name: ``http``, ``https``, ``admin``).
+    """
+
+    store: Store
+    reconciler: Reconciler
+    metrics: GatewayMetrics
+    health: Health
+    listeners: dict[str, Any]
+    pool: BackendPool
+
+    @inlineCallbacks
+    def stopService(self) -> Any:
+        """
+        Stop the children one after the other, in reverse order, each
+        waiting for the previous: :class:`MultiService` would stop them all
+        at once, closing the admin port and the sources while the traffic
+        listeners are still draining.
+        """
+        Service.stopService(self)
+        for child in reversed(list(self)):
+            try:
+                yield maybeDeferred(child.stopService)
+            except Exception:
+                _log.failure("Stopping {service} failed", service=repr(child))
+
+
+def build_gateway(
+    options: Options,
+    reactor: Any,
+    *,
+    store: Store | None = None,
+    extra_sources: Sequence[Any] = (),
+) -> Gateway:
+    """
+    Compose the gateway's services from parsed options (testable without
+    twistd). ``extra_sources`` are services writing to ``store`` that offer
+    ``when_synced()`` (tests use an in-memory source this way).
+    """
     for key in options.unknown_settings:
         _log.warn("Unknown setting {key} in the environment: ignored", key=key)
     if flag(options.environment.get("k8s.ingress.enabled")):
@@ -175,11 +240,12 @@ def build_gateway(options: Options, reactor: Any) -> MultiService:
     if options.environment.get("config.service.endpoint"):
         _log.warn("config.service.endpoint is set, but this version has no cloud source yet: ignored")
 
-    top = MultiService()
-    store = Store()
+    top = Gateway()
+    store = Store() if store is None else store
     metrics = GatewayMetrics()
     health = Health()
     synced: list[Deferred[Any]] = []
+    top.store, top.metrics, top.health, top.listeners = store, metrics, health, {}
 
     def reload_failed(error: Exception, source: str = "file") -> None:
         metrics.reload_failures.labels(source).inc()
@@ -202,6 +268,9 @@ def build_gateway(options: Options, reactor: Any) -> MultiService:
         default = _DefaultConfigSource(store, echo)
         default.setServiceParent(top)
         synced.append(default.when_synced())
+    for extra in extra_sources:
+        extra.setServiceParent(top)
+        synced.append(extra.when_synced())
 
     # 2. reconciler
     def swapped(generation: Generation) -> None:
@@ -219,11 +288,13 @@ def build_gateway(options: Options, reactor: Any) -> MultiService:
         on_failure=lambda e: reload_failed(e, "rebuild"),
     )
     reconciler.setServiceParent(top)
+    top.reconciler = reconciler
 
     # 3. admin listener
     admin = Site(AdminResource(metrics, health, reconciler))
     admin.log = lambda request: None  # type: ignore[method-assign]
-    strports_service(options["admin"], admin).setServiceParent(top)
+    top.listeners["admin"] = _AdminListener(reactor, options["admin"], admin)
+    top.listeners["admin"].setServiceParent(top)
 
     # 4. traffic listeners
     pool = BackendPool(
@@ -234,6 +305,7 @@ def build_gateway(options: Options, reactor: Any) -> MultiService:
     )
     # Added before the listeners, so it stops after they drained.
     _PoolService(pool).setServiceParent(top)
+    top.pool = pool
     observer = RequestObserver(metrics, AccessLog(options["access-log"]))
     listeners = [("http", b"http", options["http"])]
     if options["https"]:
@@ -244,7 +316,7 @@ def build_gateway(options: Options, reactor: Any) -> MultiService:
             error_mode=options["error-mode"],
         )
         site = GatewaySite(resource, max_body=options["max-body"])
-        TrafficListener(
+        top.listeners[name] = TrafficListener(
             reactor,
             description,
             site,
@@ -253,11 +325,12 @@ def build_gateway(options: Options, reactor: Any) -> MultiService:
             name=name,
             grace=options["grace"],
             drain_delay=options["drain-delay"],
-        ).setServiceParent(top)
+        )
+        top.listeners[name].setServiceParent(top)
     return top
 
 
-def makeService(options: Options) -> IService:
+def makeService(options: Options) -> IService:  # noqa: N802 (twistd's name)
     """twistd entry point."""
     from twisted.internet import reactor
 

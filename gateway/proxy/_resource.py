@@ -113,11 +113,7 @@ class ProxyResource(Resource):
     def render(self, request: Any) -> Any:
         started = self._clock.seconds()
         if self._health.draining:
-            # Ask keep-alive clients to reconnect (to another replica).
-            request.setHeader(b"connection", b"close")
-            channel = request.channel
-            if channel is not None and hasattr(channel, "persistent"):
-                channel.persistent = False
+            _close_after_response(request)
         path, _, query = request.uri.partition(b"?")
         if path == STATUS_PATH:
             return self._status(request)
@@ -240,6 +236,14 @@ class ProxyResource(Resource):
         )
 
 
+def _close_after_response(request: Any) -> None:
+    """While draining: ask the keep-alive client to reconnect (to another replica)."""
+    request.setHeader(b"connection", b"close")
+    channel = request.channel
+    if channel is not None and hasattr(channel, "persistent"):
+        channel.persistent = False
+
+
 class _Exchange:
     """
     One proxied request: receives the backend's response (the
@@ -284,6 +288,8 @@ class _Exchange:
             response_headers.addRawHeader(name, value)
         if not response_headers.hasHeader(b"x-request-id"):
             response_headers.setRawHeaders(b"x-request-id", [self.request_id])
+        if self.resource._health.draining:
+            _close_after_response(request)
         self.producer = producer
         request.registerProducer(producer, True)
 
