@@ -1,1 +1,13 @@
-"""TODO"""
+"""
+The route table: one immutable lookup structure per configuration.
+
+Built from the translated route entries once per configuration change and
+swapped whole by the reconciler; the proxy calls :meth:`RouteTable.lookup`
+once per request. The matching rules (host tiers, Ingress path semantics,
+API operations) are documented in :mod:`gateway.routing._trie` and
+:mod:`gateway.routing._operations`.
+"""
+
+from ._trie import Match, RouteTable
+
+__all__ = ["Match", "RouteTable"]

@@ -1,0 +1,276 @@
+"""
+The route table: translated route entries compiled once per configuration
+into dictionaries, so that a lookup costs a few dict probes per path segment
+whatever the number of routes.
+
+Shape::
+
+    RouteTable
+      exact hosts    {"www.example.com": _Tier, ...}
+      wildcards      {"example.com": _Tier, ...}       # from "*.example.com"
+      any host       _Tier | None
+    _Tier
+      exact paths    {"/foo": _Target, "/foo/": _Target, ...}   # full path, as configured
+      prefix trie    "" -> "/" node -> "aaa" -> "bbb" ...       # one node per segment
+
+Host precedence, one tier after the other:
+
+1. the exact host name (``www.example.com``);
+2. the one-label wildcard for it (``a.example.com`` tries ``*.example.com``;
+   ``a.b.example.com`` tries ``*.b.example.com`` only, and ``example.com``
+   tries ``*.com``);
+3. the routes for any host.
+
+The first tier whose paths match the request decides; a tier with no
+matching path at all falls through to the next. So a host that has its own
+routes still reaches the any-host routes for paths it does not configure,
+as an Ingress rule for one host does not hide the default rules.
+
+Path precedence within a tier, Kubernetes Ingress semantics: an Exact path
+beats any Prefix path; among Prefix paths the longest, counted in whole
+``/``-separated segments, wins. Exact paths compare the whole request path
+as configured (``/foo/`` does not match ``/foo``). Prefix paths compare
+segment by segment (``/aaa/bbb`` matches ``/aaa/bbb``, ``/aaa/bbb/`` and
+``/aaa/bbb/ccc``, never ``/aaa/bbbxyz``); a trailing slash on the configured
+Prefix path is ignored, and a trailing slash on the request adds only an empty
+last segment, which no Prefix path ends with, so it is ignored too.
+
+An entry with operations owns every path below its own: when its path
+matched but none of its operations accepts the method and path, the lookup
+returns ``None`` (the gateway answers 404) rather than trying a shorter
+prefix or another host tier, so an API's 404 never turns into some other
+backend's response.
+
+The request path is matched as sent: no percent-decoding, no collapsing of
+``//`` (an empty segment is a segment). A path that does not start with
+``/`` (``*``, an absolute URI) matches nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from gateway.translate import EXACT, KIND_API, PREFIX, OperationSpec, RouteEntry
+
+from ._operations import OperationTrie
+
+_NO_PARAMS: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """
+    The result of a successful lookup.
+
+    :ivar entry: the route entry that matched.
+    :ivar rest: for :data:`~gateway.translate.KIND_API`, the request path
+        after the entry's path: ``""`` or starting with ``/`` (the whole path
+        for an API at ``/``); for :data:`~gateway.translate.KIND_ROUTE`, the
+        whole request path, unchanged.
+    :ivar operation: the matched operation; ``None`` when the entry has no
+        operations.
+    :ivar params: the captured ``{param}`` values, empty when none.
+    """
+
+    entry: RouteEntry
+    rest: str
+    operation: OperationSpec | None
+    params: Mapping[str, str]
+
+
+class _Target:
+    """
+    What a trie node or an exact path leads to: one entry and what is
+    precomputed for it (where its path ends in the request, its kind, its
+    compiled operations).
+    """
+
+    __slots__ = ("cut", "entry", "is_api", "operations")
+
+    def __init__(self, entry: RouteEntry, cut: int) -> None:
+        self.entry = entry
+        self.cut = cut
+        self.is_api = entry.kind == KIND_API
+        self.operations = (
+            None if entry.operations is None else OperationTrie.compile(entry.operations)
+        )
+
+    def match(self, path: str, method: str) -> Match | None:
+        """The match for a request whose path led here, or ``None`` when
+        the entry's operations accept neither its method nor its path."""
+        if self.operations is None:
+            rest = path[self.cut :] if self.is_api else path
+            return Match(self.entry, rest, None, _NO_PARAMS)
+        below = path[self.cut :]
+        rest = below if self.is_api else path
+        found = self.operations.match(below, method)
+        if found is None:
+            return None
+        operation, values = found
+        params = dict(zip(operation.names, values, strict=True)) if values else _NO_PARAMS
+        return Match(self.entry, rest, operation.spec, params)
+
+
+class _PathNode:
+    """One path segment: children by segment, and the Prefix entry whose
+    path ends here, if any."""
+
+    __slots__ = ("children", "target")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _PathNode] = {}
+        self.target: _Target | None = None
+
+
+class _Tier:
+    """
+    The paths of one host pattern. The trie's root stands before the path's
+    leading ``/``: ``"/aaa/bbb".split("/")`` is ``["", "aaa", "bbb"]``, so
+    the split request path walks the trie as it is, with no slicing, and the
+    Prefix path ``/`` lives at the root's ``""`` child.
+    """
+
+    __slots__ = ("exact", "root")
+
+    def __init__(self) -> None:
+        self.exact: dict[str, _Target] = {}
+        self.root = _PathNode()
+
+    def add(self, entry: RouteEntry) -> None:
+        if entry.match == EXACT:
+            if entry.path in self.exact:
+                raise ValueError(f"duplicate route {entry.key!r}")
+            self.exact[entry.path] = _Target(entry, len(entry.path))
+            return
+        if entry.match != PREFIX:
+            raise ValueError(f"unknown match kind {entry.match!r} in {entry.key!r}")
+        # translate already normalises Prefix paths; entries built by hand
+        # may still end with "/", which Ingress semantics ignore.
+        path = entry.path.rstrip("/")
+        node = self.root
+        for segment in path.split("/") if path else ("",):
+            node = node.children.setdefault(segment, _PathNode())
+        if node.target is not None:
+            raise ValueError(f"duplicate route {entry.key!r}")
+        node.target = _Target(entry, len(path))
+
+    def find(self, path: str, segments: list[str]) -> _Target | None:
+        target = self.exact.get(path)
+        if target is not None:
+            return target
+        node = self.root
+        for segment in segments:
+            child = node.children.get(segment)
+            if child is None:
+                break
+            node = child
+            if node.target is not None:
+                target = node.target
+        return target
+
+
+def _hostname(host: str) -> str:
+    """
+    The Host header value as a lookup key: lower case, without the port and
+    without a trailing dot. An IPv6 literal keeps its brackets
+    (``[::1]:8080`` → ``[::1]``), so it can never equal a configured name or
+    a wildcard suffix.
+    """
+    name = host.lower()
+    if name[:1] == "[":
+        end = name.find("]")
+        return name[: end + 1] if end > 0 else name
+    colon = name.find(":")
+    if colon >= 0:
+        name = name[:colon]
+    if name[-1:] == ".":
+        name = name[:-1]
+    return name
+
+
+class RouteTable:
+    """
+    All effective routes of one configuration, ready for lookups.
+
+    Built once per configuration change by :meth:`build` and never mutated
+    afterwards, so the reconciler can swap the whole table by replacing one
+    reference while requests keep looking up the old one.
+    """
+
+    __slots__ = ("_any", "_count", "_hosts", "_wildcards")
+
+    def __init__(
+        self,
+        hosts: dict[str, _Tier],
+        wildcards: dict[str, _Tier],
+        any_host: _Tier | None,
+        count: int,
+    ) -> None:
+        self._hosts = hosts
+        self._wildcards = wildcards
+        self._any = any_host
+        self._count = count
+
+    @classmethod
+    def build(cls, routes: Iterable[RouteEntry]) -> RouteTable:
+        """
+        Compile route entries (as :func:`gateway.translate.translate` gives
+        them) into a table.
+
+        :raises ValueError: two entries have the same host, match kind and
+            path (translation never produces that), or an unknown match kind.
+        """
+        hosts: dict[str, _Tier] = {}
+        wildcards: dict[str, _Tier] = {}
+        any_host: _Tier | None = None
+        count = 0
+        for entry in routes:
+            if not entry.host:
+                if any_host is None:
+                    any_host = _Tier()
+                tier = any_host
+            elif entry.host.startswith("*."):
+                tier = wildcards.setdefault(entry.host[2:], _Tier())
+            else:
+                tier = hosts.setdefault(entry.host, _Tier())
+            tier.add(entry)
+            count += 1
+        return cls(hosts, wildcards, any_host, count)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def lookup(self, host: str, path: str, method: str) -> Match | None:
+        """
+        Find the route for one request.
+
+        :param host: the raw ``Host`` header value (any case, maybe with a
+            port or a trailing dot).
+        :param path: the raw request path, without the query string.
+        :param method: the request method, upper case.
+        :return: the match, or ``None`` when no route accepts the request.
+        """
+        if path[:1] != "/":
+            return None
+        name = _hostname(host)
+        segments = path.split("/")
+        tier = self._hosts.get(name)
+        if tier is not None:
+            target = tier.find(path, segments)
+            if target is not None:
+                return target.match(path, method)
+        dot = name.find(".")
+        if dot > 0:
+            tier = self._wildcards.get(name[dot + 1 :])
+            if tier is not None:
+                target = tier.find(path, segments)
+                if target is not None:
+                    return target.match(path, method)
+        tier = self._any
+        if tier is not None:
+            target = tier.find(path, segments)
+            if target is not None:
+                return target.match(path, method)
+        return None
