@@ -122,6 +122,11 @@ class ProxyResource(Resource):
             return self._answer(request, started, 503, _NOT_READY, "-")
         host_values = request.requestHeaders.getRawHeaders(b"host")
         host = host_values[0].decode("latin-1") if host_values else ""
+        if path[:1] != b"/" and path[:4].lower() == b"http":
+            # Absolute form (RFC 9112 §3.2.2): its authority replaces Host.
+            authority, path = _split_absolute(path)
+            if authority is not None:
+                host = authority.decode("latin-1")
         try:
             method = request.method.decode("ascii")
             path_text = path.decode("ascii")
@@ -234,6 +239,15 @@ class ProxyResource(Resource):
             entry.backend.url,
             activity_id,
         )
+
+
+def _split_absolute(target: bytes) -> tuple[bytes | None, bytes]:
+    """``http://host:port/p`` → (``host:port``, ``/p``); anything else unchanged."""
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return None, target
+    authority, slash, path = rest.partition(b"/")
+    return authority, slash + path if slash else b"/"
 
 
 def _close_after_response(request: Any) -> None:

@@ -70,6 +70,15 @@ class ForwardingTests(GatewayTestCase):
         self.assertEqual(headers["host"], "preserved.example.com")
 
     @inlineCallbacks
+    def test_absolute_form_request_target(self) -> Any:
+        """GET http://host/path (absolute form) is routed by its path, its authority replacing Host."""
+        r = yield self.get("http://preserved.example.com/keep/x", headers=[("Host", "other")])
+        self.assertEqual(r.status, 200)
+        echo = r.json()
+        self.assertEqual(echo["path"], "/keep/x")
+        self.assertEqual({k.lower(): v for k, v in echo["headers"]}["host"], "preserved.example.com")
+
+    @inlineCallbacks
     def test_headers_forwarded(self) -> Any:
         """Repeated headers arrive in order, hop-by-hop ones are dropped, X-Forwarded-* and x-request-id added."""
         r = yield self.get(
