@@ -1,0 +1,50 @@
+"""Tests for the options of ``twistd apimgw`` and the settings environment."""
+
+from __future__ import annotations
+
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from gateway.settings import read_environment
+from gateway.tap import Options
+
+
+def parse(argv: list[str], environ: dict[str, str]) -> Options:
+    options = Options(environ=environ)
+    options.parseOptions(argv)
+    return options
+
+
+class OptionsTests(SynchronousTestCase):
+    def test_defaults(self) -> None:
+        """With nothing set, the listeners are tcp:8080 / off / tcp:8082 and the access log is text."""
+        o = parse([], {})
+        self.assertEqual((o["http"], o["https"], o["admin"]), ("tcp:8080", "", "tcp:8082"))
+        self.assertEqual((o["access-log"], o["grace"], o["backup-path"]), ("text", 30.0, "/apim/config"))
+
+    def test_environment_dotted_and_shell_forms(self) -> None:
+        """Dotted and shell-safe names both set a setting; the dotted one wins when both are present."""
+        o = parse([], {"TELEMETRY_LOGS_STD": "json", "GATEWAY_LISTEN_HTTP": "tcp:9999"})
+        self.assertEqual((o["access-log"], o["http"]), ("json", "tcp:9999"))
+        o = parse([], {"telemetry.logs.std": "none", "TELEMETRY_LOGS_STD": "json"})
+        self.assertEqual(o["access-log"], "none")
+
+    def test_command_line_overrides_environment(self) -> None:
+        """A twistd option wins over the environment."""
+        o = parse(["--http", "tcp:1"], {"GATEWAY_LISTEN_HTTP": "tcp:2"})
+        self.assertEqual(o["http"], "tcp:1")
+
+    def test_unknown_keys_reported(self) -> None:
+        """Unknown keys under our prefixes are collected for a warning; unrelated variables are not."""
+        _, unknown = read_environment(
+            {"k8s.ingress.nope": "1", "TELEMETRY_FOO": "x", "PATH": "/bin", "HOME": "/root",
+             "K8S_INGRESS_ENABLED": "true"}
+        )
+        self.assertEqual(sorted(unknown), ["TELEMETRY_FOO", "k8s.ingress.nope"])
+
+    def test_invalid_values_are_usage_errors(self) -> None:
+        """A bad access-log format, a non-number or a negative grace is refused with a clear message."""
+        self.assertRaises(usage.UsageError, parse, [], {"TELEMETRY_LOGS_STD": "xml"})
+        self.assertRaises(usage.UsageError, parse, ["--grace", "soon"], {})
+        self.assertRaises(usage.UsageError, parse, ["--grace", "-1"], {})
+        self.assertRaises(usage.UsageError, parse, ["--error-mode", "teapot"], {})
