@@ -9,6 +9,7 @@ drain first, while the admin port still answers ``/readyz`` with 503.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 from typing import Any, Sequence
@@ -204,6 +205,15 @@ class Gateway(MultiService):
     health: Health
     listeners: dict[str, Any]
     pool: BackendPool
+
+    def startService(self) -> None:
+        super().startService()
+        # The objects alive after start-up (modules, Twisted, the first
+        # configuration) live as long as the process: move them out of the
+        # cyclic collector's view, so its full collections scan only what
+        # requests allocate. Measured with bench/: fewer long pauses (p99).
+        gc.collect()
+        gc.freeze()
 
     @inlineCallbacks
     def stopService(self) -> Any:

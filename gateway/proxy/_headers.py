@@ -24,6 +24,9 @@ HOP_BY_HOP = frozenset(
     }
 )
 
+#: ``Connection`` values that name no other header (the common case).
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
+
 #: Request headers the proxy replaces or recomputes itself.
 _REPLACED_ON_REQUEST = HOP_BY_HOP | {
     b"host",
@@ -39,6 +42,8 @@ _REPLACED_ON_REQUEST = HOP_BY_HOP | {
 def connection_tokens(values: Iterable[bytes] | None) -> frozenset[bytes]:
     """The header names listed in ``Connection`` header values, lower case."""
     if not values:
+        return frozenset()
+    if len(values) == 1 and values[0].lower() in _PLAIN_CONNECTION:
         return frozenset()
     return frozenset(
         token.strip().lower() for value in values for token in value.split(b",") if token.strip()

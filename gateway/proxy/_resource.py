@@ -9,6 +9,7 @@ the live generation, built once per configuration change.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from typing import Any, Protocol
 
@@ -52,6 +53,24 @@ _TOO_LARGE = envelope(413, "Request entity too large")
 _BAD_REQUEST = envelope(400, "Bad request")
 
 
+class RequestIds:
+    """
+    Request ids shaped like version-4 UUIDs: a random 80-bit prefix per
+    process and a 48-bit counter. Unique across processes (random prefix)
+    and within one (counter), at a fraction of ``uuid.uuid4()``'s cost,
+    which reads the system's random source for every id.
+    """
+
+    def __init__(self) -> None:
+        raw = uuid.uuid4().hex
+        self._prefix = f"{raw[:8]}-{raw[8:12]}-{raw[12:16]}-{raw[16:20]}-"
+        self._counter = int.from_bytes(os.urandom(6), "big")
+
+    def next(self) -> bytes:
+        self._counter = (self._counter + 1) & 0xFFFFFFFFFFFF
+        return f"{self._prefix}{self._counter:012x}".encode("ascii")
+
+
 class ProxyResource(Resource):
     """
     The only resource of the gateway's traffic ports.
@@ -89,6 +108,7 @@ class ProxyResource(Resource):
         self._error_mode = error_mode
         self.in_flight = 0
         self._idle_waiters: list[Deferred[None]] = []
+        self._ids = RequestIds()
 
     # -- draining ---------------------------------------------------------
 
@@ -182,7 +202,7 @@ class ProxyResource(Resource):
         given = request.requestHeaders.getRawHeaders(b"x-request-id")
         if given and given[0]:
             return given[0]
-        return str(uuid.uuid4()).encode("ascii")
+        return self._ids.next()
 
     def _status(self, request: Any) -> bytes:
         ready = self._generations.current is not None and self._health.ready
