@@ -2,14 +2,20 @@
 Prometheus metrics of one gateway process.
 
 Every gateway builds its own :class:`CollectorRegistry` (never the global
-one), so several gateways can run in one test process. Label children are
-cached per label tuple: on the request path a metric update is one dict
-lookup and one increment, never a label-set construction.
+one), so several gateways can run in one test process. The per-request
+metrics (request count and latency) are plain integers in dicts, turned
+into Prometheus samples only when ``/metrics`` is scraped: on the request
+path an update is a dict lookup, a bisect and three increments, with no
+lock (the reactor thread is the only writer).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from bisect import bisect_left
+from typing import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 #: Latency buckets in seconds, dense where a proxy hop lives (sub-ms to 10 ms).
 LATENCY_BUCKETS = (
@@ -25,19 +31,8 @@ class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
-            "apimgw_requests",
-            "Requests answered, by route (API or route label), method and status class.",
-            ["route", "method", "status_class"],
-            registry=r,
-        )
-        self.latency = Histogram(
-            "apimgw_request_duration_seconds",
-            "Time from the complete request to the end of the response, by route.",
-            ["route"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
+        self.requests = RequestStats()
+        r.register(self.requests)
         self.backend_errors = Counter(
             "apimgw_backend_errors",
             "Requests that failed at the backend (refused, timeout, broken response), by backend and kind.",
@@ -76,18 +71,67 @@ class GatewayMetrics:
             "New backend connections opened (reused keep-alive connections are not counted).",
             registry=r,
         )
-        self._request_children: dict[tuple[str, str, int], Counter] = {}
-        self._latency_children: dict[str, Histogram] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        """Count one answered request and its duration (hot path: cached children)."""
+        """Count one answered request and its duration."""
+        self.requests.observe(route, method, status, seconds)
+
+
+class _Latency:
+    """Bucket counts (non-cumulative), sum and count of one route's latencies."""
+
+    __slots__ = ("buckets", "total", "count")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.total = 0.0
+        self.count = 0
+
+
+class RequestStats:
+    """
+    ``apimgw_requests_total`` (route, method, status_class) and
+    ``apimgw_request_duration_seconds`` (route), as a custom collector.
+    """
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, str, int], int] = {}
+        self.latency: dict[str, _Latency] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status // 100)
-        child = self._request_children.get(key)
-        if child is None:
-            child = self.requests.labels(route, method, _STATUS_CLASSES.get(key[2], "other"))
-            self._request_children[key] = child
-        child.inc()
-        hist = self._latency_children.get(route)
-        if hist is None:
-            hist = self._latency_children[route] = self.latency.labels(route)
-        hist.observe(seconds)
+        counts = self.counts
+        counts[key] = counts.get(key, 0) + 1
+        latency = self.latency.get(route)
+        if latency is None:
+            latency = self.latency[route] = _Latency()
+        latency.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        latency.total += seconds
+        latency.count += 1
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "apimgw_requests",
+            "Requests answered, by route (API or route label; - when none matched), "
+            "method and status class.",
+            labels=["route", "method", "status_class"],
+        )
+        for (route, method, klass), count in sorted(self.counts.items()):
+            requests.add_metric([route, method, _STATUS_CLASSES.get(klass, "other")], count)
+        yield requests
+        duration = HistogramMetricFamily(
+            "apimgw_request_duration_seconds",
+            "Time from the complete request to the end of the response, by route.",
+            labels=["route"],
+        )
+        bounds = [*(repr(float(b)) for b in LATENCY_BUCKETS), "+Inf"]
+        for route, latency in sorted(self.latency.items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip(bounds, latency.buckets):
+                cumulative += count
+                buckets.append((bound, cumulative))
+            duration.add_metric([route], buckets, latency.total)
+        yield duration

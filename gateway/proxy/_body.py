@@ -17,6 +17,16 @@ from typing import IO
 MEMORY_THRESHOLD = 1024 * 1024
 
 
+class _Empty(io.BytesIO):
+    """The shared stand-in for a body nothing was written to (read-only use)."""
+
+    def close(self) -> None:
+        """Never closed: shared by every request without a body."""
+
+
+_EMPTY: IO[bytes] = _Empty()
+
+
 class BoundedBody:
     """File-like sink for twisted.web's ``request.content``."""
 
@@ -26,16 +36,19 @@ class BoundedBody:
         self.limit = limit
         self.size = 0
         self.exceeded = declared_length is not None and declared_length > limit
-        self._file: IO[bytes] = io.BytesIO()
+        # Created on the first write: most requests have no body at all.
+        self._file: IO[bytes] = _EMPTY
 
     def write(self, data: bytes) -> None:
         if self.exceeded:
             return
+        if self._file is _EMPTY:
+            self._file = io.BytesIO()
         self.size += len(data)
         if self.size > self.limit:
             self.exceeded = True
             self._file.close()
-            self._file = io.BytesIO()
+            self._file = _EMPTY
             return
         if self.size > MEMORY_THRESHOLD and isinstance(self._file, io.BytesIO):
             spilled = tempfile.TemporaryFile()
@@ -53,7 +66,8 @@ class BoundedBody:
         return self._file.read(size)
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not _EMPTY:
+            self._file.close()
 
     @property
     def file(self) -> IO[bytes]:

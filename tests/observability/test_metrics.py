@@ -1,0 +1,103 @@
+"""Tests for the gateway's Prometheus metrics and access log."""
+
+from __future__ import annotations
+
+import json
+
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from gateway.observability import AccessLog, GatewayMetrics
+
+
+def samples(metrics: GatewayMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = generate_latest(metrics.registry).decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+class RequestStatsTests(SynchronousTestCase):
+    def test_counts_by_route_method_and_status_class(self) -> None:
+        """Requests are counted per route, method and status class (2xx, 4xx, 5xx)."""
+        m = GatewayMetrics()
+        for status in (200, 201, 404, 503):
+            m.observe_request("api:echo", "GET", status, 0.001)
+        m.observe_request("api:echo", "POST", 200, 0.001)
+        got = samples(m)
+        key = lambda method, klass: ("apimgw_requests_total", (("method", method), ("route", "api:echo"), ("status_class", klass)))  # noqa: E731
+        self.assertEqual(got[key("GET", "2xx")], 2)
+        self.assertEqual(got[key("GET", "4xx")], 1)
+        self.assertEqual(got[key("GET", "5xx")], 1)
+        self.assertEqual(got[key("POST", "2xx")], 1)
+
+    def test_latency_histogram_is_cumulative_with_le_bounds(self) -> None:
+        """Durations land in the first bucket whose bound is >= the value; buckets are cumulative; sum and count match."""
+        m = GatewayMetrics()
+        for seconds in (0.0005, 0.0007, 0.02, 100.0):
+            m.observe_request("r", "GET", 200, seconds)
+        got = samples(m)
+        bucket = lambda le: got[("apimgw_request_duration_seconds_bucket", (("le", le), ("route", "r")))]  # noqa: E731
+        self.assertEqual(bucket("0.0005"), 1)
+        self.assertEqual(bucket("0.001"), 2)
+        self.assertEqual(bucket("0.025"), 3)
+        self.assertEqual(bucket("30.0"), 3)
+        self.assertEqual(bucket("+Inf"), 4)
+        self.assertEqual(got[("apimgw_request_duration_seconds_count", (("route", "r"),))], 4)
+        self.assertAlmostEqual(got[("apimgw_request_duration_seconds_sum", (("route", "r"),))], 100.0212)
+
+    def test_registries_are_per_gateway(self) -> None:
+        """Two gateways in one process keep separate counts."""
+        a, b = GatewayMetrics(), GatewayMetrics()
+        a.observe_request("r", "GET", 200, 0.1)
+        self.assertNotIn("apimgw_requests_total", str(samples(b)))
+
+
+class AccessLogTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.events: list[dict] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def emit(self, fmt: str) -> None:
+        AccessLog(fmt).emit(
+            client="10.0.0.1", method="GET", path="/echo/x?y=1", protocol="HTTP/1.1",
+            status=200, bytes=12, duration=0.0015, host="h", route="api:echo",
+            backend="http://b:1", request_id="rid-1",
+        )
+
+    def access_events(self) -> list[dict]:
+        return [e for e in self.events if e.get("log_namespace") == "apimgw.access"]
+
+    def test_text_line(self) -> None:
+        """The text format is one info line with method, path, status, bytes, duration, route, backend and request id."""
+        self.emit("text")
+        (event,) = self.access_events()
+        self.assertEqual(event["log_level"], LogLevel.info)
+        self.assertEqual(
+            formatEvent(event),
+            '10.0.0.1 "GET /echo/x?y=1 HTTP/1.1" 200 12 1.500ms host=h route=api:echo '
+            "backend=http://b:1 request_id=rid-1",
+        )
+
+    def test_json_line(self) -> None:
+        """The json format renders one JSON object with the same fields."""
+        self.emit("json")
+        (event,) = self.access_events()
+        record = json.loads(formatEvent(event))
+        self.assertEqual(record["status"], 200)
+        self.assertEqual(record["requestId"], "rid-1")
+        self.assertEqual(record["durationMs"], 1.5)
+
+    def test_none_emits_nothing(self) -> None:
+        """The none format logs nothing."""
+        self.emit("none")
+        self.assertEqual(self.access_events(), [])
+
+    def test_unknown_format_refused(self) -> None:
+        """An unknown format is a ValueError naming the setting."""
+        self.assertRaises(ValueError, AccessLog, "xml")
