@@ -245,7 +245,7 @@ class Exchange:
         conn = self._conn
         if conn is not None and not self._paused:
             self._paused = True
-            conn.transport.pauseProducing()  # type: ignore[union-attr]
+            conn.transport.pauseProducing()
 
     def resumeProducing(self) -> None:
         """Read the backend socket again."""
@@ -253,7 +253,7 @@ class Exchange:
             self._paused = False
             conn = self._conn
             if conn is not None:
-                conn.transport.resumeProducing()  # type: ignore[union-attr]
+                conn.transport.resumeProducing()
 
     def stopProducing(self) -> None:
         """The consumer is gone: same as :meth:`cancel`."""
@@ -293,6 +293,9 @@ class _Connection(Protocol):
     otherwise expect.
     """
 
+    #: a TCP transport, or TLS over one (which forwards what it lacks)
+    transport: Any
+
     def __init__(self, pool: BackendPool, key: tuple[str, str, int]) -> None:
         self._pool = pool
         self.key = key
@@ -323,14 +326,14 @@ class _Connection(Protocol):
         # Requests are small and answered at once: do not let Nagle hold back
         # the last segment of a request. A TLS transport forwards the call to
         # its TCP transport.
-        self.transport.setTcpNoDelay(True)  # type: ignore[union-attr]
+        self.transport.setTcpNoDelay(True)
         attempt = self._attempt
         self._attempt = None
         if attempt is None or not attempt.connected(self):
             # The attempt was given up already (timeout, cancel, or a second
             # address that connected too): nobody needs this connection.
             self._dead = True
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
         ex = self._exchange
@@ -349,19 +352,20 @@ class _Connection(Protocol):
             if self._exchange is not ex:
                 # The sink cancelled, or the exchange failed, during the feed.
                 return
+            # httptools chains what a callback raised as the context.
+            cause = e.__context__
+            if cause is not None and not isinstance(cause, _StopParsing):
+                # The sink raised: a bug on the caller's side. Do not leave
+                # the exchange hanging, and do not blame the backend.
+                self._pool._log.failure(
+                    "Response sink raised for {where}", Failure(cause), where=ex._where()
+                )
+                self._fail(_failure(BackendError(f"response handling failed: {cause!r}"), cause))
+                return
             if not self._done:
-                cause = e.__context__ if e.__context__ is not None else e
-                if not isinstance(cause, (HttpParserError, HttpParserUpgrade, _StopParsing)):
-                    # The sink raised: a bug on the caller's side.
-                    self._pool._log.failure(
-                        "Response sink raised for {where}", Failure(cause), where=ex._where()
-                    )
-                    error: BackendError = BackendError(f"response handling failed: {cause!r}")
-                else:
-                    error = BackendProtocolError(
-                        f"malformed response from {ex._where()}: {e}"
-                    )
-                self._fail(_failure(error, cause))
+                self._fail(
+                    _failure(BackendProtocolError(f"malformed response from {ex._where()}: {e}"), e)
+                )
                 return
             # The response is complete and more bytes followed (or a 101
             # switched protocols): this connection cannot be reused.
@@ -482,12 +486,14 @@ class _Connection(Protocol):
         else:
             timer.reset(self._pool.response_timeout)
         transport = self.transport
-        transport.write(ex._head)  # type: ignore[union-attr]
+        transport.write(ex._head)
         body = ex._body
         if body is not None:
             if isinstance(body, bytes):
-                transport.write(body)  # type: ignore[union-attr]
+                transport.write(body)
             else:
+                # Over TLS, writes before the handshake completes are
+                # buffered and pause the registered producer too.
                 self._sender = _BodySender(self, body, ex._body_length)
                 self._sender.start()
 
@@ -498,9 +504,7 @@ class _Connection(Protocol):
             timeout = self._pool.response_timeout
             self._fail(
                 _failure(
-                    BackendResponseTimeout(
-                        f"no response from {ex._where()} within {timeout:g} s"
-                    )
+                    BackendResponseTimeout(f"no response from {ex._where()} within {timeout:g} s")
                 )
             )
 
@@ -514,12 +518,12 @@ class _Connection(Protocol):
             # The backend answered before reading the whole request body.
             self._sender.stop()
             self._keep_alive = False
-        if self._renew_parser:
-            self._renew_parser = False
-            self._parser = HttpResponseParser(self)
         if self._keep_alive:
+            if self._renew_parser:
+                self._renew_parser = False
+                self._parser = HttpResponseParser(self)
             if ex._paused:
-                self.transport.resumeProducing()  # type: ignore[union-attr]
+                self.transport.resumeProducing()
             self._pool._release(self)
         else:
             self.close()
@@ -538,9 +542,7 @@ class _Connection(Protocol):
         if ex is not None:
             self._fail(
                 _failure(
-                    BackendError(
-                        f"request body ended after {sent} of {ex._body_length} bytes"
-                    )
+                    BackendError(f"request body ended after {sent} of {ex._body_length} bytes")
                 )
             )
 
@@ -550,7 +552,7 @@ class _Connection(Protocol):
         """Close gracefully (idle, or after a complete response)."""
         self._dead = True
         self._cancel_timer()
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.transport.loseConnection()
 
     def _abort(self) -> None:
         """Close at once, detaching the exchange: no sink call follows."""
@@ -562,7 +564,7 @@ class _Connection(Protocol):
             self._sender.stop()
         self._dead = True
         self._cancel_timer()
-        self.transport.abortConnection()  # type: ignore[union-attr]
+        self.transport.abortConnection()
 
     def when_lost(self) -> Deferred[None]:
         """A Deferred that fires once the connection is closed."""
@@ -632,13 +634,13 @@ class _BodySender:
         self._done = False
 
     def start(self) -> None:
-        self._conn.transport.registerProducer(self, True)  # type: ignore[union-attr]
+        self._conn.transport.registerProducer(self, True)
         self.resumeProducing()
 
     def resumeProducing(self) -> None:
         self._paused = False
         read = self._file.read
-        write = self._conn.transport.write  # type: ignore[union-attr]
+        write = self._conn.transport.write
         while not self._paused and not self._done and self._remaining > 0:
             data = read(min(BODY_CHUNK, self._remaining))
             if not data:
@@ -666,7 +668,7 @@ class _BodySender:
         if conn._sender is self:
             conn._sender = None
         if not conn._dead:
-            conn.transport.unregisterProducer()  # type: ignore[union-attr]
+            conn.transport.unregisterProducer()
 
 
 # -- connecting -------------------------------------------------------------
@@ -920,9 +922,7 @@ class BackendPool:
         host = backend.host
         if isIPAddress(host) or isIPv6Address(host):
             # Our own timer enforces connect_timeout (uniformly for both paths).
-            attempt._connector = self._reactor.connectTCP(
-                host, backend.port, factory, timeout=None
-            )
+            attempt._connector = self._reactor.connectTCP(host, backend.port, factory, timeout=None)
         else:
             d = HostnameEndpoint(self._reactor, host, backend.port).connect(factory)
             if not d.called:
@@ -1014,4 +1014,3 @@ class BackendPool:
         if body is not None and not isinstance(body, bytes):
             body.seek(0)
         self._connect(ex)
-

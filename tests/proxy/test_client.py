@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import ipaddress
 import io
+import ipaddress
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from gateway.proxy._client import (
+    BODY_CHUNK,
     BackendConnectError,
     BackendConnectionLost,
     BackendConnectTimeout,
@@ -76,6 +78,8 @@ class _BackendProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.factory.connections.append(self)
+        if self.factory.pause_on_connect:
+            self.transport.pauseProducing()
         self.lost: Deferred[None] = Deferred()
         self._parser = HttpRequestParser(self)
         self._reset()
@@ -122,6 +126,8 @@ class _BackendFactory(Factory):
         self.connections: list[_BackendProtocol] = []
         self.requests: list[_Request] = []
         self.lost = 0
+        #: accept connections without reading from them (until resumed)
+        self.pause_on_connect = False
 
     @property
     def accepted(self) -> int:
@@ -206,8 +212,12 @@ class _ClientTestCase(TestCase):
     """Starts loopback backends and pools, and cleans both up."""
 
     def start_backend(
-        self, handler: Callable[[_Request], object], tls: Any = None
+        self, handler: Callable[[_Request], object], tls: Any = None, receive_buffer: int = 0
     ) -> tuple[_BackendFactory, Backend]:
+        """
+        Listen on a loopback port; ``receive_buffer`` shrinks the accepted
+        sockets' receive buffer so that a client's sending blocks early.
+        """
         factory = _BackendFactory(handler)
         if tls is None:
             port = reactor.listenTCP(0, factory, interface="127.0.0.1")
@@ -215,6 +225,8 @@ class _ClientTestCase(TestCase):
         else:
             port = reactor.listenSSL(0, factory, tls, interface="127.0.0.1")
             scheme = "https"
+        if receive_buffer:
+            port.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
         self.addCleanup(self._stop_backend, port, factory)
         number = port.getHost().port
         return factory, Backend(scheme, "127.0.0.1", number, "", f"127.0.0.1:{number}")
@@ -370,9 +382,7 @@ class FramingTests(_ClientTestCase):
 
     async def test_no_content(self) -> None:
         """A 204 response has no body and the connection is reused."""
-        server, backend = self.start_backend(
-            _answer(b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n")
-        )
+        server, backend = self.start_backend(_answer(b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n"))
         pool = self.make_pool()
         first = await self.send(pool, backend).done
         second = await self.send(pool, backend).done
@@ -383,7 +393,7 @@ class FramingTests(_ClientTestCase):
     async def test_not_modified(self) -> None:
         """A 304 response has no body even with Content-Length, and the connection is reused."""
         server, backend = self.start_backend(
-            _answer(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\nETag: \"x\"\r\n\r\n")
+            _answer(b'HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\nETag: "x"\r\n\r\n')
         )
         pool = self.make_pool()
         first = await self.send(pool, backend).done
@@ -438,8 +448,24 @@ class FramingTests(_ClientTestCase):
         self.assertEqual(sink.calls, ["failed"])
         error = self.assertFailedWith(sink, BackendProtocolError)
         self.assertIn("malformed response from " + backend.authority, str(error))
-        await server.connections[0].lost
         self.assertEqual(pool.idle_count(), 0)
+        await server.connections[0].lost
+
+    async def test_sink_error(self) -> None:
+        """A sink that raises gets response_failed with a BackendError, and the error is logged."""
+        server, backend = self.start_backend(_answer(_ok(b"boom")))
+        pool = self.make_pool()
+
+        def explode(sink: _Sink, data: bytes) -> None:
+            raise ValueError("sink bug")
+
+        sink = await self.send(pool, backend, sink=_Sink(on_body=explode)).done
+        error = self.assertFailedWith(sink, BackendError)
+        self.assertNotIsInstance(error, BackendProtocolError)
+        self.assertIn("sink bug", str(error))
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertEqual(pool.idle_count(), 0)
+        await server.connections[0].lost
 
     async def test_extra_bytes_after_response(self) -> None:
         """Bytes after a complete response finish it but keep the connection out of the pool."""
@@ -447,8 +473,8 @@ class FramingTests(_ClientTestCase):
         pool = self.make_pool()
         sink = await self.send(pool, backend).done
         self.assertEqual((sink.calls[-1], sink.body), ("finished", b"hi"))
-        await server.connections[0].lost
         self.assertEqual(pool.idle_count(), 0)
+        await server.connections[0].lost
 
     async def test_connection_close_not_reused(self) -> None:
         """A response with Connection: close is not pooled; the next request connects anew."""
@@ -562,9 +588,10 @@ class RequestTests(_ClientTestCase):
 
     async def test_early_response_not_pooled(self) -> None:
         """A response that ends before the request body was sent closes the connection."""
-        server, backend = self.start_backend(lambda request: None)
+        server, backend = self.start_backend(lambda request: None, receive_buffer=4096)
         pool = self.make_pool()
-        data = b"z" * (8 * 1024 * 1024)
+        # More than the client's socket buffer (at most 4 MB) can absorb.
+        data = b"z" * (16 * 1024 * 1024)
         sink = self.send(
             pool, backend, method=b"POST", body=io.BytesIO(data), body_length=len(data)
         )
@@ -857,7 +884,9 @@ class _NeverConnectingReactor:
     def seconds(self) -> float:
         return self.clock.seconds()
 
-    def connectTCP(self, host: str, port: int, factory: Any, timeout: Any = 30, bindAddress: Any = None) -> _PendingConnector:
+    def connectTCP(
+        self, host: str, port: int, factory: Any, timeout: Any = 30, bindAddress: Any = None
+    ) -> _PendingConnector:
         connector = _PendingConnector(factory)
         self.attempts.append(connector)
         return connector
@@ -986,9 +1015,7 @@ class CancelTests(_ClientTestCase):
     async def test_cancel_during_body(self) -> None:
         """cancel() from body_received stops the response: no more body, no finish."""
         server, backend = self.start_backend(
-            lambda request: request.write(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nfirst"
-            )
+            lambda request: request.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nfirst")
         )
         pool = self.make_pool()
         holder: list[Exchange] = []
@@ -1064,7 +1091,7 @@ class BackpressureTests(_ClientTestCase):
         self.assertEqual(server.accepted, 1)
 
     async def test_large_streamed_response(self) -> None:
-        """A 20 MB response arrives complete while the sink holds at most its limit plus one read."""
+        """A 20 MB response arrives whole; the sink never holds more than its limit plus a read."""
         total = 20 * 1024 * 1024
         block = bytes(range(256)) * 256
         expected = hashlib.sha256()
@@ -1145,7 +1172,7 @@ def _self_signed() -> tuple[bytes, bytes]:
     """A certificate for 127.0.0.1 and localhost, and its key, in PEM."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "apimgw test backend")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -1188,6 +1215,23 @@ class TLSTests(_ClientTestCase):
         self.assertEqual((first.body, second.body), (b"secret", b"secret"))
         self.assertEqual(server.accepted, 1)
 
+    async def test_large_body_waits_for_handshake(self) -> None:
+        """Before the TLS handshake at most one chunk of a streamed body is read; all arrives."""
+        server, backend = self.start_backend(_answer(_ok()), tls=self.server_options)
+        pool = self.make_pool(tls_trust_root=self.trust_root)
+        data = b"0123456789abcdef" * (1024 * 1024)
+        body = io.BytesIO(data)
+        # The backend reads nothing, so the handshake cannot complete.
+        server.pause_on_connect = True
+        sink = self.send(pool, backend, method=b"PUT", body=body, body_length=len(data))
+        await _wait_until(lambda: server.accepted == 1)
+        await deferLater(reactor, 0.1, lambda: None)
+        self.assertLessEqual(body.tell(), BODY_CHUNK)
+        server.connections[0].transport.resumeProducing()
+        await sink.done
+        self.assertEqual(sink.calls[-1], "finished")
+        self.assertEqual(server.requests[0].body, data)
+
     async def test_untrusted_certificate(self) -> None:
         """A backend certificate outside the trust root fails the exchange."""
         server, backend = self.start_backend(_answer(_ok()), tls=self.server_options)
@@ -1196,4 +1240,3 @@ class TLSTests(_ClientTestCase):
         error = self.assertFailedWith(sink, BackendConnectionLost)
         self.assertIn("certificate", str(error).lower())
         self.assertEqual(pool.retries, 0)
-
