@@ -62,6 +62,8 @@ class ScenarioResource(EchoResource):
     def __init__(self, reactor: Any) -> None:
         super().__init__()
         self.reactor = reactor
+        #: Delayed (``sleep=``) requests whose client went away before the answer.
+        self.aborted = 0
 
     def render(self, request: Any) -> Any:
         args = request.args
@@ -88,9 +90,14 @@ class ScenarioResource(EchoResource):
         if b"sleep" in args:
             delay = int(args[b"sleep"][0]) / 1000.0
             call = self.reactor.callLater(delay, self._late, request)
-            request.notifyFinish().addErrback(lambda _: call.active() and call.cancel())
+            request.notifyFinish().addErrback(self._gone, call)
             return NOT_DONE_YET
         return EchoResource.render(self, request)
+
+    def _gone(self, reason: Any, call: Any) -> None:
+        if call.active():
+            call.cancel()
+            self.aborted += 1
 
     def _late(self, request: Any) -> None:
         body = EchoResource.render(self, request)

@@ -157,6 +157,30 @@ class ForwardingTests(GatewayTestCase):
         self.assertEqual(self.backend_site.connections - before, 1)
 
 
+class DisconnectTests(GatewayTestCase):
+    @inlineCallbacks
+    def test_client_disconnect_aborts_backend_exchange(self) -> Any:
+        """A client that goes away mid-request makes the gateway drop the backend request (the backend sees it go)."""
+        sock = socket.create_connection(("127.0.0.1", self.port))
+        sock.sendall(b"GET /app/slow?sleep=5000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        yield deferLater(reactor, 0.3, lambda: None)
+        resource = self.gateway.listeners["http"].resource
+        self.assertEqual(resource.in_flight, 1)
+        sock.close()
+        for _ in range(50):
+            if resource.in_flight == 0:
+                break
+            yield deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(resource.in_flight, 0)
+        self.assertTrue(self.logged('"GET /app/slow?sleep=5000 HTTP/1.1" 499'))
+        backend = self.backend_site.resource
+        for _ in range(50):
+            if backend.aborted:
+                break
+            yield deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(backend.aborted, 1)
+
+
 class FailureTests(GatewayTestCase):
     extra_args = ["--backend-timeout", "0.3", "--max-body", "1000"]
 
@@ -196,22 +220,6 @@ class FailureTests(GatewayTestCase):
         self.assertIn(b"400", data.split(b"\r\n", 1)[0])
         r = yield self.get("/app/after")
         self.assertEqual(r.status, 200)
-
-    @inlineCallbacks
-    def test_client_disconnect_aborts_backend_exchange(self) -> Any:
-        """A client that goes away mid-request makes the gateway drop the backend request."""
-        sock = socket.create_connection(("127.0.0.1", self.port))
-        sock.sendall(b"GET /app/slow?sleep=5000 HTTP/1.1\r\nHost: x\r\n\r\n")
-        yield deferLater(reactor, 0.3, lambda: None)
-        resource = self.gateway.listeners["http"].resource
-        self.assertEqual(resource.in_flight, 1)
-        sock.close()
-        for _ in range(50):
-            if resource.in_flight == 0:
-                break
-            yield deferLater(reactor, 0.05, lambda: None)
-        self.assertEqual(resource.in_flight, 0)
-        self.assertTrue(self.logged('"GET /app/slow?sleep=5000 HTTP/1.1" 499'))
 
 
 class LargeResponseTests(GatewayTestCase):
@@ -268,14 +276,11 @@ class ReloadTests(GatewayTestCase):
     def test_invalid_file_keeps_previous_configuration(self) -> Any:
         """A broken edit is logged with its line and the old routes keep serving; a fix applies."""
         self.write_config("routes:\n  - path: /app\n    backend: [1, 2]\n")
-        yield deferLater(reactor, 0.3, lambda: None)
-        self.assertTrue(self.logged("gateway.yaml:3"))
+        yield self.wait_for(lambda: self.logged("gateway.yaml:3"))
         r = yield self.get("/app/still")
         self.assertEqual(r.status, 200)
         self.write_config(f"routes:\n  - path: /new\n    backend: {self.backend_url}\n")
-        yield deferLater(reactor, 0.3, lambda: None)
-        r = yield self.get("/new/x")
-        self.assertEqual(r.status, 200)
+        yield self.wait_for(lambda: self.get("/new/x").addCallback(lambda r: r.status == 200))
         r = yield self.get("/app/still")
         self.assertEqual(r.status, 404)
 
@@ -284,12 +289,17 @@ class ReloadTests(GatewayTestCase):
         """A newer memory-source route for /app wins over the file's; /config shows winner and loser."""
         self.memory.put("override", RouteSet((Route("/app", self.backend_url + "/ignored"),)),
                         time.time() + 3600)
-        yield deferLater(reactor, 0.2, lambda: None)
+
+        def app_routes() -> Any:
+            return self.admin("/config").addCallback(
+                lambda r: [x for x in r.json()["routes"] if x["path"] == "/app"
+                           and x["source"] == "memory:routes/override"]
+            )
+
+        (route,) = yield self.wait_for(app_routes)
+        self.assertEqual(route["shadows"], ["file:routes/routes"])
         r = yield self.admin("/config")
-        routes = [x for x in r.json()["routes"] if x["path"] == "/app"]
-        self.assertEqual(len(routes), 1)
-        self.assertEqual(routes[0]["source"], "memory:routes/override")
-        self.assertEqual(routes[0]["shadows"], ["file:routes/routes"])
+        self.assertEqual(len([x for x in r.json()["routes"] if x["path"] == "/app"]), 1)
 
 
 class ObservabilityTests(GatewayTestCase):
