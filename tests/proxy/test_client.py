@@ -14,6 +14,7 @@ import hashlib
 import io
 import ipaddress
 import socket
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -312,6 +313,25 @@ class FramingTests(_ClientTestCase):
         self.assertEqual(sink.calls[-1], "finished")
         self.assertEqual(sink.body, b"until the end")
         self.assertEqual(pool.idle_count(), 0)
+
+    async def test_close_delimited_reset(self) -> None:
+        """A close-delimited body cut by a connection reset fails instead of finishing."""
+
+        def reset(request: _Request) -> None:
+            sock = request.conn.transport.getHandle()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            request.abort()
+
+        def handler(request: _Request) -> None:
+            request.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\npart")
+            reactor.callLater(0.05, reset, request)
+
+        server, backend = self.start_backend(handler)
+        pool = self.make_pool()
+        sink = await self.send(pool, backend).done
+        self.assertEqual(sink.calls[0], "started")
+        self.assertFailedWith(sink, BackendConnectionLost)
+        self.assertEqual(sink.body, b"part")
 
     async def test_close_delimited_http10(self) -> None:
         """An HTTP/1.0 response without Content-Length ends at EOF."""
