@@ -1,0 +1,286 @@
+"""
+Kubernetes Ingress objects → model objects: pure and deterministic.
+
+The Kubernetes source keeps the raw objects it watches (Ingresses,
+IngressClasses, Services, Secrets) and calls :func:`translate_ingresses`
+whenever one of them changes; the result replaces everything the source
+holds in the store. No I/O, no clock, no logging: the same inputs give the
+same objects and problems, whatever order they arrived in.
+
+Rules (``networking.k8s.io/v1``, as the Azure self-hosted gateway and
+ingress-nginx read them):
+
+* **Class** (:func:`is_ours`): the ``kubernetes.io/ingress.class`` annotation
+  wins when present and must equal our class; else ``spec.ingressClassName``
+  must name an IngressClass whose ``spec.controller`` equals our class (a
+  class *name* cannot contain ``/``, so the controller is what matches);
+  else the Ingress is ours only when one of our IngressClasses is marked
+  ``ingressclass.kubernetes.io/is-default-class: "true"``.
+* **Rules**: each ``rules[].http.paths[]`` becomes a route: host exact or
+  ``*.`` one-label wildcard (absent: any host), ``Exact`` / ``Prefix`` /
+  ``ImplementationSpecific`` (treated as ``Prefix``; documented), path sent
+  unchanged. ``spec.defaultBackend`` becomes a catch-all ``Prefix /`` on any
+  host.
+* **Backends**: ``service.name`` + ``port.number`` or ``port.name`` (resolved
+  through the Service's ``spec.ports``) → ``http://<svc>.<ns>.<suffix>:<port>``;
+  a Service of type ``ExternalName`` → ``http://<externalName>:<port>``. A
+  missing Service, an unknown port name and ``resource`` backends are
+  problems of that Ingress; that path is left out, the rest is served.
+* **TLS**: ``spec.tls[]`` → one certificate per entry from the
+  ``kubernetes.io/tls`` Secret ``secretName`` in the Ingress's namespace,
+  for ``hosts`` (empty: the hosts of the rules). A missing Secret, another
+  type or missing ``tls.crt``/``tls.key`` is a problem; the certificate is
+  left out (its hosts fall back to the default certificate).
+* **Modification time** ("last one wins", DESIGN.md): the newest
+  ``metadata.managedFields[].time``, else ``creationTimestamp``. A
+  certificate's time is the newer of its Ingress's and its Secret's.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable, Mapping
+
+from gateway.model import Certificate, ObjectRef, Route, RouteSet, SourceObject
+
+from ._config import Problem
+
+CLASS_ANNOTATION = "kubernetes.io/ingress.class"
+DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
+SOURCE = "ingress"
+_PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
+
+KubeObject = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class IngressSettings:
+    """The settings translation depends on (``k8s.ingress.*``)."""
+
+    ingress_class: str = "azure-api-management/gateway"
+    dns_suffix: str = "svc.cluster.local"
+
+
+@dataclass(frozen=True)
+class IngressInputs:
+    """Everything one translation reads: raw Kubernetes objects as dicts."""
+
+    ingresses: tuple[KubeObject, ...] = ()
+    ingress_classes: tuple[KubeObject, ...] = ()
+    services: tuple[KubeObject, ...] = ()
+    secrets: tuple[KubeObject, ...] = ()
+    settings: IngressSettings = field(default_factory=IngressSettings)
+
+
+@dataclass(frozen=True)
+class IngressTranslation:
+    """
+    :ivar objects: the model objects to hold for source ``ingress``.
+    :ivar problems: per Ingress (ref ``ingress:routes/<ns>/<name>``).
+    :ivar served: ``ns/name`` of every Ingress of our class (status and
+        events are written for these only).
+    :ivar secrets: ``ns/name`` of the Secrets served Ingresses reference
+        (only those need to be kept in memory).
+    """
+
+    objects: tuple[SourceObject, ...] = ()
+    problems: tuple[Problem, ...] = ()
+    served: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = ()
+
+
+def _meta(obj: KubeObject) -> Mapping[str, Any]:
+    return obj.get("metadata") or {}
+
+
+def _key(obj: KubeObject) -> str:
+    meta = _meta(obj)
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+def _timestamp(text: Any) -> float | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def modification_time(obj: KubeObject) -> float:
+    """
+    The object's own last-modification time: the newest
+    ``managedFields[].time``, else ``creationTimestamp``, else 0.
+    """
+    meta = _meta(obj)
+    times = [_timestamp(entry.get("time")) for entry in meta.get("managedFields") or ()]
+    known = [t for t in times if t is not None]
+    if known:
+        return max(known)
+    return _timestamp(meta.get("creationTimestamp")) or 0.0
+
+
+def is_ours(ingress: KubeObject, classes: Iterable[KubeObject], ingress_class: str) -> bool:
+    """Whether an Ingress belongs to this gateway (rules in the module docstring)."""
+    annotations = _meta(ingress).get("annotations") or {}
+    if CLASS_ANNOTATION in annotations:
+        return annotations[CLASS_ANNOTATION] == ingress_class
+    ours = [c for c in classes if (c.get("spec") or {}).get("controller") == ingress_class]
+    class_name = (ingress.get("spec") or {}).get("ingressClassName")
+    if class_name:
+        return any(_meta(c).get("name") == class_name for c in ours)
+    return any(
+        str((_meta(c).get("annotations") or {}).get(DEFAULT_CLASS_ANNOTATION, "")).lower() == "true"
+        for c in ours
+    )
+
+
+class _Invalid(ValueError):
+    """One part of an Ingress cannot be served."""
+
+
+@dataclass
+class _Context:
+    services: dict[str, KubeObject]
+    secrets: dict[str, KubeObject]
+    settings: IngressSettings
+
+
+def _backend_url(backend: Mapping[str, Any], namespace: str, ctx: _Context) -> str:
+    if not isinstance(backend, Mapping):
+        raise _Invalid("backend must be an object")
+    if "resource" in backend:
+        kind = (backend.get("resource") or {}).get("kind", "?")
+        raise _Invalid(f"resource backends ({kind}) are not supported")
+    service = backend.get("service")
+    if not isinstance(service, Mapping) or not service.get("name"):
+        raise _Invalid("backend.service.name is required")
+    name = service["name"]
+    port = service.get("port") or {}
+    svc = ctx.services.get(f"{namespace}/{name}")
+    if svc is None:
+        raise _Invalid(f"Service {namespace}/{name} not found")
+    spec = svc.get("spec") or {}
+    if "number" in port:
+        number = port["number"]
+    elif "name" in port:
+        matches = [p.get("port") for p in spec.get("ports") or () if p.get("name") == port["name"]]
+        if not matches:
+            raise _Invalid(f"Service {namespace}/{name} has no port named {port['name']!r}")
+        number = matches[0]
+    else:
+        raise _Invalid("backend.service.port needs a number or a name")
+    if not isinstance(number, int) or not 0 < number < 65536:
+        raise _Invalid(f"invalid port {number!r} for Service {namespace}/{name}")
+    if spec.get("type") == "ExternalName" and spec.get("externalName"):
+        return f"http://{spec['externalName']}:{number}"
+    return f"http://{name}.{namespace}.{ctx.settings.dns_suffix}:{number}"
+
+
+def _routes(ingress: KubeObject, ctx: _Context, problems: list[str]) -> list[Route]:
+    namespace = _meta(ingress).get("namespace", "")
+    spec = ingress.get("spec") or {}
+    routes: list[Route] = []
+    default = spec.get("defaultBackend")
+    if default is not None:
+        try:
+            routes.append(Route(path="/", backend=_backend_url(default, namespace, ctx)))
+        except _Invalid as e:
+            problems.append(f"defaultBackend: {e}")
+    for r, rule in enumerate(spec.get("rules") or ()):
+        host = rule.get("host") or None
+        for p, path in enumerate((rule.get("http") or {}).get("paths") or ()):
+            where = f"rules[{r}].http.paths[{p}]"
+            path_type = path.get("pathType")
+            value = path.get("path")
+            if path_type not in _PATH_TYPES:
+                problems.append(f"{where}: pathType must be one of {', '.join(_PATH_TYPES)}")
+                continue
+            if value is None and path_type == "ImplementationSpecific":
+                value = "/"
+            if not isinstance(value, str) or not value.startswith("/"):
+                problems.append(f"{where}: path {value!r} must start with '/'")
+                continue
+            try:
+                url = _backend_url(path.get("backend"), namespace, ctx)
+            except _Invalid as e:
+                problems.append(f"{where}: {e}")
+                continue
+            routes.append(Route(path=value, backend=url, host=host, path_type=path_type))
+    return routes
+
+
+def _decode(secret: KubeObject, item: str) -> str:
+    raw = (secret.get("data") or {}).get(item)
+    if not raw:
+        raise _Invalid(f"has no {item}")
+    try:
+        return base64.b64decode(raw, validate=True).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError):
+        raise _Invalid(f"{item} is not base64-encoded PEM") from None
+
+
+def _certificates(
+    ingress: KubeObject, ctx: _Context, modified: float, problems: list[str], secrets: set[str]
+) -> list[SourceObject]:
+    meta = _meta(ingress)
+    namespace = meta.get("namespace", "")
+    spec = ingress.get("spec") or {}
+    rule_hosts = sorted({r.get("host") for r in spec.get("rules") or () if r.get("host")})
+    result = []
+    for t, tls in enumerate(spec.get("tls") or ()):
+        secret_name = tls.get("secretName")
+        hosts = tuple(tls.get("hosts") or rule_hosts)
+        if not secret_name:
+            problems.append(f"tls[{t}]: secretName is required")
+            continue
+        key = f"{namespace}/{secret_name}"
+        secrets.add(key)
+        secret = ctx.secrets.get(key)
+        try:
+            if secret is None:
+                raise _Invalid("not found")
+            if secret.get("type") != "kubernetes.io/tls":
+                raise _Invalid(f"has type {secret.get('type')!r}, not kubernetes.io/tls")
+            cert, private = _decode(secret, "tls.crt"), _decode(secret, "tls.key")
+        except _Invalid as e:
+            problems.append(f"tls[{t}]: Secret {key} {e}")
+            continue
+        result.append(
+            SourceObject(
+                ObjectRef(SOURCE, "certificate", f"{_key(ingress)}/{secret_name}"),
+                max(modified, modification_time(secret)),
+                Certificate(hosts=hosts, cert_pem=cert, key_pem=private),
+            )
+        )
+    return result
+
+
+def translate_ingresses(inputs: IngressInputs) -> IngressTranslation:
+    """Translate every Ingress of our class; see the module docstring."""
+    ctx = _Context(
+        services={_key(s): s for s in inputs.services},
+        secrets={_key(s): s for s in inputs.secrets},
+        settings=inputs.settings,
+    )
+    objects: list[SourceObject] = []
+    problems: list[Problem] = []
+    served: list[str] = []
+    secrets: set[str] = set()
+    for ingress in sorted(inputs.ingresses, key=_key):
+        if not is_ours(ingress, inputs.ingress_classes, inputs.settings.ingress_class):
+            continue
+        key = _key(ingress)
+        served.append(key)
+        ref = ObjectRef(SOURCE, "routes", key)
+        modified = modification_time(ingress)
+        messages: list[str] = []
+        routes = _routes(ingress, ctx, messages)
+        if routes:
+            objects.append(SourceObject(ref, modified, RouteSet(tuple(routes))))
+        objects.extend(_certificates(ingress, ctx, modified, messages, secrets))
+        problems.extend(Problem(ref, message) for message in messages)
+    return IngressTranslation(tuple(objects), tuple(problems), tuple(served), tuple(sorted(secrets)))

@@ -1,0 +1,116 @@
+"""
+Golden-file tests of :mod:`gateway.translate.ingress`.
+
+One test method per ``testdata/ingress/<case>.in.yaml``: the Kubernetes
+objects (and optional settings) are translated and the canonical YAML of the
+result is compared with ``<case>.out.yaml``. Set ``APIMGW_REGENERATE_GOLDEN=1``
+to rewrite the ``.out.yaml`` files (then review the diff).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+from twisted.trial.unittest import SynchronousTestCase
+
+from gateway.model import Certificate, RouteSet
+from gateway.translate.ingress import (
+    IngressInputs,
+    IngressSettings,
+    IngressTranslation,
+    is_ours,
+    modification_time,
+    translate_ingresses,
+)
+
+TESTDATA = Path(__file__).parent / "testdata" / "ingress"
+_KINDS = {"Ingress": "ingresses", "IngressClass": "ingress_classes", "Service": "services",
+          "Secret": "secrets"}
+
+
+def load_inputs(path: Path, *, reverse: bool = False) -> IngressInputs:
+    doc = yaml.safe_load(path.read_text())
+    settings = IngressSettings(**{
+        "ingress_class": doc.get("settings", {}).get("ingressClass", IngressSettings.ingress_class),
+        "dns_suffix": doc.get("settings", {}).get("dnsSuffix", IngressSettings.dns_suffix),
+    })
+    groups: dict[str, list[Any]] = {v: [] for v in _KINDS.values()}
+    for obj in doc["objects"]:
+        groups[_KINDS[obj["kind"]]].append(obj)
+    if reverse:
+        groups = {k: list(reversed(v)) for k, v in groups.items()}
+    return IngressInputs(settings=settings, **{k: tuple(v) for k, v in groups.items()})
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def canonical(result: IngressTranslation) -> str:
+    """The result as stable, reviewable YAML (certificate PEM as a digest)."""
+    objects = []
+    for obj in result.objects:
+        entry: dict[str, Any] = {"ref": str(obj.ref), "modified": _iso(obj.modified)}
+        if isinstance(obj.body, RouteSet):
+            entry["routes"] = [
+                {"host": r.host, "path": r.path, "pathType": r.path_type, "backend": r.backend}
+                for r in obj.body.routes
+            ]
+        elif isinstance(obj.body, Certificate):
+            entry["hosts"] = list(obj.body.hosts)
+            entry["certSha256"] = hashlib.sha256(obj.body.cert_pem.encode()).hexdigest()[:16]
+            entry["keySha256"] = hashlib.sha256(obj.body.key_pem.encode()).hexdigest()[:16]
+        objects.append(entry)
+    doc = {
+        "served": list(result.served),
+        "secrets": list(result.secrets),
+        "objects": objects,
+        "problems": [{"ref": str(p.ref), "message": p.message} for p in result.problems],
+    }
+    return yaml.safe_dump(doc, sort_keys=False, width=120)
+
+
+class GoldenTests(SynchronousTestCase):
+    """Generated below: one ``test_<case>`` per input file."""
+
+
+def _make(case: Path) -> Any:
+    def test(self: SynchronousTestCase) -> None:
+        got = canonical(translate_ingresses(load_inputs(case)))
+        expected_path = case.with_name(case.name.replace(".in.yaml", ".out.yaml"))
+        if os.environ.get("APIMGW_REGENERATE_GOLDEN"):
+            expected_path.write_text(got)
+        self.assertEqual(got, expected_path.read_text())
+        # The arrival order of the watched objects never matters.
+        self.assertEqual(canonical(translate_ingresses(load_inputs(case, reverse=True))), got)
+
+    first_line = case.read_text().splitlines()[0].lstrip("# ").strip()
+    test.__doc__ = f"{first_line} (golden file {case.name}; input order does not matter)."
+    return test
+
+
+for _case in sorted(TESTDATA.glob("*.in.yaml")):
+    _name = "test_" + _case.name.removesuffix(".in.yaml").replace("-", "_")
+    setattr(GoldenTests, _name, _make(_case))
+
+
+class RuleTests(SynchronousTestCase):
+    def test_modification_time_prefers_newest_managed_field(self) -> None:
+        """The newest managedFields time wins over creationTimestamp; without them creationTimestamp is used."""
+        obj = {"metadata": {"creationTimestamp": "2024-01-01T00:00:00Z", "managedFields": [
+            {"time": "2024-03-01T00:00:00Z"}, {"time": "2024-05-01T00:00:00Z"}, {}]}}
+        self.assertEqual(_iso(modification_time(obj)), "2024-05-01T00:00:00Z")
+        self.assertEqual(_iso(modification_time({"metadata": {"creationTimestamp": "2024-01-01T00:00:00Z"}})),
+                         "2024-01-01T00:00:00Z")
+
+    def test_annotation_wins_over_class_name(self) -> None:
+        """With both, the ingress.class annotation decides."""
+        ours = {"metadata": {"name": "c"}, "spec": {"controller": "azure-api-management/gateway"}}
+        ingress = {"metadata": {"annotations": {"kubernetes.io/ingress.class": "nginx"}},
+                   "spec": {"ingressClassName": "c"}}
+        self.assertFalse(is_ours(ingress, [ours], "azure-api-management/gateway"))
