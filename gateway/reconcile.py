@@ -9,7 +9,8 @@ the generation they started with.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from typing import Callable, Iterable
 
 from twisted.application.service import Service
@@ -19,17 +20,25 @@ from twisted.logger import Logger
 
 from gateway.model import Store
 from gateway.routing import RouteTable
+from gateway.tls import SNIMap, SNIMapBuilder
 from gateway.translate import GatewayConfig, Problem, translate
 
 
 @dataclass(frozen=True, slots=True)
 class Generation:
-    """One live configuration: the translated config and its compiled table."""
+    """
+    One live configuration: the translated config, its compiled route
+    table and, with HTTPS on, its SNI map, swapped together.
+
+    :ivar sni: the certificates by server name; ``None`` when the gateway
+        has no HTTPS listener.
+    """
 
     number: int
     config: GatewayConfig
     table: RouteTable
     created: float
+    sni: SNIMap | None = None
 
 
 class Reconciler(Service):
@@ -41,6 +50,12 @@ class Reconciler(Service):
     (so readiness never turns green on a half-loaded configuration); after
     that, every change is applied. A failed build keeps the last good
     generation, logs why and counts it.
+
+    With ``sni`` (an :class:`SNIMapBuilder`), each generation also carries
+    the SNI map built from its certificates, so a certificate rotation is
+    one swap with the route table. Certificates are checked for expiry
+    against the clock, and a certificate whose new version is invalid keeps
+    its last valid version from the previous generation.
     """
 
     _log = Logger()
@@ -54,8 +69,10 @@ class Reconciler(Service):
         delay: float = 0.02,
         on_swap: Iterable[Callable[[Generation], None]] = (),
         on_failure: Callable[[Exception], None] | None = None,
+        sni: SNIMapBuilder | None = None,
     ) -> None:
         self.store = store
+        self.sni = sni
         self.clock = clock
         self.delay = delay
         self.current: Generation | None = None
@@ -106,26 +123,38 @@ class Reconciler(Service):
     def rebuild(self) -> Generation | None:
         """Translate and swap now; returns the new generation, or None on failure."""
         self._pending = None
+        previous = self.current
+        now = self.clock.seconds()
         try:
-            config = translate(self.store.objects())
+            config = translate(
+                self.store.objects(),
+                now=now,
+                previous=previous.config if previous is not None else None,
+            )
             table = RouteTable.build(config.routes)
+            sni = None
+            if self.sni is not None:
+                sni, refused = self.sni.build(config, previous.sni if previous is not None else None)
+                if refused:
+                    config = replace(config, problems=config.problems + refused)
         except Exception as e:
             self._log.failure("Configuration rebuild failed; the last good configuration keeps serving")
             if self._on_failure is not None:
                 self._on_failure(e)
             return None
-        number = 1 if self.current is None else self.current.number + 1
-        generation = Generation(number, config, table, self.clock.seconds())
+        number = 1 if previous is None else previous.number + 1
+        generation = Generation(number, config, table, now, sni)
         self.current = generation
-        self._report(generation)
-        for listener in self._on_swap:
+        self._report(generation, previous)
+        # A copy: a listener may add listeners (a test waiting for the next swap).
+        for listener in list(self._on_swap):
             listener(generation)
         waiting, self._waiting = self._waiting, []
         for d in waiting:
             d.callback(generation)
         return generation
 
-    def _report(self, generation: Generation) -> None:
+    def _report(self, generation: Generation, previous: Generation | None) -> None:
         config = generation.config
         problems = frozenset(config.problems)
         for problem in sorted(problems - self._reported, key=str):
@@ -136,13 +165,15 @@ class Reconciler(Service):
             )
         self._reported = problems
         self._log.info(
-            "Configuration generation {number} live: {routes} routes, {problems} problems, "
-            "{shadowed} shadowed",
+            "Configuration generation {number} live: {routes} routes, {certificates} "
+            "certificates, {problems} problems, {shadowed} shadowed",
             number=generation.number,
             routes=len(config.routes),
+            certificates=len(config.certificates),
             problems=len(config.problems),
             shadowed=len(config.shadowed),
         )
+        self._report_certificates(generation, previous)
         for shadow in config.shadowed:
             self._log.warn(
                 "Route {host}{path} ({match}) of {loser} is shadowed by newer {winner}",
@@ -152,3 +183,29 @@ class Reconciler(Service):
                 loser=str(shadow.loser),
                 winner=str(shadow.winner),
             )
+
+    def _report_certificates(self, generation: Generation, previous: Generation | None) -> None:
+        """Log the default certificate when it changes, and hosts that lost a conflict."""
+        sni = generation.sni
+        if sni is not None:
+            default = sni.default
+            if previous is None or previous.sni is None or previous.sni.default != default:
+                self._log.info(
+                    "TLS default certificate: {object} ({subject}, sha256 {fingerprint}, "
+                    "valid until {not_after})",
+                    object=str(default.ref),
+                    subject=default.subject,
+                    fingerprint=default.fingerprint,
+                    not_after=_utc(default.not_after),
+                )
+        for entry in generation.config.certificates:
+            for host in entry.shadowed_hosts:
+                self._log.warn(
+                    "Certificate {loser} is not served for {host}: a newer certificate is",
+                    loser=str(entry.ref),
+                    host="the default role" if host == "*" else host,
+                )
+
+
+def _utc(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

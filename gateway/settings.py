@@ -33,7 +33,13 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("gateway.listen.http", "http", "tcp:8080", "HTTP listener (strports)"),
-    Setting("gateway.listen.https", "https", "", "HTTPS listener (strports; empty: off)"),
+    Setting(
+        "gateway.listen.https",
+        "https",
+        "tcp:8081",
+        "HTTPS listener: a TCP strports description (certificates come from the "
+        "configuration, chosen by SNI); empty: off",
+    ),
     Setting("gateway.listen.admin", "admin", "tcp:8082", "admin listener: /metrics, /healthz, /readyz, /config"),
     Setting("gateway.config.file", "config", "", "local YAML configuration file (empty: the built-in Echo API)"),
     Setting("config.backup.path", "backup-path", "/apim/config", "where the cloud configuration backup lives"),
@@ -46,6 +52,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("gateway.request.max-body", "max-body", str(100 * 1024 * 1024), "request body limit in bytes (413 above)"),
     Setting("gateway.errors.mode", "error-mode", "apim", "backend failures as 500 (apim) or 502/504 (http)"),
     Setting("gateway.config.poll", "poll-interval", "1", "seconds between checks of the configuration file"),
+    Setting(
+        "net.server.tls.min-version",
+        "tls-min-version",
+        "1.2",
+        "lowest TLS version the HTTPS listener accepts: 1.2 or 1.3",
+    ),
+    Setting(
+        "gateway.https.redirect-port",
+        "https-redirect-port",
+        "443",
+        "port in the Location of HTTP-to-HTTPS redirects (443 is left out); "
+        "'listener': the HTTPS listener's own port",
+    ),
     # Read by sources that arrive in later versions; known, so not warned about.
     Setting("k8s.ingress.enabled", None, "false", "watch Kubernetes Ingress objects"),
     Setting("k8s.ingress.namespace", None, "default", "namespace watched (empty: all)"),

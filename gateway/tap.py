@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, suc
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.web import http
 from twisted.web.server import Site
 
 from gateway.echo import EchoBackend
@@ -35,6 +36,16 @@ from gateway.proxy import BackendPool, GatewaySite, ProxyResource, TrafficListen
 from gateway.reconcile import Generation, Reconciler
 from gateway.settings import SETTINGS, flag, read_environment
 from gateway.sources.file import FileSource, default_objects
+from gateway.tls import (
+    ALPN_PROTOCOLS,
+    TLS_VERSIONS,
+    SNIConnectionCreator,
+    SNIMapBuilder,
+    TLSServerFactory,
+    TLSSettings,
+    generate_default_certificate,
+)
+from gateway.translate import GatewayConfig
 
 _log = Logger(namespace="apimgw")
 
@@ -90,6 +101,23 @@ class Options(usage.Options):
             self[name] = self._number(name, int)
         if self["error-mode"] not in ("apim", "http"):
             raise usage.UsageError("--error-mode must be apim or http")
+        if self["tls-min-version"] not in TLS_VERSIONS:
+            raise usage.UsageError(
+                f"net.server.tls.min-version / --tls-min-version must be one of "
+                f"{', '.join(TLS_VERSIONS)}, not {self['tls-min-version']!r}"
+            )
+        self["https"] = self["https"].strip()
+        if self["https"].split(":", 1)[0].lower() in ("ssl", "tls"):
+            raise usage.UsageError(
+                "--https takes a TCP description such as tcp:8081 (the gateway terminates TLS "
+                "itself, with the certificates of its configuration chosen by SNI)"
+            )
+        port = self["https-redirect-port"]
+        if port != "listener":
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                raise usage.UsageError(
+                    f"--https-redirect-port must be a port number or 'listener', not {port!r}"
+                )
         if self["config"] and not os.path.exists(self["config"]):
             # Not fatal: the file source keeps polling for it, but say so now.
             _log.warn("Configuration file {path} does not exist (yet)", path=self["config"])
@@ -252,7 +280,7 @@ def build_gateway(
 
     top = Gateway()
     store = Store() if store is None else store
-    metrics = GatewayMetrics()
+    metrics = GatewayMetrics(clock=reactor.seconds)
     health = Health()
     synced: list[Deferred[Any]] = []
     top.store, top.metrics, top.health, top.listeners = store, metrics, health, {}
@@ -282,13 +310,16 @@ def build_gateway(
         extra.setServiceParent(top)
         synced.append(extra.when_synced())
 
-    # 2. reconciler
+    # 2. reconciler (and, with HTTPS on, the SNI map of each generation)
+    sni = _sni_builder(options, reactor) if options["https"] else None
+
     def swapped(generation: Generation) -> None:
         health.generation = generation.number
         metrics.generation.set(generation.number)
         metrics.generation_routes.set(len(generation.config.routes))
         metrics.config_problems.set(len(generation.config.problems))
         metrics.shadowed_routes.set(len(generation.config.shadowed))
+        metrics.certificates.update(generation.sni.served if generation.sni is not None else ())
 
     reconciler = Reconciler(
         store,
@@ -296,6 +327,7 @@ def build_gateway(
         synced=synced,
         on_swap=[swapped],
         on_failure=lambda e: reload_failed(e, "rebuild"),
+        sni=sni,
     )
     reconciler.setServiceParent(top)
     top.reconciler = reconciler
@@ -320,12 +352,18 @@ def build_gateway(
     listeners = [("http", b"http", options["http"])]
     if options["https"]:
         listeners.append(("https", b"https", options["https"]))
+    https_port = _https_port(options, top.listeners)
     for name, scheme, description in listeners:
         resource = ProxyResource(
             reconciler, pool, reactor, observer, health, scheme=scheme,
-            error_mode=options["error-mode"],
+            error_mode=options["error-mode"], https_port=https_port,
         )
         site = GatewaySite(resource, max_body=options["max-body"])
+        factory: Any = site
+        if name == "https" and sni is not None:
+            fallback, _ = sni.build(GatewayConfig())
+            creator = SNIConnectionCreator(reconciler, fallback)
+            factory = TLSServerFactory(creator, site, on_handshake=metrics.handshake, clock=reactor)
         top.listeners[name] = TrafficListener(
             reactor,
             description,
@@ -335,9 +373,45 @@ def build_gateway(
             name=name,
             grace=options["grace"],
             drain_delay=options["drain-delay"],
+            factory=factory,
         )
         top.listeners[name].setServiceParent(top)
     return top
+
+
+def _sni_builder(options: Options, reactor: Any) -> SNIMapBuilder:
+    """
+    The TLS settings of the HTTPS listener and its generated default
+    certificate (made once per process; served while the configuration
+    names no ``defaultCertificate``).
+    """
+    alpn = ALPN_PROTOCOLS if http.H2_ENABLED else (b"http/1.1",)
+    settings = TLSSettings(min_version=options["tls-min-version"], alpn=alpn)
+    fallback = generate_default_certificate(reactor.seconds())
+    _log.info(
+        "Generated a self-signed default certificate ({subject}, sha256 {fingerprint}); it is "
+        "served for unknown server names while the configuration names no defaultCertificate",
+        subject=fallback.subject,
+        fingerprint=fallback.fingerprint,
+    )
+    if not http.H2_ENABLED:
+        _log.warn("HTTP/2 is not available (install twisted[http2]): HTTPS offers http/1.1 only")
+    return SNIMapBuilder(settings, fallback)
+
+
+def _https_port(options: Options, listeners: dict[str, Any]) -> Any:
+    """The port HTTP-to-HTTPS redirects point at (see ``--https-redirect-port``)."""
+    if options["https-redirect-port"] != "listener":
+        port = int(options["https-redirect-port"])
+        return lambda: port
+
+    def listening() -> int:
+        listener = listeners.get("https")
+        if listener is None or listener.port is None:
+            return 443
+        return int(listener.port.getHost().port)
+
+    return listening
 
 
 def makeService(options: Options) -> IService:  # noqa: N802 (twistd's name)

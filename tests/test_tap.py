@@ -17,9 +17,13 @@ def parse(argv: list[str], environ: dict[str, str]) -> Options:
 
 class OptionsTests(SynchronousTestCase):
     def test_defaults(self) -> None:
-        """With nothing set, the listeners are tcp:8080 / off / tcp:8082 and the access log is text."""
+        """
+        With nothing set, the listeners are tcp:8080 / tcp:8081 / tcp:8082, TLS
+        starts at 1.2, redirects go to port 443 and the access log is text.
+        """
         o = parse([], {})
-        self.assertEqual((o["http"], o["https"], o["admin"]), ("tcp:8080", "", "tcp:8082"))
+        self.assertEqual((o["http"], o["https"], o["admin"]), ("tcp:8080", "tcp:8081", "tcp:8082"))
+        self.assertEqual((o["tls-min-version"], o["https-redirect-port"]), ("1.2", "443"))
         self.assertEqual((o["access-log"], o["grace"], o["backup-path"]), ("text", 30.0, "/apim/config"))
 
     def test_environment_dotted_and_shell_forms(self) -> None:
@@ -48,3 +52,23 @@ class OptionsTests(SynchronousTestCase):
         self.assertRaises(usage.UsageError, parse, ["--grace", "soon"], {})
         self.assertRaises(usage.UsageError, parse, ["--grace", "-1"], {})
         self.assertRaises(usage.UsageError, parse, ["--error-mode", "teapot"], {})
+
+    def test_https_can_be_turned_off(self) -> None:
+        """An empty --https (or gateway.listen.https) means no HTTPS listener."""
+        self.assertEqual(parse(["--https", ""], {})["https"], "")
+        self.assertEqual(parse([], {"GATEWAY_LISTEN_HTTPS": ""})["https"], "")
+
+    def test_tls_settings(self) -> None:
+        """
+        net.server.tls.min-version takes 1.2 or 1.3; an ssl: listener, another
+        TLS version or a bad redirect port is refused with a usage error.
+        """
+        self.assertEqual(parse([], {"net.server.tls.min-version": "1.3"})["tls-min-version"], "1.3")
+        self.assertEqual(parse([], {"NET_SERVER_TLS_MIN_VERSION": "1.3"})["tls-min-version"], "1.3")
+        self.assertRaises(usage.UsageError, parse, ["--tls-min-version", "1.1"], {})
+        self.assertRaises(usage.UsageError, parse, ["--https", "ssl:8443:privateKey=k"], {})
+        self.assertRaises(usage.UsageError, parse, ["--https-redirect-port", "0"], {})
+        self.assertRaises(usage.UsageError, parse, ["--https-redirect-port", "https"], {})
+        self.assertEqual(
+            parse(["--https-redirect-port", "listener"], {})["https-redirect-port"], "listener"
+        )

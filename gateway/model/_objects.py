@@ -85,6 +85,9 @@ class Route:
         any, is ignored for plain routes (the request path goes unchanged).
     :ivar preserve_host: send the client's ``Host`` to the backend instead of
         the backend's own authority.
+    :ivar https_redirect: answer a plain-HTTP request with a ``308``
+        redirect to the same URL on HTTPS instead of forwarding it (what the
+        Ingress ``ssl-redirect`` annotations map onto).
     """
 
     path: str
@@ -92,6 +95,7 @@ class Route:
     host: str | None = None
     path_type: str = "Prefix"
     preserve_host: bool = False
+    https_redirect: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +114,13 @@ class Certificate:
     A PEM certificate chain and its key, and the host names it is configured
     to serve. Validation (parsing, key match, SAN coverage, expiry) happens
     in translation, not here.
+
+    :ivar hosts: the names it serves (``*.example.com`` for one label);
+        empty: the certificate's own DNS names.
+    :ivar cert_pem: the chain, leaf first (it may also hold the key).
+    :ivar key_pem: the private key, PEM, unencrypted.
+    :ivar is_default: served to clients whose server name no certificate
+        covers, and to clients that send none.
     """
 
     hosts: tuple[str, ...]

@@ -1,7 +1,8 @@
 """
 The effective configuration as JSON for the admin ``/config`` endpoint:
 every route with the source object it came from and what it shadows,
-problems, and certificates without their keys.
+problems, and certificates without their keys (subject, names, validity,
+fingerprint; never PEM).
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ def _time(seconds: float) -> str:
 def describe_generation(generation: Any) -> dict[str, Any]:
     """A JSON-ready description of one generation (no secrets)."""
     if generation is None:
-        return {"generation": 0, "routes": [], "problems": [], "shadowed": [], "certificates": []}
+        return {
+            "generation": 0,
+            "routes": [],
+            "problems": [],
+            "shadowed": [],
+            "certificates": [],
+            "defaultCertificate": None,
+        }
     config = generation.config
     routes = []
     for entry in config.routes:
@@ -39,6 +47,8 @@ def describe_generation(generation: Any) -> dict[str, Any]:
             ]
         if entry.preserve_host:
             route["preserveHost"] = True
+        if entry.https_redirect:
+            route["httpsRedirect"] = True
         routes.append(route)
     return {
         "generation": generation.number,
@@ -55,8 +65,42 @@ def describe_generation(generation: Any) -> dict[str, Any]:
             }
             for s in config.shadowed
         ],
-        "certificates": [
-            {"object": str(c.ref), "hosts": list(c.hosts), "default": c.is_default}
-            for c in config.certificates
-        ],
+        "certificates": [_certificate(c, config.default_certificate) for c in config.certificates],
+        "defaultCertificate": _default_certificate(generation),
+    }
+
+
+def _certificate(entry: Any, default: Any) -> dict[str, Any]:
+    """One certificate: what it is and where it is served; never its key."""
+    return {
+        "object": str(entry.ref),
+        "hosts": list(entry.served_hosts),
+        "shadowedHosts": list(entry.shadowed_hosts),
+        "default": entry.ref == default,
+        "subject": entry.subject,
+        "issuer": entry.issuer,
+        "sans": list(entry.sans),
+        "notBefore": _time(entry.not_before),
+        "notAfter": _time(entry.not_after),
+        "fingerprintSha256": entry.fingerprint,
+        "modified": _time(entry.modified),
+        "keptLastValid": entry.kept,
+    }
+
+
+def _default_certificate(generation: Any) -> dict[str, Any] | None:
+    """
+    The certificate served for unknown or absent server names, when the
+    gateway serves HTTPS: the configured default or the generated one.
+    """
+    sni = getattr(generation, "sni", None)
+    if sni is None:
+        default = generation.config.default_certificate
+        return None if default is None else {"object": str(default)}
+    entry = sni.default
+    return {
+        "object": str(entry.ref),
+        "subject": entry.subject,
+        "notAfter": _time(entry.not_after),
+        "fingerprintSha256": entry.fingerprint,
     }

@@ -11,11 +11,17 @@ lock (the reactor thread is the only writer).
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
-from typing import Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 #: Latency buckets in seconds, dense where a proxy hop lives (sub-ms to 10 ms).
 LATENCY_BUCKETS = (
@@ -25,14 +31,41 @@ LATENCY_BUCKETS = (
 _STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 
 
-class GatewayMetrics:
-    """The metrics the gateway exposes on the admin port's ``/metrics``."""
+#: Handshake outcomes, pre-created so that every series exists from the start.
+HANDSHAKE_OUTCOMES = ("exact", "wildcard", "default", "failed")
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+
+class GatewayMetrics:
+    """
+    The metrics the gateway exposes on the admin port's ``/metrics``.
+
+    :param clock: the time certificate expiry is measured from, read at
+        each scrape (``time.time`` by default).
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.requests = RequestStats()
         r.register(self.requests)
+        self.certificates = CertificateExpiry(clock)
+        r.register(self.certificates)
+        self.tls_handshakes = Counter(
+            "apimgw_tls_handshakes",
+            "TLS handshakes on the HTTPS listener, by how the certificate was chosen from the "
+            "client's server name (exact, wildcard, default: no SNI or no match), or failed "
+            "(the client sent something but the handshake did not complete).",
+            ["outcome"],
+            registry=r,
+        )
+        self._handshake_children = {
+            outcome: self.tls_handshakes.labels(outcome) for outcome in HANDSHAKE_OUTCOMES
+        }
         self.backend_errors = Counter(
             "apimgw_backend_errors",
             "Requests that failed at the backend (refused, timeout, broken response), by backend and kind.",
@@ -75,6 +108,48 @@ class GatewayMetrics:
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request and its duration."""
         self.requests.observe(route, method, status, seconds)
+
+    def handshake(self, outcome: str) -> None:
+        """Count one TLS handshake (called by the TLS factory, once per connection)."""
+        child = self._handshake_children.get(outcome)
+        if child is None:
+            child = self._handshake_children[outcome] = self.tls_handshakes.labels(outcome)
+        child.inc()
+
+
+class CertificateExpiry:
+    """
+    ``apimgw_tls_certificate_expiry_seconds`` (host, source): seconds until
+    each served certificate expires, computed at scrape time from the
+    certificates of the live generation (so the value keeps falling between
+    configuration changes, and an alert on it needs no other input).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._served: tuple[tuple[str, str, float], ...] = ()
+
+    def update(self, served: Iterable[Any]) -> None:
+        """
+        Replace the served certificates (on each swap): objects with
+        ``host``, ``source`` and ``not_after`` (seconds since the epoch).
+        """
+        self._served = tuple((s.host, s.source, s.not_after) for s in served)
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "apimgw_tls_certificate_expiry_seconds",
+            "Seconds until the certificate served for a host expires (negative: expired), by "
+            "host (* for the default certificate) and source object.",
+            labels=["host", "source"],
+        )
+        now = self._clock()
+        for host, source, not_after in self._served:
+            family.add_metric([host, source], not_after - now)
+        yield family
 
 
 class _Latency:

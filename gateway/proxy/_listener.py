@@ -28,7 +28,13 @@ from ._site import GatewaySite
 
 
 class TrafficListener(Service):
-    """Listens on a strports description with a :class:`GatewaySite`."""
+    """
+    Listens on a strports description with a :class:`GatewaySite`.
+
+    :param factory: what to listen with, when not the site itself: the
+        HTTPS listener passes the site wrapped in TLS. Draining still works
+        on the site's connections.
+    """
 
     _log = Logger()
 
@@ -43,10 +49,12 @@ class TrafficListener(Service):
         name: str = "http",
         grace: float = 30.0,
         drain_delay: float = 0.0,
+        factory: Any = None,
     ) -> None:
         self.reactor = reactor
         self.description = description
         self.site = site
+        self.factory = site if factory is None else factory
         self.resource = resource
         self.health = health
         self.listener_name = name
@@ -58,7 +66,7 @@ class TrafficListener(Service):
     def startService(self) -> None:
         super().startService()
         endpoint = serverFromString(self.reactor, self.description)
-        self._listening = endpoint.listen(self.site)
+        self._listening = endpoint.listen(self.factory)
         self._listening.addCallback(self._listened)
         self._listening.addErrback(self._listen_failed)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer, IReactorTime
@@ -80,6 +80,12 @@ class ProxyResource(Resource):
         once per request so a swap never affects a request in progress.
     :param observer: receives ``request_done(...)`` once per answered
         request (metrics and the access log).
+    :param scheme: ``http`` or ``https``: the listener's scheme, sent as
+        ``X-Forwarded-Proto``; on ``http``, routes with ``https_redirect``
+        are answered with a redirect instead of being forwarded.
+    :param https_port: the port HTTPS redirects point at (443 is left out of
+        the URL), asked per redirect because a listener on port 0 knows its
+        port only once it listens.
     """
 
     isLeaf = True
@@ -95,6 +101,7 @@ class ProxyResource(Resource):
         *,
         scheme: bytes = b"http",
         error_mode: str = "apim",
+        https_port: Callable[[], int] | None = None,
     ) -> None:
         super().__init__()
         if error_mode not in ERROR_MODES:
@@ -105,6 +112,8 @@ class ProxyResource(Resource):
         self._observer = observer
         self._health = health
         self._scheme = scheme
+        self._redirects = scheme == b"http"
+        self._https_port = https_port or _default_https_port
         self._error_mode = error_mode
         self.in_flight = 0
         self._idle_waiters: list[Deferred[None]] = []
@@ -156,6 +165,8 @@ class ProxyResource(Resource):
         if match is None:
             return self._answer(request, started, 404, _NOT_FOUND, "-")
         entry = match.entry
+        if entry.https_redirect and self._redirects:
+            return self._redirect_to_https(request, started, host, path, query, entry.label)
         body = request.content
         if getattr(body, "exceeded", False):
             return self._answer(request, started, 413, _TOO_LARGE, entry.label)
@@ -197,6 +208,27 @@ class ProxyResource(Resource):
             exchange,
         )
         return NOT_DONE_YET
+
+    def _redirect_to_https(
+        self, request: Any, started: float, host: str, path: bytes, query: bytes, route: str
+    ) -> bytes:
+        """
+        ``308 Permanent Redirect`` to the same URL on HTTPS: 308 rather than
+        301, so that clients repeat the method and body (a POST stays a POST).
+        """
+        name = _without_port(host) or request.getRequestHostname().decode("latin-1")
+        port = self._https_port()
+        authority = name if port == 443 else f"{name}:{port}"
+        location = b"https://" + authority.encode("latin-1") + path
+        if query:
+            location += b"?" + query
+        request.setResponseCode(308)
+        request.setHeader(b"location", location)
+        request.setHeader(b"content-length", b"0")
+        self._observer.request_done(
+            request, 308, 0, self._clock.seconds() - started, route, "-", "-"
+        )
+        return b""
 
     def _request_id(self, request: Any) -> bytes:
         given = request.requestHeaders.getRawHeaders(b"x-request-id")
@@ -261,6 +293,33 @@ class ProxyResource(Resource):
         )
 
 
+def _default_https_port() -> int:
+    return 443
+
+
+def _without_port(host: str) -> str:
+    """``example.com:8080`` → ``example.com``; ``[::1]:8080`` → ``[::1]``."""
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end > 0 else host
+    return host.partition(":")[0]
+
+
+def _cut(request: Any) -> None:
+    """
+    End a response whose headers went out but whose body cannot be
+    completed, so that the client sees it is truncated: on HTTP/1.1 close
+    the connection; on HTTP/2 reset the stream (closing it would end the
+    stream cleanly and pass the truncated body off as complete, and would
+    take the connection's other streams down).
+    """
+    channel = request.channel
+    if channel is not None and getattr(channel, "streamID", None) is not None:
+        channel.abortConnection()
+    else:
+        request.loseConnection()
+
+
 def _split_absolute(target: bytes) -> tuple[bytes | None, bytes]:
     """``http://host:port/p`` → (``host:port``, ``/p``); anything else unchanged."""
     scheme, sep, rest = target.partition(b"://")
@@ -271,7 +330,12 @@ def _split_absolute(target: bytes) -> tuple[bytes | None, bytes]:
 
 
 def _close_after_response(request: Any) -> None:
-    """While draining: ask the keep-alive client to reconnect (to another replica)."""
+    """
+    While draining: ask the keep-alive client to reconnect (to another
+    replica). HTTP/2 has no ``Connection`` header (the h2 library strips
+    it) and its channel is a stream, not a connection: its connection is
+    closed once idle, at the end of the drain.
+    """
     request.setHeader(b"connection", b"close")
     channel = request.channel
     if channel is not None and hasattr(channel, "persistent"):
@@ -355,7 +419,7 @@ class _Exchange:
                 error=reason.getErrorMessage(),
             )
             self.resource._observer.backend_error(self.entry.backend.url, "broken")
-            request.loseConnection()
+            _cut(request)
             self._end(request.code)
             return
         self.resource.backend_failed(request, self.started, self.entry, self.request_id, reason)

@@ -101,14 +101,38 @@ class GatewaySite(server.Site):
         (called after the in-flight requests drained). Returns how many.
         """
         closed = 0
-        for channel in list(self.channels):
+        for tracked in list(self.channels):
+            # The site builds twisted.web's protocol switcher, which proxies
+            # IProtocol only: the channel behind it (HTTP/1.1, or HTTP/2 after
+            # ALPN chose h2) has the transport and the requests.
+            channel = getattr(tracked, "_channel", tracked)
             transport = getattr(channel, "transport", None)
-            if transport is None:
+            if transport is None or getattr(transport, "disconnecting", False):
                 continue
-            if getattr(channel, "requests", None):
-                # HTTP/1.1 with a request in progress: it closes after its
-                # response because draining marks it non-persistent.
+            if getattr(channel, "requests", None) or getattr(channel, "streams", None):
+                # A request in progress (HTTP/1.1: it closes after its
+                # response because draining marks it non-persistent).
                 continue
-            transport.loseConnection()
+            _close(channel, transport)
             closed += 1
         return closed
+
+
+def _close(channel: Any, transport: Any) -> None:
+    """
+    Close an idle connection cleanly. The channel is registered as its
+    transport's producer, and a TLS transport closes (close_notify, then
+    FIN) only once no producer is registered, so the producer goes first:
+    HTTP/1.1's own ``loseConnection`` does that; an HTTP/2 connection is
+    first told ``GOAWAY``, so the client knows no stream was lost.
+    """
+    h2 = getattr(channel, "conn", None)
+    if h2 is not None and hasattr(h2, "close_connection"):
+        h2.close_connection()
+        transport.write(h2.data_to_send())
+        transport.unregisterProducer()
+        transport.loseConnection()
+    elif hasattr(channel, "loseConnection"):
+        channel.loseConnection()
+    else:
+        transport.loseConnection()

@@ -65,7 +65,7 @@ _API_KEYS = (
     "operations",
 )
 _OPERATION_KEYS = ("name", "method", "urlTemplate")
-_ROUTE_KEYS = ("host", "path", "pathType", "backend", "preserveHost")
+_ROUTE_KEYS = ("host", "path", "pathType", "backend", "preserveHost", "httpsRedirect")
 _CERTIFICATE_KEYS = ("name", "hosts", "certFile", "cert", "keyFile", "key")
 
 #: Only its merge-key flattening is used; it holds no per-document state.
@@ -301,6 +301,7 @@ def _route(node: Node, where: str) -> Route:
         host=mapping.optional_string("host"),
         path_type=mapping.optional_string("pathType") or "Prefix",
         preserve_host=mapping.boolean("preserveHost", False),
+        https_redirect=mapping.boolean("httpsRedirect", False),
     )
 
 
@@ -314,17 +315,24 @@ class _CertificateEntry:
     key_pem: str
 
 
-def _certificate_reader(base_dir: str | None) -> Callable[[Node, str], _CertificateEntry]:
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def _certificate_reader(
+    base_dir: str | None, read_file: Callable[[str], str]
+) -> Callable[[Node, str], _CertificateEntry]:
     def read(node: Node, where: str) -> _CertificateEntry:
         mapping = _mapping(node, where, _CERTIFICATE_KEYS)
         name = mapping.name()
-        cert_pem = _pem(mapping, "cert", "certFile", base_dir)
+        cert_pem = _pem(mapping, "cert", "certFile", base_dir, read_file)
         if cert_pem is None:
             raise _Invalid.at(node, where, "'cert' or 'certFile' is required")
         # With neither key nor keyFile, the key is expected in the same PEM as
         # the chain (a combined file, as the configuration service stores
         # it); translation reports it if it is not there.
-        key_pem = _pem(mapping, "key", "keyFile", base_dir)
+        key_pem = _pem(mapping, "key", "keyFile", base_dir, read_file)
         return _CertificateEntry(
             name=name,
             hosts=tuple(mapping.items("hosts", _string)),
@@ -335,7 +343,13 @@ def _certificate_reader(base_dir: str | None) -> Callable[[Node, str], _Certific
     return read
 
 
-def _pem(mapping: _Mapping, inline: str, file_key: str, base_dir: str | None) -> str | None:
+def _pem(
+    mapping: _Mapping,
+    inline: str,
+    file_key: str,
+    base_dir: str | None,
+    read_file: Callable[[str], str],
+) -> str | None:
     """The PEM text given inline under ``inline`` or read from ``file_key``."""
     if mapping.get(inline) is not None:
         if mapping.get(file_key) is not None:
@@ -347,8 +361,7 @@ def _pem(mapping: _Mapping, inline: str, file_key: str, base_dir: str | None) ->
         return None
     path = os.path.join(base_dir, name) if base_dir is not None else name
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
+        return read_file(path)
     except (OSError, UnicodeDecodeError) as e:
         where = _join(mapping.where, file_key)
         raise _Invalid.at(mapping.values[file_key], where, f"cannot read {path!r}: {e}") from None
@@ -374,7 +387,11 @@ def _compose(text: str) -> Node | None:
 
 
 def _objects(
-    root: Node | None, source: str, modified: float, base_dir: str | None
+    root: Node | None,
+    source: str,
+    modified: float,
+    base_dir: str | None,
+    read_file: Callable[[str], str],
 ) -> list[SourceObject]:
     if root is None or (isinstance(root, ScalarNode) and root.tag == _NULL):
         return []
@@ -385,7 +402,7 @@ def _objects(
     apis = top.unique_items("apis", _api, _api_name, "API")
     routes = top.items("routes", _route)
     certificates = top.unique_items(
-        "certificates", _certificate_reader(base_dir), _certificate_name, "certificate"
+        "certificates", _certificate_reader(base_dir, read_file), _certificate_name, "certificate"
     )
     default = top.optional_string("defaultCertificate")
     if default is not None and default not in {c.name for c in certificates}:
@@ -415,6 +432,7 @@ def parse_config(
     modified: float,
     source: str = "file",
     base_dir: str | None = None,
+    read_file: Callable[[str], str] | None = None,
 ) -> list[SourceObject]:
     """
     Parse a configuration file's text into the objects it declares.
@@ -431,10 +449,14 @@ def parse_config(
     :param base_dir: the directory relative ``certFile``/``keyFile`` names
         are read from (the configuration file's own); ``None``: the working
         directory.
+    :param read_file: reads a certificate file's text (``OSError`` or
+        ``UnicodeDecodeError`` when it cannot); the file source passes one
+        that also notes each file's version, so that it re-reads the
+        configuration when a certificate file changes.
     :raises ConfigFileError: the text is not YAML, or does not have the
         structure of a configuration file.
     """
     try:
-        return _objects(_compose(text), source, modified, base_dir)
+        return _objects(_compose(text), source, modified, base_dir, read_file or _read_text)
     except _Invalid as e:
         raise ConfigFileError(str(e), path=path, line=e.line) from None

@@ -3,11 +3,12 @@ The local configuration file source (``--config FILE``), and the built-in
 default configuration that a gateway with nothing configured serves.
 
 The file is the clusterless way to run the gateway: it is read at start,
-re-read when it changes (polled: no inotify dependency, and it works on
-Kubernetes ConfigMap mounts, whose updates swap a symlink) or when the
-operator asks (``SIGHUP``, wired by ``gateway.tap``). A file that does not
-parse never replaces a configuration that does: the previous objects keep
-serving and the error is logged with its line.
+re-read when it or a certificate file it names changes (polled: no inotify
+dependency, and it works on Kubernetes ConfigMap and Secret mounts, whose
+updates swap a symlink) or when the operator asks (``SIGHUP``, wired by
+``gateway.tap``). A file that does not parse never replaces a configuration
+that does: the previous objects keep serving and the error is logged with
+its line.
 """
 
 from __future__ import annotations
@@ -110,6 +111,16 @@ def _stat(path: str) -> _Signature | None:
         return None
 
 
+def _read_noted(path: str, noted: dict[str, _Signature | None]) -> str:
+    """
+    Read a certificate file named by the configuration, noting its version
+    first: a change after that point makes the next poll read it again.
+    """
+    noted[path] = _stat(path)
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
 def _decode(data: bytes, path: str) -> str:
     try:
         return data.decode("utf-8-sig")
@@ -158,6 +169,10 @@ class FileSource(Service):
         #: The file version last read (successfully or not); polling reloads
         #: when the file is no longer that version.
         self._seen: _Signature | None = None
+        #: The certificate files the last read named, each with its version
+        #: as it was just before being read (``None``: it could not be
+        #: stat'ed); polling reloads when one of them changes.
+        self._included: dict[str, _Signature | None] = {}
         self._synced = False
         self._waiting: list[Deferred[None]] = []
 
@@ -220,13 +235,20 @@ class FileSource(Service):
             # Compared with the path's state before and after the read, so a
             # half-written version (an editor writing in place) is not served.
             if _signature(st) == self._seen == _stat(self.path):
-                return parse_config(
-                    _decode(data, self.path),
-                    path=self.path,
-                    modified=st.st_mtime,
-                    source=self._source,
-                    base_dir=os.path.dirname(os.path.abspath(self.path)),
-                )
+                included: dict[str, _Signature | None] = {}
+                try:
+                    return parse_config(
+                        _decode(data, self.path),
+                        path=self.path,
+                        modified=st.st_mtime,
+                        source=self._source,
+                        base_dir=os.path.dirname(os.path.abspath(self.path)),
+                        read_file=lambda name: _read_noted(name, included),
+                    )
+                finally:
+                    # Also after a failure: a missing certificate file is
+                    # retried when it appears, not on every poll.
+                    self._included = included
         self._seen = _UNSETTLED
         message = "the configuration file kept changing while being read"
         raise ConfigFileError(message, path=self.path)
@@ -237,6 +259,16 @@ class FileSource(Service):
         try:
             if _stat(self.path) != self._seen:
                 self.reload()
+                return
+            for name, seen in self._included.items():
+                if _stat(name) != seen:
+                    self._log.info(
+                        "Certificate file {file} changed: reloading {path}",
+                        file=name,
+                        path=self.path,
+                    )
+                    self.reload()
+                    return
         except Exception:
             self._log.failure("Checking configuration file {path} failed", path=self.path)
 

@@ -40,6 +40,7 @@ class GatewayProcess:
         logfile: str | None = None,
     ) -> None:
         self.http_port = free_port()
+        self.https_port = free_port()
         self.admin_port = free_port()
         self.args = list(args)
         self.env = dict(os.environ if env is None else env)
@@ -67,6 +68,10 @@ class GatewayProcess:
             "apimgw",
             "--http",
             f"tcp:{self.http_port}:interface=127.0.0.1",
+            # Never the default 8081, which another gateway may hold; an
+            # "--https" in args comes later and wins.
+            "--https",
+            f"tcp:{self.https_port}:interface=127.0.0.1",
             "--admin",
             f"tcp:{self.admin_port}:interface=127.0.0.1",
             *self.args,

@@ -83,6 +83,8 @@ class RouteEntry:
     :ivar modified: that object's modification time.
     :ivar shadows: objects that configured the same key and lost.
     :ivar label: a short, stable name for metrics and logs.
+    :ivar https_redirect: a plain-HTTP request is answered with a 308
+        redirect to the same URL on HTTPS instead of being forwarded.
     """
 
     host: str
@@ -96,6 +98,7 @@ class RouteEntry:
     operations: tuple[OperationSpec, ...] | None = None
     preserve_host: bool = False
     shadows: tuple[ObjectRef, ...] = ()
+    https_redirect: bool = False
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -125,23 +128,75 @@ class Shadowing:
 
 @dataclass(frozen=True, slots=True)
 class CertificateEntry:
-    """A certificate as configured (validated by the TLS layer)."""
+    """
+    A validated certificate: its PEM chain and key, the facts read from the
+    leaf, and the configured host names it covers.
+
+    Only certificates that parse, whose key matches and that have not
+    expired become entries; the others are problems. A configured host that
+    the certificate's names do not cover is a problem too, and is left out
+    of ``hosts`` (it falls back to the default certificate).
+
+    :ivar hosts: the configured host names (lower case, ``*.`` wildcards
+        allowed) that the certificate's SANs cover; with no host
+        configured, the certificate's own DNS names.
+    :ivar shadowed_hosts: those of ``hosts`` that a newer certificate
+        serves instead (``*`` when this one was configured as the default
+        and lost that role); the rest are served by this one.
+    :ivar chain_pem: the certificate chain, leaf first, as PEM (certificates
+        only, re-encoded).
+    :ivar key_pem: the private key as unencrypted PKCS#8 PEM.
+    :ivar is_default: configured as the default certificate.
+    :ivar subject: the leaf's subject (RFC 4514).
+    :ivar issuer: the leaf's issuer (RFC 4514).
+    :ivar sans: the leaf's DNS subject alternative names, lower case.
+    :ivar not_before: start of validity, seconds since the epoch.
+    :ivar not_after: end of validity, seconds since the epoch.
+    :ivar fingerprint: SHA-256 of the leaf's DER, hex pairs joined by ``:``.
+    :ivar modified: the source object's modification time (decides which
+        certificate serves a host that several name).
+    :ivar kept: the object's current version is invalid; this is its last
+        valid version, still served (the problem is reported beside it).
+    """
 
     ref: ObjectRef
     hosts: tuple[str, ...]
-    cert_pem: str = field(repr=False)
+    chain_pem: str = field(repr=False)
     key_pem: str = field(repr=False)
     is_default: bool = False
+    subject: str = ""
+    issuer: str = ""
+    sans: tuple[str, ...] = ()
+    not_before: float = 0.0
+    not_after: float = 0.0
+    fingerprint: str = ""
+    modified: float = 0.0
+    kept: bool = False
+    shadowed_hosts: tuple[str, ...] = ()
+
+    @property
+    def served_hosts(self) -> tuple[str, ...]:
+        """The hosts this certificate is chosen for."""
+        if not self.shadowed_hosts:
+            return self.hosts
+        return tuple(h for h in self.hosts if h not in self.shadowed_hosts)
 
 
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """
     The output of translation: effective routes in a deterministic order
-    (sorted by key), problems, shadowed routes, and certificates.
+    (sorted by key), problems, shadowed routes, and valid certificates
+    (sorted by ref).
+
+    :ivar default_certificate: the certificate served when no other one
+        covers the client's server name: the newest of those configured as
+        default; ``None`` when none is (the TLS layer then serves a
+        generated self-signed one).
     """
 
     routes: tuple[RouteEntry, ...] = ()
     problems: tuple[Problem, ...] = ()
     shadowed: tuple[Shadowing, ...] = ()
     certificates: tuple[CertificateEntry, ...] = ()
+    default_certificate: ObjectRef | None = None

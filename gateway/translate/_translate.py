@@ -2,8 +2,10 @@
 Translation: source objects in, one validated :class:`GatewayConfig` out.
 
 Pure and deterministic: no clock, no I/O, no logging. The result depends on
-the set of objects only, never on the order they arrived in, so a restart
-(which loads them in a different order) gives the same table.
+its inputs only (the set of objects, the time given for certificate expiry,
+the previous configuration for certificates whose new version is invalid),
+never on the order the objects arrived in, so a restart (which loads them
+in a different order) gives the same table.
 """
 
 from __future__ import annotations
@@ -15,6 +17,12 @@ from urllib.parse import urlsplit
 
 from gateway.model import Api, Certificate, ObjectRef, RouteSet, SourceObject
 
+from ._certificates import (
+    InvalidCertificate,
+    certificate_entry,
+    keep_previous,
+    resolve_certificates,
+)
 from ._config import (
     EXACT,
     KIND_API,
@@ -168,6 +176,7 @@ def _route_entries(
                 modified=modified,
                 label=f"{ref.name}:{route.host or '*'}{route.path}",
                 preserve_host=route.preserve_host,
+                https_redirect=route.https_redirect,
             )
         except InvalidObject as e:
             problems.append(Problem(ref, f"{where}: {e}"))
@@ -188,16 +197,29 @@ def _precedence(entry: RouteEntry) -> tuple[float, ObjectRef]:
     return (-entry.modified, entry.origin)
 
 
-def translate(objects: Iterable[SourceObject]) -> GatewayConfig:
+def translate(
+    objects: Iterable[SourceObject],
+    *,
+    now: float | None = None,
+    previous: GatewayConfig | None = None,
+) -> GatewayConfig:
     """
     Validate every object, build route entries, and merge conflicts.
 
     An invalid object (or an invalid part of a route set) becomes a
     :class:`Problem` and is left out; everything else is served.
+
+    :param now: the current time (seconds since the epoch) against which
+        certificates are checked for expiry; ``None`` skips that check.
+    :param previous: the configuration being served. A certificate object
+        whose new version is invalid keeps its last valid version from it
+        (if that has not expired), so a bad rotation does not take a host's
+        certificate away; the problem is reported all the same.
     """
     problems: list[Problem] = []
     candidates: dict[tuple[str, str, str], list[RouteEntry]] = {}
     certificates: list[CertificateEntry] = []
+    last_valid = {c.ref: c for c in previous.certificates} if previous is not None else {}
     for obj in sorted(objects, key=lambda o: o.ref):
         body = obj.body
         try:
@@ -206,15 +228,7 @@ def translate(objects: Iterable[SourceObject]) -> GatewayConfig:
             elif isinstance(body, RouteSet):
                 entries = _route_entries(obj.ref, obj.modified, body, problems)
             elif isinstance(body, Certificate):
-                certificates.append(
-                    CertificateEntry(
-                        obj.ref,
-                        tuple(normalize_host(h) for h in body.hosts),
-                        body.cert_pem,
-                        body.key_pem,
-                        body.is_default,
-                    )
-                )
+                _certificate(obj, body, now, last_valid.get(obj.ref), certificates, problems)
                 continue
             else:
                 raise InvalidObject(f"unsupported object type {type(body).__name__}")
@@ -223,6 +237,7 @@ def translate(objects: Iterable[SourceObject]) -> GatewayConfig:
             continue
         for entry in entries:
             candidates.setdefault(entry.key, []).append(entry)
+    resolved, default = resolve_certificates(certificates)
 
     routes: list[RouteEntry] = []
     shadowed: list[Shadowing] = []
@@ -238,5 +253,36 @@ def translate(objects: Iterable[SourceObject]) -> GatewayConfig:
         routes=tuple(routes),
         problems=tuple(problems),
         shadowed=tuple(shadowed),
-        certificates=tuple(certificates),
+        certificates=resolved,
+        default_certificate=default,
     )
+
+
+def _certificate(
+    obj: SourceObject,
+    body: Certificate,
+    now: float | None,
+    last_valid: CertificateEntry | None,
+    certificates: list[CertificateEntry],
+    problems: list[Problem],
+) -> None:
+    """Validate one certificate object into ``certificates`` and ``problems``."""
+    try:
+        entry, host_problems = certificate_entry(
+            obj.ref, body, modified=obj.modified, now=now, normalize_host=normalize_host
+        )
+    except InvalidCertificate as e:
+        kept = keep_previous(last_valid, now)
+        if kept is None:
+            problems.append(Problem(obj.ref, f"{e}; its hosts fall back to the default certificate"))
+            return
+        problems.append(
+            Problem(
+                obj.ref,
+                f"{e}; its last valid version (sha256 {kept.fingerprint[:23]}...) keeps serving",
+            )
+        )
+        certificates.append(kept)
+        return
+    problems.extend(host_problems)
+    certificates.append(entry)

@@ -146,6 +146,7 @@ class GatewayTestCase(TestCase):
         options.parseOptions(
             [
                 "--http", "tcp:0:interface=127.0.0.1",
+                "--https", "tcp:0:interface=127.0.0.1",
                 "--admin", "tcp:0:interface=127.0.0.1",
                 "--config", self.config_path,
                 "--poll-interval", "0.05",
@@ -160,6 +161,8 @@ class GatewayTestCase(TestCase):
         self.addCleanup(self._stop_gateway)
         yield self.gateway.reconciler.when_live()
         self.port = self.gateway.listeners["http"].port.getHost().port
+        https = self.gateway.listeners.get("https")
+        self.https_port = https.port.getHost().port if https is not None else None
         self.admin_port = self.gateway.listeners["admin"].port.getHost().port
 
     def _stop_gateway(self) -> Deferred[Any] | None:

@@ -57,6 +57,38 @@ class RequestStatsTests(SynchronousTestCase):
         self.assertNotIn("apimgw_requests_total", str(samples(b)))
 
 
+class TLSMetricsTests(SynchronousTestCase):
+    def test_certificate_expiry_computed_at_scrape(self) -> None:
+        """
+        The expiry gauge is not-after minus the clock at scrape time, per
+        served host and source; an update replaces the list.
+        """
+        now = [1000.0]
+        m = GatewayMetrics(clock=lambda: now[0])
+        served = type("S", (), {"host": "www.example.com", "source": "file:certificate/a",
+                                "not_after": 5000.0})
+        m.certificates.update([served])
+        key = ("apimgw_tls_certificate_expiry_seconds",
+               (("host", "www.example.com"), ("source", "file:certificate/a")))
+        self.assertEqual(samples(m)[key], 4000.0)
+        now[0] = 6000.0
+        self.assertEqual(samples(m)[key], -1000.0)
+        m.certificates.update([])
+        self.assertNotIn(key, samples(m))
+
+    def test_handshakes_by_outcome(self) -> None:
+        """Handshakes are counted by outcome; every outcome is exported from the start."""
+        m = GatewayMetrics()
+        m.handshake("exact")
+        m.handshake("exact")
+        m.handshake("failed")
+        got = samples(m)
+        count = lambda outcome: got[("apimgw_tls_handshakes_total", (("outcome", outcome),))]  # noqa: E731
+        self.assertEqual(
+            [count(o) for o in ("exact", "wildcard", "default", "failed")], [2.0, 0.0, 0.0, 1.0]
+        )
+
+
 class AccessLogTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.events: list[dict] = []

@@ -6,6 +6,7 @@ built-in default configuration, and the polling file source.
 from __future__ import annotations
 
 import os
+import time
 import textwrap
 from itertools import count
 
@@ -73,6 +74,7 @@ routes:
     path: /any
     pathType: ImplementationSpecific
     backend: https://127.0.0.1:9003
+    httpsRedirect: true
 certificates:
   - name: main
     hosts: [www.example.com]
@@ -126,6 +128,7 @@ class ParseConfigTests(SynchronousTestCase):
                     backend="https://127.0.0.1:9003",
                     host="*.example.com",
                     path_type="ImplementationSpecific",
+                    https_redirect=True,
                 ),
             )
         )
@@ -215,16 +218,25 @@ class ParseConfigTests(SynchronousTestCase):
         self.assertEqual(routes.body.routes, (Route("nope", "ftp:x", "bad host!"),))
 
     def test_example_file(self) -> None:
-        """examples/gateway.yaml parses, and translates without a single problem."""
-        objects = parse_config(EXAMPLE.getContent().decode("utf-8"), modified=1.0)
+        """
+        examples/gateway.yaml parses with its certificate files, and translates
+        (certificates checked against the current time) without a single problem.
+        """
+        objects = parse_config(
+            EXAMPLE.getContent().decode("utf-8"), modified=1.0, base_dir=EXAMPLE.parent().path
+        )
         self.assertEqual(
             [str(o.ref) for o in objects],
-            ["file:api/echo", "file:api/orders", "file:routes/routes"],
+            ["file:api/echo", "file:api/orders", "file:routes/routes", "file:certificate/example"],
         )
         path_types = {r.path_type for r in objects[2].body.routes}
         self.assertEqual(path_types, {"Exact", "Prefix", "ImplementationSpecific"})
         self.assertIn(True, [r.preserve_host for r in objects[2].body.routes])
-        self.assertEqual(translate(objects).problems, ())
+        self.assertIn(True, [r.https_redirect for r in objects[2].body.routes])
+        config = translate(objects, now=time.time())
+        self.assertEqual(config.problems, ())
+        self.assertEqual(config.certificates[0].hosts, ("www.example.com", "*.example.com"))
+        self.assertEqual(str(config.default_certificate), "file:certificate/example")
 
 
 class ConfigFileErrorTests(SynchronousTestCase):
@@ -347,7 +359,7 @@ class ConfigFileErrorTests(SynchronousTestCase):
             "routes:\n  - path: /a\n    backend: http://a\n    pathtype: Exact\n",
             4,
             "routes[0]: unknown key 'pathtype' (expected one of: host, path, pathType, backend,"
-            " preserveHost)",
+            " preserveHost, httpsRedirect)",
         )
 
     def test_repeated_key(self) -> None:
@@ -681,6 +693,53 @@ class FileSourceTests(SynchronousTestCase):
         self.dir.child("c.pem").setContent(b"PEM")
         self.write("certificates:\n  - {name: c, certFile: c.pem, key: k}\n")
         self.assertTrue(self.source.reload())
+        self.assertEqual(self.store.objects()[0].body.cert_pem, "PEM")
+
+    def test_certificate_file_change_reloads(self) -> None:
+        """
+        Replacing a certificate file the configuration names (the
+        configuration itself unchanged) is picked up by the next poll.
+        """
+        self.dir.child("c.pem").setContent(b"PEM-1")
+        self.write("certificates:\n  - {name: c, certFile: c.pem, key: k}\n")
+        self.source.startService()
+        self.assertEqual(self.store.objects()[0].body.cert_pem, "PEM-1")
+        replacement = self.dir.child("c.pem.new")
+        replacement.setContent(b"PEM-2")
+        os.replace(replacement.path, self.dir.child("c.pem").path)
+        self.clock.advance(2.0)
+        self.assertEqual(self.store.objects()[0].body.cert_pem, "PEM-2")
+        self.assertTrue(
+            [e for e in self.events if "Certificate file" in formatEvent(e)]
+        )
+
+    def test_unchanged_certificate_file_not_reread(self) -> None:
+        """Polls that find neither the configuration nor its certificate files changed parse nothing."""
+        parsed = []
+
+        def counting(*args: object, **kwargs: object) -> list[SourceObject]:
+            parsed.append(1)
+            return parse_config(*args, **kwargs)  # type: ignore[arg-type]
+
+        self.patch(file_module, "parse_config", counting)
+        self.dir.child("c.pem").setContent(b"PEM")
+        self.write("certificates:\n  - {name: c, certFile: c.pem, key: k}\n")
+        self.source.startService()
+        self.clock.pump([2.0] * 5)
+        self.assertEqual(len(parsed), 1)
+
+    def test_missing_certificate_file_retried_when_it_appears(self) -> None:
+        """
+        A certificate file that is missing fails the load; once it appears
+        the next poll loads the configuration.
+        """
+        self.write("certificates:\n  - {name: c, certFile: c.pem, key: k}\n")
+        self.source.startService()
+        self.assertEqual(len(self.failures), 1)
+        self.clock.advance(2.0)
+        self.assertEqual(len(self.failures), 1)
+        self.dir.child("c.pem").setContent(b"PEM")
+        self.clock.advance(2.0)
         self.assertEqual(self.store.objects()[0].body.cert_pem, "PEM")
 
     def test_not_utf8(self) -> None:
