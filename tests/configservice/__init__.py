@@ -1,0 +1,1 @@
+"""Tests of the configuration service (``configservice``, ``twistd apimgw-config``)."""
