@@ -1,0 +1,92 @@
+"""
+The Kubernetes API layer of the Ingress source: credentials, a
+reactor-native API client and informers.
+
+* :mod:`._credentials`: where the API server is and how to authenticate,
+  loaded with the ``kubernetes`` package's loaders (kubeconfig or the pod's
+  service account), off the reactor thread; rotating token files re-read.
+* :mod:`._client`: :class:`KubeClient`, list / watch / get / create /
+  update / update_status / patch / delete over treq with the cluster CA
+  trusted; errors as typed :class:`ApiError` subclasses (``410`` is
+  :class:`Gone`); the watch stream parsed incrementally.
+* :mod:`._informer`: :class:`Informer`, list-then-watch with bookmarks,
+  resume from the last version, relist-and-diff after ``410``, jittered
+  backoff.
+
+The translation of Ingress objects into routes lives in
+:mod:`gateway.translate`; this package only moves objects.
+"""
+
+from ._client import (
+    ENDPOINT_SLICE,
+    EVENT,
+    INGRESS,
+    INGRESS_CLASS,
+    LEASE,
+    NAMESPACE,
+    SECRET,
+    SERVICE,
+    AlreadyExists,
+    ApiError,
+    ClusterTLSPolicy,
+    Conflict,
+    Forbidden,
+    Gone,
+    Invalid,
+    Kind,
+    KubeClient,
+    NotFound,
+    ObjectList,
+    Unauthorized,
+    WatchEvent,
+    WatchStalled,
+    WatchStreamDecoder,
+    WatchStreamError,
+)
+from ._credentials import (
+    ClusterCredentials,
+    CredentialsError,
+    TokenSource,
+    load_credentials,
+    load_credentials_in_thread,
+    load_in_cluster,
+    load_kubeconfig,
+)
+from ._informer import Informer, ObjectKey, object_key
+
+__all__ = [
+    "ENDPOINT_SLICE",
+    "EVENT",
+    "INGRESS",
+    "INGRESS_CLASS",
+    "LEASE",
+    "NAMESPACE",
+    "SECRET",
+    "SERVICE",
+    "AlreadyExists",
+    "ApiError",
+    "ClusterCredentials",
+    "ClusterTLSPolicy",
+    "Conflict",
+    "CredentialsError",
+    "Forbidden",
+    "Gone",
+    "Informer",
+    "Invalid",
+    "Kind",
+    "KubeClient",
+    "NotFound",
+    "ObjectKey",
+    "ObjectList",
+    "TokenSource",
+    "Unauthorized",
+    "WatchEvent",
+    "WatchStalled",
+    "WatchStreamDecoder",
+    "WatchStreamError",
+    "load_credentials",
+    "load_credentials_in_thread",
+    "load_in_cluster",
+    "load_kubeconfig",
+    "object_key",
+]

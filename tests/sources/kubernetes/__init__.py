@@ -1,0 +1,1 @@
+"""Tests for :mod:`gateway.sources.kubernetes` and :mod:`gateway.testing.fakekube`."""
