@@ -73,6 +73,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("k8s.ingress.config.path", None, None, "kubeconfig path outside a cluster"),
     Setting("config.service.endpoint", None, None, "configuration service base URL"),
     Setting("config.service.auth", None, None, "GatewayKey token, or a file holding it"),
+    Setting(
+        "config.service.heartbeat-interval",
+        None,
+        "60",
+        "seconds between heartbeats to the configuration service",
+    ),
+    Setting(
+        "config.backup.interval",
+        None,
+        "10",
+        "at most one cloud configuration backup write per this many seconds",
+    ),
 )
 
 _PREFIXES = ("gateway.", "k8s.", "config.", "telemetry.", "net.", "runtime.")

@@ -35,6 +35,7 @@ from gateway.observability import (
 from gateway.proxy import BackendPool, GatewaySite, ProxyResource, TrafficListener
 from gateway.reconcile import Generation, Reconciler
 from gateway.settings import SETTINGS, flag, read_environment
+from gateway.sources.cloud import CloudSource, TokenError
 from gateway.sources.file import FileSource, default_objects
 from gateway.tls import (
     ALPN_PROTOCOLS,
@@ -48,6 +49,7 @@ from gateway.tls import (
 from gateway.translate import GatewayConfig
 
 _log = Logger(namespace="apimgw")
+_SETTING_DEFAULTS = {s.name: s.default or "" for s in SETTINGS}
 
 
 def _option_help(setting: Any) -> str:
@@ -233,6 +235,8 @@ class Gateway(MultiService):
     health: Health
     listeners: dict[str, Any]
     pool: BackendPool
+    #: The cloud source, when ``config.service.endpoint`` is set.
+    cloud: CloudSource | None = None
 
     def startService(self) -> None:
         super().startService()
@@ -275,8 +279,6 @@ def build_gateway(
         _log.warn("Unknown setting {key} in the environment: ignored", key=key)
     if flag(options.environment.get("k8s.ingress.enabled")):
         _log.warn("k8s.ingress.enabled is set, but this version has no Ingress source yet: ignored")
-    if options.environment.get("config.service.endpoint"):
-        _log.warn("config.service.endpoint is set, but this version has no cloud source yet: ignored")
 
     top = Gateway()
     store = Store() if store is None else store
@@ -289,6 +291,7 @@ def build_gateway(
         metrics.reload_failures.labels(source).inc()
 
     # 1. sources
+    endpoint = options.environment.get("config.service.endpoint", "").strip()
     if options["config"]:
         file_source = FileSource(
             store,
@@ -300,12 +303,20 @@ def build_gateway(
         file_source.setServiceParent(top)
         _SignalReload(reactor, file_source).setServiceParent(top)
         synced.append(file_source.when_synced())
-    else:
+    elif not endpoint:
         echo = EchoBackend(reactor)
         echo.setServiceParent(top)
         default = _DefaultConfigSource(store, echo)
         default.setServiceParent(top)
         synced.append(default.when_synced())
+    if endpoint:
+        cloud = _cloud_source(
+            options, reactor, store, endpoint, alone=not options["config"] and not extra_sources
+        )
+        cloud.setServiceParent(top)
+        metrics.cloud.attach(cloud)
+        top.cloud = cloud
+        synced.append(cloud.when_synced())
     for extra in extra_sources:
         extra.setServiceParent(top)
         synced.append(extra.when_synced())
@@ -377,6 +388,58 @@ def build_gateway(
         )
         top.listeners[name].setServiceParent(top)
     return top
+
+
+def _cloud_source(
+    options: Options, reactor: Any, store: Store, endpoint: str, *, alone: bool
+) -> CloudSource:
+    """
+    The configuration service source.
+
+    ``alone``: the cloud is the gateway's only source, so readiness waits
+    for its configuration (from the service or the backup): a gateway with
+    nothing to serve stays not-ready instead of answering 404 to
+    everything. Beside other sources, an unreachable service with no
+    backup does not hold them back: the cloud counts as synced after its
+    first failed attempt and its APIs join when the service answers.
+    """
+    env = options.environment
+    auth = env.get("config.service.auth", "").strip()
+    if not auth:
+        raise usage.UsageError(
+            "config.service.endpoint is set but config.service.auth is not: give the gateway's "
+            "token (GatewayKey ...) or the path of a file holding it"
+        )
+
+    def number(name: str) -> float:
+        value = env.get(name, _SETTING_DEFAULTS[name])
+        try:
+            result = float(value)
+        except ValueError:
+            raise usage.UsageError(f"{name} must be a number, not {value!r}") from None
+        if result <= 0 and name != "config.backup.interval":
+            raise usage.UsageError(f"{name} must be positive")
+        return max(result, 0.0)
+
+    try:
+        source = CloudSource(
+            store,
+            endpoint,
+            auth,
+            reactor=reactor,
+            backup_path=options["backup-path"] or None,
+            backup_interval=number("config.backup.interval"),
+            heartbeat_interval=number("config.service.heartbeat-interval"),
+            require_configuration=alone,
+        )
+    except TokenError as e:
+        raise usage.UsageError(f"config.service.auth: {e}") from None
+    _log.info(
+        "Cloud source: configuration service {endpoint}, backup in {path}",
+        endpoint=endpoint,
+        path=options["backup-path"] or "(none)",
+    )
+    return source
 
 
 def _sni_builder(options: Options, reactor: Any) -> SNIMapBuilder:

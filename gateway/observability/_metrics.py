@@ -55,6 +55,8 @@ class GatewayMetrics:
         r.register(self.requests)
         self.certificates = CertificateExpiry(clock)
         r.register(self.certificates)
+        self.cloud = CloudStatus(clock)
+        r.register(self.cloud)
         self.tls_handshakes = Counter(
             "apimgw_tls_handshakes",
             "TLS handshakes on the HTTPS listener, by how the certificate was chosen from the "
@@ -150,6 +152,71 @@ class CertificateExpiry:
         for host, source, not_after in self._served:
             family.add_metric([host, source], not_after - now)
         yield family
+
+
+class CloudStatus:
+    """
+    The cloud source's state, read at scrape time from the source's status
+    attributes (``token_expiry``, ``auth_failures``, ``revision``,
+    ``connected``, ``from_backup``), so the source needs no metrics types
+    and the expiry keeps falling between requests:
+
+    * ``apimgw_cloud_token_expiry_seconds``: seconds until the token expires
+      (negative: expired); absent while there is no usable token;
+    * ``apimgw_cloud_auth_failures_total``: requests the service refused
+      (401/403) and attempts without a usable token;
+    * ``apimgw_cloud_revision``: the configuration revision applied;
+    * ``apimgw_cloud_connected``: 1 while the last request succeeded;
+    * ``apimgw_cloud_from_backup``: 1 while what is served came from the
+      backup and the service has not answered since.
+
+    Nothing is exported while no cloud source is attached.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._source: Any = None
+
+    def attach(self, source: Any) -> None:
+        """Report on ``source`` (a :class:`gateway.sources.cloud.CloudSource`)."""
+        self._source = source
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        source = self._source
+        if source is None:
+            return
+        expiry = GaugeMetricFamily(
+            "apimgw_cloud_token_expiry_seconds",
+            "Seconds until the configuration service token expires (negative: expired).",
+        )
+        if source.token_expiry is not None:
+            expiry.add_metric([], source.token_expiry - self._clock())
+        yield expiry
+        yield CounterMetricFamily(
+            "apimgw_cloud_auth_failures",
+            "Requests the configuration service refused (401/403), and attempts without a "
+            "usable token.",
+            value=source.auth_failures,
+        )
+        revision = GaugeMetricFamily(
+            "apimgw_cloud_revision", "The configuration service revision applied (absent: none)."
+        )
+        if source.revision is not None:
+            revision.add_metric([], source.revision)
+        yield revision
+        yield GaugeMetricFamily(
+            "apimgw_cloud_connected",
+            "1 while the last request to the configuration service succeeded, else 0.",
+            value=1 if source.connected else 0,
+        )
+        yield GaugeMetricFamily(
+            "apimgw_cloud_from_backup",
+            "1 while the cloud configuration served was loaded from the backup, else 0.",
+            value=1 if source.from_backup else 0,
+        )
 
 
 class _Latency:

@@ -1,0 +1,210 @@
+"""
+The gateway with its cloud source against a real configuration service,
+both in-process on loopback, with real backends: management API changes
+reach the traffic port, and a conflict with a second source resolves the
+same way before and after restarts (from the backup and from the service).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.threads import deferToThread
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from gateway.model import Api, Store
+from gateway.sources._backup import BACKUP_FILE
+from gateway.tap import Options, build_gateway
+from gateway.testing.memory import MemorySource
+from tests.configservice.harness import ServiceTestCase
+from tests.integration.harness import dead_port, request_sync
+
+GATEWAY = "edge"
+
+
+class _Named(Resource):
+    """Answers every request with its name and the path it received."""
+
+    isLeaf = True
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def render(self, request: Any) -> bytes:
+        return f"{self.name} {request.uri.decode()}".encode()
+
+
+class CloudGatewayTests(ServiceTestCase):
+    """A service with gateway ``edge``, two named backends, gateways built per test."""
+
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        yield super().setUp()
+        self.backends: dict[str, str] = {}
+        for name in ("cloud-backend", "memory-backend", "other-backend"):
+            port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+                Site(_Named(name))
+            )
+            self.addCleanup(port.stopListening)
+            self.backends[name] = f"http://127.0.0.1:{port.getHost().port}"
+        self.backup_dir = tempfile.mkdtemp()
+        yield self.ok("PUT", f"/gateways/{GATEWAY}", {})
+        self.token_value = yield self.token(GATEWAY)
+
+    @inlineCallbacks
+    def start_gateway(self, *, endpoint: str | None = None, memory: bool = False) -> Any:
+        """Build and start a gateway; ``self.gateway``, ``self.port``, ``self.memory``."""
+        environ = {
+            "config.service.endpoint": endpoint or f"http://127.0.0.1:{self.gateway_port}",
+            "config.service.auth": self.token_value,
+            "config.backup.interval": "0",
+            "TELEMETRY_LOGS_STD": "none",
+        }
+        options = Options(environ=environ)
+        options.parseOptions([
+            "--http", "tcp:0:interface=127.0.0.1",
+            "--https", "",
+            "--admin", "tcp:0:interface=127.0.0.1",
+            "--backup-path", self.backup_dir,
+        ])
+        store = Store()
+        self.memory = MemorySource(store) if memory else None
+        gateway = build_gateway(
+            options, reactor, store=store, extra_sources=[self.memory] if memory else []
+        )
+        self.gateway = gateway
+        gateway.startService()
+        self.addCleanup(lambda: gateway.stopService() if gateway.running else None)
+        yield gateway.reconciler.when_live()
+        self.port = gateway.listeners["http"].port.getHost().port
+        self.admin_port = gateway.listeners["admin"].port.getHost().port
+        return gateway
+
+    def get(self, path: str) -> Any:
+        return deferToThread(request_sync, self.port, "GET", path)
+
+    def served_by(self, path: str, backend: str) -> Any:
+        @inlineCallbacks
+        def check() -> Any:
+            response = yield self.get(path)
+            return response.status == 200 and response.body.startswith(backend.encode())
+
+        return self.wait_for(check)
+
+    @inlineCallbacks
+    def cloud_api(self, api_id: str, path: str, backend: str) -> Any:
+        yield self.ok("PUT", f"/apis/{api_id}",
+                      {"path": path, "serviceUrl": self.backends[backend] + "/base"})
+        yield self.ok("PUT", f"/gateways/{GATEWAY}/apis/{api_id}")
+
+    @inlineCallbacks
+    def test_managementChangesServed(self) -> Any:
+        """
+        An API created through the management API is served by the gateway;
+        changing its service URL moves the traffic to the new backend, and
+        deleting it makes the path answer 404.
+        """
+        yield self.cloud_api("seed", "seed", "other-backend")
+        yield self.start_gateway()
+        yield self.served_by("/seed/x", "other-backend")
+        yield self.cloud_api("users", "users", "cloud-backend")
+        yield self.served_by("/users/42", "cloud-backend")
+        response = yield self.get("/users/42")
+        self.assertEqual(response.body, b"cloud-backend /base/42")
+        yield self.ok("PUT", "/apis/users",
+                      {"path": "users", "serviceUrl": self.backends["other-backend"] + "/v2"})
+        yield self.served_by("/users/42", "other-backend")
+        yield self.ok("DELETE", "/apis/users")
+
+        @inlineCallbacks
+        def gone() -> Any:
+            return (yield self.get("/users/42")).status == 404
+
+        yield self.wait_for(gone)
+
+    @inlineCallbacks
+    def test_notReadyWithoutAnyConfiguration(self) -> Any:
+        """
+        A gateway whose only source is an unreachable cloud with no backup
+        builds no configuration: /readyz stays 503, it never serves an
+        empty one.
+        """
+        environ = {
+            "config.service.endpoint": f"http://127.0.0.1:{dead_port()}",
+            "config.service.auth": self.token_value,
+        }
+        options = Options(environ=environ)
+        options.parseOptions(["--http", "tcp:0:interface=127.0.0.1", "--https", "",
+                              "--admin", "tcp:0:interface=127.0.0.1",
+                              "--backup-path", self.backup_dir])
+        gateway = build_gateway(options, reactor)
+        gateway.startService()
+        self.addCleanup(lambda: gateway.stopService() if gateway.running else None)
+        yield self.wait_for(lambda: self.logged("No cloud configuration backup"))
+        yield self.wait_for(lambda: gateway.listeners["admin"].port is not None)
+        port = gateway.listeners["admin"].port.getHost().port
+        response = yield deferToThread(request_sync, port, "GET", "/readyz")
+        self.assertEqual(response.status, 503)
+        self.assertIsNone(gateway.reconciler.current)
+
+    @inlineCallbacks
+    def assert_memory_wins(self) -> Any:
+        yield self.served_by("/users/1", "memory-backend")
+        response = yield deferToThread(request_sync, self.admin_port, "GET", "/config")
+        dump = response.json()
+        (route,) = [r for r in dump["routes"] if r["path"] == "/users"]
+        self.assertEqual(route["source"], "memory:api/users")
+        self.assertEqual(route["shadows"], ["cloud:api/users"])
+
+    @inlineCallbacks
+    def test_conflictStableAcrossRestarts(self) -> Any:
+        """
+        The seed's scenario: the cloud adds ``/users``, a second source adds
+        ``/users`` later and wins; after a restart with the cloud
+        unreachable (served from the backup) and after one with it
+        reachable, where the second source loads first and the cloud's
+        snapshot arrives after it, the second source still wins.
+        """
+        yield self.cloud_api("users", "users", "cloud-backend")
+        yield self.start_gateway(memory=True)
+        yield self.served_by("/users/1", "cloud-backend")
+        later = time.time() + 1
+        memory_api = Api(name="users", path="users", service_url=self.backends["memory-backend"])
+        self.memory.put("users", memory_api, modified=later)
+        yield self.assert_memory_wins()
+        backup = os.path.join(self.backup_dir, BACKUP_FILE)
+        yield self.wait_for(lambda: os.path.exists(backup))
+        yield self.gateway.stopService()
+
+        # Restart 1: the service is unreachable; the cloud API comes from the backup.
+        self.memory = None
+        yield self.start_gateway(endpoint=f"http://127.0.0.1:{dead_port()}", memory=True)
+        self.memory.put("users", memory_api, modified=later)
+        self.assertTrue(self.gateway.cloud.from_backup)
+        yield self.assert_memory_wins()
+        yield self.gateway.stopService()
+
+        # Restart 2: the service answers; the memory object is there first.
+        yield self.start_gateway_memory_first(memory_api, later)
+        self.assertFalse(self.gateway.cloud.from_backup)
+        yield self.assert_memory_wins()
+
+    @inlineCallbacks
+    def start_gateway_memory_first(self, api: Api, modified: float) -> Any:
+        """Start a gateway whose memory source holds ``api`` before the cloud answers."""
+        original = MemorySource.startService
+
+        def start_with_api(source: MemorySource) -> None:
+            source.put("users", api, modified=modified)
+            original(source)
+
+        self.patch(MemorySource, "startService", start_with_api)
+        yield self.start_gateway(memory=True)
