@@ -65,12 +65,40 @@ SETTINGS: tuple[Setting, ...] = (
         "port in the Location of HTTP-to-HTTPS redirects (443 is left out); "
         "'listener': the HTTPS listener's own port",
     ),
-    # Read by sources that arrive in later versions; known, so not warned about.
+    # The Kubernetes Ingress source (POD_NAME and POD_NAMESPACE, from the
+    # downward API, name the replica in leader election).
     Setting("k8s.ingress.enabled", None, "false", "watch Kubernetes Ingress objects"),
     Setting("k8s.ingress.namespace", None, "default", "namespace watched (empty: all)"),
     Setting("k8s.ingress.class", None, "azure-api-management/gateway", "Ingress class served"),
     Setting("k8s.ingress.dns.suffix", None, "svc.cluster.local", "cluster DNS suffix of Service backends"),
     Setting("k8s.ingress.config.path", None, None, "kubeconfig path outside a cluster"),
+    Setting(
+        "k8s.ingress.backend",
+        None,
+        "service",
+        "how Ingress backends are reached: service (the Service's cluster DNS name) or "
+        "endpoints (the ready addresses of its EndpointSlices, balanced by the gateway)",
+    ),
+    Setting(
+        "k8s.ingress.publish-service",
+        None,
+        "",
+        "namespace/name of the gateway's own Service: its load-balancer address is written to "
+        "status.loadBalancer.ingress of served Ingresses",
+    ),
+    Setting(
+        "k8s.ingress.publish-address",
+        None,
+        "",
+        "fixed address(es), comma separated, written to status.loadBalancer.ingress instead",
+    ),
+    Setting(
+        "k8s.ingress.election-id",
+        None,
+        "apimgw-leader",
+        "name of the coordination.k8s.io Lease that elects the one replica writing Ingress status",
+    ),
+    # The cloud source (configuration service).
     Setting("config.service.endpoint", None, None, "configuration service base URL"),
     Setting("config.service.auth", None, None, "GatewayKey token, or a file holding it"),
     Setting(

@@ -37,6 +37,7 @@ from gateway.reconcile import Generation, Reconciler
 from gateway.settings import SETTINGS, flag, read_environment
 from gateway.sources.cloud import CloudSource, TokenError
 from gateway.sources.file import FileSource, default_objects
+from gateway.sources.ingress import IngressSource
 from gateway.tls import (
     ALPN_PROTOCOLS,
     TLS_VERSIONS,
@@ -47,6 +48,7 @@ from gateway.tls import (
     generate_default_certificate,
 )
 from gateway.translate import GatewayConfig
+from gateway.translate.ingress import BACKEND_MODES, IngressSettings
 
 _log = Logger(namespace="apimgw")
 _SETTING_DEFAULTS = {s.name: s.default or "" for s in SETTINGS}
@@ -237,6 +239,8 @@ class Gateway(MultiService):
     pool: BackendPool
     #: The cloud source, when ``config.service.endpoint`` is set.
     cloud: CloudSource | None = None
+    #: The Kubernetes Ingress source, when ``k8s.ingress.enabled`` is true.
+    ingress: IngressSource | None = None
 
     def startService(self) -> None:
         super().startService()
@@ -277,8 +281,6 @@ def build_gateway(
     """
     for key in options.unknown_settings:
         _log.warn("Unknown setting {key} in the environment: ignored", key=key)
-    if flag(options.environment.get("k8s.ingress.enabled")):
-        _log.warn("k8s.ingress.enabled is set, but this version has no Ingress source yet: ignored")
 
     top = Gateway()
     store = Store() if store is None else store
@@ -292,6 +294,7 @@ def build_gateway(
 
     # 1. sources
     endpoint = options.environment.get("config.service.endpoint", "").strip()
+    ingress_enabled = flag(options.environment.get("k8s.ingress.enabled"))
     if options["config"]:
         file_source = FileSource(
             store,
@@ -303,7 +306,7 @@ def build_gateway(
         file_source.setServiceParent(top)
         _SignalReload(reactor, file_source).setServiceParent(top)
         synced.append(file_source.when_synced())
-    elif not endpoint:
+    elif not endpoint and not ingress_enabled:
         echo = EchoBackend(reactor)
         echo.setServiceParent(top)
         default = _DefaultConfigSource(store, echo)
@@ -311,12 +314,27 @@ def build_gateway(
         synced.append(default.when_synced())
     if endpoint:
         cloud = _cloud_source(
-            options, reactor, store, endpoint, alone=not options["config"] and not extra_sources
+            options,
+            reactor,
+            store,
+            endpoint,
+            alone=not options["config"] and not extra_sources and not ingress_enabled,
         )
         cloud.setServiceParent(top)
         metrics.cloud.attach(cloud)
         top.cloud = cloud
         synced.append(cloud.when_synced())
+    if ingress_enabled:
+        ingress = _ingress_source(
+            options,
+            reactor,
+            store,
+            health,
+            alone=not options["config"] and not endpoint and not extra_sources,
+        )
+        ingress.setServiceParent(top)
+        top.ingress = ingress
+        synced.append(ingress.when_synced())
     for extra in extra_sources:
         extra.setServiceParent(top)
         synced.append(extra.when_synced())
@@ -332,11 +350,14 @@ def build_gateway(
         metrics.shadowed_routes.set(len(generation.config.shadowed))
         metrics.certificates.update(generation.sni.served if generation.sni is not None else ())
 
+    on_swap = [swapped]
+    if top.ingress is not None:
+        on_swap.append(top.ingress.generation_swapped)
     reconciler = Reconciler(
         store,
         reactor,
         synced=synced,
-        on_swap=[swapped],
+        on_swap=on_swap,
         on_failure=lambda e: reload_failed(e, "rebuild"),
         sni=sni,
     )
@@ -440,6 +461,59 @@ def _cloud_source(
         path=options["backup-path"] or "(none)",
     )
     return source
+
+
+def _ingress_source(
+    options: Options, reactor: Any, store: Store, health: Health, *, alone: bool
+) -> IngressSource:
+    """
+    The Kubernetes Ingress source (``k8s.ingress.*``).
+
+    ``alone``: it is the gateway's only source, so nothing is served before
+    the Ingresses are; beside other sources, those are served while the API
+    server cannot be reached, and readiness waits for the Ingresses.
+    """
+    env = options.environment
+
+    def setting(name: str) -> str:
+        return env.get(name, _SETTING_DEFAULTS[name]).strip()
+
+    mode = setting("k8s.ingress.backend")
+    if mode not in BACKEND_MODES:
+        raise usage.UsageError(
+            f"k8s.ingress.backend must be one of {', '.join(BACKEND_MODES)}, not {mode!r}"
+        )
+    publish_service = setting("k8s.ingress.publish-service") or None
+    if publish_service and publish_service.count("/") != 1:
+        raise usage.UsageError(
+            f"k8s.ingress.publish-service must be namespace/name, not {publish_service!r}"
+        )
+    addresses = tuple(a.strip() for a in setting("k8s.ingress.publish-address").split(",") if a.strip())
+    namespace = setting("k8s.ingress.namespace") or None
+    settings = IngressSettings(
+        ingress_class=setting("k8s.ingress.class"),
+        dns_suffix=setting("k8s.ingress.dns.suffix"),
+        backend_mode=mode,
+    )
+    _log.info(
+        "Kubernetes Ingress source: class {cls}, namespace {namespace}, backends via {mode}",
+        cls=settings.ingress_class,
+        namespace=namespace or "(all)",
+        mode=mode,
+    )
+    return IngressSource(
+        store,
+        reactor=reactor,
+        settings=settings,
+        namespace=namespace,
+        config_path=setting("k8s.ingress.config.path") or None,
+        health=health,
+        require_configuration=alone,
+        publish_service=publish_service,
+        publish_addresses=addresses,
+        election_id=setting("k8s.ingress.election-id") or None,
+        environ=options._environ,
+    )
 
 
 def _sni_builder(options: Options, reactor: Any) -> SNIMapBuilder:

@@ -7,7 +7,11 @@ These read the YAML files as they are shipped; they need no cluster.
 
 from __future__ import annotations
 
+import base64
 import json
+import shutil
+import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +19,21 @@ import yaml
 from twisted.trial.unittest import SynchronousTestCase
 
 from gateway.settings import SETTINGS
+from gateway.testing.certs import self_signed
+from gateway.translate.ingress import IngressInputs, IngressSettings, translate_ingresses
 
 _REPO = Path(__file__).resolve().parent.parent
 _K8S = _REPO / "k8s"
+_EXAMPLES = "examples"
 _STATUS_PATH = "/status-0123456789abcdef"
+_DEFAULTS = {s.name: s.default for s in SETTINGS}
+
+#: Environment variables the Deployment sets that are not settings: the
+#: downward API's pod name and namespace, read by leader election.
+_POD_VARIABLES = {"POD_NAME", "POD_NAMESPACE"}
+
+#: ConfigMap values that differ from the setting's default on purpose.
+_CONFIGMAP_OVERRIDES = {"k8s.ingress.enabled": "true"}
 
 
 def _documents(name: str) -> list[dict[str, Any]]:
@@ -62,6 +77,79 @@ def _env() -> dict[str, str]:
     return {e["name"]: e["value"] for e in _container().get("env", []) if "value" in e}
 
 
+def _field_refs() -> dict[str, str]:
+    """The Deployment's env entries set from the downward API: name → fieldPath."""
+    return {
+        e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
+        for e in _container().get("env", [])
+        if "fieldRef" in e.get("valueFrom", {})
+    }
+
+
+def _configmap() -> dict[str, str]:
+    data: dict[str, str] = _one("configmap.yaml", "ConfigMap", "apimgw-env")["data"]
+    return data
+
+
+def _setting_name(variable: str) -> str | None:
+    """The dotted setting an environment variable sets, by either form."""
+    for setting in SETTINGS:
+        if variable in (setting.name, setting.shell_name):
+            return setting.name
+    return None
+
+
+def _kustomization_resources() -> list[str]:
+    (kustomization,) = _documents("kustomization.yaml")
+    resources: list[str] = kustomization["resources"]
+    return resources
+
+
+def _shipped() -> list[dict[str, Any]]:
+    """Every object the kustomization deploys."""
+    return [doc for name in _kustomization_resources() for doc in _documents(name)]
+
+
+def _grants(rules: Iterable[dict[str, Any]]) -> set[tuple[str, str, str, str | None]]:
+    """
+    The permissions of RBAC rules, one ``(apiGroup, resource, verb,
+    resourceName)`` per combination; ``None`` when the rule names no
+    resources (any name). A wildcard stays ``"*"``, so it never equals an
+    expected grant.
+    """
+    grants: set[tuple[str, str, str, str | None]] = set()
+    for rule in rules:
+        names: list[str | None] = list(rule.get("resourceNames") or [None])
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    for name in names:
+                        grants.add((group, resource, verb, name))
+    return grants
+
+
+def _read_grants(group: str, resource: str) -> set[tuple[str, str, str, str | None]]:
+    return {(group, resource, verb, None) for verb in ("get", "list", "watch")}
+
+
+def _example_ingresses() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (path.name, doc)
+        for path in sorted((_K8S / _EXAMPLES).glob("*.yaml"))
+        for doc in _documents(f"{_EXAMPLES}/{path.name}")
+        if doc["kind"] == "Ingress"
+    ]
+
+
+def _backends(ingress: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every backend of an Ingress: the default one and those of its rules."""
+    spec = ingress["spec"]
+    found = [spec["defaultBackend"]] if "defaultBackend" in spec else []
+    for rule in spec.get("rules", []):
+        found.extend(path["backend"] for path in rule.get("http", {}).get("paths", []))
+    return found
+
+
 def _dockerfile_instructions(word: str) -> list[str]:
     lines = (_REPO / "Dockerfile").read_text().splitlines()
     return [
@@ -100,6 +188,109 @@ class ManifestFilesTests(SynchronousTestCase):
         self.assertEqual(len(resources), len(set(resources)))
         expected = {p.name for p in _K8S.glob("*.yaml")} - {"kustomization.yaml"}
         self.assertEqual(set(resources), expected)
+
+    def test_kustomizationResourcesExistAndParse(self) -> None:
+        """
+        Every resource the kustomization lists is a file of ``k8s/`` that
+        holds at least one named object, among them the RBAC and the
+        IngressClass of the Ingress source.
+        """
+        resources = _kustomization_resources()
+        self.assertIn("rbac.yaml", resources)
+        self.assertIn("ingressclass.yaml", resources)
+        for name in resources:
+            self.assertTrue((_K8S / name).is_file(), name)
+            documents = _documents(name)
+            self.assertTrue(documents, name)
+            for doc in documents:
+                self.assertTrue(doc.get("apiVersion"), name)
+                self.assertTrue(doc.get("kind"), name)
+                self.assertTrue(doc.get("metadata", {}).get("name"), name)
+
+    def test_noNamespaceIsHardCoded(self) -> None:
+        """
+        No shipped object names a namespace: they go to the current one, or
+        to the kustomization's ``namespace:``. (The ClusterRoleBinding's
+        subject must name one; see :class:`RbacTests`.)
+        """
+        for doc in _shipped():
+            self.assertNotIn("namespace", doc["metadata"], doc["metadata"]["name"])
+
+    def test_examplesParse(self) -> None:
+        """
+        The examples (``k8s/examples/``, not deployed by the kustomization)
+        parse, name their objects and leave the namespace to ``kubectl``.
+        """
+        names = sorted(p.name for p in (_K8S / _EXAMPLES).glob("*.yaml"))
+        self.assertEqual(names, ["echo.yaml", "ingress-tls.yaml", "ingress.yaml"])
+        self.assertTrue((_K8S / _EXAMPLES / "README.md").is_file())
+        for name in names:
+            for doc in _documents(f"{_EXAMPLES}/{name}"):
+                self.assertTrue(doc.get("apiVersion"), name)
+                self.assertTrue(doc.get("kind"), name)
+                self.assertTrue(doc.get("metadata", {}).get("name"), name)
+                self.assertNotIn("namespace", doc["metadata"], name)
+
+
+class KustomizeBuildTests(SynchronousTestCase):
+    """
+    ``kubectl kustomize`` (the kustomize built into kubectl) renders the
+    manifests. Skipped where kubectl is not installed.
+    """
+
+    def setUp(self) -> None:
+        kubectl = shutil.which("kubectl")
+        if kubectl is None:
+            raise self.skipTest("kubectl is not installed")
+        self.kubectl: str = kubectl
+
+    def _build(self, directory: Path) -> list[dict[str, Any]]:
+        result = subprocess.run(
+            [self.kubectl, "kustomize", str(directory)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
+
+    def test_builds(self) -> None:
+        """
+        The kustomization builds, into exactly the objects of its resource
+        files.
+        """
+        built = self._build(_K8S)
+        self.assertEqual(
+            sorted((d["kind"], d["metadata"]["name"]) for d in built),
+            sorted((d["kind"], d["metadata"]["name"]) for d in _shipped()),
+        )
+
+    def test_namespaceReachesTheBindings(self) -> None:
+        """
+        With ``namespace:`` set in the kustomization, every namespaced object
+        goes there and both bindings name the ServiceAccount in it, the
+        ClusterRoleBinding's subject included (kustomize rewrites the
+        ``default`` it names).
+        """
+        copy = Path(self.mktemp())
+        shutil.copytree(_K8S, copy)
+        with open(copy / "kustomization.yaml", "a") as f:
+            f.write("\nnamespace: apim-elsewhere\n")
+        built = self._build(copy)
+        cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "IngressClass"}
+        for doc in built:
+            if doc["kind"] in cluster_scoped:
+                self.assertNotIn("namespace", doc["metadata"], doc["kind"])
+            else:
+                self.assertEqual(doc["metadata"]["namespace"], "apim-elsewhere", doc["kind"])
+        bindings = [d for d in built if d["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+        self.assertEqual(len(bindings), 2)
+        for binding in bindings:
+            self.assertEqual(
+                binding["subjects"],
+                [{"kind": "ServiceAccount", "name": "apimgw", "namespace": "apim-elsewhere"}],
+            )
 
 
 class DeploymentTests(SynchronousTestCase):
@@ -227,6 +418,56 @@ class DeploymentTests(SynchronousTestCase):
         self.assertEqual(refs, ["apimgw-env"])
         _one("configmap.yaml", "ConfigMap", "apimgw-env")
 
+    def test_downwardApi(self) -> None:
+        """
+        ``POD_NAME`` and ``POD_NAMESPACE`` (the replica's identity in leader
+        election, and the namespace of its Lease) and ``k8s.ingress.namespace``
+        (the namespace watched, so the one deployed to) come from the pod's
+        own metadata.
+        """
+        self.assertEqual(
+            _field_refs(),
+            {
+                "POD_NAME": "metadata.name",
+                "POD_NAMESPACE": "metadata.namespace",
+                "k8s.ingress.namespace": "metadata.namespace",
+            },
+        )
+
+    def test_publishServiceIsTheGatewaysService(self) -> None:
+        """
+        ``k8s.ingress.publish-service`` names the LoadBalancer Service of
+        ``service.yaml`` in the pod's namespace, through ``$(POD_NAMESPACE)``,
+        which Kubernetes expands only when it is defined earlier in ``env``.
+        """
+        value = _env()["k8s.ingress.publish-service"]
+        prefix = "$(POD_NAMESPACE)/"
+        self.assertTrue(value.startswith(prefix), value)
+        service = _one("service.yaml", "Service", value[len(prefix) :])
+        self.assertEqual(service["spec"]["type"], "LoadBalancer")
+        names = [e["name"] for e in _container()["env"]]
+        self.assertLess(names.index("POD_NAMESPACE"), names.index("k8s.ingress.publish-service"))
+
+    def test_envNamesAreKnown(self) -> None:
+        """
+        Every variable the Deployment sets is a setting, by its dotted or
+        shell-safe name, or one of the pod variables; none is set twice.
+        """
+        names = [e["name"] for e in _container()["env"]]
+        self.assertEqual(len(names), len(set(names)))
+        for name in names:
+            if name not in _POD_VARIABLES:
+                self.assertIsNotNone(_setting_name(name), name)
+
+    def test_envAndConfigMapDoNotOverlap(self) -> None:
+        """
+        No setting is in both the Deployment's ``env`` and the ConfigMap:
+        ``env`` would silently win over the ConfigMap's value.
+        """
+        from_env = {_setting_name(e["name"]) for e in _container()["env"]} - {None}
+        from_configmap = {_setting_name(key) for key in _configmap()}
+        self.assertEqual(from_env & from_configmap, set())
+
 
 class ConfigMapTests(SynchronousTestCase):
     """
@@ -237,16 +478,25 @@ class ConfigMapTests(SynchronousTestCase):
         """
         Every key is a dotted setting the gateway knows, every value is a
         string (the API server rejects other types) and equals that
-        setting's default.
+        setting's default, except the few overridden on purpose.
         """
-        known = {s.name: s for s in SETTINGS}
-        data = _one("configmap.yaml", "ConfigMap", "apimgw-env")["data"]
+        data = _configmap()
         self.assertIn("telemetry.logs.std", data)
         for key, value in data.items():
-            self.assertIn(key, known)
+            self.assertIn(key, _DEFAULTS)
             self.assertIsInstance(value, str, key)
-            if known[key].default is not None:
-                self.assertEqual(value, known[key].default, key)
+            expected = _CONFIGMAP_OVERRIDES.get(key, _DEFAULTS[key])
+            if expected is not None:
+                self.assertEqual(value, expected, key)
+
+    def test_ingressSourceEnabled(self) -> None:
+        """
+        The manifests ship the Ingress source's permissions and IngressClass,
+        and turn it on with the class that IngressClass names.
+        """
+        data = _configmap()
+        self.assertEqual(data["k8s.ingress.enabled"], "true")
+        self.assertEqual(data["k8s.ingress.class"], _DEFAULTS["k8s.ingress.class"])
 
     def test_shutdownTimesAreNotOverridden(self) -> None:
         """
@@ -313,3 +563,261 @@ class ServiceTests(SynchronousTestCase):
             for key, value in selector.items():
                 self.assertEqual(labels.get(key), value)
 
+
+class RbacTests(SynchronousTestCase):
+    """
+    ``rbac.yaml``: exactly what the Ingress source does against the API
+    server, bound to the Deployment's ServiceAccount.
+    """
+
+    def test_objects(self) -> None:
+        """
+        ``rbac.yaml`` holds one Role, RoleBinding, ClusterRole and
+        ClusterRoleBinding, and no other file deploys RBAC objects.
+        """
+        kinds = sorted(doc["kind"] for doc in _documents("rbac.yaml"))
+        self.assertEqual(kinds, ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"])
+        rbac = {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
+        others = [
+            doc["kind"]
+            for name in _kustomization_resources()
+            if name != "rbac.yaml"
+            for doc in _documents(name)
+            if doc["kind"] in rbac
+        ]
+        self.assertEqual(others, [])
+
+    def test_roleGrantsExactly(self) -> None:
+        """
+        The Role grants read access to Ingresses, Services, EndpointSlices
+        and Secrets; updates of Ingress status; creating and patching
+        Events; creating Leases; and reading and updating the one Lease the
+        gateway elects its leader with. Nothing else: an extra verb,
+        resource or wildcard fails.
+        """
+        role = _one("rbac.yaml", "Role", "apimgw")
+        election = _configmap()["k8s.ingress.election-id"]
+        expected = (
+            _read_grants("networking.k8s.io", "ingresses")
+            | {("networking.k8s.io", "ingresses/status", "update", None)}
+            | _read_grants("", "services")
+            | _read_grants("discovery.k8s.io", "endpointslices")
+            | _read_grants("", "secrets")
+            | {("", "events", "create", None), ("", "events", "patch", None)}
+            | {("coordination.k8s.io", "leases", "create", None)}
+            | {
+                ("coordination.k8s.io", "leases", "get", election),
+                ("coordination.k8s.io", "leases", "update", election),
+            }
+        )
+        self.assertEqual(_grants(role["rules"]), expected)
+
+    def test_leaseIsTheElectionId(self) -> None:
+        """
+        The Lease the Role names is ``k8s.ingress.election-id``, which the
+        ConfigMap leaves at its default.
+        """
+        role = _one("rbac.yaml", "Role", "apimgw")
+        names = {
+            name
+            for rule in role["rules"]
+            if "leases" in rule["resources"]
+            for name in rule.get("resourceNames", [])
+        }
+        default = _DEFAULTS["k8s.ingress.election-id"]
+        self.assertEqual(names, {default})
+        self.assertEqual(_configmap()["k8s.ingress.election-id"], default)
+
+    def test_clusterRoleOnlyReadsIngressClasses(self) -> None:
+        """
+        The ClusterRole grants get, list and watch on IngressClasses (they
+        are cluster-scoped) and nothing else.
+        """
+        role = _one("rbac.yaml", "ClusterRole", "apimgw-ingressclasses")
+        self.assertEqual(
+            _grants(role["rules"]), _read_grants("networking.k8s.io", "ingressclasses")
+        )
+        self.assertNotIn("aggregationRule", role)
+
+    def test_bindingsNameTheDeploymentsServiceAccount(self) -> None:
+        """
+        The RoleBinding binds the Role, and the ClusterRoleBinding the
+        ClusterRole, to the ServiceAccount the Deployment runs as and
+        nothing else. The RoleBinding's subject names no namespace (its
+        own); the ClusterRoleBinding's must, and names ``default``, which
+        kustomize rewrites with the kustomization's ``namespace:``.
+        """
+        account = _deployment()["spec"]["template"]["spec"]["serviceAccountName"]
+        _one("serviceaccount.yaml", "ServiceAccount", account)
+        binding = _one("rbac.yaml", "RoleBinding", "apimgw")
+        self.assertEqual(
+            binding["roleRef"],
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "apimgw"},
+        )
+        self.assertEqual(binding["subjects"], [{"kind": "ServiceAccount", "name": account}])
+        cluster = _one("rbac.yaml", "ClusterRoleBinding", "apimgw-ingressclasses")
+        self.assertEqual(
+            cluster["roleRef"],
+            {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "apimgw-ingressclasses",
+            },
+        )
+        self.assertEqual(
+            cluster["subjects"],
+            [{"kind": "ServiceAccount", "name": account, "namespace": "default"}],
+        )
+
+
+class IngressClassTests(SynchronousTestCase):
+    """
+    ``ingressclass.yaml``: the class the gateway serves.
+    """
+
+    def test_controllerIsTheServedClass(self) -> None:
+        """
+        The IngressClass's controller is the default of ``k8s.ingress.class``,
+        which the gateway matches against ``spec.controller``.
+        """
+        ingress_class = _one("ingressclass.yaml", "IngressClass", "azure-api-management")
+        self.assertEqual(ingress_class["apiVersion"], "networking.k8s.io/v1")
+        self.assertEqual(ingress_class["spec"]["controller"], _DEFAULTS["k8s.ingress.class"])
+
+    def test_notTheDefaultClass(self) -> None:
+        """
+        The IngressClass is not the cluster's default: Ingresses without a
+        class are left to whichever controller the cluster defaults to.
+        """
+        ingress_class = _one("ingressclass.yaml", "IngressClass", "azure-api-management")
+        annotations = ingress_class["metadata"].get("annotations") or {}
+        self.assertNotEqual(annotations.get("ingressclass.kubernetes.io/is-default-class"), "true")
+
+
+class ExampleTests(SynchronousTestCase):
+    """
+    ``k8s/examples/``: the echo backend and the Ingresses that route to it.
+    """
+
+    def _service(self) -> dict[str, Any]:
+        return _one(f"{_EXAMPLES}/echo.yaml", "Service", "echo-service")
+
+    def test_echoServiceSelectsTheEchoPods(self) -> None:
+        """
+        The echo Service selects the echo Deployment's pods, and each of its
+        target ports is a port of their container.
+        """
+        deployment = _one(f"{_EXAMPLES}/echo.yaml", "Deployment", "echo")
+        template = deployment["spec"]["template"]
+        labels = template["metadata"]["labels"]
+        self.assertEqual(deployment["spec"]["selector"]["matchLabels"], labels)
+        service = self._service()
+        for key, value in service["spec"]["selector"].items():
+            self.assertEqual(labels.get(key), value)
+        (container,) = template["spec"]["containers"]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        for port in service["spec"]["ports"]:
+            target = port["targetPort"]
+            self.assertIn(target, set(ports) | set(ports.values()))
+
+    def test_ingressesUseTheShippedClass(self) -> None:
+        """
+        Both example Ingresses (one plain, one with TLS) are
+        ``networking.k8s.io/v1`` and name the shipped IngressClass.
+        """
+        ingresses = _example_ingresses()
+        self.assertEqual(
+            sorted(name for name, _ in ingresses), ["ingress-tls.yaml", "ingress.yaml"]
+        )
+        (shipped,) = [d for d in _shipped() if d["kind"] == "IngressClass"]
+        for name, ingress in ingresses:
+            self.assertEqual(ingress["apiVersion"], "networking.k8s.io/v1", name)
+            self.assertEqual(ingress["spec"]["ingressClassName"], shipped["metadata"]["name"], name)
+
+    def test_backendsNameTheEchoService(self) -> None:
+        """
+        Every backend names the echo Service and one of its ports, by number
+        or by name.
+        """
+        service = self._service()
+        numbers = {p["port"] for p in service["spec"]["ports"]}
+        names = {p["name"] for p in service["spec"]["ports"]}
+        for name, ingress in _example_ingresses():
+            backends = _backends(ingress)
+            self.assertTrue(backends, name)
+            for backend in backends:
+                self.assertEqual(backend["service"]["name"], "echo-service", name)
+                port = backend["service"]["port"]
+                self.assertTrue(port.get("number") in numbers or port.get("name") in names, name)
+
+    def test_tlsSecretIsExplained(self) -> None:
+        """
+        The TLS example names a Secret for hosts of its rules, and its file
+        shows the ``kubectl create secret tls`` command that makes it.
+        """
+        (ingress,) = [i for name, i in _example_ingresses() if name == "ingress-tls.yaml"]
+        rule_hosts = {rule["host"] for rule in ingress["spec"]["rules"]}
+        text = (_K8S / _EXAMPLES / "ingress-tls.yaml").read_text()
+        self.assertTrue(ingress["spec"]["tls"])
+        for tls in ingress["spec"]["tls"]:
+            self.assertLessEqual(set(tls["hosts"]), rule_hosts)
+            self.assertIn(f"kubectl create secret tls {tls['secretName']}", text)
+
+    def test_gatewayTranslatesTheExamples(self) -> None:
+        """
+        The gateway's own Ingress translation, with the ConfigMap's settings
+        and the shipped IngressClass, serves both examples without a problem:
+        each path routes to the echo Service's cluster name, and the TLS
+        example's Secret (made here as ``kubectl create secret tls`` would)
+        becomes a certificate for its host.
+        """
+        namespace = "apim-example"
+        data = _configmap()
+
+        def placed(doc: dict[str, Any]) -> dict[str, Any]:
+            return {**doc, "metadata": {**doc["metadata"], "namespace": namespace}}
+
+        issued = self_signed("www.contoso.com")
+        (tls_ingress,) = [i for n, i in _example_ingresses() if n == "ingress-tls.yaml"]
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": {
+                "name": tls_ingress["spec"]["tls"][0]["secretName"],
+                "namespace": namespace,
+            },
+            "data": {
+                "tls.crt": base64.b64encode(issued.cert_pem.encode()).decode(),
+                "tls.key": base64.b64encode(issued.key_pem.encode()).decode(),
+            },
+        }
+        inputs = IngressInputs(
+            ingresses=tuple(placed(i) for _, i in _example_ingresses()),
+            ingress_classes=tuple(d for d in _shipped() if d["kind"] == "IngressClass"),
+            services=(placed(self._service()),),
+            secrets=(secret,),
+            settings=IngressSettings(
+                ingress_class=data["k8s.ingress.class"],
+                dns_suffix=data["k8s.ingress.dns.suffix"],
+            ),
+        )
+        result = translate_ingresses(inputs)
+        self.assertEqual(result.problems, ())
+        self.assertEqual(
+            sorted(result.served),
+            sorted(f"{namespace}/{i['metadata']['name']}" for _, i in _example_ingresses()),
+        )
+        routes = [
+            route for obj in result.objects if obj.ref.kind == "routes" for route in obj.body.routes
+        ]
+        self.assertEqual(
+            sorted((r.host, r.path) for r in routes),
+            [("echo.example.com", "/echo"), ("www.contoso.com", "/echo-tls")],
+        )
+        for route in routes:
+            self.assertEqual(
+                route.backend, f"http://echo-service.{namespace}.svc.cluster.local:8080"
+            )
+        certificates = [obj.body for obj in result.objects if obj.ref.kind == "certificate"]
+        self.assertEqual([c.hosts for c in certificates], [("www.contoso.com",)])

@@ -88,6 +88,11 @@ class Route:
     :ivar https_redirect: answer a plain-HTTP request with a ``308``
         redirect to the same URL on HTTPS instead of forwarding it (what the
         Ingress ``ssl-redirect`` annotations map onto).
+    :ivar endpoints: ``None``: connect to ``backend``'s host. Otherwise the
+        URLs (``http://10.1.2.3:8080``) the gateway balances over itself,
+        round robin, while ``Host`` still names ``backend`` (the Ingress
+        source's ``endpoints`` mode); empty: no endpoint is ready, answered
+        ``503``.
     """
 
     path: str
@@ -96,6 +101,7 @@ class Route:
     path_type: str = "Prefix"
     preserve_host: bool = False
     https_redirect: bool = False
+    endpoints: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

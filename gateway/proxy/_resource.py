@@ -20,9 +20,15 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from gateway.translate import KIND_API
+from gateway.translate import FAILURE_HOLD, KIND_API
 
-from ._client import BackendError, BackendPool, BackendTimeout
+from ._client import (
+    BackendConnectError,
+    BackendConnectTimeout,
+    BackendError,
+    BackendPool,
+    BackendTimeout,
+)
 from ._headers import forward_request_headers, response_headers_to_forward
 
 #: The upstream Helm chart's probe path, answered on the traffic port.
@@ -49,6 +55,7 @@ def envelope(status: int, message: str, **extra: str) -> bytes:
 
 _NOT_FOUND = envelope(404, "Resource not found")
 _NOT_READY = envelope(503, "Service unavailable: no configuration loaded yet")
+_NO_ENDPOINTS = envelope(503, "Service unavailable: the backend has no ready endpoint")
 _TOO_LARGE = envelope(413, "Request entity too large")
 _BAD_REQUEST = envelope(400, "Bad request")
 
@@ -195,7 +202,14 @@ class ProxyResource(Resource):
             request_id=request_id,
         )
         length = body.size if body is not None else 0
+        endpoints = entry.endpoints
+        if endpoints is not None:
+            # Balanced by the gateway itself; Host still names the Service.
+            backend = endpoints.pick(started)
+            if backend is None:
+                return self._answer(request, started, 503, _NO_ENDPOINTS, entry.label)
         exchange = _Exchange(self, request, entry, started, request_id)
+        exchange.backend = backend
         self.in_flight += 1
         request.on_client_gone = exchange.client_gone
         exchange.backend_exchange = self._pool.request(
@@ -207,7 +221,54 @@ class ProxyResource(Resource):
             length,
             exchange,
         )
+        if endpoints is not None:
+            exchange.resend = (target_bytes, headers, length)
         return NOT_DONE_YET
+
+    def retry_elsewhere(self, exchange: _Exchange, reason: Failure) -> bool:
+        """
+        A connection to one of a route's endpoints failed before the request
+        went out: put that endpoint on hold and, once per request, send the
+        request to the next endpoint instead. Whether it was resent.
+        """
+        endpoints = exchange.entry.endpoints
+        resend = exchange.resend
+        if endpoints is None or resend is None:
+            return False
+        if not isinstance(reason.value, (BackendConnectError, BackendConnectTimeout)):
+            return False
+        now = self._clock.seconds()
+        failed = exchange.backend
+        endpoints.failed(failed, now)
+        exchange.resend = None
+        target_bytes, headers, length = resend
+        backend = endpoints.pick(now, avoid=failed)
+        if backend is None:
+            return False
+        body = exchange.request.content
+        if length:
+            body.file.seek(0)
+        self._log.warn(
+            "Endpoint {failed} of {route} refused the connection ({error}): held for {hold:.0f} s, "
+            "retrying on {backend}",
+            failed=failed.authority,
+            route=exchange.entry.label,
+            error=reason.getErrorMessage(),
+            hold=FAILURE_HOLD,
+            backend=backend.authority,
+        )
+        self._observer.backend_error(failed.url, "endpoint")
+        exchange.backend = backend
+        exchange.backend_exchange = self._pool.request(
+            backend,
+            exchange.request.method,
+            target_bytes,
+            headers,
+            body.file if length else None,
+            length,
+            exchange,
+        )
+        return True
 
     def _redirect_to_https(
         self, request: Any, started: float, host: str, path: bytes, query: bytes, route: str
@@ -358,6 +419,8 @@ class _Exchange:
         "backend_exchange",
         "producer",
         "done",
+        "backend",
+        "resend",
     )
 
     def __init__(
@@ -371,6 +434,10 @@ class _Exchange:
         self.backend_exchange: Any = None
         self.producer: IPushProducer | None = None
         self.done = False
+        #: The backend (or endpoint) the request went to.
+        self.backend: Any = entry.backend
+        #: In endpoints mode, what a retry on another endpoint needs.
+        self.resend: tuple[bytes, Any, int] | None = None
 
     def response_started(
         self,
@@ -422,6 +489,8 @@ class _Exchange:
             _cut(request)
             self._end(request.code)
             return
+        if self.resend is not None and self.resource.retry_elsewhere(self, reason):
+            return
         self.resource.backend_failed(request, self.started, self.entry, self.request_id, reason)
         self._end(None)
 
@@ -448,6 +517,6 @@ class _Exchange:
                 self.request.sentLength,
                 resource._clock.seconds() - self.started,
                 self.entry.label,
-                self.entry.backend.url,
+                self.backend.url,
                 self.request_id.decode("latin-1"),
             )

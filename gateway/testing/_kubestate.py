@@ -506,6 +506,52 @@ class KubeState:
                 for key in ("tls.crt", "tls.key"):
                     if key not in data:
                         raise self._invalid(resource, name, f"data[{key}]: Required value")
+        elif resource.plural == "leases":
+            self._validate_lease(resource, name, obj.get("spec") or {})
+        elif resource.plural == "events":
+            self._validate_event(resource, name, obj)
+
+    def _validate_lease(self, resource: Resource, name: str, spec: Mapping[str, Any]) -> None:
+        """
+        ``ValidateLeaseSpec``: the duration is a positive whole number of
+        seconds and the transition count is not negative (a fractional
+        number does not even decode into the ``int32`` field).
+        """
+        for field, minimum in (("leaseDurationSeconds", 1), ("leaseTransitions", 0)):
+            value = spec.get(field)
+            if value is None:
+                continue
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ApiStatus(
+                    400,
+                    "BadRequest",
+                    f'Lease in version "v1" cannot be handled as a Lease: json: cannot unmarshal '
+                    f"{json.dumps(value)} into Go struct field LeaseSpec.spec.{field} of type "
+                    "int32",
+                )
+            if value < minimum:
+                must = "must be greater than 0" if minimum else "must be greater than or equal to 0"
+                raise self._invalid(resource, name, f"spec.{field}: Invalid value: {value}: {must}")
+
+    def _validate_event(self, resource: Resource, name: str, obj: Mapping[str, Any]) -> None:
+        """
+        ``legacyValidateEvent`` for a core/v1 Event without ``eventTime``:
+        it lives in its involved object's namespace, or in ``default``
+        when that object is cluster-scoped.
+        """
+        if obj.get("eventTime"):
+            return
+        namespace = obj["metadata"].get("namespace") or ""
+        involved = (obj.get("involvedObject") or {}).get("namespace") or ""
+        if (involved and namespace != involved) or (
+            not involved and namespace not in ("", "default")
+        ):
+            raise self._invalid(
+                resource,
+                name,
+                f'involvedObject.namespace: Invalid value: "{involved}": does not match '
+                "event.namespace",
+            )
 
     def _normalize(self, resource: Resource, obj: JSON, previous: JSON | None) -> None:
         """What the per-kind strategies do to every written object."""

@@ -13,6 +13,9 @@ errors, and the list/watch semantics the informers depend on:
 * create (``409 AlreadyExists``), get, update (``409 Conflict`` on a stale
   resourceVersion), merge patch, delete (with preconditions), the
   ``/status`` subresource of Ingress and Service;
+* the validation clients trip over: names, Secret data, a Lease's
+  positive whole-second duration, an Event in its involved object's
+  namespace (``422 Invalid``);
 * list with ``labelSelector``, ``fieldSelector``, ``limit``/``continue``
   (an expired ``continue`` answers ``410``) and the ``resourceVersion`` /
   ``resourceVersionMatch`` rules of the API;

@@ -19,6 +19,7 @@ from ._config import (
     RouteEntry,
     Shadowing,
 )
+from ._endpoints import FAILURE_HOLD, Endpoints
 from ._translate import InvalidObject, normalize_host, parse_backend, parse_template, translate
 
 __all__ = [
@@ -32,6 +33,8 @@ __all__ = [
     "PREFIX",
     "Backend",
     "CertificateEntry",
+    "Endpoints",
+    "FAILURE_HOLD",
     "GatewayConfig",
     "InvalidObject",
     "OperationSpec",

@@ -8,6 +8,7 @@ never needs checking again on the request path.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.model import ObjectRef
 
@@ -85,6 +86,9 @@ class RouteEntry:
     :ivar label: a short, stable name for metrics and logs.
     :ivar https_redirect: a plain-HTTP request is answered with a 308
         redirect to the same URL on HTTPS instead of being forwarded.
+    :ivar endpoints: ``None``: connect to ``backend``. Otherwise an
+        :class:`~gateway.translate._endpoints.Endpoints` the proxy balances
+        over (``backend`` still gives the ``Host`` header and the label).
     """
 
     host: str
@@ -99,6 +103,7 @@ class RouteEntry:
     preserve_host: bool = False
     shadows: tuple[ObjectRef, ...] = ()
     https_redirect: bool = False
+    endpoints: Any = None
 
     @property
     def key(self) -> tuple[str, str, str]:

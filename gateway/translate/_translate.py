@@ -36,6 +36,7 @@ from ._config import (
     RouteEntry,
     Shadowing,
 )
+from ._endpoints import Endpoints
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
@@ -177,6 +178,7 @@ def _route_entries(
                 label=f"{ref.name}:{route.host or '*'}{route.path}",
                 preserve_host=route.preserve_host,
                 https_redirect=route.https_redirect,
+                endpoints=_endpoints(route.endpoints),
             )
         except InvalidObject as e:
             problems.append(Problem(ref, f"{where}: {e}"))
@@ -186,6 +188,12 @@ def _route_entries(
             continue
         entries[entry.key] = entry
     return list(entries.values())
+
+
+def _endpoints(urls: tuple[str, ...] | None) -> Endpoints | None:
+    if urls is None:
+        return None
+    return Endpoints(tuple(parse_backend(url) for url in sorted(set(urls))))
 
 
 def _precedence(entry: RouteEntry) -> tuple[float, ObjectRef]:

@@ -26,6 +26,14 @@ ingress-nginx read them):
   a Service of type ``ExternalName`` → ``http://<externalName>:<port>``. A
   missing Service, an unknown port name and ``resource`` backends are
   problems of that Ingress; that path is left out, the rest is served.
+* **Endpoints mode** (``backend_mode="endpoints"``, ``k8s.ingress.backend``):
+  the route also carries the ready addresses of the Service's
+  EndpointSlices (label ``kubernetes.io/service-name``) on the slice port
+  whose name equals the Service port's name, and the gateway balances over
+  them itself; an endpoint whose ``conditions.ready`` is false is left out
+  (absent counts as ready, as the API documents), only an endpoint's first
+  address is used. No ready endpoint: the route stays and is answered 503.
+  ``ExternalName`` Services keep their DNS name.
 * **TLS**: ``spec.tls[]`` → one certificate per entry from the
   ``kubernetes.io/tls`` Secret ``secretName`` in the Ingress's namespace,
   for ``hosts`` (empty: the hosts of the rules). A missing Secret, another
@@ -49,6 +57,8 @@ from gateway.model import Certificate, ObjectRef, Route, RouteSet, SourceObject
 from ._config import Problem
 
 CLASS_ANNOTATION = "kubernetes.io/ingress.class"
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+BACKEND_MODES = ("service", "endpoints")
 DEFAULT_CLASS_ANNOTATION = "ingressclass.kubernetes.io/is-default-class"
 SOURCE = "ingress"
 _PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
@@ -62,6 +72,8 @@ class IngressSettings:
 
     ingress_class: str = "azure-api-management/gateway"
     dns_suffix: str = "svc.cluster.local"
+    #: ``service`` (cluster DNS name) or ``endpoints`` (EndpointSlices).
+    backend_mode: str = "service"
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,7 @@ class IngressInputs:
     ingress_classes: tuple[KubeObject, ...] = ()
     services: tuple[KubeObject, ...] = ()
     secrets: tuple[KubeObject, ...] = ()
+    endpoint_slices: tuple[KubeObject, ...] = ()
     settings: IngressSettings = field(default_factory=IngressSettings)
 
 
@@ -113,10 +126,17 @@ def _timestamp(text: Any) -> float | None:
 def modification_time(obj: KubeObject) -> float:
     """
     The object's own last-modification time: the newest
-    ``managedFields[].time``, else ``creationTimestamp``, else 0.
+    ``managedFields[].time`` of a write to the object itself, else
+    ``creationTimestamp``, else 0. Writes to a subresource (the gateway's
+    own ``status`` updates) are not changes of the object: counting them
+    would let publishing an address reorder "last one wins".
     """
     meta = _meta(obj)
-    times = [_timestamp(entry.get("time")) for entry in meta.get("managedFields") or ()]
+    times = [
+        _timestamp(entry.get("time"))
+        for entry in meta.get("managedFields") or ()
+        if not entry.get("subresource")
+    ]
     known = [t for t in times if t is not None]
     if known:
         return max(known)
@@ -147,9 +167,47 @@ class _Context:
     services: dict[str, KubeObject]
     secrets: dict[str, KubeObject]
     settings: IngressSettings
+    #: EndpointSlices by ``namespace/service`` (endpoints mode only).
+    slices: dict[str, list[KubeObject]] = field(default_factory=dict)
 
 
-def _backend_url(backend: Mapping[str, Any], namespace: str, ctx: _Context) -> str:
+def _slices_by_service(slices: Iterable[KubeObject]) -> dict[str, list[KubeObject]]:
+    result: dict[str, list[KubeObject]] = {}
+    for item in slices:
+        meta = _meta(item)
+        service = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
+        if service:
+            result.setdefault(f"{meta.get('namespace', '')}/{service}", []).append(item)
+    return result
+
+
+def _ready_endpoints(slices: Iterable[KubeObject], port_name: str) -> tuple[str, ...]:
+    """``http://address:port`` of every ready endpoint on the named slice port."""
+    urls = set()
+    for item in slices:
+        ports = [
+            p.get("port")
+            for p in item.get("ports") or ()
+            if (p.get("name") or "") == port_name and p.get("protocol", "TCP") == "TCP"
+        ]
+        if not ports or not isinstance(ports[0], int):
+            continue
+        ipv6 = item.get("addressType") == "IPv6"
+        for endpoint in item.get("endpoints") or ():
+            if (endpoint.get("conditions") or {}).get("ready") is False:
+                continue
+            addresses = endpoint.get("addresses") or ()
+            if not addresses:
+                continue
+            address = f"[{addresses[0]}]" if ipv6 else addresses[0]
+            urls.add(f"http://{address}:{ports[0]}")
+    return tuple(sorted(urls))
+
+
+def _backend(
+    backend: Mapping[str, Any], namespace: str, ctx: _Context
+) -> tuple[str, tuple[str, ...] | None]:
+    """The backend URL of an Ingress backend, and its endpoints in endpoints mode."""
     if not isinstance(backend, Mapping):
         raise _Invalid("backend must be an object")
     if "resource" in backend:
@@ -164,20 +222,28 @@ def _backend_url(backend: Mapping[str, Any], namespace: str, ctx: _Context) -> s
     if svc is None:
         raise _Invalid(f"Service {namespace}/{name} not found")
     spec = svc.get("spec") or {}
+    service_ports = spec.get("ports") or ()
     if "number" in port:
         number = port["number"]
+        matches = [p for p in service_ports if p.get("port") == number]
     elif "name" in port:
-        matches = [p.get("port") for p in spec.get("ports") or () if p.get("name") == port["name"]]
+        matches = [p for p in service_ports if p.get("name") == port["name"]]
         if not matches:
             raise _Invalid(f"Service {namespace}/{name} has no port named {port['name']!r}")
-        number = matches[0]
+        number = matches[0].get("port")
     else:
         raise _Invalid("backend.service.port needs a number or a name")
     if not isinstance(number, int) or not 0 < number < 65536:
         raise _Invalid(f"invalid port {number!r} for Service {namespace}/{name}")
     if spec.get("type") == "ExternalName" and spec.get("externalName"):
-        return f"http://{spec['externalName']}:{number}"
-    return f"http://{name}.{namespace}.{ctx.settings.dns_suffix}:{number}"
+        return f"http://{spec['externalName']}:{number}", None
+    url = f"http://{name}.{namespace}.{ctx.settings.dns_suffix}:{number}"
+    if ctx.settings.backend_mode != "endpoints":
+        return url, None
+    if not matches:
+        raise _Invalid(f"Service {namespace}/{name} has no port {number}")
+    port_name = matches[0].get("name") or ""
+    return url, _ready_endpoints(ctx.slices.get(f"{namespace}/{name}", ()), port_name)
 
 
 def _routes(ingress: KubeObject, ctx: _Context, problems: list[str]) -> list[Route]:
@@ -187,7 +253,8 @@ def _routes(ingress: KubeObject, ctx: _Context, problems: list[str]) -> list[Rou
     default = spec.get("defaultBackend")
     if default is not None:
         try:
-            routes.append(Route(path="/", backend=_backend_url(default, namespace, ctx)))
+            url, endpoints = _backend(default, namespace, ctx)
+            routes.append(Route(path="/", backend=url, endpoints=endpoints))
         except _Invalid as e:
             problems.append(f"defaultBackend: {e}")
     for r, rule in enumerate(spec.get("rules") or ()):
@@ -205,11 +272,13 @@ def _routes(ingress: KubeObject, ctx: _Context, problems: list[str]) -> list[Rou
                 problems.append(f"{where}: path {value!r} must start with '/'")
                 continue
             try:
-                url = _backend_url(path.get("backend"), namespace, ctx)
+                url, endpoints = _backend(path.get("backend"), namespace, ctx)
             except _Invalid as e:
                 problems.append(f"{where}: {e}")
                 continue
-            routes.append(Route(path=value, backend=url, host=host, path_type=path_type))
+            routes.append(
+                Route(path=value, backend=url, host=host, path_type=path_type, endpoints=endpoints)
+            )
     return routes
 
 
@@ -265,6 +334,7 @@ def translate_ingresses(inputs: IngressInputs) -> IngressTranslation:
         services={_key(s): s for s in inputs.services},
         secrets={_key(s): s for s in inputs.secrets},
         settings=inputs.settings,
+        slices=_slices_by_service(inputs.endpoint_slices),
     )
     objects: list[SourceObject] = []
     problems: list[Problem] = []

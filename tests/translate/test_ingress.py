@@ -30,7 +30,7 @@ from gateway.translate.ingress import (
 
 TESTDATA = Path(__file__).parent / "testdata" / "ingress"
 _KINDS = {"Ingress": "ingresses", "IngressClass": "ingress_classes", "Service": "services",
-          "Secret": "secrets"}
+          "Secret": "secrets", "EndpointSlice": "endpoint_slices"}
 
 
 def load_inputs(path: Path, *, reverse: bool = False) -> IngressInputs:
@@ -38,6 +38,7 @@ def load_inputs(path: Path, *, reverse: bool = False) -> IngressInputs:
     settings = IngressSettings(**{
         "ingress_class": doc.get("settings", {}).get("ingressClass", IngressSettings.ingress_class),
         "dns_suffix": doc.get("settings", {}).get("dnsSuffix", IngressSettings.dns_suffix),
+        "backend_mode": doc.get("settings", {}).get("backend", IngressSettings.backend_mode),
     })
     groups: dict[str, list[Any]] = {v: [] for v in _KINDS.values()}
     for obj in doc["objects"]:
@@ -59,6 +60,7 @@ def canonical(result: IngressTranslation) -> str:
         if isinstance(obj.body, RouteSet):
             entry["routes"] = [
                 {"host": r.host, "path": r.path, "pathType": r.path_type, "backend": r.backend}
+                | ({} if r.endpoints is None else {"endpoints": list(r.endpoints)})
                 for r in obj.body.routes
             ]
         elif isinstance(obj.body, Certificate):
@@ -107,6 +109,13 @@ class RuleTests(SynchronousTestCase):
         self.assertEqual(_iso(modification_time(obj)), "2024-05-01T00:00:00Z")
         self.assertEqual(_iso(modification_time({"metadata": {"creationTimestamp": "2024-01-01T00:00:00Z"}})),
                          "2024-01-01T00:00:00Z")
+
+    def test_status_writes_do_not_count_as_modification(self) -> None:
+        """A managedFields entry of a subresource write (the gateway's own status update) is ignored."""
+        obj = {"metadata": {"creationTimestamp": "2024-01-01T00:00:00Z", "managedFields": [
+            {"manager": "kubectl", "time": "2024-03-01T00:00:00Z"},
+            {"manager": "apimgw", "subresource": "status", "time": "2024-09-01T00:00:00Z"}]}}
+        self.assertEqual(_iso(modification_time(obj)), "2024-03-01T00:00:00Z")
 
     def test_annotation_wins_over_class_name(self) -> None:
         """With both, the ingress.class annotation decides."""

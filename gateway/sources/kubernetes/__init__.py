@@ -12,6 +12,13 @@ reactor-native API client and informers.
 * :mod:`._informer`: :class:`Informer`, list-then-watch with bookmarks,
   resume from the last version, relist-and-diff after ``410``, jittered
   backoff.
+* :mod:`._election`: :class:`LeaderElection`, client-go's leader election
+  on a ``coordination.k8s.io`` Lease (expiry judged by the local clock,
+  optimistic concurrency, renew deadline, release on stop), so that one
+  replica writes status and Events.
+* :mod:`._events`: :class:`EventRecorder`, core/v1 Events about objects
+  as client-go's recorder writes them: repeats patched into a count, a
+  rate limit per object, failures logged and never raised.
 
 The translation of Ingress objects into routes lives in
 :mod:`gateway.translate`; this package only moves objects.
@@ -52,6 +59,8 @@ from ._credentials import (
     load_in_cluster,
     load_kubeconfig,
 )
+from ._election import LeaderElection
+from ._events import EventRecorder
 from ._informer import Informer, ObjectKey, object_key
 
 __all__ = [
@@ -69,12 +78,14 @@ __all__ = [
     "ClusterTLSPolicy",
     "Conflict",
     "CredentialsError",
+    "EventRecorder",
     "Forbidden",
     "Gone",
     "Informer",
     "Invalid",
     "Kind",
     "KubeClient",
+    "LeaderElection",
     "NotFound",
     "ObjectKey",
     "ObjectList",

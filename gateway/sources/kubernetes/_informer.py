@@ -39,7 +39,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from ._client import Gone, Kind, KubeClient, WatchEvent
+from ._client import Gone, Kind, KubeClient, NotFound, WatchEvent
 
 __all__ = ["Informer", "ObjectKey", "object_key"]
 
@@ -92,6 +92,8 @@ class Informer(Service):
         on_upsert: Callable[[JSON], None] = _ignore,
         on_delete: Callable[[JSON], None] = _ignore,
         on_synced: Callable[[], None] = _ignore,
+        keep: Callable[[JSON], bool] | None = None,
+        on_failure: Callable[[Exception], None] = _ignore,
         backoff: Callable[[int], float] | None = None,
         random_source: Callable[[], float] = random.random,
         page_size: int = 500,
@@ -105,6 +107,13 @@ class Informer(Service):
             that is gone.
         :param on_synced: called once, after the first complete list has
             been delivered through ``on_upsert``.
+        :param on_failure: called with each error before its retry
+            (readiness reports an unreachable API server this way).
+        :param keep: which objects to hold: others are treated as absent
+            (not cached, not reported; a cached object that stops being
+            kept is reported deleted). The Ingress source keeps only the
+            Secrets its Ingresses reference; after widening the predicate,
+            :meth:`fetch` brings in objects listed earlier.
         :param backoff: seconds to wait before retry number ``n`` (1, 2,
             ...); a jittered exponential policy by default.
         :param random_source: the randomness of the default backoff's jitter
@@ -122,6 +131,8 @@ class Informer(Service):
         self._on_upsert = on_upsert
         self._on_delete = on_delete
         self._on_synced = on_synced
+        self._keep = keep
+        self._on_failure = on_failure
         self._random = random_source
         self._backoff = backoff or backoffPolicy(
             initialDelay=0.5, maxDelay=30.0, factor=2.0, jitter=lambda: self._random() * 0.5
@@ -192,6 +203,45 @@ class Informer(Service):
         """A cached object, or ``None``."""
         return self.cache.get((namespace or "", name))
 
+    def forget(self, key: ObjectKey) -> None:
+        """
+        Drop one object from the cache without reporting it (its holder no
+        longer wants it: the ``keep`` predicate changed).
+        """
+        self.cache.pop(key, None)
+
+    def fetch(self, namespace: str | None, name: str) -> Deferred[None]:
+        """
+        GET one object that the ``keep`` predicate now accepts and add it
+        (reported as an upsert) unless a watch event brought it in first,
+        which is at least as new. A missing object is simply absent; other
+        errors are logged (the next relist or watch event repairs it).
+        """
+        key = (namespace or "", name)
+
+        def got(obj: JSON) -> None:
+            if not self._running or key in self.cache or not self._kept(obj):
+                return
+            self.cache[key] = obj
+            self._call(self._on_upsert, obj)
+
+        def failed(failure: Any) -> None:
+            if failure.check(NotFound) or failure.check(CancelledError):
+                return None
+            self._log.warn(
+                "Informer {informer}: could not fetch {namespace}/{name}: {error}",
+                informer=repr(self),
+                namespace=namespace,
+                name=name,
+                error=failure.getErrorMessage(),
+            )
+            return None
+
+        return self.client.get(self.kind, namespace, name).addCallbacks(got, failed)
+
+    def _kept(self, obj: JSON) -> bool:
+        return self._keep is None or self._keep(obj)
+
     # -- the loop --------------------------------------------------------
 
     async def _wait(self, d: Deferred[Any]) -> Any:
@@ -247,17 +297,19 @@ class Informer(Service):
                 if attempt:
                     await self._sleep(attempt, "relist after 410")
                 attempt += 1
-            except CancelledError:
+            except CancelledError as e:
                 if not self._running:
                     break
                 self.failures += 1
                 attempt += 1
+                self._call(self._on_failure, e)
                 await self._sleep(attempt, "request cancelled (timeout)")
             except Exception as e:
                 if not self._running:
                     break
                 self.failures += 1
                 attempt += 1
+                self._call(self._on_failure, e)
                 await self._sleep(attempt, f"{type(e).__name__}: {e}")
 
     async def _sleep(self, attempt: int, why: str) -> None:
@@ -289,7 +341,7 @@ class Informer(Service):
         )
         if not self._running:
             return
-        fresh = {object_key(obj): obj for obj in listing.items}
+        fresh = {object_key(obj): obj for obj in listing.items if self._kept(obj)}
         old, self.cache = self.cache, fresh
         self.resource_version = listing.resource_version
         deleted = [obj for key, obj in sorted(old.items()) if key not in fresh]
@@ -352,10 +404,14 @@ class Informer(Service):
         obj = event.object
         key = object_key(obj)
         if event.type in ("ADDED", "MODIFIED"):
-            old = self.cache.get(key)
-            self.cache[key] = obj
             if version:
                 self.resource_version = version
+            if not self._kept(obj):
+                if self.cache.pop(key, None) is not None:
+                    self._call(self._on_delete, obj)
+                return
+            old = self.cache.get(key)
+            self.cache[key] = obj
             if old is None or _rv(old) != _rv(obj):
                 self._call(self._on_upsert, obj)
         elif event.type == "DELETED":

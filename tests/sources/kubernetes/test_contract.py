@@ -33,6 +33,7 @@ from gateway.sources.kubernetes import (
     ClusterCredentials,
     Conflict,
     Gone,
+    Invalid,
     Kind,
     KubeClient,
     NotFound,
@@ -527,6 +528,91 @@ class ContractTests:
         self.assertEqual(won["spec"]["holderIdentity"], "b")
         with self.assertRaises(Conflict):
             await b.client.update(LEASE, theirs)
+
+    async def test_lease_create_taken_and_release(self) -> None:
+        """
+        A second create of a Lease fails with AlreadyExists; an update with an empty holder (a
+        release) and a one-second duration is accepted and bumps the version.
+        """
+        b = await self.backend()
+        body = {
+            "metadata": {"name": "leader"},
+            "spec": {
+                "holderIdentity": "a",
+                "leaseDurationSeconds": 15,
+                "acquireTime": "2026-12-01T10:00:00.000000Z",
+                "renewTime": "2026-12-01T10:00:00.000000Z",
+                "leaseTransitions": 0,
+            },
+        }
+        lease = await b.client.create(LEASE, body, b.namespace)
+        with self.assertRaises(AlreadyExists):
+            await b.client.create(LEASE, body, b.namespace)
+        released = await b.client.update(
+            LEASE,
+            dict(
+                lease,
+                spec=dict(
+                    lease["spec"],
+                    holderIdentity="",
+                    leaseDurationSeconds=1,
+                    renewTime="2026-12-01T10:00:05.000000Z",
+                ),
+            ),
+        )
+        self.assertEqual(released["spec"]["holderIdentity"], "")
+        self.assertEqual(released["spec"]["leaseDurationSeconds"], 1)
+        self.assertNotEqual(
+            released["metadata"]["resourceVersion"], lease["metadata"]["resourceVersion"]
+        )
+
+    async def test_lease_duration_must_be_positive(self) -> None:
+        """A Lease whose leaseDurationSeconds is 0 is refused with 422 Invalid."""
+        b = await self.backend()
+        with self.assertRaises(Invalid) as caught:
+            await b.client.create(
+                LEASE,
+                {
+                    "metadata": {"name": "zero"},
+                    "spec": {"holderIdentity": "a", "leaseDurationSeconds": 0},
+                },
+                b.namespace,
+            )
+        self.assertEqual(caught.exception.code, 422)
+
+    async def test_event_namespace_matches_involved_object(self) -> None:
+        """
+        A v1 Event (without eventTime) whose involvedObject is in another namespace is refused with
+        422 Invalid.
+        """
+        b = await self.backend()
+        with self.assertRaises(Invalid) as caught:
+            await b.client.create(
+                EVENT,
+                {
+                    "metadata": {"name": "elsewhere.0123456789abcdef"},
+                    "involvedObject": {
+                        "kind": "Ingress",
+                        "apiVersion": "networking.k8s.io/v1",
+                        "namespace": f"{b.namespace}-other",
+                        "name": "a",
+                    },
+                    "reason": "Test",
+                    "message": "in the wrong namespace",
+                    "type": "Warning",
+                    "count": 1,
+                    "firstTimestamp": "2024-01-01T00:00:00Z",
+                    "lastTimestamp": "2024-01-01T00:00:00Z",
+                },
+                b.namespace,
+            )
+        self.assertEqual(caught.exception.code, 422)
+
+    async def test_event_patch_missing_not_found(self) -> None:
+        """A merge patch of an Event that does not exist fails with 404 NotFound."""
+        b = await self.backend()
+        with self.assertRaises(NotFound):
+            await b.client.patch(EVENT, b.namespace, "absent.0123456789abcdef", {"count": 2})
 
     async def test_event_create_and_patch(self) -> None:
         """A v1 Event about an Ingress can be created and its count merge-patched."""

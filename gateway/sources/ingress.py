@@ -1,0 +1,480 @@
+"""
+The Kubernetes Ingress source: informers → translation → store.
+
+One :class:`~gateway.sources.kubernetes.Informer` per kind the translation
+reads (Ingress, IngressClass, Service, ``kubernetes.io/tls`` Secrets and, in
+endpoints mode, EndpointSlices) keeps a local cache current. Any change
+schedules one translation of the whole cache a few milliseconds later (a
+burst of watch events, or a relist, becomes one translation), whose
+objects replace everything the source holds in the store; the reconciler
+then coalesces and swaps as for every source.
+
+* **Readiness**: nothing is published before every informer has delivered
+  its first complete list, so the first generation never holds half of
+  the Ingresses, or Ingresses without their Services. Until then the
+  source is listed in ``Health.waiting`` (``/readyz`` says so). When the
+  API server cannot be reached at start and the gateway has other
+  sources, :meth:`IngressSource.when_synced` fires after the first failed
+  attempt so those are served meanwhile, but the gateway stays not-ready
+  until the Ingresses are live. Later outages keep the last configuration:
+  informers retry with backoff and the store is only ever replaced by a
+  complete translation.
+* **Secrets**: only those a served Ingress references are held: the
+  informer lists ``type=kubernetes.io/tls`` Secrets but keeps only the
+  referenced ones; a newly referenced Secret is fetched. Secret data is
+  never logged.
+* **Problems and shadowed routes** are logged once when they appear and,
+  on the replica holding the Lease, written as Warning Events on the
+  Ingress (:mod:`gateway.sources._ingressstatus` writes the status
+  addresses from the same replica).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.application.internet import backoffPolicy
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from gateway.model import Store
+from gateway.translate.ingress import (
+    SOURCE,
+    IngressInputs,
+    IngressSettings,
+    IngressTranslation,
+    translate_ingresses,
+)
+
+from ._ingressstatus import StatusPublisher
+from .kubernetes import (
+    ENDPOINT_SLICE,
+    INGRESS,
+    INGRESS_CLASS,
+    SECRET,
+    SERVICE,
+    ClusterCredentials,
+    EventRecorder,
+    Informer,
+    KubeClient,
+    LeaderElection,
+    load_credentials_in_thread,
+)
+
+__all__ = ["IngressSource", "SECRET_FIELD_SELECTOR", "WAITING"]
+
+JSON = dict[str, Any]
+
+#: Only TLS Secrets are ever listed.
+SECRET_FIELD_SELECTOR = "type=kubernetes.io/tls"
+#: The name this source uses in ``Health.waiting``.
+WAITING = "kubernetes ingress"
+
+
+def _key(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+def replica_identity(environ: Mapping[str, str] = os.environ) -> str:
+    """
+    This replica's name in leader election: the pod's name (``POD_NAME``
+    from the downward API) or the host name, plus a random suffix so a
+    restarted container never inherits its predecessor's lease.
+    """
+    base = environ.get("POD_NAME") or socket.gethostname()
+    return f"{base}_{uuid.uuid4().hex[:8]}"
+
+
+class IngressSource(MultiService):
+    """
+    Serves the Ingress objects of our class (see the module docstring).
+
+    :ivar translation: the last published translation (``None`` before).
+    :ivar translations: how many translations ran (for tests and metrics).
+    :ivar client: the API client, once credentials are loaded.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        reactor: Any,
+        settings: IngressSettings,
+        namespace: str | None,
+        config_path: str | None = None,
+        client: KubeClient | None = None,
+        health: Any = None,
+        require_configuration: bool = True,
+        publish_service: str | None = None,
+        publish_addresses: tuple[str, ...] = (),
+        election_id: str | None = "apimgw-leader",
+        identity: str | None = None,
+        environ: Mapping[str, str] = os.environ,
+        coalesce: float = 0.01,
+        lease_timing: tuple[float, float, float] = (15.0, 10.0, 2.0),
+    ) -> None:
+        """
+        :param namespace: the namespace watched; ``None``: all.
+        :param config_path: ``k8s.ingress.config.path``; else in-cluster or
+            ``KUBECONFIG``.
+        :param client: an API client to use instead of loading credentials
+            (tests; the source then does not close it).
+        :param health: the gateway's :class:`Health`, to hold readiness
+            until the Ingresses are live.
+        :param require_configuration: ``True`` when this is the gateway's
+            only source: :meth:`when_synced` waits for the first
+            translation. ``False``: it also fires after the first failed
+            attempt to reach the API server.
+        :param publish_service: ``namespace/name`` of the gateway's Service
+            whose address goes into the Ingresses' status.
+        :param publish_addresses: fixed addresses for the status instead.
+        :param election_id: the Lease electing the replica that writes
+            status and Events; ``None``: no election, this replica writes.
+        :param lease_timing: lease duration, renew deadline, retry period.
+        """
+        super().__init__()
+        if settings.backend_mode not in ("service", "endpoints"):
+            raise ValueError(f"backend mode must be service or endpoints, not {settings.backend_mode!r}")
+        self._store = store
+        self._reactor: IReactorTime = reactor
+        self.settings = settings
+        self.namespace = namespace
+        self._config_path = config_path
+        self.client = client
+        self._own_client = client is None
+        self._health = health
+        self._require_configuration = require_configuration
+        self._publish_service = publish_service
+        self._publish_addresses = publish_addresses
+        self._election_id = election_id
+        self._identity = identity or replica_identity(environ)
+        self._environ = environ
+        self._coalesce = coalesce
+        self._lease_timing = lease_timing
+        self._backoff = backoffPolicy(initialDelay=1.0, maxDelay=60.0, factor=2.0)
+
+        self.informers: dict[str, Informer] = {}
+        self.translation: IngressTranslation | None = None
+        self.translations = 0
+        self.election: LeaderElection | None = None
+        self.status: StatusPublisher | None = None
+        self.events: EventRecorder | None = None
+        self._referenced: set[str] = set()
+        self._pending: IDelayedCall | None = None
+        self._synced = False
+        self._gave_up_waiting = False
+        self._waiting: list[Deferred[None]] = []
+        self._starting: Deferred[Any] | None = None
+        self._reported_problems: set[tuple[str, str]] = set()
+        self._reported_shadowing: set[tuple[str, str]] = set()
+        self._last_shadowed: tuple[Any, ...] = ()
+        if health is not None:
+            health.waiting[WAITING] = "first list of the Kubernetes objects"
+
+    def __repr__(self) -> str:
+        return f"<IngressSource class={self.settings.ingress_class} namespace={self.namespace or '*'}>"
+
+    # -- lifecycle -------------------------------------------------------
+
+    def when_synced(self) -> Deferred[None]:
+        """
+        Fires once the first translation is in the store or, without
+        ``require_configuration``, once the first attempt to reach the
+        API server failed.
+        """
+        if self._synced or self._gave_up_waiting:
+            return succeed(None)
+        d: Deferred[None] = Deferred(self._waiting.remove)
+        self._waiting.append(d)
+        return d
+
+    def startService(self) -> None:
+        super().startService()
+        if self.client is not None:
+            self._start(self.client)
+            return
+        self._starting = Deferred.fromCoroutine(self._load_credentials())
+
+    async def _load_credentials(self) -> None:
+        attempt = 0
+        while self.running:
+            try:
+                credentials: ClusterCredentials = await load_credentials_in_thread(
+                    self._reactor, self._config_path, environ=self._environ
+                )
+            except Exception as e:
+                attempt += 1
+                delay = self._backoff(attempt)
+                self._log.error(
+                    "Kubernetes Ingress source: cannot load credentials ({error}); retrying in "
+                    "{delay:.0f} s",
+                    error=f"{type(e).__name__}: {e}",
+                    delay=delay,
+                )
+                self._first_attempt_failed(str(e))
+                await deferLater(self._reactor, delay, lambda: None)
+                continue
+            if not self.running:
+                return
+            self._log.info(
+                "Kubernetes Ingress source: API server {server} ({origin})",
+                server=credentials.server,
+                origin=credentials.origin,
+            )
+            self.client = KubeClient(credentials, reactor=self._reactor)
+            self._start(self.client)
+            return
+
+    def _start(self, client: KubeClient) -> None:
+        namespace = self.namespace
+        common: dict[str, Any] = {"reactor": self._reactor}
+        kinds: list[tuple[str, Any, dict[str, Any]]] = [
+            ("ingress_classes", INGRESS_CLASS, {}),
+            ("ingresses", INGRESS, {"namespace": namespace}),
+            ("services", SERVICE, {"namespace": namespace}),
+            (
+                "secrets",
+                SECRET,
+                {
+                    "namespace": namespace,
+                    "field_selector": SECRET_FIELD_SELECTOR,
+                    "keep": lambda obj: _key(obj) in self._referenced,
+                },
+            ),
+        ]
+        if self.settings.backend_mode == "endpoints":
+            kinds.append(
+                (
+                    "endpoint_slices",
+                    ENDPOINT_SLICE,
+                    {"namespace": namespace, "label_selector": "kubernetes.io/service-name"},
+                )
+            )
+        for name, kind, extra in kinds:
+            informer = Informer(
+                client,
+                kind,
+                on_upsert=self._changed,
+                on_delete=self._changed,
+                on_synced=self._informer_synced,
+                on_failure=self._informer_failed,
+                **common,
+                **extra,
+            )
+            self.informers[name] = informer
+            informer.setServiceParent(self)
+        self.events = EventRecorder(client, reactor=self._reactor, instance=self._identity)
+        self.status = StatusPublisher(
+            client,
+            reactor=self._reactor,
+            ingresses=self.informers["ingresses"],
+            publish_service=self._publish_service,
+            publish_addresses=self._publish_addresses,
+        )
+        self.status.setServiceParent(self)
+        if self._election_id:
+            duration, deadline, retry = self._lease_timing
+            self.election = LeaderElection(
+                client,
+                reactor=self._reactor,
+                namespace=self._lease_namespace(client),
+                name=self._election_id,
+                identity=self._identity,
+                lease_duration=duration,
+                renew_deadline=deadline,
+                retry_period=retry,
+                on_started_leading=self._started_leading,
+                on_stopped_leading=self._stopped_leading,
+            )
+            self.election.setServiceParent(self)
+        else:
+            self._started_leading()
+    def _lease_namespace(self, client: KubeClient) -> str:
+        """The pod's namespace, else the credentials', else the watched one."""
+        return (
+            self._environ.get("POD_NAMESPACE")
+            or client.credentials.namespace
+            or self.namespace
+            or "default"
+        )
+
+    def stopService(self) -> Deferred[None]:  # type: ignore[override]
+        if self._pending is not None and self._pending.active():
+            self._pending.cancel()
+        self._pending = None
+        if self._starting is not None and not self._starting.called:
+            self._starting.cancel()
+        d = super().stopService()
+        if self.client is not None and self._own_client:
+            client = self.client
+            d.addBoth(lambda result: client.close().addBoth(lambda _: result))
+        return d
+
+    # -- leadership ------------------------------------------------------
+
+    def _started_leading(self) -> None:
+        self._log.info(
+            "Kubernetes Ingress source: {identity} now writes Ingress status and events",
+            identity=self._identity,
+        )
+        # Problems reported by the previous leader may never have been
+        # written: this replica reports everything current once.
+        self._reported_problems.clear()
+        self._reported_shadowing.clear()
+        if self.status is not None:
+            self.status.set_leading(True)
+        if self.translation is not None:
+            self._report(self.translation)
+            self._report_shadowing(self._last_shadowed)
+
+    def _stopped_leading(self) -> None:
+        if self.status is not None:
+            self.status.set_leading(False)
+
+    @property
+    def leading(self) -> bool:
+        return self.election is None or self.election.is_leader
+
+    # -- changes ---------------------------------------------------------
+
+    def _informer_synced(self) -> None:
+        self._changed(None)
+
+    def _informer_failed(self, error: Exception) -> None:
+        if not self._synced:
+            self._first_attempt_failed(f"the API server cannot be reached ({type(error).__name__}: {error})")
+
+    def _first_attempt_failed(self, why: str) -> None:
+        if self._health is not None and not self._synced:
+            self._health.waiting[WAITING] = why
+        if self._require_configuration or self._gave_up_waiting or self._synced:
+            return
+        self._gave_up_waiting = True
+        self._log.warn(
+            "Kubernetes Ingress source: {why}; the gateway serves its other sources meanwhile "
+            "and stays not-ready until the Ingresses are live",
+            why=why,
+        )
+        self._release_waiters()
+
+    def _release_waiters(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.callback(None)
+
+    def _changed(self, obj: Any) -> None:
+        """Any change: translate soon (one translation per burst)."""
+        if self._pending is None or not self._pending.active():
+            self._pending = self._reactor.callLater(self._coalesce, self._translate)
+
+    def _all_synced(self) -> bool:
+        return bool(self.informers) and all(i.synced for i in self.informers.values())
+
+    def _translate(self) -> None:
+        self._pending = None
+        if not self._all_synced():
+            return
+        informers = self.informers
+        inputs = IngressInputs(
+            ingresses=tuple(informers["ingresses"].cache.values()),
+            ingress_classes=tuple(informers["ingress_classes"].cache.values()),
+            services=tuple(informers["services"].cache.values()),
+            secrets=tuple(informers["secrets"].cache.values()),
+            endpoint_slices=(
+                tuple(informers["endpoint_slices"].cache.values())
+                if "endpoint_slices" in informers
+                else ()
+            ),
+            settings=self.settings,
+        )
+        result = translate_ingresses(inputs)
+        self.translations += 1
+        self._update_secrets(result.secrets)
+        self._store.replace_source(SOURCE, result.objects)
+        self.translation = result
+        if self.status is not None:
+            self.status.served_changed(result.served)
+        self._report(result)
+        if not self._synced:
+            self._synced = True
+            if self._health is not None:
+                self._health.waiting.pop(WAITING, None)
+            self._log.info(
+                "Kubernetes Ingress source: {count} Ingresses of class {cls} served "
+                "(namespace {namespace})",
+                count=len(result.served),
+                cls=self.settings.ingress_class,
+                namespace=self.namespace or "(all)",
+            )
+            self._release_waiters()
+
+    def _update_secrets(self, referenced: tuple[str, ...]) -> None:
+        """Keep only the referenced Secrets; fetch newly referenced ones."""
+        wanted = set(referenced)
+        if wanted == self._referenced:
+            return
+        added = wanted - self._referenced
+        self._referenced = wanted
+        informer = self.informers["secrets"]
+        for key in [k for k in informer.cache if f"{k[0]}/{k[1]}" not in wanted]:
+            informer.forget(key)
+        for key in sorted(added):
+            namespace, _, name = key.partition("/")
+            if informer.get(namespace, name) is None:
+                informer.fetch(namespace, name)
+
+    # -- problems and shadowing -------------------------------------------
+
+    def _ingress(self, key: str) -> JSON | None:
+        namespace, _, name = key.partition("/")
+        return self.informers["ingresses"].get(namespace, name)
+
+    def _report(self, result: IngressTranslation) -> None:
+        """Log (and, when leading, emit as Events) problems not reported yet."""
+        current = {(p.ref.name, p.message) for p in result.problems}
+        for key, message in sorted(current - self._reported_problems):
+            self._log.warn(
+                "Ingress {ingress}: {message} (the rest of it is served)",
+                ingress=key,
+                message=message,
+            )
+            if self.leading and self.events is not None:
+                ingress = self._ingress(key)
+                if ingress is not None:
+                    self.events.warning(ingress, "InvalidIngress", message)
+        self._reported_problems = current
+
+    def generation_swapped(self, generation: Any) -> None:
+        """Reconciler hook: report Ingress routes shadowed by another source."""
+        shadowed = tuple(
+            s for s in generation.config.shadowed if s.loser.source == SOURCE and s.loser.kind == "routes"
+        )
+        self._last_shadowed = shadowed
+        self._report_shadowing(shadowed)
+
+    def _report_shadowing(self, shadowed: tuple[Any, ...]) -> None:
+        current = {}
+        for s in shadowed:
+            host, match, path = s.key
+            message = (
+                f"route {host or '*'}{path} ({match}) is shadowed by {s.winner}, "
+                "modified later (last one wins)"
+            )
+            current[(s.loser.name, message)] = s
+        # The reconciler logs every shadowed route; here they become Events.
+        for key, message in sorted(set(current) - self._reported_shadowing):
+            if self.leading and self.events is not None:
+                ingress = self._ingress(key)
+                if ingress is not None:
+                    self.events.warning(ingress, "RouteShadowed", message)
+        self._reported_shadowing = set(current)
