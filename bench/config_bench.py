@@ -883,8 +883,10 @@ def print_report(report: dict[str, Any]) -> None:
     env = report["environment"]
     s = report["settings"]
     print()
+    busy = env.get("cpu_busy_before")
     print(f"machine: {env['cpu_count']} CPUs ({env['cpu_model']}), Linux {env['kernel']}, "
-          f"Python {env['python']}, Twisted {env['twisted']}, revision {env['revision']}")
+          f"Python {env['python']}, Twisted {env['twisted']}, revision {env['revision']}"
+          + ("" if busy is None else f"; CPUs {busy:.0%} busy with other work before the run"))
     print()
     print(f"### Change to served (poll every {s['poll_ms']:g} ms, ms from the management "
           "call's return)")
@@ -1002,6 +1004,27 @@ def environment() -> dict[str, Any]:
         "twisted": twisted_version,
         "revision": revision,
     }
+
+
+def cpu_busy(interval: float = 0.5) -> float | None:
+    """
+    The share of all CPUs busy during ``interval`` seconds before anything
+    is started: other work on the machine that would skew the figures.
+    """
+    def times() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        return sum(fields[:8]), fields[3] + (fields[4] if len(fields) > 4 else 0)
+
+    before = times()
+    time.sleep(interval)
+    after = times()
+    if before is None or after is None or after[0] == before[0]:
+        return None
+    return round(1.0 - (after[1] - before[1]) / (after[0] - before[0]), 3)
 
 
 def summarize_profile(path: Path, top: int = 15) -> list[str]:
@@ -1138,8 +1161,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "change_timeout_s": args.change_timeout, "source": str(SOURCE_DIR),
         },
     }
+    busy = report["environment"]["cpu_busy_before"] = cpu_busy()
     print(f"{report['environment']['cpu_count']} CPUs; temporary directory {workdir}",
           flush=True)
+    if busy is not None and busy > 0.1:
+        print(f"warning: the CPUs are {busy:.0%} busy with other work before the run; the "
+              "figures will be high and noisy", flush=True)
     poll = args.poll_ms / 1000
     profile_lines: list[str] = []
     large_gateway: Gateway | None = None

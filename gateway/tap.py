@@ -333,6 +333,7 @@ def build_gateway(
             alone=not options["config"] and not endpoint and not extra_sources,
         )
         ingress.setServiceParent(top)
+        metrics.ingress.attach(ingress)
         top.ingress = ingress
         synced.append(ingress.when_synced())
     for extra in extra_sources:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from gateway.settings import read_environment
-from gateway.tap import Options
+from gateway.tap import Options, build_gateway
 
 
 def parse(argv: list[str], environ: dict[str, str]) -> Options:
@@ -72,3 +74,48 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(
             parse(["--https-redirect-port", "listener"], {})["https-redirect-port"], "listener"
         )
+
+
+class IngressWiringTests(SynchronousTestCase):
+    """How ``k8s.ingress.*`` settings turn into the Ingress source."""
+
+    def _build(self, **environ: str) -> Any:
+        from twisted.internet.task import Clock
+
+        options = parse([], {"k8s.ingress.enabled": "true", **environ})
+        return build_gateway(options, Clock())
+
+    def test_ingress_replaces_the_default_echo(self) -> None:
+        """With Ingress on and no other source, there is no built-in Echo API, and readiness waits for it."""
+        from gateway.echo import EchoBackend
+
+        gateway = self._build()
+        self.assertIsNotNone(gateway.ingress)
+        self.assertFalse(any(isinstance(child, EchoBackend) for child in gateway))
+        self.assertEqual(gateway.ingress.namespace, "default")
+        self.assertIn("kubernetes ingress", gateway.health.waiting)
+
+    def test_settings_reach_the_source(self) -> None:
+        gateway = self._build(
+            **{
+                "k8s.ingress.namespace": "",
+                "k8s.ingress.class": "example.com/gw",
+                "k8s.ingress.backend": "endpoints",
+                "k8s.ingress.election-id": "",
+            }
+        )
+        source = gateway.ingress
+        self.assertIsNone(source.namespace)
+        self.assertEqual(source.settings.ingress_class, "example.com/gw")
+        self.assertEqual(source.settings.backend_mode, "endpoints")
+        self.assertIsNone(source._election_id)
+
+    def test_invalid_settings_are_usage_errors(self) -> None:
+        from twisted.python.usage import UsageError
+
+        with self.assertRaises(UsageError) as backend:
+            self._build(**{"k8s.ingress.backend": "nodeport"})
+        self.assertIn("k8s.ingress.backend", str(backend.exception))
+        with self.assertRaises(UsageError) as publish:
+            self._build(**{"k8s.ingress.publish-service": "apimgw"})
+        self.assertIn("namespace/name", str(publish.exception))

@@ -57,6 +57,8 @@ class GatewayMetrics:
         r.register(self.certificates)
         self.cloud = CloudStatus(clock)
         r.register(self.cloud)
+        self.ingress = IngressSourceStatus()
+        r.register(self.ingress)
         self.tls_handshakes = Counter(
             "apimgw_tls_handshakes",
             "TLS handshakes on the HTTPS listener, by how the certificate was chosen from the "
@@ -217,6 +219,90 @@ class CloudStatus:
             "1 while the cloud configuration served was loaded from the backup, else 0.",
             value=1 if source.from_backup else 0,
         )
+
+
+class IngressSourceStatus:
+    """
+    The Kubernetes Ingress source's state, read at scrape time (nothing is
+    exported while no Ingress source is attached):
+
+    * ``apimgw_ingress_served``: Ingresses of our class being served;
+    * ``apimgw_ingress_problems``: problems found in them (each also logged
+      and written as an Event);
+    * ``apimgw_ingress_translations_total``: translations of the watched
+      objects (one per burst of changes);
+    * ``apimgw_ingress_leader``: 1 on the replica writing status and Events;
+    * ``apimgw_ingress_status_updates_total``: Ingress status writes;
+    * ``apimgw_kubernetes_synced{kind}``: 1 once the informer listed once;
+    * ``apimgw_kubernetes_lists_total{kind}``, ``..._watches_total{kind}``,
+      ``..._failures_total{kind}``: API traffic per informer; relists
+      beyond the first mean ``410 Gone`` (history expired during an outage),
+      failures an unreachable or refusing API server.
+    """
+
+    def __init__(self) -> None:
+        self._source: Any = None
+
+    def attach(self, source: Any) -> None:
+        """Report on ``source`` (a :class:`gateway.sources.ingress.IngressSource`)."""
+        self._source = source
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        source = self._source
+        if source is None:
+            return
+        translation = source.translation
+        yield GaugeMetricFamily(
+            "apimgw_ingress_served",
+            "Ingresses of this gateway's class being served.",
+            value=len(translation.served) if translation is not None else 0,
+        )
+        yield GaugeMetricFamily(
+            "apimgw_ingress_problems",
+            "Problems in the served Ingresses (invalid parts left out).",
+            value=len(translation.problems) if translation is not None else 0,
+        )
+        yield CounterMetricFamily(
+            "apimgw_ingress_translations",
+            "Translations of the watched Kubernetes objects.",
+            value=source.translations,
+        )
+        yield GaugeMetricFamily(
+            "apimgw_ingress_leader",
+            "1 on the replica that writes Ingress status and Events, else 0.",
+            value=1 if source.leading and source.running else 0,
+        )
+        yield CounterMetricFamily(
+            "apimgw_ingress_status_updates",
+            "Ingress status writes.",
+            value=source.status.updates if source.status is not None else 0,
+        )
+        families = {
+            "synced": GaugeMetricFamily(
+                "apimgw_kubernetes_synced", "1 once the informer has listed once.", labels=["kind"]
+            ),
+            "lists": CounterMetricFamily(
+                "apimgw_kubernetes_lists", "Lists (first and after 410 Gone).", labels=["kind"]
+            ),
+            "watches": CounterMetricFamily(
+                "apimgw_kubernetes_watches", "Watch requests.", labels=["kind"]
+            ),
+            "failures": CounterMetricFamily(
+                "apimgw_kubernetes_failures",
+                "Failed list or watch requests (retried with backoff).",
+                labels=["kind"],
+            ),
+        }
+        for informer in source.informers.values():
+            kind = [informer.kind.kind]
+            families["synced"].add_metric(kind, 1 if informer.synced else 0)
+            families["lists"].add_metric(kind, informer.lists)
+            families["watches"].add_metric(kind, informer.watches)
+            families["failures"].add_metric(kind, informer.failures)
+        yield from families.values()
 
 
 class _Latency:

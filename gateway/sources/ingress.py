@@ -39,7 +39,7 @@ from typing import Any
 
 from twisted.application.internet import backoffPolicy
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -204,6 +204,8 @@ class IngressSource(MultiService):
             self._start(self.client)
             return
         self._starting = Deferred.fromCoroutine(self._load_credentials())
+        # Cancelled by stopService while waiting to retry: nothing to report.
+        self._starting.addErrback(lambda f: f.trap(CancelledError))
 
     async def _load_credentials(self) -> None:
         attempt = 0

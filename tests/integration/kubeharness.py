@@ -26,9 +26,11 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
+from gateway.model import Store
 from gateway.tap import Gateway, Options, build_gateway
 from gateway.testing.backends import CountingSite, ScenarioResource, _EchoRequest
 from gateway.testing.fakekube import FakeKubeServer
+from gateway.testing.memory import MemorySource
 
 from .harness import Response, request_sync
 
@@ -164,6 +166,8 @@ class IngressTestCase(TestCase):
     environment: dict[str, str] = {}
     #: Start the gateway in setUp.
     start_gateway = True
+    #: Give each gateway a second source: an in-memory one (``self.memory``).
+    with_memory_source = False
 
     @inlineCallbacks
     def setUp(self) -> Any:
@@ -220,7 +224,12 @@ class IngressTestCase(TestCase):
                 "--grace", "5",
             ]
         )
-        gateway = build_gateway(options, reactor)
+        if self.with_memory_source:
+            store = Store()
+            self.memory = MemorySource(store)
+            gateway = build_gateway(options, reactor, store=store, extra_sources=[self.memory])
+        else:
+            gateway = build_gateway(options, reactor)
         gateway.startService()
         self.gateways.append(gateway)
         self.addCleanup(self._stop, gateway)
@@ -244,8 +253,11 @@ class IngressTestCase(TestCase):
         headers = [("Host", host)] if host else None
         return deferToThread(request_sync, port, "GET", path, headers)
 
+    def admin(self, path: str, gateway: Gateway | None = None) -> Deferred[Response]:
+        return deferToThread(request_sync, self.port_of(gateway or self.gateway, "admin"), "GET", path)
+
     def readyz(self, gateway: Gateway | None = None) -> Deferred[Response]:
-        return deferToThread(request_sync, self.port_of(gateway or self.gateway, "admin"), "GET", "/readyz")
+        return self.admin("/readyz", gateway)
 
     def backend_of(self, response: Response) -> str | None:
         """Which backend answered: the echo reports the Host it was sent."""

@@ -8,6 +8,7 @@ server goes away, and isolate invalid objects.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from twisted.internet import reactor
@@ -15,6 +16,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
+from gateway.model import Route, RouteSet
 from gateway.sources.ingress import WAITING
 from gateway.testing.certs import self_signed
 
@@ -34,6 +36,14 @@ class RoutingFollowsIngressTests(IngressTestCase):
         self.assertEqual((yield self.get("/shop")).status, 404)
         self.kube.set_object(ingress("shop", [("/shop", "alpha", self.backend_ports["alpha"])]))
         yield self.wait_for(lambda: self.served_by("/shop/cart").addCallback(lambda b: b == "alpha"))
+
+        metrics = (yield self.admin("/metrics")).body.decode()
+        self.assertIn("apimgw_ingress_served 1.0", metrics)
+        self.assertIn('apimgw_kubernetes_synced{kind="Ingress"} 1.0', metrics)
+        self.assertIn("apimgw_ingress_leader 1.0", metrics)
+        config = (yield self.admin("/config")).json()
+        (route,) = [r for r in config["routes"] if r["path"] == "/shop"]
+        self.assertEqual(route["source"], "ingress:routes/default/shop")
 
         self.kube.set_object(ingress("shop", [("/shop", "beta", self.backend_ports["beta"])]))
         yield self.wait_for(lambda: self.served_by("/shop/cart").addCallback(lambda b: b == "beta"))
@@ -448,3 +458,31 @@ class PublishServiceTests(IngressTestCase):
         gateway_service["status"] = {"loadBalancer": {"ingress": [{"hostname": "lb.example.net"}]}}
         self.kube.set_object(gateway_service)
         yield self.wait_for(lambda: status() == [{"hostname": "lb.example.net"}])
+
+
+class ShadowingTests(IngressTestCase):
+    """An Ingress route that loses "last one wins" to another source gets a Warning Event."""
+
+    with_memory_source = True
+
+    @inlineCallbacks
+    def test_shadowed_route_event(self) -> Any:
+        self.kube.set_object(ingress("shop", [("/shop", "alpha", self.backend_ports["alpha"])]))
+        yield self.wait_for(lambda: self.served_by("/shop").addCallback(lambda b: b == "alpha"))
+        # Another source configures the same route, modified later: it wins.
+        beta = f"http://beta.default.svc.cluster.local:{self.backend_ports['beta']}"
+        self.memory.put("newer", RouteSet((Route(path="/shop", backend=beta),)), time.time() + 60)
+        yield self.wait_for(lambda: self.served_by("/shop").addCallback(lambda b: b == "beta"))
+
+        def shadowed() -> list[dict[str, Any]]:
+            return [
+                e
+                for e in self.kube.objects("v1", "Event")
+                if e["involvedObject"]["name"] == "shop" and e["reason"] == "RouteShadowed"
+            ]
+
+        yield self.wait_for(shadowed, what="a RouteShadowed event")
+        (event,) = shadowed()
+        self.assertEqual(event["type"], "Warning")
+        self.assertIn("/shop", event["message"])
+        self.assertIn("memory:routes/newer", event["message"])
