@@ -9,6 +9,7 @@ the generation they started with.
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Callable, Iterable
@@ -18,6 +19,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from gateway.memo import BuildMemo
 from gateway.model import Store
 from gateway.routing import RouteTable
 from gateway.tls import SNIMap, SNIMapBuilder
@@ -83,6 +85,8 @@ class Reconciler(Service):
         self._pending: IDelayedCall | None = None
         self._reported: frozenset[Problem] = frozenset()
         self._waiting: list[Deferred[Generation]] = []
+        #: Per-object translation and compiled operations of the last build.
+        self._memo = BuildMemo()
         store.subscribe(self._changed)
 
     def startService(self) -> None:
@@ -125,23 +129,36 @@ class Reconciler(Service):
         self._pending = None
         previous = self.current
         now = self.clock.seconds()
+        memo = self._memo
+        # A build allocates many long-lived objects at once: with the cyclic
+        # collector on, each allocation burst triggers collections that
+        # rescan the whole configuration (measured: half of a 2,000-API
+        # rebuild). Paused for the build; the next collection runs later.
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             config = translate(
                 self.store.objects(),
                 now=now,
                 previous=previous.config if previous is not None else None,
+                memo=memo,
             )
-            table = RouteTable.build(config.routes)
+            table = RouteTable.build(config.routes, memo)
             sni = None
             if self.sni is not None:
                 sni, refused = self.sni.build(config, previous.sni if previous is not None else None)
                 if refused:
                     config = replace(config, problems=config.problems + refused)
         except Exception as e:
+            memo.discard()
             self._log.failure("Configuration rebuild failed; the last good configuration keeps serving")
             if self._on_failure is not None:
                 self._on_failure(e)
             return None
+        finally:
+            if collecting:
+                gc.enable()
+        memo.rotate()
         number = 1 if previous is None else previous.number + 1
         generation = Generation(number, config, table, now, sni)
         self.current = generation

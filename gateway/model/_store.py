@@ -54,12 +54,15 @@ class Store:
         Make ``objects`` the complete set held for ``source``: objects of that
         source not listed are deleted. One notification at most.
         """
+        old = {r: o for r, o in self._objects.items() if r.source == source}
         new = {}
         for obj in objects:
             if obj.ref.source != source:
                 raise ValueError(f"{obj.ref} does not belong to source {source!r}")
-            new[obj.ref] = obj
-        old = {r: o for r, o in self._objects.items() if r.source == source}
+            held = old.get(obj.ref)
+            # An unchanged object stays the *same* object, so builds can
+            # reuse what they derived from it (gateway.memo).
+            new[obj.ref] = held if held is not None and held == obj else obj
         if old == new:
             return
         for ref in old:

@@ -52,6 +52,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from gateway.memo import BuildMemo
 from gateway.translate import EXACT, KIND_API, PREFIX, OperationSpec, RouteEntry
 
 from ._operations import OperationTrie
@@ -89,13 +90,20 @@ class _Target:
 
     __slots__ = ("cut", "entry", "is_api", "operations")
 
-    def __init__(self, entry: RouteEntry, cut: int) -> None:
+    def __init__(self, entry: RouteEntry, cut: int, memo: BuildMemo | None = None) -> None:
         self.entry = entry
         self.cut = cut
         self.is_api = entry.kind == KIND_API
-        self.operations = (
-            None if entry.operations is None else OperationTrie.compile(entry.operations)
-        )
+        operations = entry.operations
+        if operations is None:
+            self.operations = None
+        elif memo is None:
+            self.operations = OperationTrie.compile(operations)
+        else:
+            # Never mutated after compile: equal operations share one trie.
+            self.operations = memo.get_for(
+                operations, "operations", lambda: OperationTrie.compile(operations)
+            )
 
     def match(self, path: str, method: str) -> Match | None:
         """The match for a request whose path led here, or ``None`` when
@@ -138,11 +146,11 @@ class _Tier:
         self.exact: dict[str, _Target] = {}
         self.root = _PathNode()
 
-    def add(self, entry: RouteEntry) -> None:
+    def add(self, entry: RouteEntry, memo: BuildMemo | None = None) -> None:
         if entry.match == EXACT:
             if entry.path in self.exact:
                 raise ValueError(f"duplicate route {entry.key!r}")
-            self.exact[entry.path] = _Target(entry, len(entry.path))
+            self.exact[entry.path] = _Target(entry, len(entry.path), memo)
             return
         if entry.match != PREFIX:
             raise ValueError(f"unknown match kind {entry.match!r} in {entry.key!r}")
@@ -154,7 +162,7 @@ class _Tier:
             node = node.children.setdefault(segment, _PathNode())
         if node.target is not None:
             raise ValueError(f"duplicate route {entry.key!r}")
-        node.target = _Target(entry, len(path))
+        node.target = _Target(entry, len(path), memo)
 
     def find(self, path: str, segments: list[str]) -> _Target | None:
         target = self.exact.get(path)
@@ -214,10 +222,11 @@ class RouteTable:
         self._count = count
 
     @classmethod
-    def build(cls, routes: Iterable[RouteEntry]) -> RouteTable:
+    def build(cls, routes: Iterable[RouteEntry], memo: BuildMemo | None = None) -> RouteTable:
         """
         Compile route entries (as :func:`gateway.translate.translate` gives
-        them) into a table.
+        them) into a table. With ``memo``, the compiled operations of an
+        API whose operations did not change since the last build are reused.
 
         :raises ValueError: two entries have the same host, match kind and
             path (translation never produces that), or an unknown match kind.
@@ -235,7 +244,7 @@ class RouteTable:
                 tier = wildcards.setdefault(entry.host[2:], _Tier())
             else:
                 tier = hosts.setdefault(entry.host, _Tier())
-            tier.add(entry)
+            tier.add(entry, memo)
             count += 1
         return cls(hosts, wildcards, any_host, count)
 

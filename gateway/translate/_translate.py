@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Iterable
 from urllib.parse import urlsplit
 
+from gateway.memo import BuildMemo
 from gateway.model import Api, Certificate, ObjectRef, RouteSet, SourceObject
 
 from ._certificates import (
@@ -205,11 +206,47 @@ def _precedence(entry: RouteEntry) -> tuple[float, ObjectRef]:
     return (-entry.modified, entry.origin)
 
 
+def _object_entries(obj: SourceObject) -> tuple[tuple[RouteEntry, ...], tuple[Problem, ...]]:
+    """
+    The route entries of one API or route set, and its problems; depends on
+    the object alone, so a :class:`BuildMemo` may reuse it.
+
+    :raises InvalidObject: the whole object is invalid.
+    """
+    body = obj.body
+    if isinstance(body, Api):
+        return tuple(_api_entries(obj.ref, obj.modified, body)), ()
+    if isinstance(body, RouteSet):
+        problems: list[Problem] = []
+        entries = _route_entries(obj.ref, obj.modified, body, problems)
+        return tuple(entries), tuple(problems)
+    raise InvalidObject(f"unsupported object type {type(body).__name__}")
+
+
+def _memoized_entries(
+    obj: SourceObject, memo: BuildMemo | None
+) -> tuple[tuple[RouteEntry, ...], tuple[Problem, ...]]:
+    if memo is None:
+        return _object_entries(obj)
+
+    def compute() -> tuple[tuple[RouteEntry, ...], tuple[Problem, ...]] | InvalidObject:
+        try:
+            return _object_entries(obj)
+        except InvalidObject as e:
+            return e
+
+    result = memo.get_for(obj, "entries", compute)
+    if isinstance(result, InvalidObject):
+        raise result
+    return result
+
+
 def translate(
     objects: Iterable[SourceObject],
     *,
     now: float | None = None,
     previous: GatewayConfig | None = None,
+    memo: BuildMemo | None = None,
 ) -> GatewayConfig:
     """
     Validate every object, build route entries, and merge conflicts.
@@ -223,6 +260,9 @@ def translate(
         whose new version is invalid keeps its last valid version from it
         (if that has not expired), so a bad rotation does not take a host's
         certificate away; the problem is reported all the same.
+    :param memo: reuse the entries of objects equal to those of the last
+        build (the result is the same with or without it; only faster when
+        one object among thousands changed).
     """
     problems: list[Problem] = []
     candidates: dict[tuple[str, str, str], list[RouteEntry]] = {}
@@ -230,19 +270,15 @@ def translate(
     last_valid = {c.ref: c for c in previous.certificates} if previous is not None else {}
     for obj in sorted(objects, key=lambda o: o.ref):
         body = obj.body
+        if isinstance(body, Certificate):
+            _certificate(obj, body, now, last_valid.get(obj.ref), certificates, problems)
+            continue
         try:
-            if isinstance(body, Api):
-                entries = _api_entries(obj.ref, obj.modified, body)
-            elif isinstance(body, RouteSet):
-                entries = _route_entries(obj.ref, obj.modified, body, problems)
-            elif isinstance(body, Certificate):
-                _certificate(obj, body, now, last_valid.get(obj.ref), certificates, problems)
-                continue
-            else:
-                raise InvalidObject(f"unsupported object type {type(body).__name__}")
+            entries, object_problems = _memoized_entries(obj, memo)
         except InvalidObject as e:
             problems.append(Problem(obj.ref, str(e)))
             continue
+        problems.extend(object_problems)
         for entry in entries:
             candidates.setdefault(entry.key, []).append(entry)
     resolved, default = resolve_certificates(certificates)

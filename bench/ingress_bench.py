@@ -1,0 +1,1469 @@
+"""
+Kubernetes Ingress benchmark: what one Ingress change costs the gateway,
+and how long it takes to be served.
+
+Part 1, translate and swap, in this process (no network, no reactor):
+``--ingresses`` Ingresses (2 paths each: ``Prefix /ing-N/api`` and ``Exact
+/ing-N/health``; 200 hosts, one in ten without a host, one in five with a
+TLS entry on a host of its own and a ``kubernetes.io/tls`` Secret of its
+own; backends on 50 Services, port by number or by name), the Services and
+our IngressClass, as the informers hold them (with ``managedFields``).
+``--repeat`` times:
+
+  translate        translate_ingresses() of everything
+  first load       Store.replace_source("ingress", objects) + Reconciler.rebuild()
+                   on an empty store (translate, route table, SNI map, swap)
+  one change       one Ingress changed (another path, a newer managedFields
+                   time): translate_ingresses() again + replace_source +
+                   rebuild: all a change costs the gateway's reactor thread
+                   after the source's 10 ms and the reconciler's 20 ms delays
+
+The reconciler is the gateway's own (``twisted.internet.task.Clock``, an
+SNI map builder as with the HTTPS listener), started and rebuilt directly.
+The cyclic garbage collector runs as in the gateway (``gc.freeze()`` before
+the objects arrive); the time spent in it is measured with ``gc.callbacks``
+and reported beside each figure.
+
+Part 2, change to served, real processes on 127.0.0.1:
+
+  fake API  gateway.testing.fakekube.FakeKubeServer in this process: the
+            reactor runs in the main thread, the measurements in a thread
+            that changes objects with blockingCallFromThread and polls the
+            gateway with blocking HTTP
+  backends  two twisted.web sites in one child process ("A" and "B"), each
+            answering "<name> <path received>"; reached through Services of
+            type ExternalName (externalName 127.0.0.1), so no cluster DNS
+  gateway   twistd -n apimgw with k8s.ingress.enabled=true,
+            k8s.ingress.namespace=default and k8s.ingress.config.path=<the
+            fake's kubeconfig>, its log as JSON (microsecond times)
+
+``--iterations`` rounds with no other Ingress, then ``--large-iterations``
+rounds with ``--ingresses`` Ingresses present. Each round: create an
+Ingress with a new path on Service A until that path is answered 200 by A;
+update it to another path on Service B until that path is answered by B;
+delete it until the path answers 404. Each is timed from just before the
+write to the fake until the gateway answers as expected (polled every
+``--poll-ms`` over one keep-alive connection, at most ``--change-timeout``
+per change). The gateway's log gives, per change, the time to
+"Configuration generation N live". Before the large rounds, a fresh gateway
+is started ``--starts`` times with the Ingresses present and timed from
+process creation to /readyz 200 and to the first request served, with the
+phases from its log.
+
+``--profile``: cProfile of the one-change case (part 1), and py-spy
+attached to the large gateway during extra change rounds (part 2); not
+part of the figures. Every child process is stopped by its PID (SIGTERM,
+then SIGKILL) in a ``finally``; every wait has a timeout and the whole run
+a time limit. A Markdown table goes to standard output and the figures as
+JSON to bench/out/ingress-<timestamp>.json.
+
+Run: python bench/ingress_bench.py [--quick] [--ingresses 5000] [--repeat 5]
+     [--iterations 30] [--large-iterations 20] [--starts 3] [--profile]
+     [--skip swap|live] [--source DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import copy
+import datetime
+import http.client
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+#: Where the gateway runs from and is imported from (--source; default this checkout).
+SOURCE_DIR = REPO_DIR
+LOCALHOST = "127.0.0.1"
+#: The environment variable naming the file json_log_observer writes to.
+LOG_ENV = "APIMGW_BENCH_JSON_LOG"
+
+CLASS_NAME = "azure-api-management"
+CONTROLLER = "azure-api-management/gateway"
+NETWORKING = "networking.k8s.io/v1"
+NAMESPACE = "default"
+SERVICES = 50
+HOSTS = 200
+TLS_DOMAIN = "tls.bench.example"
+
+# Gateway log lines (their log_format prefixes) the phases are read from.
+LOG_STARTING = "twistd {version}"
+LOG_LISTED = "Informer {informer}: listed {count} objects"
+LOG_SERVED = "Kubernetes Ingress source: {count} Ingresses of class"
+LOG_LIVE = "Configuration generation {number} live"
+
+
+# --- the twistd log observer (imported by the gateway process) --------------
+
+
+def json_log_observer() -> Any:
+    """
+    A twistd ``--logger`` factory: every log event as JSON, with its
+    ``log_time`` at full precision, to the file named by $APIMGW_BENCH_JSON_LOG.
+    Imported in the gateway process, so this module imports nothing heavy at
+    its top.
+    """
+    from twisted.logger import jsonFileLogObserver
+
+    return jsonFileLogObserver(open(os.environ[LOG_ENV], "a", encoding="utf-8"))
+
+
+def read_json_log(path: Path) -> list[dict[str, Any]]:
+    from twisted.logger import eventsFromJSONLogFile
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return list(eventsFromJSONLogFile(f))
+    except OSError:
+        return []
+
+
+def _events(events: list[dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
+    return [e for e in events if str(e.get("log_format", "")).startswith(prefix)]
+
+
+# --- the backends (run as a child: --serve-backends) ------------------------
+
+
+def serve_backends(spec: str) -> int:
+    """
+    Serve ``NAME=PORT,...``: each a site answering every request with
+    ``<NAME> <request URI>``. Stops on SIGTERM (the reactor's handler).
+    """
+    from twisted.internet import reactor
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+
+    class Named(Resource):
+        isLeaf = True
+
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name.encode()
+
+        def render(self, request: Any) -> bytes:
+            request.setHeader(b"content-type", b"text/plain")
+            return self.name + b" " + request.uri
+
+    for item in spec.split(","):
+        name, port = item.split("=")
+        site = Site(Named(name))
+        site.log = lambda request: None  # type: ignore[method-assign]
+        reactor.listenTCP(int(port), site, interface=LOCALHOST)  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+    return 0
+
+
+# --- the Kubernetes objects -------------------------------------------------
+
+
+def _rfc3339(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+
+
+def ingress_class() -> dict[str, Any]:
+    return {
+        "apiVersion": NETWORKING,
+        "kind": "IngressClass",
+        "metadata": {"name": CLASS_NAME},
+        "spec": {"controller": CONTROLLER},
+    }
+
+
+def cluster_service(name: str, port: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": "10.96.0.10",
+            "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP"}],
+        },
+    }
+
+
+def external_service(name: str, port: int) -> dict[str, Any]:
+    """A Service whose backend URL translates to http://127.0.0.1:<port>."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "type": "ExternalName",
+            "externalName": LOCALHOST,
+            "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+        },
+    }
+
+
+def tls_secret(name: str, cert_pem: str, key_pem: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "data": {
+            "tls.crt": base64.b64encode(cert_pem.encode()).decode(),
+            "tls.key": base64.b64encode(key_pem.encode()).decode(),
+        },
+    }
+
+
+def simple_ingress(name: str, path: str, service: str, port: int) -> dict[str, Any]:
+    """An Ingress with one Prefix path on any host (the change rounds)."""
+    return {
+        "apiVersion": NETWORKING,
+        "kind": "Ingress",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "ingressClassName": CLASS_NAME,
+            "rules": [{"http": {"paths": [{
+                "path": path,
+                "pathType": "Prefix",
+                "backend": {"service": {"name": service, "port": {"number": port}}},
+            }]}}],
+        },
+    }
+
+
+def _tls_every(share: float) -> int:
+    return 0 if share <= 0 else max(1, round(1 / share))
+
+
+def host_of(i: int, tls_every: int) -> str | None:
+    """The host of Ingress ``i``: its own under TLS_DOMAIN with TLS, none for 1 in 10."""
+    if tls_every and i % tls_every == 0:
+        return f"ing-{i:05d}.{TLS_DOMAIN}"
+    if i % 10 == 9:
+        return None
+    return f"app-{i % HOSTS:03d}.bench.example"
+
+
+def bench_ingress(i: int, port: int, tls_every: int) -> dict[str, Any]:
+    """
+    Ingress ``i`` of the population: ``Prefix /ing-i/api`` and ``Exact
+    /ing-i/health`` on Service ``svc-(i % 50)``, the port by number (even
+    ``i``) or by name (odd); the class by ``ingressClassName``, 1 in 25 by
+    the annotation.
+    """
+    name = f"ing-{i:05d}"
+    service = f"svc-{i % SERVICES:02d}"
+    backend_port = {"number": port} if i % 2 == 0 else {"name": "http"}
+    backend = {"service": {"name": service, "port": backend_port}}
+    rule: dict[str, Any] = {"http": {"paths": [
+        {"path": f"/{name}/api", "pathType": "Prefix", "backend": backend},
+        {"path": f"/{name}/health", "pathType": "Exact", "backend": copy.deepcopy(backend)},
+    ]}}
+    host = host_of(i, tls_every)
+    if host:
+        rule["host"] = host
+    spec: dict[str, Any] = {"rules": [rule]}
+    metadata: dict[str, Any] = {"name": name, "namespace": NAMESPACE}
+    if i % 25 == 24:
+        metadata["annotations"] = {"kubernetes.io/ingress.class": CONTROLLER}
+    else:
+        spec["ingressClassName"] = CLASS_NAME
+    if tls_every and i % tls_every == 0:
+        spec["tls"] = [{"hosts": [host], "secretName": f"tls-{name}"}]
+    return {"apiVersion": NETWORKING, "kind": "Ingress", "metadata": metadata, "spec": spec}
+
+
+def population(count: int, port: int, tls_every: int, cert: tuple[str, str] | None,
+               service: Callable[[str, int], dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The Ingresses, the Services they use and their TLS Secrets."""
+    ingresses = [bench_ingress(i, port, tls_every) for i in range(count)]
+    services = [service(f"svc-{k:02d}", port) for k in range(SERVICES)]
+    secrets = []
+    if tls_every and cert is not None:
+        secrets = [tls_secret(f"tls-ing-{i:05d}", *cert) for i in range(0, count, tls_every)]
+    return {"ingresses": ingresses, "services": services, "secrets": secrets}
+
+
+def as_served(obj: dict[str, Any], rv: int, when: float) -> dict[str, Any]:
+    """``obj`` with the metadata the API server adds (what an informer holds)."""
+    out = copy.deepcopy(obj)
+    meta = out["metadata"]
+    meta.update({
+        "uid": f"00000000-0000-4000-8000-{rv:012d}",
+        "resourceVersion": str(rv),
+        "creationTimestamp": _rfc3339(when),
+        "managedFields": [{
+            "manager": "kubectl-client-side-apply",
+            "operation": "Update",
+            "apiVersion": out["apiVersion"],
+            "time": _rfc3339(when),
+            "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:spec": {}},
+        }],
+    })
+    if out["kind"] in ("Ingress", "IngressClass"):
+        meta["generation"] = 1
+    return out
+
+
+def wildcard_certificate() -> tuple[str, str]:
+    """One EC certificate for ``*.TLS_DOMAIN`` (every TLS Secret holds it)."""
+    from gateway.testing.certs import self_signed
+
+    issued = self_signed(f"*.{TLS_DOMAIN}")
+    return issued.chain_pem, issued.key_pem
+
+
+# --- statistics -------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def summary(values: Sequence[float]) -> dict[str, Any]:
+    vals = list(values)
+    return {
+        "n": len(vals),
+        "median": round(statistics.median(vals), 2) if vals else None,
+        "p50": round(percentile(vals, 50), 2) if vals else None,
+        "p95": round(percentile(vals, 95), 2) if vals else None,
+        "max": round(max(vals), 2) if vals else None,
+        "min": round(min(vals), 2) if vals else None,
+        "values": [round(v, 2) for v in vals],
+    }
+
+
+def _rss_kib() -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class GCTimer:
+    """Time spent in the cyclic garbage collector (gc.callbacks), in seconds."""
+
+    def __init__(self) -> None:
+        import gc
+
+        self._gc = gc
+        self.total = 0.0
+        self.collections = [0, 0, 0]
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.total += time.perf_counter() - self._start
+            self.collections[info["generation"]] += 1
+
+    def __enter__(self) -> GCTimer:
+        self._gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._gc.callbacks.remove(self)
+
+
+class Timed:
+    """``with Timed(gc_timer) as t:`` → ``t.ms`` and ``t.gc_ms`` of the block."""
+
+    def __init__(self, gc_timer: GCTimer) -> None:
+        self.gc_timer = gc_timer
+        self.ms = 0.0
+        self.gc_ms = 0.0
+
+    def __enter__(self) -> Timed:
+        self._gc0 = self.gc_timer.total
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.ms = (time.perf_counter() - self._t0) * 1000
+        self.gc_ms = (self.gc_timer.total - self._gc0) * 1000
+
+
+# --- part 1: translate and swap, in process ---------------------------------
+
+
+def measure_swap(count: int, repeat: int, tls_share: float, profile_out: Path | None
+                 ) -> dict[str, Any]:
+    """Part 1 (see the module docstring). Returns the timings in ms."""
+    import gc
+    import resource
+    from dataclasses import replace
+
+    from twisted.internet.task import Clock
+
+    from gateway.model import Store
+    from gateway.reconcile import Reconciler
+    from gateway.routing import RouteTable
+    from gateway.tls import SNIMapBuilder, TLSSettings, generate_default_certificate
+    from gateway.translate import translate
+    from gateway.translate.ingress import (
+        SOURCE,
+        IngressInputs,
+        IngressSettings,
+        translate_ingresses,
+    )
+
+    tls_every = _tls_every(tls_share)
+    cert = wildcard_certificate() if tls_every else None
+    # As Gateway.startService: what exists at start is frozen; the
+    # Kubernetes objects arrive later and stay in the collector's view.
+    gc.collect()
+    gc.freeze()
+    maxrss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss0 = _rss_kib()
+    now = time.time()
+    objs = population(count, 8080, tls_every, cert, cluster_service)
+    rv = iter(range(1000, 10**9))
+    served = {k: [as_served(o, next(rv), now - 3600) for o in v] for k, v in objs.items()}
+    settings = IngressSettings()
+    inputs = IngressInputs(
+        ingresses=tuple(served["ingresses"]),
+        ingress_classes=(as_served(ingress_class(), next(rv), now - 3600),),
+        services=tuple(served["services"]),
+        secrets=tuple(served["secrets"]),
+        settings=settings,
+    )
+    builder = SNIMapBuilder(TLSSettings(), generate_default_certificate(now))
+    names = ("translate", "first_load", "change", "change_translate", "change_replace",
+             "change_rebuild", "rebuild_translate", "rebuild_route_table", "rebuild_sni")
+    ms: dict[str, list[float]] = {n: [] for n in names}
+    gc_ms: dict[str, list[float]] = {n: [] for n in names}
+    counts: dict[str, int] = {}
+    gct = GCTimer()
+
+    def record(name: str, t: Timed) -> None:
+        ms[name].append(t.ms)
+        gc_ms[name].append(t.gc_ms)
+
+    with gct:
+        for r in range(repeat):
+            with Timed(gct) as t:
+                result = translate_ingresses(inputs)
+            record("translate", t)
+            counts["objects"] = len(result.objects)
+            counts["problems"] = len(result.problems)
+            counts["served"] = len(result.served)
+
+            clock = Clock()
+            clock.advance(now)
+            store = Store()
+            reconciler = Reconciler(store, clock, sni=builder)
+            reconciler.startService()  # no sources to wait for: generation 1, empty
+            with Timed(gct) as t:
+                store.replace_source(SOURCE, result.objects)
+                generation = reconciler.rebuild()
+            record("first_load", t)
+            _cancel_pending(clock)  # the reconciler's own delayed rebuild: done directly
+            if generation is None:
+                raise BenchError("the first rebuild failed")
+            counts["routes"] = len(generation.config.routes)
+            counts["certificates"] = len(generation.config.certificates)
+            counts["config_problems"] = len(generation.config.problems)
+
+            # One Ingress changed: another path, a newer write.
+            k = (r * 7919) % count
+            changed = copy.deepcopy(served["ingresses"][k])
+            changed["spec"]["rules"][0]["http"]["paths"][0]["path"] = f"/changed-{r}/api"
+            changed["metadata"]["managedFields"][0]["time"] = _rfc3339(now + r)
+            changed["metadata"]["resourceVersion"] = str(next(rv))
+            ingresses = list(inputs.ingresses)
+            ingresses[k] = changed
+            changed_inputs = replace(inputs, ingresses=tuple(ingresses))
+            clock.advance(1.0)
+            with Timed(gct) as t:
+                with Timed(gct) as t1:
+                    result2 = translate_ingresses(changed_inputs)
+                with Timed(gct) as t2:
+                    store.replace_source(SOURCE, result2.objects)
+                with Timed(gct) as t3:
+                    generation2 = reconciler.rebuild()
+            _cancel_pending(clock)
+            record("change", t)
+            record("change_translate", t1)
+            record("change_replace", t2)
+            record("change_rebuild", t3)
+            if generation2 is None or generation2.number != generation.number + 1:
+                raise BenchError("the rebuild after one change failed")
+            if not any(e.path == f"/changed-{r}/api" for e in generation2.config.routes):
+                raise BenchError("the changed Ingress is not in the new generation")
+
+            # The rebuild's parts, separately (what Reconciler.rebuild does).
+            with Timed(gct) as t:
+                config = translate(store.objects(), now=clock.seconds(),
+                                   previous=generation2.config)
+            record("rebuild_translate", t)
+            with Timed(gct) as t:
+                RouteTable.build(config.routes)
+            record("rebuild_route_table", t)
+            with Timed(gct) as t:
+                builder.build(config, generation2.sni)
+            record("rebuild_sni", t)
+            reconciler.stopService()
+            print(f"  repeat {r + 1}/{repeat}: translate {ms['translate'][-1]:.0f} ms, first "
+                  f"load {ms['first_load'][-1]:.0f} ms, one change {ms['change'][-1]:.0f} ms "
+                  f"(GC {gc_ms['change'][-1]:.0f} ms)", flush=True)
+
+    profile_lines: list[str] = []
+    if profile_out is not None:
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for r in range(3):
+            ingresses = list(changed_inputs.ingresses)
+            ingresses[0] = copy.deepcopy(ingresses[0])
+            ingresses[0]["spec"]["rules"][0]["http"]["paths"][0]["path"] = f"/profiled-{r}/api"
+            result3 = translate_ingresses(replace(changed_inputs, ingresses=tuple(ingresses)))
+            store.replace_source(SOURCE, result3.objects)
+            clock.advance(1.0)
+            reconciler.rebuild()
+            _cancel_pending(clock)
+        profiler.disable()
+        profiler.dump_stats(str(profile_out))
+        stream = _Lines()
+        stats = pstats.Stats(profiler, stream=stream)  # type: ignore[arg-type]
+        stats.sort_stats("cumulative").print_stats(r"gateway/", 25)
+        stats.sort_stats("tottime").print_stats(20)
+        profile_lines = stream.lines
+
+    maxrss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss1 = _rss_kib()
+    return {
+        "ingresses": count,
+        "paths": 2 * count,
+        "services": len(served["services"]),
+        "secrets": len(served["secrets"]),
+        "tls_share": tls_share,
+        "counts": counts,
+        "ms": {n: summary(v) for n, v in ms.items()},
+        "gc_ms": {n: summary(v) for n, v in gc_ms.items()},
+        "gc_collections": gct.collections,
+        "peak_rss_delta_mib": round((maxrss1 - maxrss0) / 1024, 1),
+        "rss_delta_mib": None if rss0 is None or rss1 is None else round((rss1 - rss0) / 1024, 1),
+        "profile": profile_lines,
+    }
+
+
+def _cancel_pending(clock: Any) -> None:
+    for call in clock.getDelayedCalls():
+        if call.active():
+            call.cancel()
+
+
+class _Lines:
+    """A file-like sink collecting pstats' output lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        text = self._partial + text
+        *full, self._partial = text.split("\n")
+        self.lines.extend(line.rstrip() for line in full)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+# --- processes --------------------------------------------------------------
+
+
+class BenchError(Exception):
+    """The run cannot go on; the message says why."""
+
+
+class Processes:
+    """
+    Every process this script starts, each stopped by its own PID: SIGTERM,
+    then SIGKILL after ``stop_timeout`` seconds. Used from two threads.
+    """
+
+    def __init__(self, stop_timeout: float = 10.0) -> None:
+        self._running: list[subprocess.Popen[bytes]] = []
+        self._lock = threading.Lock()
+        self.stop_timeout = stop_timeout
+
+    def start(self, argv: Sequence[str], env: dict[str, str] | None = None,
+              stdout: IO[bytes] | int | None = None,
+              stderr: IO[bytes] | int | None = None) -> subprocess.Popen[bytes]:
+        with self._lock:
+            proc = subprocess.Popen(list(argv), env=env, cwd=SOURCE_DIR,
+                                    stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr)
+            self._running.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            try:
+                os.kill(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                print(f"  pid {proc.pid} still running after SIGTERM; SIGKILL", flush=True)
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+            except ProcessLookupError:
+                pass
+        with self._lock:
+            if proc in self._running:
+                self._running.remove(proc)
+
+    def stop_all(self) -> None:
+        with self._lock:
+            running = list(self._running)
+        for proc in reversed(running):
+            try:
+                self.stop(proc)
+            except (OSError, subprocess.SubprocessError) as e:
+                print(f"  could not stop pid {proc.pid}: {e}", file=sys.stderr)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOCALHOST, 0))
+        return s.getsockname()[1]
+
+
+def _tail(path: Path, limit: int = 3000) -> str:
+    try:
+        return path.read_bytes()[-limit:].decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def _twistd() -> list[str]:
+    twistd = Path(sys.executable).parent / "twistd"
+    if twistd.exists():
+        return [str(twistd)]
+    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+def _child_env(**extra: str) -> dict[str, str]:
+    """
+    This environment without any gateway setting (so only what the script
+    sets applies), the source tree and bench/ first on PYTHONPATH.
+    """
+    prefixes = ("CONFIG_", "GATEWAY_", "K8S_", "TELEMETRY_", "NET_")
+    env = {k: v for k, v in os.environ.items()
+           if not k.upper().replace(".", "_").startswith(prefixes)}
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(SOURCE_DIR), str(BENCH_DIR), os.environ.get("PYTHONPATH", "")) if p
+    )
+    env.update(extra)
+    return env
+
+
+def find_py_spy() -> str:
+    for candidate in (Path(sys.executable).parent / "py-spy", shutil.which("py-spy")):
+        if candidate and os.access(candidate, os.X_OK):
+            return str(candidate)
+    raise BenchError("--profile needs py-spy (pip install py-spy)")
+
+
+# --- HTTP -------------------------------------------------------------------
+
+
+class Client:
+    """One keep-alive HTTP/1.1 connection to 127.0.0.1:port (reopened when it breaks)."""
+
+    def __init__(self, port: int, timeout: float = 5.0) -> None:
+        self.port = port
+        self.timeout = timeout
+        self._conn: http.client.HTTPConnection | None = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def get(self, path: str, host: str | None = None) -> tuple[int, bytes]:
+        headers = {"Host": host} if host else {}
+        for attempt in (1, 2):
+            if self._conn is None:
+                self._conn = http.client.HTTPConnection(LOCALHOST, self.port, timeout=self.timeout)
+            try:
+                self._conn.request("GET", path, headers=headers)
+                response = self._conn.getresponse()
+                payload = response.read()
+                if response.will_close:
+                    self.close()
+                return response.status, payload
+            except (OSError, http.client.HTTPException):
+                self.close()
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+
+def _get_status(port: int, path: str) -> int:
+    conn = http.client.HTTPConnection(LOCALHOST, port, timeout=2)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.05,
+               proc: subprocess.Popen[bytes] | None = None, log: Path | None = None) -> float:
+    """Poll ``check()`` until true; returns time.monotonic() then. Fails after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: str = "no answer"
+    while True:
+        if proc is not None and proc.poll() is not None:
+            detail = f"\n{_tail(log)}" if log else ""
+            raise BenchError(f"{what}: the process exited with status {proc.returncode}{detail}")
+        try:
+            if check():
+                return time.monotonic()
+        except (OSError, http.client.HTTPException) as e:
+            last = str(e) or type(e).__name__
+        if time.monotonic() > deadline:
+            detail = f"\n{_tail(log)}" if log else ""
+            raise BenchError(f"{what}: not within {timeout:g} s (last: {last}){detail}")
+        time.sleep(interval)
+
+
+class Poller:
+    """GET a gateway path every ``interval`` seconds until ``check(status, body)``."""
+
+    def __init__(self, port: int, interval: float, timeout: float) -> None:
+        self.client = Client(port)
+        self.interval = interval
+        self.timeout = timeout
+
+    def until(self, path: str, check: Callable[[int, bytes], bool],
+              host: str | None = None) -> tuple[float, int]:
+        """Returns (monotonic time of the matching answer, requests sent)."""
+        deadline = time.monotonic() + self.timeout
+        polls = 0
+        last: Any = None
+        while True:
+            polls += 1
+            try:
+                status, body = self.client.get(path, host)
+                last = (status, body[:120])
+                if check(status, body):
+                    return time.monotonic(), polls
+            except (OSError, http.client.HTTPException) as e:
+                last = e
+            if time.monotonic() > deadline:
+                raise BenchError(f"GET {path}: not as expected within {self.timeout:g} s "
+                                 f"(last answer: {last!r})")
+            time.sleep(self.interval)
+
+
+def served_by(name: str) -> Callable[[int, bytes], bool]:
+    prefix = f"{name} ".encode()
+    return lambda status, body: status == 200 and body.startswith(prefix)
+
+
+def is_404(status: int, body: bytes) -> bool:
+    return status == 404
+
+
+# --- part 2: the backends, the gateway, the changes --------------------------
+
+
+class Backends:
+    """Backend A and backend B, one child process."""
+
+    def __init__(self, procs: Processes, workdir: Path) -> None:
+        self.ports = {"A": free_port(), "B": free_port()}
+        spec = ",".join(f"{k}={v}" for k, v in self.ports.items())
+        log = workdir / "backends.log"
+        with open(log, "wb") as out:
+            self.proc = procs.start(
+                [sys.executable, str(Path(__file__).resolve()), "--serve-backends", spec],
+                env=_child_env(), stdout=out, stderr=subprocess.STDOUT,
+            )
+        for port in self.ports.values():
+            wait_until("the backends", lambda p=port: _get_status(p, "/") == 200, 20,
+                       proc=self.proc, log=log)
+
+
+class Gateway:
+    """
+    ``twistd -n apimgw`` with the Ingress source only, its log as JSON lines
+    (microsecond times). ``started_mono`` is time.monotonic() and
+    ``started`` time.time() just before the process was created.
+    """
+
+    def __init__(self, procs: Processes, workdir: Path, name: str, kubeconfig: str) -> None:
+        self.procs = procs
+        self.http_port, self.https_port, self.admin_port = free_port(), free_port(), free_port()
+        self.dir = workdir / name
+        self.dir.mkdir()
+        self.json_log = self.dir / "gateway.json"
+        self.out = self.dir / "gateway.out"
+        self.argv = [
+            *_twistd(), "-n", "--pidfile=", "--logger", "ingress_bench.json_log_observer",
+            "apimgw",
+            "--http", f"tcp:{self.http_port}:interface={LOCALHOST}",
+            "--https", f"tcp:{self.https_port}:interface={LOCALHOST}",
+            "--admin", f"tcp:{self.admin_port}:interface={LOCALHOST}",
+            "--grace", "2",
+            "--drain-delay", "0",
+        ]
+        env = _child_env(**{
+            "k8s.ingress.enabled": "true",
+            "k8s.ingress.namespace": NAMESPACE,
+            "k8s.ingress.config.path": kubeconfig,
+            "telemetry.logs.std": "none",
+            "POD_NAME": name,
+            "POD_NAMESPACE": NAMESPACE,
+            LOG_ENV: str(self.json_log),
+        })
+        with open(self.out, "wb") as out:
+            self.started = time.time()
+            self.started_mono = time.monotonic()
+            self.proc = procs.start(self.argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+        self.pid = self.proc.pid
+
+    def wait_ready(self, timeout: float, interval: float = 0.005) -> float:
+        """Poll /readyz until 200; returns the monotonic time of the 200."""
+        return wait_until(
+            "gateway /readyz", lambda: _get_status(self.admin_port, "/readyz") == 200,
+            timeout, interval=interval, proc=self.proc, log=self.out,
+        )
+
+    def rss_kib(self) -> int | None:
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        except OSError:
+            pass
+        return None
+
+    def stop(self) -> None:
+        self.procs.stop(self.proc)
+
+    def events(self) -> list[dict[str, Any]]:
+        return read_json_log(self.json_log)
+
+
+class Kube:
+    """
+    The fake API server, driven from the measuring thread: every call runs
+    in the reactor thread (blockingCallFromThread) and returns once done.
+    """
+
+    def __init__(self, server: Any, reactor: Any) -> None:
+        from twisted.internet.threads import blockingCallFromThread
+
+        self.server = server
+        self._call = lambda f, *a: blockingCallFromThread(reactor, f, *a)
+
+    def set(self, obj: dict[str, Any]) -> None:
+        self._call(self.server.set_object, obj)
+
+    def delete_ingress(self, name: str) -> None:
+        self._call(self.server.delete_object, NETWORKING, "Ingress", NAMESPACE, name)
+
+    def set_many(self, objects: Sequence[dict[str, Any]], chunk: int = 250) -> None:
+        def put(batch: Sequence[dict[str, Any]]) -> None:
+            for obj in batch:
+                self.server.set_object(obj)
+
+        for start in range(0, len(objects), chunk):
+            self._call(put, objects[start:start + chunk])
+
+    def delete_many(self, names: Sequence[str], chunk: int = 250) -> None:
+        def delete(batch: Sequence[str]) -> None:
+            for name in batch:
+                self.server.delete_object(NETWORKING, "Ingress", NAMESPACE, name)
+
+        for start in range(0, len(names), chunk):
+            self._call(delete, names[start:start + chunk])
+
+
+def measure_changes(kube: Kube, gateway: Gateway, ports: dict[str, int], rounds: int,
+                    poll: float, timeout: float, prefix: str, label: str) -> dict[str, Any]:
+    """
+    ``rounds`` × (create on A, update to another path on B, delete → 404),
+    each timed from just before the write to the fake until the gateway
+    answers as expected. Also the time from the write to the gateway's
+    "Configuration generation N live" line, from its log.
+    """
+    poller = Poller(gateway.http_port, poll, timeout)
+    kinds = ("create", "update", "delete")
+    latency: dict[str, list[float]] = {k: [] for k in kinds}
+    write_ms: dict[str, list[float]] = {k: [] for k in kinds}
+    polls: dict[str, list[int]] = {k: [] for k in kinds}
+    stamps: list[tuple[str, float, float]] = []  # kind, wall time of the write, served (wall)
+    for n in range(rounds):
+        name = f"{prefix}-{n:04d}"
+        path_a, path_b = f"/{name}", f"/{name}-v2"
+        steps = (
+            ("create", lambda: kube.set(simple_ingress(name, path_a, "svc-a", ports["A"])),
+             path_a + "/x", served_by("A")),
+            ("update", lambda: kube.set(simple_ingress(name, path_b, "svc-b", ports["B"])),
+             path_b + "/x", served_by("B")),
+            ("delete", lambda: kube.delete_ingress(name), path_b + "/x", is_404),
+        )
+        for kind, write, probe, check in steps:
+            wall = time.time()
+            t0 = time.monotonic()
+            write()
+            t1 = time.monotonic()
+            done, count = poller.until(probe, check)
+            latency[kind].append((done - t0) * 1000)
+            write_ms[kind].append((t1 - t0) * 1000)
+            polls[kind].append(count)
+            stamps.append((kind, wall, wall + (done - t0)))
+        if (n + 1) % 10 == 0 or n + 1 == rounds:
+            print(f"  {label}: {n + 1}/{rounds} rounds, last create "
+                  f"{latency['create'][-1]:.1f} ms, update {latency['update'][-1]:.1f} ms, "
+                  f"delete {latency['delete'][-1]:.1f} ms", flush=True)
+    poller.client.close()
+    # The gateway's side: the first "generation live" after each write.
+    time.sleep(0.2)  # the log is written by the gateway process; let it flush
+    lives = sorted(e["log_time"] for e in _events(gateway.events(), LOG_LIVE))
+    to_live: dict[str, list[float]] = {k: [] for k in kinds}
+    for kind, wall, served_wall in stamps:
+        after = [t for t in lives if t >= wall]
+        if after and after[0] <= served_wall + 0.05:
+            to_live[kind].append((after[0] - wall) * 1000)
+    out: dict[str, Any] = {"label": label, "rounds": rounds}
+    for kind in kinds:
+        out[kind] = {
+            "latency_ms": summary(latency[kind]),
+            "write_ms": summary(write_ms[kind]),
+            "polls": summary(polls[kind]),
+            "to_generation_live_ms": summary(to_live[kind]),
+        }
+    return out
+
+
+def measure_start(procs: Processes, workdir: Path, name: str, kubeconfig: str,
+                  probe: tuple[str | None, str], count: int, timeout: float,
+                  keep: bool) -> tuple[dict[str, Any], Gateway | None]:
+    """
+    A fresh gateway with ``count`` Ingresses present: process start →
+    /readyz 200, → first request served (``probe``: host, path), and the
+    phases from its log.
+    """
+    gateway = Gateway(procs, workdir, name, kubeconfig)
+    try:
+        ready = gateway.wait_ready(timeout)
+        host, path = probe
+        served, _ = Poller(gateway.http_port, 0.002, timeout).until(path, served_by("A"), host)
+        time.sleep(0.3)
+        events = gateway.events()
+        t0 = gateway.started
+        figures: dict[str, Any] = {
+            "ready_s": round(ready - gateway.started_mono, 3),
+            "served_s": round(served - gateway.started_mono, 3),
+            "rss_mib": round((gateway.rss_kib() or 0) / 1024, 1),
+        }
+        starting = _events(events, LOG_STARTING)
+        listed = [e for e in _events(events, LOG_LISTED)
+                  if "Ingress" in str(e.get("informer")) and "IngressClass" not in
+                  str(e.get("informer"))]
+        all_listed = _events(events, LOG_LISTED)
+        translated = _events(events, LOG_SERVED)
+        live = [e for e in _events(events, LOG_LIVE) if e.get("number") == 1]
+        if starting and translated and live:
+            t_start = starting[0]["log_time"]
+            t_trans = translated[0]["log_time"]
+            t_live = live[0]["log_time"]
+            before = [e["log_time"] for e in all_listed if e["log_time"] <= t_trans]
+            t_listed = max(before) if before else None
+            figures.update({
+                "to_twistd_s": round(t_start - t0, 3),
+                "twistd_to_listed_s": None if t_listed is None else round(t_listed - t_start, 3),
+                "ingresses_listed": listed[0].get("count") if listed else None,
+                "listed_to_translated_s": None if t_listed is None
+                else round(t_trans - t_listed, 3),
+                "translated_to_live_s": round(t_live - t_trans, 3),
+                "live_to_ready_ms": round((ready - gateway.started_mono
+                                           - (t_live - t0)) * 1000, 1),
+                "ingresses_served": translated[0].get("count"),
+            })
+        print(f"  {name}: pid {gateway.pid}, ready {figures['ready_s']:.2f} s, served "
+              f"{figures['served_s']:.2f} s, RSS {figures['rss_mib']} MiB", flush=True)
+    except BaseException:
+        gateway.stop()
+        raise
+    if keep:
+        return figures, gateway
+    gateway.stop()
+    return figures, None
+
+
+def run_live(args: argparse.Namespace, procs: Processes, workdir: Path, server: Any,
+             reactor: Any, report: dict[str, Any]) -> None:
+    """Part 2, in the measuring thread (the reactor runs the fake in the main thread)."""
+    kube = Kube(server, reactor)
+    poll = args.poll_ms / 1000
+    backends = Backends(procs, workdir)
+    ports = backends.ports
+    print(f"backends: pid {backends.proc.pid}, A 127.0.0.1:{ports['A']}, "
+          f"B 127.0.0.1:{ports['B']}", flush=True)
+    kubeconfig = str(workdir / "kubeconfig")
+    kube._call(server.kubeconfig, kubeconfig)
+    kube.set(ingress_class())
+    kube.set(external_service("svc-a", ports["A"]))
+    kube.set(external_service("svc-b", ports["B"]))
+
+    if args.iterations:
+        print(f"[live] change to served, no other Ingress ({args.iterations} rounds)",
+              flush=True)
+        gateway = Gateway(procs, workdir, "gateway-small", kubeconfig)
+        try:
+            ready = gateway.wait_ready(args.ready_timeout)
+            report["small_ready_s"] = round(ready - gateway.started_mono, 3)
+            print(f"  gateway pid {gateway.pid} ready after {report['small_ready_s']:.2f} s",
+                  flush=True)
+            report["changes_small"] = measure_changes(
+                kube, gateway, ports, args.iterations, poll, args.change_timeout, "chg",
+                "no other Ingress")
+        finally:
+            gateway.stop()
+
+    if not args.large_iterations and not args.starts:
+        return
+    n = args.ingresses
+    tls_every = _tls_every(args.tls_share)
+    cert = wildcard_certificate() if tls_every else None
+    objs = population(n, ports["A"], tls_every, cert, external_service)
+    t0 = time.monotonic()
+    kube.set_many(objs["services"] + objs["secrets"] + objs["ingresses"])
+    print(f"[live] {n:,} Ingresses ({2 * n:,} paths), {len(objs['services'])} Services, "
+          f"{len(objs['secrets'])} TLS Secrets written to the fake in "
+          f"{time.monotonic() - t0:.1f} s", flush=True)
+    last = n - 1
+    probe = (host_of(last, tls_every), f"/ing-{last:05d}/api/x")
+    starts = []
+    large: Gateway | None = None
+    try:
+        for run in range(1, max(1, args.starts) + 1):
+            keep = run == max(1, args.starts) and args.large_iterations > 0
+            figures, kept = measure_start(procs, workdir, f"gateway-large-{run}", kubeconfig,
+                                          probe, n, args.load_timeout, keep)
+            starts.append(figures)
+            if kept is not None:
+                large = kept
+        report["starts"] = starts
+        if large is not None:
+            print(f"[live] change to served with {n:,} Ingresses present "
+                  f"({args.large_iterations} rounds)", flush=True)
+            report["changes_large"] = measure_changes(
+                kube, large, ports, args.large_iterations, poll, args.change_timeout, "big",
+                f"{n:,} Ingresses")
+            if args.profile:
+                out = args.out_dir / f"ingress-{args.stamp}-changes.pyspy.txt"
+                print(f"[profile] the changes again, py-spy attached → {out}", flush=True)
+                spy = procs.start(
+                    [find_py_spy(), "record", "--pid", str(large.pid), "--rate", "250",
+                     "--format", "raw", "--nonblocking", "-o", str(out)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                )
+                time.sleep(1.0)
+                measure_changes(kube, large, ports, args.large_iterations, poll,
+                                args.change_timeout, "spy", "profiled, not reported")
+                os.kill(spy.pid, signal.SIGINT)  # py-spy writes its output and exits
+                try:
+                    spy.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    pass
+                procs.stop(spy)
+                report["live_profile"] = summarize_profile(out)
+                print("\n".join(f"  {line}" for line in report["live_profile"]), flush=True)
+    finally:
+        if large is not None:
+            large.stop()
+
+
+def summarize_profile(path: Path, top: int = 15) -> list[str]:
+    """
+    The functions with the most samples in py-spy's raw output (collapsed
+    stacks: ``frame;frame;... count``): inclusive (the gateway's own) and self.
+    """
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        stack, _, count_text = line.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = stack.split(";")
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+    if not total:
+        return []
+    out = [f"{total} samples (250 Hz)", "inclusive (the gateway's own functions):"]
+    mine = {f: c for f, c in inclusive.items() if "(gateway/" in f}
+    for frame, count in sorted(mine.items(), key=lambda kv: -kv[1])[:top]:
+        out.append(f"  {count / total:6.1%}  {frame}")
+    out.append("self:")
+    for frame, count in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        out.append(f"  {count / total:6.1%}  {frame}")
+    return out
+
+
+# --- report -----------------------------------------------------------------
+
+
+def environment() -> dict[str, Any]:
+    try:
+        import twisted
+
+        twisted_version = twisted.__version__
+    except ImportError:
+        twisted_version = "not installed"
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        done = subprocess.run(["git", "-C", str(SOURCE_DIR), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, timeout=10, check=False)
+        revision = done.stdout.decode().strip() or "unknown"
+        dirty = subprocess.run(["git", "-C", str(SOURCE_DIR), "status", "--porcelain",
+                                "--untracked-files=no"],
+                               capture_output=True, timeout=10, check=False)
+        if dirty.stdout.strip():
+            revision += " + uncommitted changes"
+    except (OSError, subprocess.TimeoutExpired):
+        revision = "unknown"
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "twisted": twisted_version,
+        "revision": revision,
+    }
+
+
+def print_report(report: dict[str, Any]) -> None:
+    env = report["environment"]
+    s = report["settings"]
+    print()
+    print(f"machine: {env['cpu_count']} CPUs ({env['cpu_model']}), Linux {env['kernel']}, "
+          f"Python {env['python']}, Twisted {env['twisted']}, revision {env['revision']}")
+    swap = report.get("swap")
+    if swap:
+        c = swap["counts"]
+        print()
+        print(f"### Translate and swap, in process: {swap['ingresses']:,} Ingresses "
+              f"({swap['paths']:,} paths), {swap['services']} Services, {swap['secrets']:,} "
+              f"TLS Secrets; {swap['ms']['translate']['n']} repeats")
+        print()
+        print(f"({c.get('routes', 0):,} routes, {c.get('certificates', 0):,} certificates, "
+              f"{c.get('config_problems', 0)} problems in the generation)")
+        print()
+        print("| step | median ms | max ms | of which GC, median ms |")
+        print("|---|---:|---:|---:|")
+        rows = (
+            ("translate_ingresses (all Ingresses)", "translate"),
+            ("first load: replace_source + rebuild (empty store)", "first_load"),
+            ("one Ingress changed: translate_ingresses + replace_source + rebuild", "change"),
+            ("  of which translate_ingresses", "change_translate"),
+            ("  of which Store.replace_source", "change_replace"),
+            ("  of which Reconciler.rebuild", "change_rebuild"),
+            ("rebuild's parts: translate(store objects)", "rebuild_translate"),
+            ("rebuild's parts: RouteTable.build", "rebuild_route_table"),
+            ("rebuild's parts: SNI map (contexts reused)", "rebuild_sni"),
+        )
+        for label, key in rows:
+            m, g = swap["ms"][key], swap["gc_ms"][key]
+            print(f"| {label} | {_fmt(m['median'])} | {_fmt(m['max'])} | "
+                  f"{_fmt(g['median'])} |")
+        print()
+        print(f"Peak RSS of this process grew by {swap['peak_rss_delta_mib']} MiB "
+              f"(objects + {swap['ms']['translate']['n']} generations; current RSS "
+              f"+{swap['rss_delta_mib']} MiB); collections during the repeats "
+              f"(gen 0/1/2): {'/'.join(map(str, swap['gc_collections']))}.")
+    rows2 = [("no other Ingress", report.get("changes_small")),
+             (f"{s['ingresses']:,} Ingresses present", report.get("changes_large"))]
+    if any(r for _, r in rows2):
+        print()
+        print(f"### Change to served (poll every {s['poll_ms']:g} ms; ms from just before "
+              "the write to the fake API server)")
+        print()
+        print("| Ingresses | change | n | p50 ms | p95 ms | max ms | "
+              "write → generation live, p50 ms |")
+        print("|---|---|---:|---:|---:|---:|---:|")
+        labels = {"create": "create → served by A", "update": "update (path, Service B) → "
+                  "served by B", "delete": "delete → 404"}
+        for label, data in rows2:
+            if not data:
+                continue
+            for kind in ("create", "update", "delete"):
+                lat = data[kind]["latency_ms"]
+                live = data[kind]["to_generation_live_ms"]
+                print(f"| {label} | {labels[kind]} | {lat['n']} | {_fmt(lat['p50'])} | "
+                      f"{_fmt(lat['p95'])} | {_fmt(lat['max'])} | {_fmt(live['p50'])} |")
+    starts = report.get("starts")
+    if starts:
+        def med(key: str, digits: int = 2) -> str:
+            vals = [r[key] for r in starts if r.get(key) is not None]
+            if not vals:
+                return "–"
+            text = _fmt(statistics.median(vals), digits)
+            if len(vals) > 1:
+                text += f" ({_fmt(min(vals), digits)}–{_fmt(max(vals), digits)})"
+            return text
+
+        print()
+        print(f"### Start with {s['ingresses']:,} Ingresses present (median of {len(starts)}"
+              + (", min–max in brackets)" if len(starts) > 1 else ")"))
+        print()
+        print("| measurement | value |")
+        print("|---|---:|")
+        print(f"| process start → /readyz 200, s | {med('ready_s')} |")
+        print(f"| process start → first request served, s | {med('served_s')} |")
+        if report.get("small_ready_s") is not None:
+            print(f"| for comparison: start → /readyz 200 with no Ingress, s | "
+                  f"{report['small_ready_s']:.2f} |")
+        print(f"| log: start → twistd starting up, s | {med('to_twistd_s')} |")
+        print(f"| log: starting up → last informer list done, s | {med('twistd_to_listed_s')} |")
+        print(f"| log: listed → Ingresses translated and in the store, s | "
+              f"{med('listed_to_translated_s')} |")
+        print(f"| log: translated → generation 1 live (rebuild), s | "
+              f"{med('translated_to_live_s')} |")
+        print(f"| generation live → /readyz 200 seen, ms | {med('live_to_ready_ms', 1)} |")
+        print(f"| gateway RSS after ready, MiB | {med('rss_mib', 0)} |")
+    for title, key in (("cProfile, one change (part 1)", "swap_profile"),
+                       ("py-spy, changes on the large gateway", "live_profile")):
+        lines = report.get(key)
+        if lines:
+            print()
+            print(f"{title}:")
+            for line in lines:
+                print(f"  {line}")
+
+
+# --- main -------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Kubernetes Ingress: translate and swap in process; change to served "
+                    "through a real gateway and a fake API server.")
+    parser.add_argument("--quick", action="store_true",
+                        help="a short run: 1,000 Ingresses, 2 repeats, 10 + 5 rounds, 1 start")
+    parser.add_argument("--ingresses", type=int, default=None,
+                        help="Ingresses (2 paths each) of the large case (default 5000, "
+                             "--quick 1000)")
+    parser.add_argument("--tls-share", type=float, default=0.2,
+                        help="share of the Ingresses with a TLS entry and Secret (default 0.2)")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="repeats of part 1 (default 5, --quick 2)")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="change rounds with no other Ingress (default 30, --quick 10)")
+    parser.add_argument("--large-iterations", type=int, default=None,
+                        help="change rounds with the Ingresses present (default 20, --quick 5)")
+    parser.add_argument("--starts", type=int, default=None,
+                        help="fresh gateway starts with the Ingresses present (default 3, "
+                             "--quick 1)")
+    parser.add_argument("--poll-ms", type=float, default=2.0,
+                        help="interval between gateway requests while waiting for a change")
+    parser.add_argument("--change-timeout", type=float, default=15.0,
+                        help="seconds one change may take to be served")
+    parser.add_argument("--ready-timeout", type=float, default=30.0,
+                        help="seconds a gateway with no Ingress may take to be ready")
+    parser.add_argument("--load-timeout", type=float, default=120.0,
+                        help="seconds a gateway may take to be ready with the Ingresses")
+    parser.add_argument("--time-limit", type=float, default=1200.0,
+                        help="seconds the whole run may take")
+    parser.add_argument("--skip", choices=("swap", "live"), action="append", default=[],
+                        help="leave out part 1 (swap) or part 2 (live)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile (not part of the figures): cProfile of the "
+                             "one-change case, py-spy attached to the large gateway during "
+                             "extra change rounds; files to bench/out/")
+    parser.add_argument("--source", type=Path, default=REPO_DIR,
+                        help="the tree to import and run the gateway from (default this "
+                             "checkout), e.g. a commit exported with git archive")
+    parser.add_argument("--out-dir", type=Path, default=BENCH_DIR / "out",
+                        help="where the JSON (and --profile's files) go (default: %(default)s)")
+    parser.add_argument("--keep-temp", action="store_true",
+                        help="keep the temporary directory (logs, kubeconfig)")
+    parser.add_argument("--serve-backends", metavar="NAME=PORT,...", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_backends:
+        return serve_backends(args.serve_backends)
+
+    global SOURCE_DIR
+    SOURCE_DIR = args.source.resolve()
+    if not (SOURCE_DIR / "gateway" / "sources" / "ingress.py").exists():
+        parser.error(f"--source {SOURCE_DIR}: no apimgw tree with the Ingress source there")
+    sys.path.insert(0, str(SOURCE_DIR))
+    quick = args.quick
+    args.ingresses = args.ingresses if args.ingresses is not None else (1000 if quick else 5000)
+    args.repeat = args.repeat if args.repeat is not None else (2 if quick else 5)
+    args.iterations = args.iterations if args.iterations is not None else (10 if quick else 30)
+    args.large_iterations = (args.large_iterations if args.large_iterations is not None
+                             else (5 if quick else 20))
+    args.starts = args.starts if args.starts is not None else (1 if quick else 3)
+    if not (1 <= args.ingresses <= 50000 and 1 <= args.repeat <= 50):
+        parser.error("--ingresses 1..50000, --repeat 1..50")
+    if not (0 <= args.iterations <= 500 and 0 <= args.large_iterations <= 500
+            and 0 <= args.starts <= 10):
+        parser.error("--iterations 0..500, --large-iterations 0..500, --starts 0..10")
+    if not (0 <= args.tls_share <= 1 and args.poll_ms > 0):
+        parser.error("--tls-share 0..1, --poll-ms > 0")
+
+    args.stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    report: dict[str, Any] = {
+        "timestamp": args.stamp,
+        "command": shlex.join(["python", "bench/ingress_bench.py",
+                               *(sys.argv[1:] if argv is None else argv)]),
+        "environment": environment(),
+        "settings": {
+            "ingresses": args.ingresses, "tls_share": args.tls_share, "repeat": args.repeat,
+            "iterations": args.iterations, "large_iterations": args.large_iterations,
+            "starts": args.starts, "poll_ms": args.poll_ms,
+            "change_timeout_s": args.change_timeout, "source": str(SOURCE_DIR),
+        },
+    }
+    print(f"{report['environment']['cpu_count']} CPUs; source {SOURCE_DIR}", flush=True)
+
+    if "swap" not in args.skip:
+        print(f"[swap] translate and swap in process: {args.ingresses:,} Ingresses, "
+              f"{args.repeat} repeats", flush=True)
+        profile_out = (args.out_dir / f"ingress-{args.stamp}-change.cprofile"
+                       if args.profile else None)
+        try:
+            swap = measure_swap(args.ingresses, args.repeat, args.tls_share, profile_out)
+        except BenchError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        report["swap_profile"] = swap.pop("profile")
+        report["swap"] = swap
+        import gc
+
+        gc.collect()
+
+    failed: list[BaseException] = []
+    if "live" not in args.skip:
+        failed = run_reactor_part(args, report, started)
+
+    report["elapsed_s"] = round(time.monotonic() - started, 1)
+    print_report(report)
+    out = args.out_dir / f"ingress-{args.stamp}.json"
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\ncommand: {report['command']}")
+    print(f"results: {out} ({report['elapsed_s']} s)")
+    if failed:
+        print(f"error: {failed[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_reactor_part(args: argparse.Namespace, report: dict[str, Any],
+                     started: float) -> list[BaseException]:
+    """
+    Part 2: the fake API server in the reactor (main thread), the
+    measurements in a thread; children stopped by PID in the ``finally``.
+    Returns the errors (empty: it worked).
+    """
+    from twisted.internet import reactor
+
+    from gateway.testing.fakekube import FakeKubeServer
+
+    procs = Processes()
+    workdir = Path(tempfile.mkdtemp(prefix="apimgw-ingress-bench-"))
+    server = FakeKubeServer(reactor=reactor, bookmark_interval=5.0)
+    failed: list[BaseException] = []
+
+    def measure() -> None:
+        try:
+            run_live(args, procs, workdir, server, reactor, report)
+        except BaseException as e:  # reported by main
+            failed.append(e)
+        finally:
+            reactor.callFromThread(stop)  # type: ignore[attr-defined]
+
+    def stop() -> None:
+        if reactor.running:  # type: ignore[attr-defined]
+            reactor.stop()  # type: ignore[attr-defined]
+
+    def begin() -> None:
+        server.start()
+        print(f"fake API server: {server.url} (in this process)", flush=True)
+        threading.Thread(target=measure, name="measure", daemon=True).start()
+
+    def time_up() -> None:
+        failed.append(BenchError(f"the time limit ({args.time_limit:g} s) was reached"))
+        reactor.stop()  # type: ignore[attr-defined]
+
+    remaining = max(1.0, args.time_limit - (time.monotonic() - started))
+    reactor.callWhenRunning(begin)  # type: ignore[attr-defined]
+    limit = reactor.callLater(remaining, time_up)  # type: ignore[attr-defined]
+    try:
+        reactor.run()  # type: ignore[attr-defined]  # SIGTERM/SIGINT stop it too
+    finally:
+        if limit.active():
+            limit.cancel()
+        procs.stop_all()
+        if args.keep_temp:
+            print(f"temporary files kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if not failed and "changes_small" not in report and args.iterations:
+        failed.append(BenchError("interrupted"))
+    return failed
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
