@@ -169,7 +169,10 @@ class IngressSource(MultiService):
         self.election: LeaderElection | None = None
         self.status: StatusPublisher | None = None
         self.events: EventRecorder | None = None
-        self._referenced: set[str] = set()
+        #: Secrets referenced by served Ingresses; ``None`` until the first
+        #: translation (the first list keeps every TLS Secret, so starting
+        #: up needs no GET per Secret; the unreferenced ones go right after).
+        self._referenced: set[str] | None = None
         self._pending: IDelayedCall | None = None
         self._synced = False
         self._gave_up_waiting = False
@@ -250,7 +253,7 @@ class IngressSource(MultiService):
                 {
                     "namespace": namespace,
                     "field_selector": SECRET_FIELD_SELECTOR,
-                    "keep": lambda obj: _key(obj) in self._referenced,
+                    "keep": self._keep_secret,
                 },
             ),
         ]
@@ -420,12 +423,15 @@ class IngressSource(MultiService):
             )
             self._release_waiters()
 
+    def _keep_secret(self, secret: JSON) -> bool:
+        return self._referenced is None or _key(secret) in self._referenced
+
     def _update_secrets(self, referenced: tuple[str, ...]) -> None:
         """Keep only the referenced Secrets; fetch newly referenced ones."""
         wanted = set(referenced)
         if wanted == self._referenced:
             return
-        added = wanted - self._referenced
+        added = wanted - (self._referenced or set())
         self._referenced = wanted
         informer = self.informers["secrets"]
         for key in [k for k in informer.cache if f"{k[0]}/{k[1]}" not in wanted]:

@@ -486,3 +486,32 @@ class ShadowingTests(IngressTestCase):
         self.assertEqual(event["type"], "Warning")
         self.assertIn("/shop", event["message"])
         self.assertIn("memory:routes/newer", event["message"])
+
+
+class SecretsAtStartTests(IngressTestCase):
+    start_gateway = False
+
+    @inlineCallbacks
+    def test_secrets_listed_at_start_need_no_get(self) -> Any:
+        """TLS Secrets present at start come from the list (no GET each); the unreferenced are then dropped."""
+        used = self_signed("used.example.com")
+        spare = self_signed("spare.example.com")
+        self.kube.set_object(tls_secret("used-tls", used.chain_pem, used.key_pem))
+        self.kube.set_object(tls_secret("spare-tls", spare.chain_pem, spare.key_pem))
+        self.kube.set_object(
+            ingress(
+                "used",
+                [("/", "alpha", self.backend_ports["alpha"])],
+                host="used.example.com",
+                tls=[{"hosts": ["used.example.com"], "secretName": "used-tls"}],
+            )
+        )
+        gateway = yield self.start_another()
+        yield gateway.reconciler.when_live()
+        https = self.port_of(gateway, "https")
+        session = yield deferToThread(handshake, https, "used.example.com")
+        self.assertEqual(session.certificate.serial_number, used.certificate.serial_number)
+        self.assertEqual(self.kube.requests_for("get", "secrets"), [])
+        self.assertEqual(set(gateway.ingress.informers["secrets"].cache), {("default", "used-tls")})
+        lists = self.kube.requests_for("list", "secrets")
+        self.assertEqual({r.query.get("fieldSelector") for r in lists}, {"type=kubernetes.io/tls"})
