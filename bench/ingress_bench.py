@@ -908,13 +908,16 @@ class Kube:
         for start in range(0, len(objects), chunk):
             self._call(put, objects[start:start + chunk])
 
-    def delete_many(self, names: Sequence[str], chunk: int = 250) -> None:
-        def delete(batch: Sequence[str]) -> None:
-            for name in batch:
-                self.server.delete_object(NETWORKING, "Ingress", NAMESPACE, name)
+    def request_counts(self) -> dict[str, int]:
+        """The fake's request log so far, counted by ``verb plural``."""
+        def count() -> dict[str, int]:
+            out: dict[str, int] = {}
+            for r in self.server.requests:
+                key = f"{r.verb} {r.plural}".strip()
+                out[key] = out.get(key, 0) + 1
+            return out
 
-        for start in range(0, len(names), chunk):
-            self._call(delete, names[start:start + chunk])
+        return self._call(count)
 
 
 def measure_changes(kube: Kube, gateway: Gateway, ports: dict[str, int], rounds: int,
@@ -975,27 +978,61 @@ def measure_changes(kube: Kube, gateway: Gateway, ports: dict[str, int], rounds:
     return out
 
 
-def measure_start(procs: Processes, workdir: Path, name: str, kubeconfig: str,
-                  probe: tuple[str | None, str], count: int, timeout: float,
+def wait_certificates(gateway: Gateway, expected: int, timeout: float) -> dict[str, Any] | None:
+    """
+    Wait (reading the gateway's log every 50 ms) for the first "generation
+    live" line with ``expected`` certificates; returns that event, or None
+    after ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        for event in _events(gateway.events(), LOG_LIVE):
+            if event.get("certificates") == expected:
+                return event
+        if time.monotonic() > deadline or gateway.proc.poll() is not None:
+            return None
+        time.sleep(0.05)
+
+
+def measure_start(procs: Processes, workdir: Path, name: str, kubeconfig: str, kube: Kube,
+                  probe: tuple[str | None, str], certificates: int, timeout: float,
                   keep: bool) -> tuple[dict[str, Any], Gateway | None]:
     """
-    A fresh gateway with ``count`` Ingresses present: process start →
-    /readyz 200, → first request served (``probe``: host, path), and the
-    phases from its log.
+    A fresh gateway with the Ingresses present: process start → /readyz
+    200, → first request served (``probe``: host, path), → the first
+    generation with all ``certificates``; the phases from its log; the
+    requests it made to the API server meanwhile.
     """
+    before = kube.request_counts()
     gateway = Gateway(procs, workdir, name, kubeconfig)
     try:
         ready = gateway.wait_ready(timeout)
         host, path = probe
         served, _ = Poller(gateway.http_port, 0.002, timeout).until(path, served_by("A"), host)
+        complete = wait_certificates(gateway, certificates, timeout) if certificates else None
         time.sleep(0.3)
         events = gateway.events()
+        after = kube.request_counts()
         t0 = gateway.started
+        lives = _events(events, LOG_LIVE)
         figures: dict[str, Any] = {
             "ready_s": round(ready - gateway.started_mono, 3),
             "served_s": round(served - gateway.started_mono, 3),
             "rss_mib": round((gateway.rss_kib() or 0) / 1024, 1),
+            "certificates_expected": certificates,
+            "generation1_certificates": lives[0].get("certificates") if lives else None,
+            "generation1_routes": lives[0].get("routes") if lives else None,
+            "api_requests": {k: after.get(k, 0) - before.get(k, 0)
+                             for k in sorted(set(after) | set(before))
+                             if after.get(k, 0) != before.get(k, 0)},
+            "warnings_logged": sum(1 for e in events
+                                   if str(e.get("log_format", "")).startswith("Ingress {ingress}:")),
         }
+        if certificates:
+            figures["all_certificates_s"] = (
+                None if complete is None else round(complete["log_time"] - t0, 3))
+            figures["generations_until_certificates"] = (
+                None if complete is None else complete.get("number"))
         starting = _events(events, LOG_STARTING)
         listed = [e for e in _events(events, LOG_LISTED)
                   if "Ingress" in str(e.get("informer")) and "IngressClass" not in
@@ -1021,7 +1058,11 @@ def measure_start(procs: Processes, workdir: Path, name: str, kubeconfig: str,
                 "ingresses_served": translated[0].get("count"),
             })
         print(f"  {name}: pid {gateway.pid}, ready {figures['ready_s']:.2f} s, served "
-              f"{figures['served_s']:.2f} s, RSS {figures['rss_mib']} MiB", flush=True)
+              f"{figures['served_s']:.2f} s, generation 1 with "
+              f"{figures['generation1_certificates']} of {certificates} certificates, all "
+              f"after {figures.get('all_certificates_s')} s (generation "
+              f"{figures.get('generations_until_certificates')}), RSS {figures['rss_mib']} MiB; "
+              f"API requests {figures['api_requests']}", flush=True)
     except BaseException:
         gateway.stop()
         raise
@@ -1080,7 +1121,8 @@ def run_live(args: argparse.Namespace, procs: Processes, workdir: Path, server: 
         for run in range(1, max(1, args.starts) + 1):
             keep = run == max(1, args.starts) and args.large_iterations > 0
             figures, kept = measure_start(procs, workdir, f"gateway-large-{run}", kubeconfig,
-                                          probe, n, args.load_timeout, keep)
+                                          kube, probe, len(objs["secrets"]), args.load_timeout,
+                                          keep)
             starts.append(figures)
             if kept is not None:
                 large = kept
@@ -1276,7 +1318,20 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"| log: translated → generation 1 live (rebuild), s | "
               f"{med('translated_to_live_s')} |")
         print(f"| generation live → /readyz 200 seen, ms | {med('live_to_ready_ms', 1)} |")
+        first = starts[0]
+        expected = first.get("certificates_expected")
+        if expected:
+            print(f"| TLS certificates in generation 1 (of {expected:,}) | "
+                  f"{med('generation1_certificates', 0)} |")
+            print(f"| process start → all {expected:,} certificates live, s | "
+                  f"{med('all_certificates_s')} |")
+            print(f"| generations until then | {med('generations_until_certificates', 0)} |")
         print(f"| gateway RSS after ready, MiB | {med('rss_mib', 0)} |")
+        print(f"| \"Ingress …\" warnings logged during the start | {med('warnings_logged', 0)} |")
+        requests = first.get("api_requests") or {}
+        if requests:
+            text = ", ".join(f"{k} {v:,}" for k, v in sorted(requests.items()))
+            print(f"| API server requests during the first start | {text} |")
     for title, key in (("cProfile, one change (part 1)", "swap_profile"),
                        ("py-spy, changes on the large gateway", "live_profile")):
         lines = report.get(key)

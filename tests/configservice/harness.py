@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from configservice.tap import ConfigService, Options, build_service
+from gateway.testing.waiting import wait_for
 
 ADMIN_KEY = "test-admin-key-0123456789abcdef"
 
@@ -162,17 +163,9 @@ class ServiceTestCase(TestCase):
         body = {"path": path or api_id, "serviceUrl": f"http://127.0.0.1:9/{api_id}", **fields}
         return (yield self.ok("PUT", f"/apis/{api_id}", body))
 
-    @inlineCallbacks
     def wait_for(self, predicate: Any, timeout: float = 10.0) -> Any:
         """Poll ``predicate()`` every 10 ms until true; fail after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = yield maybeDeferred(predicate)
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                self.fail(f"condition not met within {timeout} s")
-            yield deferLater(reactor, 0.01, lambda: None)
+        return wait_for(predicate, timeout, interval=0.01)
 
     def logged(self, text: str) -> list[str]:
         """The formatted log messages containing ``text``."""

@@ -26,6 +26,7 @@ from gateway.model import Store
 from gateway.tap import Options, build_gateway
 from gateway.testing.backends import scenario_site
 from gateway.testing.memory import MemorySource
+from gateway.testing.waiting import wait_for
 
 
 @dataclass
@@ -185,25 +186,9 @@ class GatewayTestCase(TestCase):
     def admin(self, path: str) -> Deferred[Response]:
         return deferToThread(request_sync, self.admin_port, "GET", path)
 
-    @inlineCallbacks
-    def wait_for(self, predicate: Any, timeout: float = 10.0) -> Any:
-        """
-        Poll ``predicate()`` (which may return a Deferred) every 50 ms until
-        it is true; fail the test after ``timeout`` seconds. Waiting for a
-        condition, not for a fixed time, keeps the tests stable on a busy
-        machine.
-        """
-        from twisted.internet.defer import maybeDeferred
-        from twisted.internet.task import deferLater
-
-        deadline = reactor.seconds() + timeout
-        while True:
-            result = yield maybeDeferred(predicate)
-            if result:
-                return result
-            if reactor.seconds() > deadline:
-                self.fail(f"condition not met within {timeout} s: {predicate!r}")
-            yield deferLater(reactor, 0.05, lambda: None)
+    def wait_for(self, predicate: Any, timeout: float = 10.0) -> Deferred[Any]:
+        """Poll ``predicate()`` (may return a Deferred) until true; fail after ``timeout`` s."""
+        return wait_for(predicate, timeout, f"condition {predicate!r}", interval=0.05)
 
     def logged(self, text: str) -> list[dict[str, Any]]:
         """Log events whose formatted text contains ``text``."""

@@ -31,6 +31,7 @@ from gateway.tap import Gateway, Options, build_gateway
 from gateway.testing.backends import CountingSite, ScenarioResource, _EchoRequest
 from gateway.testing.fakekube import FakeKubeServer
 from gateway.testing.memory import MemorySource
+from gateway.testing.waiting import wait_for
 
 from .harness import Response, request_sync
 
@@ -266,20 +267,9 @@ class IngressTestCase(TestCase):
         hosts = [v for k, v in response.json()["headers"] if k.lower() == "host"]
         return hosts[0].split(".", 1)[0] if hosts else None
 
-    @inlineCallbacks
-    def wait_for(self, predicate: Any, timeout: float = 10.0, what: str = "condition") -> Any:
+    def wait_for(self, predicate: Any, timeout: float = 10.0, what: str = "condition") -> Deferred[Any]:
         """Poll ``predicate()`` (may return a Deferred) until true; fail after ``timeout`` s."""
-        from twisted.internet.defer import maybeDeferred
-        from twisted.internet.task import deferLater
-
-        deadline = reactor.seconds() + timeout
-        while True:
-            result = yield maybeDeferred(predicate)
-            if result:
-                return result
-            if reactor.seconds() > deadline:
-                raise AssertionError(f"{what} not met within {timeout} s")
-            yield deferLater(reactor, 0.02, lambda: None)
+        return wait_for(predicate, timeout, what)
 
     @inlineCallbacks
     def served_by(self, path: str, host: str | None = None, gateway: Gateway | None = None) -> Any:

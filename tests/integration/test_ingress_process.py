@@ -25,6 +25,7 @@ from twisted.trial.unittest import TestCase
 from gateway.testing.backends import scenario_site
 from gateway.testing.fakekube import FakeKubeServer
 from gateway.testing.process import GatewayProcess
+from gateway.testing.waiting import wait_for
 
 from .harness import request_sync
 from .kubeharness import ingress, ingress_class
@@ -84,18 +85,8 @@ class IngressProcessTests(TestCase):
         self.addCleanup(lambda: deferToThread(process.kill))
         return process
 
-    @inlineCallbacks
     def wait_for(self, predicate: Any, timeout: float = 30.0, what: str = "condition") -> Any:
-        from twisted.internet.defer import maybeDeferred
-
-        deadline = reactor.seconds() + timeout
-        while True:
-            result = yield maybeDeferred(predicate)
-            if result:
-                return result
-            if reactor.seconds() > deadline:
-                raise AssertionError(f"{what} not met within {timeout} s")
-            yield deferLater(reactor, 0.05, lambda: None)
+        return wait_for(predicate, timeout, what, interval=0.05)
 
     def status(self, process: GatewayProcess, path: str) -> Any:
         return deferToThread(request_sync, process.http_port, "GET", path).addCallback(

@@ -12,12 +12,12 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.task import deferLater
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 
 from gateway.sources.kubernetes import NAMESPACE, ClusterCredentials, KubeClient, load_kubeconfig
 from gateway.testing.fakekube import FakeKubeServer
+from gateway.testing.waiting import wait_for
 
 __all__ = [
     "REAL_KUBECONFIG_VARIABLE",
@@ -30,25 +30,6 @@ __all__ = [
 
 #: Names a kubeconfig: the contract suite then also runs against that cluster.
 REAL_KUBECONFIG_VARIABLE = "APIMGW_TEST_KUBECONFIG"
-
-
-async def wait_for(
-    predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition"
-) -> Any:
-    """
-    Poll ``predicate()`` (which may return a Deferred) every 20 ms until it
-    is true, and return its value; raise ``AssertionError`` after
-    ``timeout`` seconds. The deadline is generous because it only matters
-    when the test is failing.
-    """
-    deadline = reactor.seconds() + timeout
-    while True:
-        result = await maybeDeferred(predicate)
-        if result:
-            return result
-        if reactor.seconds() > deadline:
-            raise AssertionError(f"{what} not met within {timeout} s")
-        await deferLater(reactor, 0.02, lambda: None)
 
 
 async def start_fake(test: TestCase, **kwargs: Any) -> tuple[FakeKubeServer, KubeClient]:
