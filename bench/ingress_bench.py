@@ -99,6 +99,8 @@ CLASS_NAME = "azure-api-management"
 CONTROLLER = "azure-api-management/gateway"
 NETWORKING = "networking.k8s.io/v1"
 NAMESPACE = "default"
+#: The namespace of the start with TLS Ingresses (a gateway of its own reads it).
+TLS_NAMESPACE = "bench-tls"
 SERVICES = 50
 HOSTS = 200
 TLS_DOMAIN = "tls.bench.example"
@@ -289,13 +291,16 @@ def bench_ingress(i: int, port: int, tls_every: int) -> dict[str, Any]:
 
 
 def population(count: int, port: int, tls_every: int, cert: tuple[str, str] | None,
-               service: Callable[[str, int], dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """The Ingresses, the Services they use and their TLS Secrets."""
+               service: Callable[[str, int], dict[str, Any]],
+               namespace: str = NAMESPACE) -> dict[str, list[dict[str, Any]]]:
+    """The Ingresses, the Services they use and their TLS Secrets, in ``namespace``."""
     ingresses = [bench_ingress(i, port, tls_every) for i in range(count)]
     services = [service(f"svc-{k:02d}", port) for k in range(SERVICES)]
     secrets = []
     if tls_every and cert is not None:
         secrets = [tls_secret(f"tls-ing-{i:05d}", *cert) for i in range(0, count, tls_every)]
+    for obj in (*ingresses, *services, *secrets):
+        obj["metadata"]["namespace"] = namespace
     return {"ingresses": ingresses, "services": services, "secrets": secrets}
 
 
@@ -828,7 +833,8 @@ class Gateway:
     ``started`` time.time() just before the process was created.
     """
 
-    def __init__(self, procs: Processes, workdir: Path, name: str, kubeconfig: str) -> None:
+    def __init__(self, procs: Processes, workdir: Path, name: str, kubeconfig: str,
+                 namespace: str = NAMESPACE) -> None:
         self.procs = procs
         self.http_port, self.https_port, self.admin_port = free_port(), free_port(), free_port()
         self.dir = workdir / name
@@ -846,11 +852,11 @@ class Gateway:
         ]
         env = _child_env(**{
             "k8s.ingress.enabled": "true",
-            "k8s.ingress.namespace": NAMESPACE,
+            "k8s.ingress.namespace": namespace,
             "k8s.ingress.config.path": kubeconfig,
             "telemetry.logs.std": "none",
             "POD_NAME": name,
-            "POD_NAMESPACE": NAMESPACE,
+            "POD_NAMESPACE": namespace,
             LOG_ENV: str(self.json_log),
         })
         with open(self.out, "wb") as out:
@@ -978,25 +984,28 @@ def measure_changes(kube: Kube, gateway: Gateway, ports: dict[str, int], rounds:
     return out
 
 
-def wait_certificates(gateway: Gateway, expected: int, timeout: float) -> dict[str, Any] | None:
+def wait_certificates(gateway: Gateway, expected: int, timeout: float
+                      ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """
-    Wait (reading the gateway's log every 50 ms) for the first "generation
-    live" line with ``expected`` certificates; returns that event, or None
-    after ``timeout`` seconds.
+    Wait (reading the gateway's log every 100 ms) for the first "generation
+    live" line with ``expected`` certificates. Returns (that event or None
+    after ``timeout`` seconds, the last "generation live" event).
     """
     deadline = time.monotonic() + timeout
     while True:
-        for event in _events(gateway.events(), LOG_LIVE):
+        lives = _events(gateway.events(), LOG_LIVE)
+        for event in lives:
             if event.get("certificates") == expected:
-                return event
+                return event, lives[-1]
         if time.monotonic() > deadline or gateway.proc.poll() is not None:
-            return None
-        time.sleep(0.05)
+            return None, lives[-1] if lives else None
+        time.sleep(0.1)
 
 
 def measure_start(procs: Processes, workdir: Path, name: str, kubeconfig: str, kube: Kube,
                   probe: tuple[str | None, str], certificates: int, timeout: float,
-                  keep: bool) -> tuple[dict[str, Any], Gateway | None]:
+                  cert_timeout: float, keep: bool, namespace: str = NAMESPACE
+                  ) -> tuple[dict[str, Any], Gateway | None]:
     """
     A fresh gateway with the Ingresses present: process start → /readyz
     200, → first request served (``probe``: host, path), → the first
@@ -1004,12 +1013,14 @@ def measure_start(procs: Processes, workdir: Path, name: str, kubeconfig: str, k
     requests it made to the API server meanwhile.
     """
     before = kube.request_counts()
-    gateway = Gateway(procs, workdir, name, kubeconfig)
+    gateway = Gateway(procs, workdir, name, kubeconfig, namespace)
     try:
         ready = gateway.wait_ready(timeout)
         host, path = probe
         served, _ = Poller(gateway.http_port, 0.002, timeout).until(path, served_by("A"), host)
-        complete = wait_certificates(gateway, certificates, timeout) if certificates else None
+        complete = last_live = None
+        if certificates:
+            complete, last_live = wait_certificates(gateway, certificates, cert_timeout)
         time.sleep(0.3)
         events = gateway.events()
         after = kube.request_counts()
@@ -1033,6 +1044,14 @@ def measure_start(procs: Processes, workdir: Path, name: str, kubeconfig: str, k
                 None if complete is None else round(complete["log_time"] - t0, 3))
             figures["generations_until_certificates"] = (
                 None if complete is None else complete.get("number"))
+            figures["certificates_waited_s"] = cert_timeout
+            if last_live is not None:
+                figures["certificates_at_end"] = last_live.get("certificates")
+                figures["last_generation"] = last_live.get("number")
+                figures["last_generation_s"] = round(last_live["log_time"] - t0, 3)
+            figures["fetch_failures_logged"] = sum(
+                1 for e in events if str(e.get("log_format", "")).startswith(
+                    "Informer {informer}: could not fetch"))
         starting = _events(events, LOG_STARTING)
         listed = [e for e in _events(events, LOG_LISTED)
                   if "Ingress" in str(e.get("informer")) and "IngressClass" not in
@@ -1102,27 +1121,47 @@ def run_live(args: argparse.Namespace, procs: Processes, workdir: Path, server: 
         finally:
             gateway.stop()
 
-    if not args.large_iterations and not args.starts:
-        return
     n = args.ingresses
+    if args.large_iterations or args.starts:
+        run_large(args, procs, workdir, kube, kubeconfig, ports, report)
     tls_every = _tls_every(args.tls_share)
-    cert = wildcard_certificate() if tls_every else None
-    objs = population(n, ports["A"], tls_every, cert, external_service)
+    if not tls_every or "tls-start" in args.skip:
+        return
+    # The same Ingresses with TLS entries and Secrets, in a namespace of their
+    # own, read by one more fresh gateway.
+    objs = population(n, ports["A"], tls_every, wildcard_certificate(), external_service,
+                      TLS_NAMESPACE)
     t0 = time.monotonic()
     kube.set_many(objs["services"] + objs["secrets"] + objs["ingresses"])
-    print(f"[live] {n:,} Ingresses ({2 * n:,} paths), {len(objs['services'])} Services, "
-          f"{len(objs['secrets'])} TLS Secrets written to the fake in "
-          f"{time.monotonic() - t0:.1f} s", flush=True)
+    print(f"[live] {n:,} Ingresses, {len(objs['secrets']):,} of them with TLS and a Secret, "
+          f"in namespace {TLS_NAMESPACE}: written in {time.monotonic() - t0:.1f} s", flush=True)
     last = n - 1
     probe = (host_of(last, tls_every), f"/ing-{last:05d}/api/x")
+    figures, _ = measure_start(procs, workdir, "gateway-tls", kubeconfig, kube, probe,
+                               len(objs["secrets"]), args.load_timeout, args.cert_timeout,
+                               False, TLS_NAMESPACE)
+    report["tls_start"] = figures
+
+
+def run_large(args: argparse.Namespace, procs: Processes, workdir: Path, kube: Kube,
+              kubeconfig: str, ports: dict[str, int], report: dict[str, Any]) -> None:
+    """``--ingresses`` in namespace default (no TLS): starts, then change rounds."""
+    n = args.ingresses
+    poll = args.poll_ms / 1000
+    objs = population(n, ports["A"], 0, None, external_service)
+    t0 = time.monotonic()
+    kube.set_many(objs["services"] + objs["ingresses"])
+    print(f"[live] {n:,} Ingresses ({2 * n:,} paths) and {len(objs['services'])} Services "
+          f"written to the fake in {time.monotonic() - t0:.1f} s", flush=True)
+    last = n - 1
+    probe = (host_of(last, 0), f"/ing-{last:05d}/api/x")
     starts = []
     large: Gateway | None = None
     try:
         for run in range(1, max(1, args.starts) + 1):
             keep = run == max(1, args.starts) and args.large_iterations > 0
             figures, kept = measure_start(procs, workdir, f"gateway-large-{run}", kubeconfig,
-                                          kube, probe, len(objs["secrets"]), args.load_timeout,
-                                          keep)
+                                          kube, probe, 0, args.load_timeout, 0, keep)
             starts.append(figures)
             if kept is not None:
                 large = kept

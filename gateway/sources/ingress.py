@@ -48,6 +48,7 @@ from gateway.model import Store
 from gateway.translate.ingress import (
     SOURCE,
     IngressInputs,
+    IngressMemo,
     IngressSettings,
     IngressTranslation,
     translate_ingresses,
@@ -165,6 +166,7 @@ class IngressSource(MultiService):
 
         self.informers: dict[str, Informer] = {}
         self.translation: IngressTranslation | None = None
+        self._memo = IngressMemo()
         self.translations = 0
         self.election: LeaderElection | None = None
         self.status: StatusPublisher | None = None
@@ -402,7 +404,7 @@ class IngressSource(MultiService):
             ),
             settings=self.settings,
         )
-        result = translate_ingresses(inputs)
+        result = translate_ingresses(inputs, self._memo)
         self.translations += 1
         self._update_secrets(result.secrets)
         self._store.replace_source(SOURCE, result.objects)

@@ -169,6 +169,80 @@ class _Context:
     settings: IngressSettings
     #: EndpointSlices by ``namespace/service`` (endpoints mode only).
     slices: dict[str, list[KubeObject]] = field(default_factory=dict)
+    #: What the Ingress being translated read: ``(kind, key, identities)``.
+    reads: list[tuple[str, str, tuple[int, ...]]] = field(default_factory=list)
+
+    def service(self, key: str) -> KubeObject | None:
+        found = self.services.get(key)
+        self.reads.append(("service", key, _ids(found)))
+        return found
+
+    def secret(self, key: str) -> KubeObject | None:
+        found = self.secrets.get(key)
+        self.reads.append(("secret", key, _ids(found)))
+        return found
+
+    def endpoint_slices(self, key: str) -> list[KubeObject]:
+        found = self.slices.get(key, [])
+        self.reads.append(("slices", key, tuple(id(s) for s in found)))
+        return found
+
+    def unchanged(self, reads: list[tuple[str, str, tuple[int, ...]]]) -> bool:
+        """Whether every object in ``reads`` is still the very same object."""
+        for kind, key, ids in reads:
+            if kind == "service":
+                now = _ids(self.services.get(key))
+            elif kind == "secret":
+                now = _ids(self.secrets.get(key))
+            else:
+                now = tuple(id(s) for s in self.slices.get(key, ()))
+            if now != ids:
+                return False
+        return True
+
+
+def _ids(obj: KubeObject | None) -> tuple[int, ...]:
+    return () if obj is None else (id(obj),)
+
+
+@dataclass
+class _Translated:
+    """One Ingress's share of a translation, and what it was computed from."""
+
+    ingress: KubeObject
+    reads: list[tuple[str, str, tuple[int, ...]]]
+    objects: list[SourceObject]
+    problems: list[Problem]
+    secrets: set[str]
+
+
+class IngressMemo:
+    """
+    The per-Ingress results of the last translation, for the next one.
+
+    The source re-translates all Ingresses on every change (a Service or a
+    Secret may affect any of them), but usually one object changed among
+    thousands. An Ingress's result is reused when the Ingress is the very
+    same object as last time (informer caches replace an object only when
+    it changes) and so is everything it read (its Services, Secrets and
+    EndpointSlices, including their absence). Any change of the
+    IngressClasses or the settings starts afresh. Reusing also keeps the
+    model objects identical, which lets the reconciler reuse its work too.
+
+    Objects are kept with the results, so ids stay unique while compared.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Translated] = {}
+        self._classes: tuple[Any, ...] = ()
+        self.hits = 0
+        self.misses = 0
+
+    def _reset_if(self, classes: tuple[KubeObject, ...], settings: IngressSettings) -> None:
+        key = (settings, *classes)
+        if len(key) != len(self._classes) or any(a is not b for a, b in zip(key, self._classes)):
+            self._entries = {}
+            self._classes = key
 
 
 def _slices_by_service(slices: Iterable[KubeObject]) -> dict[str, list[KubeObject]]:
@@ -218,7 +292,7 @@ def _backend(
         raise _Invalid("backend.service.name is required")
     name = service["name"]
     port = service.get("port") or {}
-    svc = ctx.services.get(f"{namespace}/{name}")
+    svc = ctx.service(f"{namespace}/{name}")
     if svc is None:
         raise _Invalid(f"Service {namespace}/{name} not found")
     spec = svc.get("spec") or {}
@@ -243,7 +317,7 @@ def _backend(
     if not matches:
         raise _Invalid(f"Service {namespace}/{name} has no port {number}")
     port_name = matches[0].get("name") or ""
-    return url, _ready_endpoints(ctx.slices.get(f"{namespace}/{name}", ()), port_name)
+    return url, _ready_endpoints(ctx.endpoint_slices(f"{namespace}/{name}"), port_name)
 
 
 def _routes(ingress: KubeObject, ctx: _Context, problems: list[str]) -> list[Route]:
@@ -308,7 +382,7 @@ def _certificates(
             continue
         key = f"{namespace}/{secret_name}"
         secrets.add(key)
-        secret = ctx.secrets.get(key)
+        secret = ctx.secret(key)
         try:
             if secret is None:
                 raise _Invalid("not found")
@@ -328,29 +402,60 @@ def _certificates(
     return result
 
 
-def translate_ingresses(inputs: IngressInputs) -> IngressTranslation:
-    """Translate every Ingress of our class; see the module docstring."""
+def _translate_one(ingress: KubeObject, ctx: _Context) -> _Translated:
+    key = _key(ingress)
+    ref = ObjectRef(SOURCE, "routes", key)
+    modified = modification_time(ingress)
+    messages: list[str] = []
+    secrets: set[str] = set()
+    ctx.reads = []
+    objects: list[SourceObject] = []
+    routes = _routes(ingress, ctx, messages)
+    if routes:
+        objects.append(SourceObject(ref, modified, RouteSet(tuple(routes))))
+    objects.extend(_certificates(ingress, ctx, modified, messages, secrets))
+    problems = [Problem(ref, message) for message in messages]
+    return _Translated(ingress, ctx.reads, objects, problems, secrets)
+
+
+def translate_ingresses(
+    inputs: IngressInputs, memo: IngressMemo | None = None
+) -> IngressTranslation:
+    """
+    Translate every Ingress of our class; see the module docstring. With
+    ``memo`` (kept by the caller from one call to the next), unchanged
+    Ingresses are not translated again: the result is the same.
+    """
     ctx = _Context(
         services={_key(s): s for s in inputs.services},
         secrets={_key(s): s for s in inputs.secrets},
         settings=inputs.settings,
         slices=_slices_by_service(inputs.endpoint_slices),
     )
+    entries: dict[str, _Translated] = {}
+    if memo is not None:
+        memo._reset_if(inputs.ingress_classes, inputs.settings)
     objects: list[SourceObject] = []
     problems: list[Problem] = []
     served: list[str] = []
     secrets: set[str] = set()
     for ingress in sorted(inputs.ingresses, key=_key):
-        if not is_ours(ingress, inputs.ingress_classes, inputs.settings.ingress_class):
-            continue
         key = _key(ingress)
+        known = memo._entries.get(key) if memo is not None else None
+        if known is not None and known.ingress is ingress and ctx.unchanged(known.reads):
+            result = known
+            memo.hits += 1  # type: ignore[union-attr]
+        else:
+            if not is_ours(ingress, inputs.ingress_classes, inputs.settings.ingress_class):
+                continue
+            result = _translate_one(ingress, ctx)
+            if memo is not None:
+                memo.misses += 1
+        entries[key] = result
         served.append(key)
-        ref = ObjectRef(SOURCE, "routes", key)
-        modified = modification_time(ingress)
-        messages: list[str] = []
-        routes = _routes(ingress, ctx, messages)
-        if routes:
-            objects.append(SourceObject(ref, modified, RouteSet(tuple(routes))))
-        objects.extend(_certificates(ingress, ctx, modified, messages, secrets))
-        problems.extend(Problem(ref, message) for message in messages)
+        objects.extend(result.objects)
+        problems.extend(result.problems)
+        secrets.update(result.secrets)
+    if memo is not None:
+        memo._entries = entries
     return IngressTranslation(tuple(objects), tuple(problems), tuple(served), tuple(sorted(secrets)))

@@ -9,6 +9,7 @@ to rewrite the ``.out.yaml`` files (then review the diff).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 from datetime import datetime, timezone
@@ -21,6 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from gateway.model import Certificate, RouteSet
 from gateway.translate.ingress import (
     IngressInputs,
+    IngressMemo,
     IngressSettings,
     IngressTranslation,
     is_ours,
@@ -90,6 +92,13 @@ def _make(case: Path) -> Any:
         self.assertEqual(got, expected_path.read_text())
         # The arrival order of the watched objects never matters.
         self.assertEqual(canonical(translate_ingresses(load_inputs(case, reverse=True))), got)
+        # Nor does a memo of the previous translation, also after every
+        # object was replaced by an equal copy (a relist).
+        inputs = load_inputs(case)
+        memo = IngressMemo()
+        self.assertEqual(canonical(translate_ingresses(inputs, memo)), got)
+        self.assertEqual(canonical(translate_ingresses(inputs, memo)), got)
+        self.assertEqual(canonical(translate_ingresses(copy.deepcopy(inputs), memo)), got)
 
     first_line = case.read_text().splitlines()[0].lstrip("# ").strip()
     test.__doc__ = f"{first_line} (golden file {case.name}; input order does not matter)."
@@ -123,3 +132,53 @@ class RuleTests(SynchronousTestCase):
         ingress = {"metadata": {"annotations": {"kubernetes.io/ingress.class": "nginx"}},
                    "spec": {"ingressClassName": "c"}}
         self.assertFalse(is_ours(ingress, [ours], "azure-api-management/gateway"))
+
+
+class MemoTests(SynchronousTestCase):
+    """What the memo reuses and what invalidates it."""
+
+    def _inputs(self, **changes: Any) -> dict[str, Any]:
+        ours = {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": "c"},
+                "spec": {"controller": "azure-api-management/gateway"}}
+        def ingress(name: str, svc: str) -> dict[str, Any]:
+            return {"metadata": {"name": name, "namespace": "ns"}, "spec": {"ingressClassName": "c", "rules": [
+                {"http": {"paths": [{"path": f"/{name}", "pathType": "Prefix",
+                                     "backend": {"service": {"name": svc, "port": {"number": 80}}}}]}}]}}
+        base = {
+            "ingresses": [ingress("a", "svc-a"), ingress("b", "svc-b")],
+            "ingress_classes": [ours],
+            "services": [{"metadata": {"name": "svc-a", "namespace": "ns"}, "spec": {"ports": [{"port": 80}]}}],
+        }
+        base.update(changes)
+        return base
+
+    def test_only_affected_ingresses_are_translated_again(self) -> None:
+        """A Service appearing re-translates the Ingress that read its absence, not the others."""
+        memo = IngressMemo()
+        raw = self._inputs()
+        settings = IngressSettings()
+
+        def run() -> IngressTranslation:
+            return translate_ingresses(
+                IngressInputs(
+                    ingresses=tuple(raw["ingresses"]),
+                    ingress_classes=tuple(raw["ingress_classes"]),
+                    services=tuple(raw["services"]),
+                    settings=settings,
+                ),
+                memo,
+            )
+
+        first = run()
+        self.assertEqual(len(first.problems), 1)  # svc-b is missing
+        self.assertEqual((memo.hits, memo.misses), (0, 2))
+        run()
+        self.assertEqual((memo.hits, memo.misses), (2, 2))
+        raw["services"].append(
+            {"metadata": {"name": "svc-b", "namespace": "ns"}, "spec": {"ports": [{"port": 80}]}}
+        )
+        third = run()
+        self.assertEqual((memo.hits, memo.misses), (3, 3))
+        self.assertEqual(third.problems, ())
+        # Reused results keep the model objects identical.
+        self.assertIs(third.objects[0], first.objects[0])
