@@ -4,25 +4,30 @@ and how long it takes to be served.
 
 Part 1, translate and swap, in this process (no network, no reactor):
 ``--ingresses`` Ingresses (2 paths each: ``Prefix /ing-N/api`` and ``Exact
-/ing-N/health``; 200 hosts, one in ten without a host, one in five with a
-TLS entry on a host of its own and a ``kubernetes.io/tls`` Secret of its
-own; backends on 50 Services, port by number or by name), the Services and
-our IngressClass, as the informers hold them (with ``managedFields``).
+/ing-N/health``; 200 hosts, one in ten without a host; backends on 50
+Services, the port by number or by name; the class by ``ingressClassName``,
+1 in 25 by the annotation), the Services and our IngressClass, as the
+informers hold them (with ``managedFields``). Measured twice: without TLS,
+and with ``--tls-share`` (default 1 in 5) of the Ingresses carrying a TLS
+entry on a host of their own and a ``kubernetes.io/tls`` Secret of their
+own (all holding one EC certificate for ``*.tls.bench.example``).
 ``--repeat`` times:
 
-  translate        translate_ingresses() of everything
+  translate        translate_ingresses() of everything (no memo)
   first load       Store.replace_source("ingress", objects) + Reconciler.rebuild()
                    on an empty store (translate, route table, SNI map, swap)
   one change       one Ingress changed (another path, a newer managedFields
-                   time): translate_ingresses() again + replace_source +
-                   rebuild: all a change costs the gateway's reactor thread
-                   after the source's 10 ms and the reconciler's 20 ms delays
+                   time): translate_ingresses() again (with the source's
+                   IngressMemo when the tree has one, primed by the previous
+                   translation) + replace_source + rebuild: all a change costs
+                   the gateway's reactor thread besides the source's 10 ms and
+                   the reconciler's 20 ms delays
 
 The reconciler is the gateway's own (``twisted.internet.task.Clock``, an
 SNI map builder as with the HTTPS listener), started and rebuilt directly.
 The cyclic garbage collector runs as in the gateway (``gc.freeze()`` before
 the objects arrive); the time spent in it is measured with ``gc.callbacks``
-and reported beside each figure.
+and each figure is also given without it.
 
 Part 2, change to served, real processes on 127.0.0.1:
 
@@ -38,9 +43,9 @@ Part 2, change to served, real processes on 127.0.0.1:
             fake's kubeconfig>, its log as JSON (microsecond times)
 
 ``--iterations`` rounds with no other Ingress, then ``--large-iterations``
-rounds with ``--ingresses`` Ingresses present. Each round: create an
-Ingress with a new path on Service A until that path is answered 200 by A;
-update it to another path on Service B until that path is answered by B;
+rounds with ``--ingresses`` Ingresses (no TLS) present. Each round: create
+an Ingress with a new path on Service A until that path is answered 200 by
+A; update it to another path on Service B until that path is answered by B;
 delete it until the path answers 404. Each is timed from just before the
 write to the fake until the gateway answers as expected (polled every
 ``--poll-ms`` over one keep-alive connection, at most ``--change-timeout``
@@ -48,18 +53,24 @@ per change). The gateway's log gives, per change, the time to
 "Configuration generation N live". Before the large rounds, a fresh gateway
 is started ``--starts`` times with the Ingresses present and timed from
 process creation to /readyz 200 and to the first request served, with the
-phases from its log.
+phases from its log. Last, the same Ingresses with ``--tls-share`` TLS
+entries and Secrets go into namespace bench-tls, and one more gateway
+reading that namespace is started: the same figures, plus how many
+certificates generation 1 holds, when all of them are live (waiting at most
+``--cert-timeout``) and the requests the gateway made to the API server.
 
-``--profile``: cProfile of the one-change case (part 1), and py-spy
-attached to the large gateway during extra change rounds (part 2); not
-part of the figures. Every child process is stopped by its PID (SIGTERM,
-then SIGKILL) in a ``finally``; every wait has a timeout and the whole run
-a time limit. A Markdown table goes to standard output and the figures as
-JSON to bench/out/ingress-<timestamp>.json.
+``--profile``: cProfile of the one-change case (part 1, collector off), and
+py-spy attached to the large gateway during extra change rounds (part 2);
+not part of the figures. ``--source DIR`` imports and runs the gateway from
+another tree (e.g. a commit exported with ``git archive``). Every child
+process is stopped by its PID (SIGTERM, then SIGKILL) in a ``finally``;
+every wait has a timeout and part 2 a time limit (``--time-limit``). A
+Markdown table goes to standard output and the figures as JSON to
+bench/out/ingress-<timestamp>.json.
 
 Run: python bench/ingress_bench.py [--quick] [--ingresses 5000] [--repeat 5]
-     [--iterations 30] [--large-iterations 20] [--starts 3] [--profile]
-     [--skip swap|live] [--source DIR]
+     [--iterations 30] [--large-iterations 20] [--starts 3] [--tls-share 0.2]
+     [--profile] [--skip swap|live|tls-start] [--source DIR]
 """
 
 from __future__ import annotations
@@ -85,7 +96,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Self
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -177,7 +188,7 @@ def serve_backends(spec: str) -> int:
 
 
 def _rfc3339(seconds: float) -> str:
-    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime(
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).strftime(
         "%Y-%m-%dT%H:%M:%SZ"
     )
 
@@ -393,11 +404,11 @@ class GCTimer:
             self.total += time.perf_counter() - self._start
             self.collections[info["generation"]] += 1
 
-    def __enter__(self) -> GCTimer:
+    def __enter__(self) -> Self:
         self._gc.callbacks.append(self)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._gc.callbacks.remove(self)
 
 
@@ -409,12 +420,12 @@ class Timed:
         self.ms = 0.0
         self.gc_ms = 0.0
 
-    def __enter__(self) -> Timed:
+    def __enter__(self) -> Self:
         self._gc0 = self.gc_timer.total
         self._t0 = time.perf_counter()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.ms = (time.perf_counter() - self._t0) * 1000
         self.gc_ms = (self.gc_timer.total - self._gc0) * 1000
 
@@ -442,6 +453,18 @@ def measure_swap(count: int, repeat: int, tls_share: float, profile_out: Path | 
         IngressSettings,
         translate_ingresses,
     )
+
+    try:  # since 51d3caf the source keeps an IngressMemo from one translation to the next
+        from gateway.translate.ingress import IngressMemo
+    except ImportError:
+        IngressMemo = None
+
+    def new_memo() -> Any:
+        return IngressMemo() if IngressMemo is not None else None
+
+    def translate_with(inputs: Any, memo: Any) -> Any:
+        """translate_ingresses as the source calls it (with its memo, when it has one)."""
+        return translate_ingresses(inputs) if memo is None else translate_ingresses(inputs, memo)
 
     tls_every = _tls_every(tls_share)
     cert = wildcard_certificate() if tls_every else None
@@ -478,7 +501,7 @@ def measure_swap(count: int, repeat: int, tls_share: float, profile_out: Path | 
     with gct:
         for r in range(repeat):
             with Timed(gct) as t:
-                result = translate_ingresses(inputs)
+                result = translate_ingresses(inputs)  # everything, no memo
             record("translate", t)
             counts["objects"] = len(result.objects)
             counts["problems"] = len(result.problems)
@@ -500,6 +523,10 @@ def measure_swap(count: int, repeat: int, tls_share: float, profile_out: Path | 
             counts["certificates"] = len(generation.config.certificates)
             counts["config_problems"] = len(generation.config.problems)
 
+            # The source's memo, as after its previous translation (untimed).
+            memo = new_memo()
+            if memo is not None:
+                translate_with(inputs, memo)
             # One Ingress changed: another path, a newer write.
             k = (r * 7919) % count
             changed = copy.deepcopy(served["ingresses"][k])
@@ -512,7 +539,7 @@ def measure_swap(count: int, repeat: int, tls_share: float, profile_out: Path | 
             clock.advance(1.0)
             with Timed(gct) as t:
                 with Timed(gct) as t1:
-                    result2 = translate_ingresses(changed_inputs)
+                    result2 = translate_with(changed_inputs, memo)
                 with Timed(gct) as t2:
                     store.replace_source(SOURCE, result2.objects)
                 with Timed(gct) as t3:
@@ -548,23 +575,28 @@ def measure_swap(count: int, repeat: int, tls_share: float, profile_out: Path | 
         import cProfile
         import pstats
 
+        # With the collector off: its pauses would be charged to whichever
+        # function allocated last (the table above has the GC's share).
+        gc.disable()
         profiler = cProfile.Profile()
         profiler.enable()
         for r in range(3):
             ingresses = list(changed_inputs.ingresses)
             ingresses[0] = copy.deepcopy(ingresses[0])
             ingresses[0]["spec"]["rules"][0]["http"]["paths"][0]["path"] = f"/profiled-{r}/api"
-            result3 = translate_ingresses(replace(changed_inputs, ingresses=tuple(ingresses)))
+            changed_inputs = replace(changed_inputs, ingresses=tuple(ingresses))
+            result3 = translate_with(changed_inputs, memo)
             store.replace_source(SOURCE, result3.objects)
             clock.advance(1.0)
             reconciler.rebuild()
             _cancel_pending(clock)
         profiler.disable()
+        gc.enable()
         profiler.dump_stats(str(profile_out))
         stream = _Lines()
         stats = pstats.Stats(profiler, stream=stream)  # type: ignore[arg-type]
-        stats.sort_stats("cumulative").print_stats(r"gateway/", 25)
-        stats.sort_stats("tottime").print_stats(20)
+        stats.sort_stats("cumulative").print_stats(r"gateway/", 30)
+        stats.sort_stats("tottime").print_stats(25)
         profile_lines = stream.lines
 
     maxrss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -576,9 +608,12 @@ def measure_swap(count: int, repeat: int, tls_share: float, profile_out: Path | 
         "secrets": len(served["secrets"]),
         "tls_share": tls_share,
         "counts": counts,
+        "ingress_memo": IngressMemo is not None,
         "ms": {n: summary(v) for n, v in ms.items()},
         "gc_ms": {n: summary(v) for n, v in gc_ms.items()},
+        "ms_without_gc": {n: summary([a - b for a, b in zip(ms[n], gc_ms[n])]) for n in ms},
         "gc_collections": gct.collections,
+        "gc_total_ms": round(gct.total * 1000, 1),
         "peak_rss_delta_mib": round((maxrss1 - maxrss0) / 1024, 1),
         "rss_delta_mib": None if rss0 is None or rss1 is None else round((rss1 - rss0) / 1024, 1),
         "profile": profile_lines,
@@ -944,16 +979,19 @@ def measure_changes(kube: Kube, gateway: Gateway, ports: dict[str, int], rounds:
         name = f"{prefix}-{n:04d}"
         path_a, path_b = f"/{name}", f"/{name}-v2"
         steps = (
-            ("create", lambda: kube.set(simple_ingress(name, path_a, "svc-a", ports["A"])),
-             path_a + "/x", served_by("A")),
-            ("update", lambda: kube.set(simple_ingress(name, path_b, "svc-b", ports["B"])),
-             path_b + "/x", served_by("B")),
-            ("delete", lambda: kube.delete_ingress(name), path_b + "/x", is_404),
+            ("create", simple_ingress(name, path_a, "svc-a", ports["A"]), path_a + "/x",
+             served_by("A")),
+            ("update", simple_ingress(name, path_b, "svc-b", ports["B"]), path_b + "/x",
+             served_by("B")),
+            ("delete", None, path_b + "/x", is_404),
         )
-        for kind, write, probe, check in steps:
+        for kind, obj, probe, check in steps:
             wall = time.time()
             t0 = time.monotonic()
-            write()
+            if obj is None:
+                kube.delete_ingress(name)
+            else:
+                kube.set(obj)
             t1 = time.monotonic()
             done, count = poller.until(probe, check)
             latency[kind].append((done - t0) * 1000)
@@ -1076,11 +1114,11 @@ def measure_start(procs: Processes, workdir: Path, name: str, kubeconfig: str, k
                                            - (t_live - t0)) * 1000, 1),
                 "ingresses_served": translated[0].get("count"),
             })
+        tls = (f"generation 1 with {figures['generation1_certificates']} of {certificates} "
+               f"certificates, all after {figures.get('all_certificates_s')} s (generation "
+               f"{figures.get('generations_until_certificates')}), " if certificates else "")
         print(f"  {name}: pid {gateway.pid}, ready {figures['ready_s']:.2f} s, served "
-              f"{figures['served_s']:.2f} s, generation 1 with "
-              f"{figures['generation1_certificates']} of {certificates} certificates, all "
-              f"after {figures.get('all_certificates_s')} s (generation "
-              f"{figures.get('generations_until_certificates')}), RSS {figures['rss_mib']} MiB; "
+              f"{figures['served_s']:.2f} s, {tls}RSS {figures['rss_mib']} MiB; "
               f"API requests {figures['api_requests']}", flush=True)
     except BaseException:
         gateway.stop()
@@ -1233,6 +1271,24 @@ def summarize_profile(path: Path, top: int = 15) -> list[str]:
 # --- report -----------------------------------------------------------------
 
 
+def _cpu_busy(interval: float = 0.5) -> float | None:
+    """The share of all CPUs busy during ``interval`` s before the run (other work)."""
+    def times() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        return sum(fields[:8]), fields[3] + (fields[4] if len(fields) > 4 else 0)
+
+    before = times()
+    time.sleep(interval)
+    after = times()
+    if before is None or after is None or after[0] == before[0]:
+        return None
+    return round(1.0 - (after[1] - before[1]) / (after[0] - before[0]), 3)
+
+
 def environment() -> dict[str, Any]:
     try:
         import twisted
@@ -1259,6 +1315,8 @@ def environment() -> dict[str, Any]:
             revision += " + uncommitted changes"
     except (OSError, subprocess.TimeoutExpired):
         revision = "unknown"
+    if not (SOURCE_DIR / ".git").exists():
+        revision = f"the tree in {SOURCE_DIR} (not a git checkout)"
     return {
         "cpu_count": os.cpu_count(),
         "cpu_model": model,
@@ -1266,6 +1324,7 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "twisted": twisted_version,
         "revision": revision,
+        "cpu_busy_before": _cpu_busy(),
     }
 
 
@@ -1274,40 +1333,52 @@ def print_report(report: dict[str, Any]) -> None:
     s = report["settings"]
     print()
     print(f"machine: {env['cpu_count']} CPUs ({env['cpu_model']}), Linux {env['kernel']}, "
-          f"Python {env['python']}, Twisted {env['twisted']}, revision {env['revision']}")
-    swap = report.get("swap")
-    if swap:
-        c = swap["counts"]
+          f"Python {env['python']}, Twisted {env['twisted']}, revision {env['revision']}"
+          + ("" if env.get("cpu_busy_before") is None
+             else f"; CPUs {env['cpu_busy_before']:.0%} busy with other work before the run"))
+    swaps = report.get("swap") or []
+    if swaps:
+        first = swaps[0]
         print()
-        print(f"### Translate and swap, in process: {swap['ingresses']:,} Ingresses "
-              f"({swap['paths']:,} paths), {swap['services']} Services, {swap['secrets']:,} "
-              f"TLS Secrets; {swap['ms']['translate']['n']} repeats")
+        print(f"### Translate and swap, in process: {first['ingresses']:,} Ingresses "
+              f"({first['paths']:,} paths), {first['services']} Services; "
+              f"{first['ms']['translate']['n']} repeats (ms: median, max, and the median "
+              "without the time spent in the cyclic garbage collector); the one-change "
+              + ("translation with the source's IngressMemo" if first.get("ingress_memo")
+                 else "translation without a memo (this tree has none)"))
         print()
-        print(f"({c.get('routes', 0):,} routes, {c.get('certificates', 0):,} certificates, "
-              f"{c.get('config_problems', 0)} problems in the generation)")
-        print()
-        print("| step | median ms | max ms | of which GC, median ms |")
-        print("|---|---:|---:|---:|")
+        head = " | ".join(
+            f"{'no TLS' if not w['secrets'] else format(w['secrets'], ',') + ' with TLS'}: "
+            "median | max | without GC" for w in swaps)
+        print(f"| step | {head} |")
+        print("|---|" + "---:|---:|---:|" * len(swaps))
         rows = (
             ("translate_ingresses (all Ingresses)", "translate"),
             ("first load: replace_source + rebuild (empty store)", "first_load"),
             ("one Ingress changed: translate_ingresses + replace_source + rebuild", "change"),
-            ("  of which translate_ingresses", "change_translate"),
-            ("  of which Store.replace_source", "change_replace"),
-            ("  of which Reconciler.rebuild", "change_rebuild"),
-            ("rebuild's parts: translate(store objects)", "rebuild_translate"),
-            ("rebuild's parts: RouteTable.build", "rebuild_route_table"),
-            ("rebuild's parts: SNI map (contexts reused)", "rebuild_sni"),
+            ("… of which translate_ingresses", "change_translate"),
+            ("… of which Store.replace_source", "change_replace"),
+            ("… of which Reconciler.rebuild", "change_rebuild"),
+            ("a full rebuild's parts (no memo): translate()", "rebuild_translate"),
+            ("… RouteTable.build", "rebuild_route_table"),
+            ("… SNI map (OpenSSL contexts reused)", "rebuild_sni"),
         )
         for label, key in rows:
-            m, g = swap["ms"][key], swap["gc_ms"][key]
-            print(f"| {label} | {_fmt(m['median'])} | {_fmt(m['max'])} | "
-                  f"{_fmt(g['median'])} |")
+            cells = " | ".join(
+                f"{_fmt(w['ms'][key]['median'])} | {_fmt(w['ms'][key]['max'])} | "
+                f"{_fmt(w['ms_without_gc'][key]['median'])}" for w in swaps)
+            print(f"| {label} | {cells} |")
         print()
-        print(f"Peak RSS of this process grew by {swap['peak_rss_delta_mib']} MiB "
-              f"(objects + {swap['ms']['translate']['n']} generations; current RSS "
-              f"+{swap['rss_delta_mib']} MiB); collections during the repeats "
-              f"(gen 0/1/2): {'/'.join(map(str, swap['gc_collections']))}.")
+        for w in swaps:
+            c = w["counts"]
+            print(f"{'No TLS' if not w['secrets'] else format(w['secrets'], ',') + ' with TLS'}: "
+                  f"{c.get('routes', 0):,} routes, {c.get('certificates', 0):,} certificates, "
+                  f"{c.get('config_problems', 0)} problems per generation; peak RSS of this "
+                  f"process +{w['peak_rss_delta_mib']} MiB, current RSS +{w['rss_delta_mib']} "
+                  f"MiB; collections (gen 0/1/2) {'/'.join(map(str, w['gc_collections']))}, "
+                  f"{w['gc_total_ms']:,.0f} ms in the collector over the repeats "
+                  f"(one change: GC {'/'.join(_fmt(v, 0) for v in w['gc_ms']['change']['values'])}"
+                  " ms).")
     rows2 = [("no other Ingress", report.get("changes_small")),
              (f"{s['ingresses']:,} Ingresses present", report.get("changes_large"))]
     if any(r for _, r in rows2):
@@ -1328,10 +1399,15 @@ def print_report(report: dict[str, Any]) -> None:
                 live = data[kind]["to_generation_live_ms"]
                 print(f"| {label} | {labels[kind]} | {lat['n']} | {_fmt(lat['p50'])} | "
                       f"{_fmt(lat['p95'])} | {_fmt(lat['max'])} | {_fmt(live['p50'])} |")
-    starts = report.get("starts")
-    if starts:
-        def med(key: str, digits: int = 2) -> str:
-            vals = [r[key] for r in starts if r.get(key) is not None]
+    columns = []
+    if report.get("starts"):
+        columns.append(("no TLS", report["starts"]))
+    if report.get("tls_start"):
+        tls = report["tls_start"]
+        columns.append((f"{tls['certificates_expected']:,} with TLS", [tls]))
+    if columns:
+        def med(runs: list[dict[str, Any]], key: str, digits: int = 2) -> str:
+            vals = [r[key] for r in runs if r.get(key) is not None]
             if not vals:
                 return "–"
             text = _fmt(statistics.median(vals), digits)
@@ -1340,37 +1416,41 @@ def print_report(report: dict[str, Any]) -> None:
             return text
 
         print()
-        print(f"### Start with {s['ingresses']:,} Ingresses present (median of {len(starts)}"
-              + (", min–max in brackets)" if len(starts) > 1 else ")"))
+        print(f"### Start with {s['ingresses']:,} Ingresses present (median of the starts, "
+              "min–max in brackets)")
         print()
-        print("| measurement | value |")
-        print("|---|---:|")
-        print(f"| process start → /readyz 200, s | {med('ready_s')} |")
-        print(f"| process start → first request served, s | {med('served_s')} |")
-        if report.get("small_ready_s") is not None:
-            print(f"| for comparison: start → /readyz 200 with no Ingress, s | "
-                  f"{report['small_ready_s']:.2f} |")
-        print(f"| log: start → twistd starting up, s | {med('to_twistd_s')} |")
-        print(f"| log: starting up → last informer list done, s | {med('twistd_to_listed_s')} |")
-        print(f"| log: listed → Ingresses translated and in the store, s | "
-              f"{med('listed_to_translated_s')} |")
-        print(f"| log: translated → generation 1 live (rebuild), s | "
-              f"{med('translated_to_live_s')} |")
-        print(f"| generation live → /readyz 200 seen, ms | {med('live_to_ready_ms', 1)} |")
-        first = starts[0]
-        expected = first.get("certificates_expected")
-        if expected:
-            print(f"| TLS certificates in generation 1 (of {expected:,}) | "
-                  f"{med('generation1_certificates', 0)} |")
-            print(f"| process start → all {expected:,} certificates live, s | "
-                  f"{med('all_certificates_s')} |")
-            print(f"| generations until then | {med('generations_until_certificates', 0)} |")
-        print(f"| gateway RSS after ready, MiB | {med('rss_mib', 0)} |")
-        print(f"| \"Ingress …\" warnings logged during the start | {med('warnings_logged', 0)} |")
-        requests = first.get("api_requests") or {}
-        if requests:
+        print("| measurement | " + " | ".join(f"{t} ({len(r)} start{'s' * (len(r) > 1)})"
+                                             for t, r in columns) + " |")
+        print("|---|" + "---:|" * len(columns))
+
+        def row(label: str, key: str, digits: int = 2) -> None:
+            print(f"| {label} | " + " | ".join(med(r, key, digits) for _, r in columns) + " |")
+
+        row("process start → /readyz 200, s", "ready_s")
+        row("process start → first request served, s", "served_s")
+        row("log: start → twistd starting up, s", "to_twistd_s")
+        row("log: starting up → last informer list done, s", "twistd_to_listed_s")
+        row("log: listed → Ingresses translated, reported, in the store, s",
+            "listed_to_translated_s")
+        row("log: translated → generation 1 live (rebuild), s", "translated_to_live_s")
+        row("generation 1 live → /readyz 200 seen, ms", "live_to_ready_ms", 1)
+        row("gateway RSS after ready, MiB", "rss_mib", 0)
+        row("\"Ingress …\" warnings logged", "warnings_logged", 0)
+        if report.get("tls_start"):
+            row("TLS certificates in generation 1", "generation1_certificates", 0)
+            row("process start → every certificate live, s", "all_certificates_s")
+            row("certificates live at the end of the wait", "certificates_at_end", 0)
+            row("… in generation number", "last_generation", 0)
+            row("… live at, s after process start", "last_generation_s")
+            row("Secret GETs that failed (logged)", "fetch_failures_logged", 0)
+        print()
+        for title, runs in columns:
+            requests = runs[0].get("api_requests") or {}
             text = ", ".join(f"{k} {v:,}" for k, v in sorted(requests.items()))
-            print(f"| API server requests during the first start | {text} |")
+            print(f"API server requests during the first start, {title}: {text}")
+        if report.get("small_ready_s") is not None:
+            print(f"For comparison: start → /readyz 200 with no Ingress: "
+                  f"{report['small_ready_s']:.2f} s.")
     for title, key in (("cProfile, one change (part 1)", "swap_profile"),
                        ("py-spy, changes on the large gateway", "live_profile")):
         lines = report.get(key)
@@ -1414,8 +1494,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="seconds a gateway may take to be ready with the Ingresses")
     parser.add_argument("--time-limit", type=float, default=1200.0,
                         help="seconds the whole run may take")
-    parser.add_argument("--skip", choices=("swap", "live"), action="append", default=[],
-                        help="leave out part 1 (swap) or part 2 (live)")
+    parser.add_argument("--cert-timeout", type=float, default=45.0,
+                        help="seconds to wait, after the start with TLS Ingresses, for every "
+                             "certificate to be live (default 45: past the API client's 30 s "
+                             "request timeout)")
+    parser.add_argument("--skip", choices=("swap", "live", "tls-start"), action="append",
+                        default=[], help="leave out part 1 (swap), part 2 (live) or part 2's "
+                                         "start with TLS Ingresses (tls-start)")
     parser.add_argument("--profile", action="store_true",
                         help="also profile (not part of the figures): cProfile of the "
                              "one-change case, py-spy attached to the large gateway during "
@@ -1470,20 +1555,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{report['environment']['cpu_count']} CPUs; source {SOURCE_DIR}", flush=True)
 
     if "swap" not in args.skip:
-        print(f"[swap] translate and swap in process: {args.ingresses:,} Ingresses, "
-              f"{args.repeat} repeats", flush=True)
-        profile_out = (args.out_dir / f"ingress-{args.stamp}-change.cprofile"
-                       if args.profile else None)
-        try:
-            swap = measure_swap(args.ingresses, args.repeat, args.tls_share, profile_out)
-        except BenchError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        report["swap_profile"] = swap.pop("profile")
-        report["swap"] = swap
-        import gc
+        shares = [0.0] + ([args.tls_share] if args.tls_share > 0 else [])
+        report["swap"] = []
+        for share in shares:
+            print(f"[swap] translate and swap in process: {args.ingresses:,} Ingresses, "
+                  f"{share:.0%} with TLS, {args.repeat} repeats", flush=True)
+            profile_out = (args.out_dir / f"ingress-{args.stamp}-change-tls{share:g}.cprofile"
+                           if args.profile else None)
+            try:
+                swap = measure_swap(args.ingresses, args.repeat, share, profile_out)
+            except BenchError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 1
+            report.setdefault("swap_profile", []).extend(
+                [f"--- {share:.0%} with TLS ---", *swap.pop("profile")]
+                if profile_out is not None else [])
+            report["swap"].append(swap)
+            import gc
 
-        gc.collect()
+            gc.collect()
 
     failed: list[BaseException] = []
     if "live" not in args.skip:
@@ -1516,13 +1606,15 @@ def run_reactor_part(args: argparse.Namespace, report: dict[str, Any],
     workdir = Path(tempfile.mkdtemp(prefix="apimgw-ingress-bench-"))
     server = FakeKubeServer(reactor=reactor, bookmark_interval=5.0)
     failed: list[BaseException] = []
+    finished = threading.Event()
 
     def measure() -> None:
         try:
             run_live(args, procs, workdir, server, reactor, report)
-        except BaseException as e:  # reported by main
+        except BaseException as e:  # noqa: BLE001 (reported by main, after the reactor)
             failed.append(e)
         finally:
+            finished.set()
             reactor.callFromThread(stop)  # type: ignore[attr-defined]
 
     def stop() -> None:
@@ -1551,8 +1643,9 @@ def run_reactor_part(args: argparse.Namespace, report: dict[str, Any],
             print(f"temporary files kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    if not failed and "changes_small" not in report and args.iterations:
-        failed.append(BenchError("interrupted"))
+    if not failed and not finished.is_set():
+        failed.append(BenchError("interrupted (a signal stopped the reactor): the figures "
+                                 "above are incomplete"))
     return failed
 
 
