@@ -286,7 +286,9 @@ def translate(
     routes: list[RouteEntry] = []
     shadowed: list[Shadowing] = []
     for key in sorted(candidates):
-        ranked = sorted(candidates[key], key=_precedence)
+        ranked = candidates[key]
+        if len(ranked) > 1:
+            ranked = sorted(ranked, key=_precedence)
         winner = ranked[0]
         losers = tuple(e.origin for e in ranked[1:])
         if losers:
