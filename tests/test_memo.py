@@ -93,3 +93,27 @@ class MemoizedTranslationTests(SynchronousTestCase):
         match = generation.table.lookup("any", "/moved/items/7", "GET")
         assert match is not None
         self.assertEqual(match.params, {"id": "7"})
+
+    def test_certificates_memoized_but_expiry_checked_every_build(self) -> None:
+        """A memoized certificate is still refused once it has expired at the build's time."""
+        import time
+
+        from gateway.model import Certificate
+        from gateway.testing.certs import self_signed
+
+        issued = self_signed("a.example.com", not_after=time.time() + 3600)
+        cert = SourceObject(
+            ObjectRef("file", "certificate", "a"),
+            1.0,
+            Certificate(("a.example.com",), issued.chain_pem, issued.key_pem),
+        )
+        memo = BuildMemo()
+        now = time.time()
+        fresh = translate([cert], now=now, memo=memo)
+        memo.rotate()
+        self.assertEqual(fresh, translate([cert], now=now))
+        self.assertEqual(len(fresh.certificates), 1)
+        later = translate([cert], now=now + 7200, memo=memo)
+        self.assertEqual(later, translate([cert], now=now + 7200))
+        self.assertEqual(later.certificates, ())
+        self.assertIn("expired", later.problems[0].message)

@@ -62,7 +62,7 @@ class Store:
             held = old.get(obj.ref)
             # An unchanged object stays the *same* object, so builds can
             # reuse what they derived from it (gateway.memo).
-            new[obj.ref] = held if held is not None and held == obj else obj
+            new[obj.ref] = held if held is not None and (held is obj or held == obj) else obj
         if old == new:
             return
         for ref in old:

@@ -225,6 +225,15 @@ def _valid(name: str, normalize_host: Callable[[str], str] | None) -> bool:
         return False
 
 
+def check_expiry(entry: CertificateEntry, now: float | None) -> None:
+    """
+    :raises InvalidCertificate: the leaf has expired at ``now`` (the same
+        check :func:`certificate_entry` makes, for an entry validated before).
+    """
+    if now is not None and entry.not_after <= now:
+        raise InvalidCertificate(f"the certificate expired on {_utc(entry.not_after)}")
+
+
 def keep_previous(
     previous: CertificateEntry | None, now: float | None
 ) -> CertificateEntry | None:

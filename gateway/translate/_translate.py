@@ -21,6 +21,7 @@ from gateway.model import Api, Certificate, ObjectRef, RouteSet, SourceObject
 from ._certificates import (
     InvalidCertificate,
     certificate_entry,
+    check_expiry,
     keep_previous,
     resolve_certificates,
 )
@@ -271,7 +272,7 @@ def translate(
     for obj in sorted(objects, key=lambda o: o.ref):
         body = obj.body
         if isinstance(body, Certificate):
-            _certificate(obj, body, now, last_valid.get(obj.ref), certificates, problems)
+            _certificate(obj, body, now, last_valid.get(obj.ref), certificates, problems, memo)
             continue
         try:
             entries, object_problems = _memoized_entries(obj, memo)
@@ -311,12 +312,28 @@ def _certificate(
     last_valid: CertificateEntry | None,
     certificates: list[CertificateEntry],
     problems: list[Problem],
+    memo: BuildMemo | None = None,
 ) -> None:
-    """Validate one certificate object into ``certificates`` and ``problems``."""
+    """
+    Validate one certificate object into ``certificates`` and ``problems``.
+    Parsing and checking a certificate depends on the object alone and is
+    memoized; only the expiry is checked against ``now`` on every build.
+    """
+
+    def validate() -> tuple[CertificateEntry, list[Problem]] | InvalidCertificate:
+        try:
+            return certificate_entry(
+                obj.ref, body, modified=obj.modified, normalize_host=normalize_host
+            )
+        except InvalidCertificate as e:
+            return e
+
     try:
-        entry, host_problems = certificate_entry(
-            obj.ref, body, modified=obj.modified, now=now, normalize_host=normalize_host
-        )
+        result = validate() if memo is None else memo.get_for(obj, "certificate", validate)
+        if isinstance(result, InvalidCertificate):
+            raise result
+        entry, host_problems = result
+        check_expiry(entry, now)
     except InvalidCertificate as e:
         kept = keep_previous(last_valid, now)
         if kept is None:
