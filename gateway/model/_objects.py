@@ -33,9 +33,22 @@ class ObjectRef:
     source: str
     kind: str
     name: str
+    #: The hash, computed once: refs are dict keys in every build.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.source, self.kind, self.name)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     def __str__(self) -> str:
         return f"{self.source}:{self.kind}/{self.name}"
+
+    @property
+    def order(self) -> tuple[str, str, str]:
+        """The sort key (what ``<`` compares), for ``sorted(key=...)``."""
+        return (self.source, self.kind, self.name)
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,7 +73,12 @@ class Store:
     def objects(self, source: str | None = None) -> tuple[SourceObject, ...]:
         """A snapshot of the held objects (of one source, or all), sorted by ref."""
         return tuple(
-            obj
-            for ref, obj in sorted(self._objects.items())
-            if source is None or ref.source == source
+            sorted(
+                (obj for ref, obj in self._objects.items() if source is None or ref.source == source),
+                key=_order,
+            )
         )
+
+
+def _order(obj: SourceObject) -> tuple[str, str, str]:
+    return obj.ref.order

@@ -269,7 +269,7 @@ def translate(
     candidates: dict[tuple[str, str, str], list[RouteEntry]] = {}
     certificates: list[CertificateEntry] = []
     last_valid = {c.ref: c for c in previous.certificates} if previous is not None else {}
-    for obj in sorted(objects, key=lambda o: o.ref):
+    for obj in sorted(objects, key=lambda o: o.ref.order):
         body = obj.body
         if isinstance(body, Certificate):
             _certificate(obj, body, now, last_valid.get(obj.ref), certificates, problems, memo)
