@@ -156,7 +156,32 @@ class CertificateExpiry:
         yield family
 
 
-class CloudStatus:
+class _SourceCollector:
+    """
+    A collector reading one source's status attributes at scrape time, so
+    sources need no metrics types; nothing is exported until
+    :meth:`attach` names the source.
+    """
+
+    def __init__(self) -> None:
+        self._source: Any = None
+
+    def attach(self, source: Any) -> None:
+        """Report on ``source`` from now on."""
+        self._source = source
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        if self._source is not None:
+            yield from self.collect_from(self._source)
+
+    def collect_from(self, source: Any) -> Iterator[Metric]:
+        raise NotImplementedError
+
+
+class CloudStatus(_SourceCollector):
     """
     The cloud source's state, read at scrape time from the source's status
     attributes (``token_expiry``, ``auth_failures``, ``revision``,
@@ -176,20 +201,10 @@ class CloudStatus:
     """
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
         self._clock = clock
-        self._source: Any = None
 
-    def attach(self, source: Any) -> None:
-        """Report on ``source`` (a :class:`gateway.sources.cloud.CloudSource`)."""
-        self._source = source
-
-    def describe(self) -> list[Metric]:
-        return []
-
-    def collect(self) -> Iterator[Metric]:
-        source = self._source
-        if source is None:
-            return
+    def collect_from(self, source: Any) -> Iterator[Metric]:
         expiry = GaugeMetricFamily(
             "apimgw_cloud_token_expiry_seconds",
             "Seconds until the configuration service token expires (negative: expired).",
@@ -221,7 +236,7 @@ class CloudStatus:
         )
 
 
-class IngressSourceStatus:
+class IngressSourceStatus(_SourceCollector):
     """
     The Kubernetes Ingress source's state, read at scrape time (nothing is
     exported while no Ingress source is attached):
@@ -240,20 +255,7 @@ class IngressSourceStatus:
       failures an unreachable or refusing API server.
     """
 
-    def __init__(self) -> None:
-        self._source: Any = None
-
-    def attach(self, source: Any) -> None:
-        """Report on ``source`` (a :class:`gateway.sources.ingress.IngressSource`)."""
-        self._source = source
-
-    def describe(self) -> list[Metric]:
-        return []
-
-    def collect(self) -> Iterator[Metric]:
-        source = self._source
-        if source is None:
-            return
+    def collect_from(self, source: Any) -> Iterator[Metric]:
         translation = source.translation
         yield GaugeMetricFamily(
             "apimgw_ingress_served",
