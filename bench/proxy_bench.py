@@ -26,16 +26,13 @@ Run: python bench/proxy_bench.py [--duration 10] [--connections 50]
 from __future__ import annotations
 
 import argparse
-import datetime
 import http.client
-import json
 import os
 import platform
 import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,9 +42,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_DIR = BENCH_DIR.parent
-LOCALHOST = "127.0.0.1"
+from _common import (
+    BENCH_DIR,
+    LOCALHOST,
+    REPO_DIR,
+    BenchError,
+    Processes,
+    cpu_busy,
+    free_port,
+    remove_workdir,
+    save_report,
+    tail,
+    timestamp,
+    twisted_version,
+)
+
 STATUS_PATH = "/status-0123456789abcdef"
 
 CASES = ("backend", "nginx", "stock", "apimgw-none", "apimgw-text")
@@ -72,12 +81,6 @@ def _body(size: int = 100) -> str:
 
 
 BODY = _body()
-
-
-class BenchError(Exception):
-    """
-    A case could not be run; the message says why.
-    """
 
 
 @dataclass
@@ -110,56 +113,8 @@ class CaseResult:
 
 # --- processes -------------------------------------------------------------
 
-
-class Processes:
-    """
-    Every process this script starts, so that each is stopped by its own
-    PID: SIGTERM, then SIGKILL after ``stop_timeout`` seconds.
-    """
-
-    def __init__(self, stop_timeout: float = 5.0) -> None:
-        self._running: list[subprocess.Popen[bytes]] = []
-        self.stop_timeout = stop_timeout
-
-    def start(
-        self,
-        argv: Sequence[str],
-        env: dict[str, str] | None = None,
-        stdout: IO[bytes] | int | None = None,
-        stderr: IO[bytes] | int | None = None,
-        cwd: Path | None = None,
-    ) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            list(argv),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=stderr,
-            cwd=cwd,
-        )
-        self._running.append(proc)
-        return proc
-
-    def stop(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            try:
-                os.kill(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                print(f"  pid {proc.pid} still running after SIGTERM; SIGKILL", flush=True)
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
-            except ProcessLookupError:
-                pass
-        if proc in self._running:
-            self._running.remove(proc)
-
-    def stop_all(self) -> None:
-        for proc in reversed(list(self._running)):
-            try:
-                self.stop(proc)
-            except (OSError, subprocess.SubprocessError) as e:  # stop the others too
-                print(f"  could not stop pid {proc.pid}: {e}", file=sys.stderr)
+#: Seconds a stopped process gets between SIGTERM and SIGKILL.
+STOP_TIMEOUT = 5.0
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -234,45 +189,6 @@ def pinned(argv: Sequence[str], cpu: int | None) -> list[str]:
     return [taskset, "-c", str(cpu), *argv]
 
 
-def _cpu_times() -> tuple[int, int] | None:
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return sum(fields[:8]), idle
-
-
-def _cpu_busy(interval: float = 0.5) -> float | None:
-    """
-    The share of all CPUs busy during ``interval`` seconds, while none of
-    this script's load runs: other work on the machine that would skew the
-    figures. (The load average would count this script's previous case.)
-    """
-    before = _cpu_times()
-    time.sleep(interval)
-    after = _cpu_times()
-    if before is None or after is None or after[0] == before[0]:
-        return None
-    total, idle = after[0] - before[0], after[1] - before[1]
-    return round(1.0 - idle / total, 3)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOCALHOST, 0))
-        return s.getsockname()[1]
-
-
-def _tail(path: Path, limit: int = 2000) -> str:
-    try:
-        data = path.read_bytes()[-limit:]
-    except OSError:
-        return ""
-    return data.decode("utf-8", "replace").strip()
-
-
 def wait_ready(
     proc: subprocess.Popen[bytes],
     port: int,
@@ -290,7 +206,7 @@ def wait_ready(
     checks.append(("/", BODY.encode()))
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            detail = f"\n{_tail(log)}" if log else ""
+            detail = f"\n{tail(log)}" if log else ""
             raise BenchError(f"exited with status {proc.returncode} before answering{detail}")
         try:
             for path, body in checks:
@@ -309,7 +225,7 @@ def wait_ready(
         except (OSError, http.client.HTTPException, BenchError) as e:
             last = str(e) or type(e).__name__
         time.sleep(0.1)
-    detail = f"\n{_tail(log)}" if log else ""
+    detail = f"\n{tail(log)}" if log else ""
     raise BenchError(f"not answering after {timeout:.0f} s (last: {last}){detail}")
 
 
@@ -537,7 +453,7 @@ def profile_case(
     try:
         time.sleep(1.0)
         if spy.poll() is not None:
-            print(f"  --profile: py-spy could not attach, skipped: {_tail(log, 400)}", flush=True)
+            print(f"  --profile: py-spy could not attach, skipped: {tail(log, 400)}", flush=True)
             return None
         wrk.run(port, seconds)
         spy.wait(timeout=seconds + 30)
@@ -547,7 +463,7 @@ def profile_case(
     finally:
         procs.stop(spy)
     if not out.exists():
-        print(f"  --profile: py-spy wrote nothing: {_tail(log, 400)}", flush=True)
+        print(f"  --profile: py-spy wrote nothing: {tail(log, 400)}", flush=True)
         return None
     log.unlink(missing_ok=True)
     print(f"  profile: {out}", flush=True)
@@ -709,7 +625,7 @@ def run_case(
     """
     result = CaseResult(name=name, label=LABELS[name])
     print(f"[{name}] {LABELS[name]}", flush=True)
-    result.cpu_busy_before = busy = _cpu_busy()
+    result.cpu_busy_before = busy = cpu_busy()
     if busy is not None and busy > 0.1:
         print(
             f"  warning: the CPUs are {busy:.0%} busy with other work before this case; "
@@ -841,18 +757,12 @@ def _version(argv: list[str]) -> str:
 
 
 def environment(nginx: str, wrk: str) -> dict[str, Any]:
-    try:
-        import twisted
-
-        twisted_version = twisted.__version__
-    except ImportError:
-        twisted_version = "not installed"
     revision = _version(["git", "-C", str(REPO_DIR), "rev-parse", "HEAD"])
     return {
         "cpu_count": os.cpu_count(),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "twisted": twisted_version,
+        "twisted": twisted_version(),
         "nginx": _version([nginx, "-v"]),
         "wrk": _version([wrk, "-v"]),
         "revision": revision,
@@ -913,7 +823,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads > args.connections or min(args.duration, args.threads, args.repeat) < 1:
         parser.error("need --duration >= 1, --repeat >= 1 and 1 <= --threads <= --connections")
 
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    stamp = timestamp()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     settings = Settings(
         duration=args.duration,
@@ -928,7 +838,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stamp=stamp,
     )
     signal.signal(signal.SIGTERM, _on_sigterm)
-    procs = Processes()
+    procs = Processes(stop_timeout=STOP_TIMEOUT)
     workdir = Path(tempfile.mkdtemp(prefix="apimgw-bench-"))
     os.chmod(workdir, 0o755)
     results: dict[str, CaseResult] = {}
@@ -953,7 +863,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 proxy_cpu,
             )
             if backend.poll() is not None:
-                raise BenchError(f"the backend exited:\n{_tail(backend_log)}")
+                raise BenchError(f"the backend exited:\n{tail(backend_log)}")
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -962,10 +872,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
     finally:
         procs.stop_all()
-        if args.keep_temp:
-            print(f"temporary files kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        remove_workdir(workdir, args.keep_temp)
 
     wrk_cmd = shlex.join(["wrk", f"-t{args.threads}", f"-c{args.connections}",
                           f"-d{args.duration}s", "--latency", f"http://{LOCALHOST}:PORT/"])
@@ -991,8 +898,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ratios": ratios(results),
         "elapsed_s": round(time.monotonic() - started, 1),
     }
-    out = args.out_dir / f"proxy-{stamp}.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = save_report(args.out_dir, "proxy", stamp, report)
     print(f"\nresults: {out} ({report['elapsed_s']} s)")
     return 1 if any(r.error for r in results.values()) else 0
 

@@ -72,6 +72,9 @@ class Api:
     An API with no operations accepts every method and path below its
     ``path``; with operations, only the listed method + template pairs match
     and anything else is answered 404.
+
+    ``protocols`` are the schemes it is served on (``http``, ``https``); a
+    request on another one is answered 404, as APIM does.
     """
 
     name: str
@@ -81,6 +84,7 @@ class Api:
     subscription_required: bool = False
     operations: tuple[Operation, ...] = ()
     display_name: str = ""
+    protocols: tuple[str, ...] = ("http", "https")
 
 
 @dataclass(frozen=True, slots=True)

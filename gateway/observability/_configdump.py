@@ -49,6 +49,8 @@ def describe_generation(generation: Any) -> dict[str, Any]:
             route["preserveHost"] = True
         if entry.https_redirect:
             route["httpsRedirect"] = True
+        if entry.schemes is not None:
+            route["protocols"] = sorted(s.decode() for s in entry.schemes)
         if entry.endpoints is not None:
             route["endpoints"] = [b.url for b in entry.endpoints.backends]
         routes.append(route)

@@ -172,6 +172,8 @@ class ProxyResource(Resource):
         if match is None:
             return self._answer(request, started, 404, _NOT_FOUND, "-")
         entry = match.entry
+        if entry.schemes is not None and self._scheme not in entry.schemes:
+            return self._answer(request, started, 404, _NOT_FOUND, entry.label)
         if entry.https_redirect and self._redirects:
             return self._redirect_to_https(request, started, host, path, query, entry.label)
         body = request.content

@@ -63,6 +63,7 @@ _API_KEYS = (
     "hostnames",
     "subscriptionRequired",
     "operations",
+    "protocols",
 )
 _OPERATION_KEYS = ("name", "method", "urlTemplate")
 _ROUTE_KEYS = ("host", "path", "pathType", "backend", "preserveHost", "httpsRedirect")
@@ -282,6 +283,7 @@ def _api(node: Node, where: str) -> Api:
         subscription_required=mapping.boolean("subscriptionRequired", False),
         operations=tuple(operations),
         display_name=mapping.optional_string("displayName") or "",
+        protocols=tuple(mapping.items("protocols", _string)) or ("http", "https"),
     )
 
 

@@ -643,6 +643,7 @@ class CloudSource(Service):
                 subscription_required=bool(raw.get("subscriptionRequired", False)),
                 operations=operations,
                 display_name=str(raw.get("displayName") or ""),
+                protocols=tuple(str(p) for p in raw.get("protocols") or ("http", "https")),
             )
         except (KeyError, TypeError, AttributeError) as e:
             self._log.error(

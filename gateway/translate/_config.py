@@ -86,6 +86,9 @@ class RouteEntry:
     :ivar label: a short, stable name for metrics and logs.
     :ivar https_redirect: a plain-HTTP request is answered with a 308
         redirect to the same URL on HTTPS instead of being forwarded.
+    :ivar schemes: ``None``: served on every listener; else the request
+        schemes (``b"http"``, ``b"https"``) it is served on, others get 404
+        (an API's ``protocols``).
     :ivar endpoints: ``None``: connect to ``backend``. Otherwise an
         :class:`~gateway.translate._endpoints.Endpoints` the proxy balances
         over (``backend`` still gives the ``Host`` header and the label).
@@ -104,6 +107,7 @@ class RouteEntry:
     shadows: tuple[ObjectRef, ...] = ()
     https_redirect: bool = False
     endpoints: Any = None
+    schemes: frozenset[bytes] | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:

@@ -143,6 +143,10 @@ def _api_entries(ref: ObjectRef, modified: float, api: Api) -> list[RouteEntry]:
             ops.append(OperationSpec(op.name, method, op.url_template, segments))
         operations = tuple(ops)
     hosts = sorted({normalize_host(h) for h in api.hostnames}) or [""]
+    protocols = {p.strip().lower() for p in api.protocols}
+    if not protocols or not protocols <= {"http", "https"}:
+        raise InvalidObject(f"protocols must be http and/or https, not {list(api.protocols)!r}")
+    schemes = None if protocols == {"http", "https"} else frozenset(p.encode() for p in protocols)
     return [
         RouteEntry(
             host=host,
@@ -154,6 +158,7 @@ def _api_entries(ref: ObjectRef, modified: float, api: Api) -> list[RouteEntry]:
             modified=modified,
             label=f"api:{api.name}",
             operations=operations,
+            schemes=schemes,
         )
         for host in hosts
     ]

@@ -91,6 +91,12 @@ class CloudGatewayTests(ServiceTestCase):
     def get(self, path: str) -> Any:
         return deferToThread(request_sync, self.port, "GET", path)
 
+    def admin_config(self) -> Any:
+        """The gateway's effective configuration (admin ``/config``)."""
+        return deferToThread(request_sync, self.admin_port, "GET", "/config").addCallback(
+            lambda r: r.json()
+        )
+
     def served_by(self, path: str, backend: str) -> Any:
         @inlineCallbacks
         def check() -> Any:
@@ -122,11 +128,24 @@ class CloudGatewayTests(ServiceTestCase):
         yield self.ok("PUT", "/apis/users",
                       {"path": "users", "serviceUrl": self.backends["other-backend"] + "/v2"})
         yield self.served_by("/users/42", "other-backend")
+        # protocols reach the gateway: an https-only API is not served on the
+        # plain-HTTP listener.
+        yield self.ok("PUT", "/apis/users",
+                      {"path": "users", "serviceUrl": self.backends["other-backend"] + "/v2",
+                       "protocols": ["https"]})
+
+        @inlineCallbacks
+        def https_only() -> Any:
+            route = [r for r in (yield self.admin_config())["routes"] if r["path"] == "/users"]
+            return route and route[0].get("protocols") == ["https"]
+
+        yield self.wait_for(https_only)
+        self.assertEqual((yield self.get("/users/42")).status, 404)
         yield self.ok("DELETE", "/apis/users")
 
         @inlineCallbacks
         def gone() -> Any:
-            return (yield self.get("/users/42")).status == 404
+            return not [r for r in (yield self.admin_config())["routes"] if r["path"] == "/users"]
 
         yield self.wait_for(gone)
 

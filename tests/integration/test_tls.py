@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
-from gateway.model import Certificate, Route, RouteSet
+from gateway.model import Api, Certificate, Route, RouteSet
 from gateway.testing.certs import CertificateAuthority, IssuedCertificate, private_key_pem
 
 from .harness import GatewayTestCase, request_sync
@@ -256,6 +256,22 @@ class ProtocolTests(TLSTestCase):
         self.addCleanup(session.close)
         r = yield deferToThread(session.request, "GET", "/secure/a?b=c", "www.example.com")
         self.assertEqual((r.status, r.json()["path"]), (200, "/secure/a"))
+
+    @inlineCallbacks
+    def test_api_protocols(self) -> Any:
+        """An API served on https only answers 404 over plain HTTP and 200 over HTTPS; http-only the reverse."""
+        self.memory.put("tls-only", Api("tls-only", "tls-only", self.backend_url, protocols=("https",)), 20.0)
+        self.memory.put("plain-only", Api("plain-only", "plain-only", self.backend_url, protocols=("http",)), 20.0)
+        yield self.swapped()
+        self.assertEqual((yield self.get("/tls-only/x")).status, 404)
+        self.assertEqual((yield self.get("/plain-only/x")).status, 200)
+        session = yield deferToThread(tls_connect, self.https_port, "www.example.com")
+        self.addCleanup(session.close)
+        r = yield deferToThread(session.request, "GET", "/tls-only/x", "www.example.com")
+        self.assertEqual((r.status, r.json()["path"]), (200, "/x"))
+        r = yield deferToThread(session.request, "GET", "/plain-only/x", "www.example.com")
+        self.assertEqual(r.status, 404)
+        self.assertEqual(r.json()["statusCode"], 404)
 
     @inlineCallbacks
     def test_handshake_counter_and_expiry_gauge(self) -> Any:

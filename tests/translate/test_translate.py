@@ -146,3 +146,23 @@ class MergeTests(SynchronousTestCase):
             second.upsert(o)
         self.assertEqual(translate(first.objects()), translate(second.objects()))
         self.assertEqual(translate(objects), translate(list(reversed(objects))))
+
+
+class ProtocolsTests(SynchronousTestCase):
+    def test_api_protocols_become_schemes(self) -> None:
+        """Both protocols: no restriction; one: that scheme only; anything else is a problem of the API."""
+        from gateway.model import Api, ObjectRef, SourceObject
+
+        def api(name: str, protocols: tuple[str, ...]) -> SourceObject:
+            return SourceObject(
+                ObjectRef("cloud", "api", name), 1.0, Api(name, name, "http://b:1", protocols=protocols)
+            )
+
+        config = translate(
+            [api("both", ("http", "https")), api("tls", ("HTTPS",)), api("bad", ("ftp",)), api("none", ())]
+        )
+        schemes = {e.label: e.schemes for e in config.routes}
+        self.assertEqual(schemes, {"api:both": None, "api:tls": frozenset({b"https"})})
+        self.assertEqual(
+            sorted(p.ref.name for p in config.problems if "protocols" in p.message), ["bad", "none"]
+        )
