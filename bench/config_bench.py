@@ -31,8 +31,9 @@ operations): the service is populated through the management REST API
 endpoint is timed alone (GET with the gateway's token), and ``--repeat``
 times a fresh gateway is started and timed from process start to /readyz
 200 and to the first request served. The gateway's own view comes from its
-log, recorded with microsecond timestamps (twistd --logger, a JSON log
-observer defined in this file; nothing in the gateway changes): the
+log, recorded with microsecond timestamps (twistd --logger
+config_bench.json_log_observer, the JSON log observer of bench/_common.py;
+nothing in the gateway changes): the
 "Applied the cloud configuration snapshot" and "Configuration generation 1
 live" lines. The median of the repeats is reported. With the last gateway
 still running, part 1's changes are repeated against the large
@@ -60,35 +61,60 @@ Run: python bench/config_bench.py [--quick] [--iterations 50] [--apis 2000]
 from __future__ import annotations
 
 import argparse
-import datetime
 import http.client
 import json
-import math
 import os
-import platform
-import shlex
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_DIR = BENCH_DIR.parent
+from _common import (
+    BENCH_DIR,
+    LOCALHOST,
+    REPO_DIR,
+    Backends,
+    BenchError,
+    Client,
+    GatewayProcess,
+    Poller,
+    Processes,
+    child_env,
+    command_line,
+    cpu_busy,
+    find_py_spy,
+    fmt,
+    free_port,
+    get_status,
+    is_404,
+    json_log_observer,  # noqa: F401  (the gateway's twistd --logger, see LOGGER)
+    machine,
+    machine_line,
+    percentile,
+    py_spy_attached,
+    remove_workdir,
+    save_report,
+    serve_backends,
+    served_by,
+    spread,
+    summarize_profile,
+    timestamp,
+    twistd_command,
+    wait_until,
+)
+
 #: Where the service and the gateway run from (--source; default this checkout).
 SOURCE_DIR = REPO_DIR
-LOCALHOST = "127.0.0.1"
 ADMIN_KEY = "config-bench-admin-key-0123456789abcdef"
-#: The environment variable naming the file json_log_observer writes to.
-LOG_ENV = "APIMGW_BENCH_JSON_LOG"
+#: The gateway's twistd --logger: _common's, imported above (bench/ is on its PYTHONPATH).
+LOGGER = "config_bench.json_log_observer"
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
 
 # Gateway log lines (their log_format prefixes) the load phases are read from.
@@ -99,31 +125,11 @@ LOG_BACKUP = "Cloud configuration backup written"
 LOG_STARTING = "twistd {version}"  # "... starting up.": services start right after
 LOG_FACTORY = "Starting factory"  # of the HTTP client: the snapshot request's connection
 CLIENT_NAMESPACE = "twisted.web.client._HTTP11ClientFactory"
+#: The frames summarize_profile counts inclusively, and how it calls them.
+PROFILED = (("(gateway/", "(json/"), "the gateway's own functions, and json")
 
 
-# --- the twistd log observer (imported by the gateway process) --------------
-
-
-def json_log_observer() -> Any:
-    """
-    A twistd ``--logger`` factory: every log event as JSON, with its
-    ``log_time`` at full precision, to the file named by $APIMGW_BENCH_JSON_LOG.
-    (twistd's text log has whole seconds.) Imported in the gateway process,
-    so this module imports nothing heavy at its top.
-    """
-    from twisted.logger import jsonFileLogObserver
-
-    return jsonFileLogObserver(open(os.environ[LOG_ENV], "a", encoding="utf-8"))
-
-
-def read_json_log(path: Path) -> list[dict[str, Any]]:
-    from twisted.logger import eventsFromJSONLogFile
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            return list(eventsFromJSONLogFile(f))
-    except OSError:
-        return []
+# --- the gateway's log ------------------------------------------------------
 
 
 def _first(events: list[dict[str, Any]], prefix: str, namespace: str | None = None,
@@ -137,158 +143,7 @@ def _first(events: list[dict[str, Any]], prefix: str, namespace: str | None = No
     return None
 
 
-# --- the backend (run as a child: --serve-backends) -------------------------
-
-
-def serve_backends(spec: str) -> int:
-    """
-    Serve ``NAME=PORT,...``: each a site answering every request with
-    ``<NAME> <request URI>``. Stops on SIGTERM (the reactor's handler).
-    """
-    from twisted.internet import reactor
-    from twisted.web.resource import Resource
-    from twisted.web.server import Site
-
-    class Named(Resource):
-        isLeaf = True
-
-        def __init__(self, name: str) -> None:
-            super().__init__()
-            self.name = name.encode()
-
-        def render(self, request: Any) -> bytes:
-            request.setHeader(b"content-type", b"text/plain")
-            return self.name + b" " + request.uri
-
-    for item in spec.split(","):
-        name, port = item.split("=")
-        site = Site(Named(name))
-        site.log = lambda request: None  # type: ignore[method-assign]
-        reactor.listenTCP(int(port), site, interface=LOCALHOST)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
-    return 0
-
-
-# --- processes --------------------------------------------------------------
-
-
-class BenchError(Exception):
-    """The run cannot go on; the message says why."""
-
-
-class Processes:
-    """
-    Every process this script starts, each stopped by its own PID: SIGTERM,
-    then SIGKILL after ``stop_timeout`` seconds.
-    """
-
-    def __init__(self, stop_timeout: float = 10.0) -> None:
-        self._running: list[subprocess.Popen[bytes]] = []
-        self.stop_timeout = stop_timeout
-
-    def start(self, argv: Sequence[str], env: dict[str, str] | None = None,
-              stdout: IO[bytes] | int | None = None,
-              stderr: IO[bytes] | int | None = None) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(list(argv), env=env, cwd=SOURCE_DIR, stdin=subprocess.DEVNULL,
-                                stdout=stdout, stderr=stderr)
-        self._running.append(proc)
-        return proc
-
-    def stop(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            try:
-                os.kill(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                print(f"  pid {proc.pid} still running after SIGTERM; SIGKILL", flush=True)
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
-            except ProcessLookupError:
-                pass
-        if proc in self._running:
-            self._running.remove(proc)
-
-    def stop_all(self) -> None:
-        for proc in reversed(list(self._running)):
-            try:
-                self.stop(proc)
-            except (OSError, subprocess.SubprocessError) as e:
-                print(f"  could not stop pid {proc.pid}: {e}", file=sys.stderr)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOCALHOST, 0))
-        return s.getsockname()[1]
-
-
-def _tail(path: Path, limit: int = 3000) -> str:
-    try:
-        return path.read_bytes()[-limit:].decode("utf-8", "replace").strip()
-    except OSError:
-        return ""
-
-
-def _twistd() -> list[str]:
-    twistd = Path(sys.executable).parent / "twistd"
-    if twistd.exists():
-        return [str(twistd)]
-    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-
-
-def _child_env(**extra: str) -> dict[str, str]:
-    """
-    This environment without any gateway setting (so only what the script
-    sets applies), the checkout and bench/ first on PYTHONPATH.
-    """
-    prefixes = ("CONFIG_", "GATEWAY_", "K8S_", "TELEMETRY_", "NET_")
-    env = {k: v for k, v in os.environ.items()
-           if not k.upper().replace(".", "_").startswith(prefixes)}
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(SOURCE_DIR), str(BENCH_DIR), os.environ.get("PYTHONPATH", "")) if p
-    )
-    env.update(extra)
-    return env
-
-
 # --- HTTP -------------------------------------------------------------------
-
-
-class Client:
-    """One keep-alive HTTP/1.1 connection to 127.0.0.1:port (reopened when it breaks)."""
-
-    def __init__(self, port: int, headers: dict[str, str] | None = None,
-                 timeout: float = 30.0) -> None:
-        self.port = port
-        self.headers = headers or {}
-        self.timeout = timeout
-        self._conn: http.client.HTTPConnection | None = None
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def request(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
-        data = None if body is None else json.dumps(body).encode()
-        headers = dict(self.headers)
-        if data is not None:
-            headers["Content-Type"] = "application/json"
-        for attempt in (1, 2):
-            if self._conn is None:
-                self._conn = http.client.HTTPConnection(LOCALHOST, self.port, timeout=self.timeout)
-            try:
-                self._conn.request(method, path, body=data, headers=headers)
-                response = self._conn.getresponse()
-                payload = response.read()
-                if response.will_close:
-                    self.close()
-                return response.status, payload
-            except (OSError, http.client.HTTPException):
-                self.close()
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
 
 
 class Management(Client):
@@ -304,37 +159,6 @@ class Management(Client):
         return json.loads(payload) if payload.strip() else None
 
 
-def wait_until(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.05,
-               proc: subprocess.Popen[bytes] | None = None, log: Path | None = None) -> float:
-    """Poll ``check()`` until true; returns time.monotonic() then. Fails after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: str = "no answer"
-    while True:
-        if proc is not None and proc.poll() is not None:
-            detail = f"\n{_tail(log)}" if log else ""
-            raise BenchError(f"{what}: the process exited with status {proc.returncode}{detail}")
-        try:
-            if check():
-                return time.monotonic()
-        except (OSError, http.client.HTTPException) as e:
-            last = str(e) or type(e).__name__
-        if time.monotonic() > deadline:
-            detail = f"\n{_tail(log)}" if log else ""
-            raise BenchError(f"{what}: not within {timeout:g} s (last: {last}){detail}")
-        time.sleep(interval)
-
-
-def _get_status(port: int, path: str) -> int:
-    conn = http.client.HTTPConnection(LOCALHOST, port, timeout=2)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    finally:
-        conn.close()
-
-
 # --- the service, the backends, the gateway ---------------------------------
 
 
@@ -347,18 +171,19 @@ class Service:
         self.port = free_port()
         self.management_port = free_port()
         self.argv = [
-            *_twistd(), "-n", "--pidfile=", "--logfile", str(self.log), "apimgw-config",
+            *twistd_command(), "-n", "--pidfile=", "--logfile", str(self.log), "apimgw-config",
             "--db", str(self.db),
             "--listen", f"tcp:{self.port}:interface={LOCALHOST}",
             "--management", f"tcp:{self.management_port}:interface={LOCALHOST}",
         ]
         with open(workdir / "config-service.out", "wb") as out:
-            self.proc = procs.start(self.argv, env=_child_env(APIMGW_CONFIG_ADMIN_KEY=ADMIN_KEY),
-                                    stdout=out, stderr=subprocess.STDOUT)
+            self.proc = procs.start(
+                self.argv, env=child_env(SOURCE_DIR, APIMGW_CONFIG_ADMIN_KEY=ADMIN_KEY),
+                stdout=out, stderr=subprocess.STDOUT)
         wait_until(
             "the configuration service",
-            lambda: _get_status(self.management_port, "/") == 401
-            and _get_status(self.port, "/") == 404,
+            lambda: get_status(self.management_port, "/") == 401
+            and get_status(self.port, "/") == 404,
             args.ready_timeout, proc=self.proc, log=self.log,
         )
 
@@ -367,78 +192,40 @@ class Service:
         done = subprocess.run(
             [sys.executable, "-m", "configservice", "token", "--gateway", gateway,
              "--expiry", "1d", "--db", str(self.db)],
-            cwd=SOURCE_DIR, env=_child_env(), capture_output=True, timeout=60, check=False,
+            cwd=SOURCE_DIR, env=child_env(SOURCE_DIR), capture_output=True, timeout=60,
+            check=False,
         )
         if done.returncode != 0:
             raise BenchError(f"token command failed: {done.stderr.decode(errors='replace')}")
         return done.stdout.decode().strip()
 
 
-class Backends:
-    """Backend A and backend B, one child process."""
-
-    def __init__(self, procs: Processes, workdir: Path) -> None:
-        self.ports = {"A": free_port(), "B": free_port()}
-        spec = ",".join(f"{k}={v}" for k, v in self.ports.items())
-        log = workdir / "backends.log"
-        with open(log, "wb") as out:
-            self.proc = procs.start(
-                [sys.executable, str(Path(__file__).resolve()), "--serve-backends", spec],
-                env=_child_env(), stdout=out, stderr=subprocess.STDOUT,
-            )
-        for port in self.ports.values():
-            wait_until("the backends", lambda p=port: _get_status(p, "/") == 200, 20,
-                       proc=self.proc, log=log)
-
-    def url(self, name: str) -> str:
-        return f"http://{LOCALHOST}:{self.ports[name]}"
-
-
-class Gateway:
+class Gateway(GatewayProcess):
     """
-    ``twistd -n apimgw`` with the cloud source only, its log as JSON lines
-    (microsecond times). ``started`` is time.time() and ``started_mono``
-    time.monotonic() just before the process was created.
+    ``twistd -n apimgw`` with the cloud source only (see GatewayProcess),
+    a backup directory of its own; with ``profile_out``, run under py-spy
+    (then ``pid`` is the gateway's, py-spy's child).
     """
 
     def __init__(self, procs: Processes, workdir: Path, name: str, service: Service,
                  token: str, profile_out: Path | None = None) -> None:
-        self.procs = procs
-        self.http_port, self.https_port, self.admin_port = free_port(), free_port(), free_port()
-        self.dir = workdir / name
-        self.dir.mkdir()
+        super().__init__(procs, workdir, name)
         self.backup = self.dir / "backup"
         self.backup.mkdir()
-        self.json_log = self.dir / "gateway.json"
-        self.out = self.dir / "gateway.out"
-        self.argv = [
-            *_twistd(), "-n", "--pidfile=", "--logger", "config_bench.json_log_observer",
-            "apimgw",
-            "--http", f"tcp:{self.http_port}:interface={LOCALHOST}",
-            "--https", f"tcp:{self.https_port}:interface={LOCALHOST}",
-            "--admin", f"tcp:{self.admin_port}:interface={LOCALHOST}",
-            "--backup-path", str(self.backup),
-            "--grace", "2",
-            "--drain-delay", "0",
-        ]
-        env = _child_env(**{
-            "CONFIG_SERVICE_ENDPOINT": f"http://{LOCALHOST}:{service.port}",
-            "CONFIG_SERVICE_AUTH": token,
-            "TELEMETRY_LOGS_STD": "none",
-            LOG_ENV: str(self.json_log),
-        })
+        self.argv = self.twistd_argv(LOGGER, "--backup-path", str(self.backup))
+        env = child_env(
+            SOURCE_DIR,
+            CONFIG_SERVICE_ENDPOINT=f"http://{LOCALHOST}:{service.port}",
+            CONFIG_SERVICE_AUTH=token,
+            TELEMETRY_LOGS_STD="none",
+        )
         argv = self.argv
         self.spy: subprocess.Popen[bytes] | None = None
         self.profile_out = profile_out
-        with open(self.out, "wb") as out:
-            self.started = time.time()
-            self.started_mono = time.monotonic()
-            if profile_out is not None:
-                spy = find_py_spy()
-                argv = [spy, "record", "--rate", "250", "--format", "raw",
-                        "-o", str(profile_out), "--", *self.argv]
-            self.proc = procs.start(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
-        self.pid = self.proc.pid
+        if profile_out is not None:
+            argv = [find_py_spy(), "record", "--rate", "250", "--format", "raw",
+                    "-o", str(profile_out), "--", *self.argv]
+        self.launch(argv, env)
         if profile_out is not None:
             self.spy = self.proc
             self.pid = self._child_of(self.proc.pid)
@@ -458,22 +245,6 @@ class Gateway:
             time.sleep(0.005)
         raise BenchError("py-spy started no gateway process")
 
-    def wait_ready(self, timeout: float, interval: float = 0.005) -> float:
-        """Poll /readyz until 200; returns the monotonic time of the 200."""
-        return wait_until(
-            "gateway /readyz", lambda: _get_status(self.admin_port, "/readyz") == 200,
-            timeout, interval=interval, proc=self.proc, log=self.out,
-        )
-
-    def rss_kib(self) -> int | None:
-        try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        except OSError:
-            pass
-        return None
-
     def stop(self) -> None:
         if self.spy is not None:
             # The gateway by its PID; py-spy then writes its profile and exits.
@@ -485,58 +256,10 @@ class Gateway:
                 self.spy.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 pass
-        self.procs.stop(self.proc)
-
-    def events(self) -> list[dict[str, Any]]:
-        return read_json_log(self.json_log)
-
-
-def find_py_spy() -> str:
-    for candidate in (Path(sys.executable).parent / "py-spy", shutil.which("py-spy")):
-        if candidate and os.access(candidate, os.X_OK):
-            return str(candidate)
-    raise BenchError("--profile needs py-spy (pip install py-spy)")
+        super().stop()
 
 
 # --- part 1: change to served ----------------------------------------------
-
-
-class Poller:
-    """GET a gateway path every ``interval`` seconds until ``check(status, body)``."""
-
-    def __init__(self, port: int, interval: float, timeout: float) -> None:
-        self.client = Client(port, timeout=5.0)
-        self.interval = interval
-        self.timeout = timeout
-
-    def until(self, path: str, check: Callable[[int, bytes], bool]) -> tuple[float, int]:
-        """Returns (monotonic time of the matching answer, requests sent)."""
-        deadline = time.monotonic() + self.timeout
-        polls = 0
-        last: Any = None
-        while True:
-            polls += 1
-            try:
-                status, body = self.client.request("GET", path)
-                last = (status, body[:120])
-                if check(status, body):
-                    return time.monotonic(), polls
-            except (OSError, http.client.HTTPException) as e:
-                last = e
-            now = time.monotonic()
-            if now > deadline:
-                raise BenchError(f"GET {path}: not as expected within {self.timeout:g} s "
-                                 f"(last answer: {last!r})")
-            time.sleep(self.interval)
-
-
-def served_by(name: str) -> Callable[[int, bytes], bool]:
-    prefix = f"{name} ".encode()
-    return lambda status, body: status == 200 and body.startswith(prefix)
-
-
-def is_404(status: int, body: bytes) -> bool:
-    return status == 404
 
 
 class SteadyTraffic:
@@ -835,31 +558,6 @@ def load_once(procs: Processes, workdir: Path, run: int, service: Service, token
 # --- report -----------------------------------------------------------------
 
 
-def percentile(values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    rank = max(1, math.ceil(pct / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
-def _fmt(value: float | None, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value:,.{digits}f}"
-
-
-def _spread(values: list[float | None], scale: float = 1.0, digits: int = 2) -> str:
-    found = [v * scale for v in values if v is not None]
-    if not found:
-        return "–"
-    median = statistics.median(found)
-    if len(found) == 1:
-        return _fmt(median, digits)
-    return f"{_fmt(median, digits)} ({_fmt(min(found), digits)}–{_fmt(max(found), digits)})"
-
-
 def change_rows(label: str, results: dict[str, dict[str, list[float]]]) -> list[str]:
     rows = []
     what = {
@@ -872,9 +570,9 @@ def change_rows(label: str, results: dict[str, dict[str, list[float]]]) -> list[
             continue
         lat = data["latency_ms"]
         rows.append(
-            f"| {label} | {what[kind]} | {len(lat)} | {_fmt(percentile(lat, 50))} | "
-            f"{_fmt(percentile(lat, 95))} | {_fmt(max(lat))} | "
-            f"{_fmt(percentile(data['call_ms'], 50))} |"
+            f"| {label} | {what[kind]} | {len(lat)} | {fmt(percentile(lat, 50))} | "
+            f"{fmt(percentile(lat, 95))} | {fmt(max(lat))} | "
+            f"{fmt(percentile(data['call_ms'], 50))} |"
         )
     return rows
 
@@ -883,10 +581,7 @@ def print_report(report: dict[str, Any]) -> None:
     env = report["environment"]
     s = report["settings"]
     print()
-    busy = env.get("cpu_busy_before")
-    print(f"machine: {env['cpu_count']} CPUs ({env['cpu_model']}), Linux {env['kernel']}, "
-          f"Python {env['python']}, Twisted {env['twisted']}, revision {env['revision']}"
-          + ("" if busy is None else f"; CPUs {busy:.0%} busy with other work before the run"))
+    print(machine_line(env))
     print()
     print(f"### Change to served (poll every {s['poll_ms']:g} ms, ms from the management "
           "call's return)")
@@ -919,8 +614,8 @@ def print_report(report: dict[str, Any]) -> None:
         print("| other traffic | requests | p50 ms | p99 ms | max ms | > 100 ms | errors |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         for label, data in (("no changes", quiet), ("during the changes", during)):
-            print(f"| {label} | {data['requests']} | {_fmt(data['p50_ms'], 2)} | "
-                  f"{_fmt(data['p99_ms'], 2)} | {_fmt(data['max_ms'])} | {data['over_100ms']} | "
+            print(f"| {label} | {data['requests']} | {fmt(data['p50_ms'], 2)} | "
+                  f"{fmt(data['p99_ms'], 2)} | {fmt(data['max_ms'])} | {data['over_100ms']} | "
                   f"{data['errors']} |")
     load = report.get("load")
     if not load:
@@ -939,31 +634,31 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"| populate ({pop['method']}) | {pop['calls']:,} calls in {pop['seconds']:.1f} s "
           f"({pop['calls_per_second']:,.0f} calls/s) |")
     print(f"| snapshot endpoint alone: GET …/configuration, total ms (median of "
-          f"{snap['count']}) | {_fmt(snap['median_total_ms'])} |")
+          f"{snap['count']}) | {fmt(snap['median_total_ms'])} |")
     print(f"| snapshot endpoint: first byte ms (service's query + JSON encoding) | "
-          f"{_fmt(snap['median_first_byte_ms'])} |")
+          f"{fmt(snap['median_first_byte_ms'])} |")
     print(f"| snapshot size | {snap['bytes'] / 1e6:.2f} MB ({snap['apis']:,} APIs) |")
     print(f"| gateway start → /readyz 200, s | "
-          f"{_spread([r['ready_ms'] for r in runs], 0.001)} |")
+          f"{spread([r['ready_ms'] for r in runs], 0.001)} |")
     print(f"| gateway start → first request served, s | "
-          f"{_spread([r['first_request_ms'] for r in runs], 0.001)} |")
+          f"{spread([r['first_request_ms'] for r in runs], 0.001)} |")
     if base:
         print(f"| for comparison: start → /readyz 200 with 1 API, s | "
-              f"{_fmt(base['ready_ms'] / 1000, 2)} |")
+              f"{fmt(base['ready_ms'] / 1000, 2)} |")
     def gap(a: str, b: str) -> list[float | None]:
         return [None if r[a] is None or r[b] is None else r[b] - r[a] for r in runs]
 
     print(f"| gateway log: start → twistd starting up (interpreter, imports, service tree), s | "
-          f"{_spread([r['log_starting_ms'] for r in runs], 0.001)} |")
+          f"{spread([r['log_starting_ms'] for r in runs], 0.001)} |")
     print(f"| gateway log: starting up → snapshot applied (services start, fetch, JSON parse, "
           f"model objects, store), s | "
-          f"{_spread(gap('log_starting_ms', 'log_snapshot_applied_ms'), 0.001)} |")
+          f"{spread(gap('log_starting_ms', 'log_snapshot_applied_ms'), 0.001)} |")
     print(f"| gateway log: snapshot applied → generation 1 live (translate, route table, "
-          f"swap), s | {_spread(gap('log_snapshot_applied_ms', 'log_generation_live_ms'), 0.001)} |")
+          f"swap), s | {spread(gap('log_snapshot_applied_ms', 'log_generation_live_ms'), 0.001)} |")
     ready_after = [r["ready_ms"] - r["log_generation_live_ms"]
                    for r in runs if r["log_generation_live_ms"] is not None]
-    print(f"| generation live → /readyz 200 seen, ms | {_spread(ready_after, 1.0, 1)} |")
-    print(f"| gateway RSS after ready, MiB | {_spread([r['rss_mib'] for r in runs], 1.0, 0)} |")
+    print(f"| generation live → /readyz 200 seen, ms | {spread(ready_after, 1.0, 1)} |")
+    print(f"| gateway RSS after ready, MiB | {spread([r['rss_mib'] for r in runs], 1.0, 0)} |")
 
 
 def environment() -> dict[str, Any]:
@@ -973,14 +668,6 @@ def environment() -> dict[str, Any]:
         twisted_version = version("twisted")
     except ImportError:  # importlib.metadata.PackageNotFoundError is one
         twisted_version = "unknown"
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
 
     def git(*argv: str) -> str:
         try:
@@ -996,72 +683,7 @@ def environment() -> dict[str, Any]:
             revision += " + uncommitted changes"
     else:
         revision = f"the tree in {SOURCE_DIR} (not a git checkout)"
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_model": model,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "twisted": twisted_version,
-        "revision": revision,
-    }
-
-
-def cpu_busy(interval: float = 0.5) -> float | None:
-    """
-    The share of all CPUs busy during ``interval`` seconds before anything
-    is started: other work on the machine that would skew the figures.
-    """
-    def times() -> tuple[int, int] | None:
-        try:
-            with open("/proc/stat") as f:
-                fields = [int(x) for x in f.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        return sum(fields[:8]), fields[3] + (fields[4] if len(fields) > 4 else 0)
-
-    before = times()
-    time.sleep(interval)
-    after = times()
-    if before is None or after is None or after[0] == before[0]:
-        return None
-    return round(1.0 - (after[1] - before[1]) / (after[0] - before[0]), 3)
-
-
-def summarize_profile(path: Path, top: int = 15) -> list[str]:
-    """
-    The functions with the most samples in py-spy's raw output (collapsed
-    stacks: ``frame;frame;... count``): inclusive (the gateway's and json's
-    only, the rest is the reactor's and twistd's frames around them) and
-    self. Time in the cyclic garbage collector shows as self time of the
-    line whose allocation triggered it.
-    """
-    inclusive: dict[str, int] = {}
-    own: dict[str, int] = {}
-    total = 0
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        stack, _, count_text = line.rpartition(" ")
-        if not count_text.isdigit():
-            continue
-        count = int(count_text)
-        total += count
-        frames = stack.split(";")
-        for frame in set(frames):
-            inclusive[frame] = inclusive.get(frame, 0) + count
-        own[frames[-1]] = own.get(frames[-1], 0) + count
-    if not total:
-        return []
-    out = [f"{total} samples (250 Hz)", "inclusive (the gateway's own functions, and json):"]
-    mine = {f: c for f, c in inclusive.items() if "(gateway/" in f or "(json/" in f}
-    for frame, count in sorted(mine.items(), key=lambda kv: -kv[1])[:top]:
-        out.append(f"  {count / total:6.1%}  {frame}")
-    out.append("self:")
-    for frame, count in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
-        out.append(f"  {count / total:6.1%}  {frame}")
-    return out
+    return {**machine(), "twisted": twisted_version, "revision": revision}
 
 
 # --- main -------------------------------------------------------------------
@@ -1141,18 +763,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (1 <= args.workers <= 32 and 1 <= args.snapshot_gets <= 50 and args.poll_ms > 0):
         parser.error("--workers 1..32, --snapshot-gets 1..50, --poll-ms > 0")
 
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    stamp = timestamp()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGALRM, _on_signal)
     signal.alarm(max(1, int(args.time_limit)))
-    procs = Processes()
+    procs = Processes(cwd=SOURCE_DIR)
     workdir = Path(tempfile.mkdtemp(prefix="apimgw-config-bench-"))
     started = time.monotonic()
     report: dict[str, Any] = {
         "timestamp": stamp,
-        "command": shlex.join(["python", "bench/config_bench.py",
-                               *(sys.argv[1:] if argv is None else argv)]),
+        "command": command_line("bench/config_bench.py", argv),
         "environment": environment(),
         "settings": {
             "iterations": args.iterations, "large_iterations": args.large_iterations,
@@ -1174,7 +795,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         service = Service(procs, workdir, args)
         print(f"service: pid {service.proc.pid}, gateway API {LOCALHOST}:{service.port}, "
               f"management {LOCALHOST}:{service.management_port}", flush=True)
-        backends = Backends(procs, workdir)
+        backends = Backends(procs, workdir, Path(__file__).resolve(), child_env(SOURCE_DIR))
         print(f"backends: pid {backends.proc.pid}, A {backends.url('A')}, B {backends.url('B')}",
               flush=True)
         manage = Management(service.management_port)
@@ -1243,22 +864,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if args.profile:
                     out = args.out_dir / f"config-{stamp}-changes.pyspy.txt"
                     print(f"[profile] the changes again, py-spy attached → {out}", flush=True)
-                    spy = procs.start(
-                        [find_py_spy(), "record", "--pid", str(large_gateway.pid), "--rate",
-                         "250", "--format", "raw", "--nonblocking", "-o", str(out)],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                    )
-                    time.sleep(1.0)
-                    measure_changes(manage, large_gateway, backends, "load",
-                                    args.large_iterations, poll, args.change_timeout, "spy",
-                                    "profiled, not reported")
-                    os.kill(spy.pid, signal.SIGINT)  # py-spy writes its output and exits
-                    try:
-                        spy.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        pass
-                    procs.stop(spy)
-                    lines = summarize_profile(out)
+                    with py_spy_attached(procs, large_gateway.pid, out):
+                        measure_changes(manage, large_gateway, backends, "load",
+                                        args.large_iterations, poll, args.change_timeout, "spy",
+                                        "profiled, not reported")
+                    lines = summarize_profile(out, *PROFILED)
                     profile_lines += ["changes on the large configuration:", *lines]
                     print("\n".join(f"  {line}" for line in lines), flush=True)
                 large_gateway.stop()
@@ -1267,7 +877,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 out = args.out_dir / f"config-{stamp}-load.pyspy.txt"
                 print(f"[profile] one more gateway start under py-spy → {out}", flush=True)
                 load_once(procs, workdir, 0, service, load_token, args, probe, out, False)
-                lines = summarize_profile(out)
+                lines = summarize_profile(out, *PROFILED)
                 profile_lines += ["gateway start on the large configuration:", *lines]
                 print("\n".join(f"  {line}" for line in lines), flush=True)
         manage.close()
@@ -1282,17 +892,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if large_gateway is not None:
             large_gateway.stop()
         procs.stop_all()
-        if args.keep_temp:
-            print(f"temporary files kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        remove_workdir(workdir, args.keep_temp)
 
     report["elapsed_s"] = round(time.monotonic() - started, 1)
     if profile_lines:
         report["profile_top"] = profile_lines
     print_report(report)
-    out = args.out_dir / f"config-{stamp}.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = save_report(args.out_dir, "config", stamp, report)
     print(f"\ncommand: {report['command']}")
     print(f"results: {out} ({report['elapsed_s']} s)")
     return 0

@@ -79,15 +79,6 @@ import argparse
 import base64
 import copy
 import datetime
-import http.client
-import json
-import math
-import os
-import platform
-import shlex
-import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -96,15 +87,42 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any, Self
+from typing import Any, Self
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO_DIR = BENCH_DIR.parent
+from _common import (
+    BENCH_DIR,
+    LOCALHOST,
+    REPO_DIR,
+    Backends,
+    BenchError,
+    GatewayProcess,
+    Poller,
+    Processes,
+    child_env,
+    command_line,
+    cpu_busy,
+    fmt,
+    is_404,
+    json_log_observer,  # noqa: F401  (the gateway's twistd --logger, see LOGGER)
+    machine,
+    machine_line,
+    percentile,
+    py_spy_attached,
+    remove_workdir,
+    rss_kib,
+    save_report,
+    serve_backends,
+    served_by,
+    spread,
+    summarize_profile,
+    timestamp,
+    twisted_version,
+)
+
 #: Where the gateway runs from and is imported from (--source; default this checkout).
 SOURCE_DIR = REPO_DIR
-LOCALHOST = "127.0.0.1"
-#: The environment variable naming the file json_log_observer writes to.
-LOG_ENV = "APIMGW_BENCH_JSON_LOG"
+#: The gateway's twistd --logger: _common's, imported above (bench/ is on its PYTHONPATH).
+LOGGER = "ingress_bench.json_log_observer"
 
 CLASS_NAME = "azure-api-management"
 CONTROLLER = "azure-api-management/gateway"
@@ -123,65 +141,11 @@ LOG_SERVED = "Kubernetes Ingress source: {count} Ingresses of class"
 LOG_LIVE = "Configuration generation {number} live"
 
 
-# --- the twistd log observer (imported by the gateway process) --------------
-
-
-def json_log_observer() -> Any:
-    """
-    A twistd ``--logger`` factory: every log event as JSON, with its
-    ``log_time`` at full precision, to the file named by $APIMGW_BENCH_JSON_LOG.
-    Imported in the gateway process, so this module imports nothing heavy at
-    its top.
-    """
-    from twisted.logger import jsonFileLogObserver
-
-    return jsonFileLogObserver(open(os.environ[LOG_ENV], "a", encoding="utf-8"))
-
-
-def read_json_log(path: Path) -> list[dict[str, Any]]:
-    from twisted.logger import eventsFromJSONLogFile
-
-    try:
-        with open(path, encoding="utf-8") as f:
-            return list(eventsFromJSONLogFile(f))
-    except OSError:
-        return []
+# --- the gateway's log ------------------------------------------------------
 
 
 def _events(events: list[dict[str, Any]], prefix: str) -> list[dict[str, Any]]:
     return [e for e in events if str(e.get("log_format", "")).startswith(prefix)]
-
-
-# --- the backends (run as a child: --serve-backends) ------------------------
-
-
-def serve_backends(spec: str) -> int:
-    """
-    Serve ``NAME=PORT,...``: each a site answering every request with
-    ``<NAME> <request URI>``. Stops on SIGTERM (the reactor's handler).
-    """
-    from twisted.internet import reactor
-    from twisted.web.resource import Resource
-    from twisted.web.server import Site
-
-    class Named(Resource):
-        isLeaf = True
-
-        def __init__(self, name: str) -> None:
-            super().__init__()
-            self.name = name.encode()
-
-        def render(self, request: Any) -> bytes:
-            request.setHeader(b"content-type", b"text/plain")
-            return self.name + b" " + request.uri
-
-    for item in spec.split(","):
-        name, port = item.split("=")
-        site = Site(Named(name))
-        site.log = lambda request: None  # type: ignore[method-assign]
-        reactor.listenTCP(int(port), site, interface=LOCALHOST)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
-    return 0
 
 
 # --- the Kubernetes objects -------------------------------------------------
@@ -348,21 +312,6 @@ def wildcard_certificate() -> tuple[str, str]:
 # --- statistics -------------------------------------------------------------
 
 
-def percentile(values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    rank = max(1, math.ceil(pct / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
-def _fmt(value: float | None, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value:,.{digits}f}"
-
-
 def summary(values: Sequence[float]) -> dict[str, Any]:
     vals = list(values)
     return {
@@ -374,16 +323,6 @@ def summary(values: Sequence[float]) -> dict[str, Any]:
         "min": round(min(vals), 2) if vals else None,
         "values": [round(v, 2) for v in vals],
     }
-
-
-def _rss_kib() -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
 
 
 class GCTimer:
@@ -473,7 +412,7 @@ def measure_swap(count: int, repeat: int, tls_share: float, profile_out: Path | 
     gc.collect()
     gc.freeze()
     maxrss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    rss0 = _rss_kib()
+    rss0 = rss_kib()
     now = time.time()
     objs = population(count, 8080, tls_every, cert, cluster_service)
     rv = iter(range(1000, 10**9))
@@ -600,7 +539,7 @@ def measure_swap(count: int, repeat: int, tls_share: float, profile_out: Path | 
         profile_lines = stream.lines
 
     maxrss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    rss1 = _rss_kib()
+    rss1 = rss_kib()
     return {
         "ingresses": count,
         "paths": 2 * count,
@@ -643,284 +582,25 @@ class _Lines:
         pass
 
 
-# --- processes --------------------------------------------------------------
-
-
-class BenchError(Exception):
-    """The run cannot go on; the message says why."""
-
-
-class Processes:
-    """
-    Every process this script starts, each stopped by its own PID: SIGTERM,
-    then SIGKILL after ``stop_timeout`` seconds. Used from two threads.
-    """
-
-    def __init__(self, stop_timeout: float = 10.0) -> None:
-        self._running: list[subprocess.Popen[bytes]] = []
-        self._lock = threading.Lock()
-        self.stop_timeout = stop_timeout
-
-    def start(self, argv: Sequence[str], env: dict[str, str] | None = None,
-              stdout: IO[bytes] | int | None = None,
-              stderr: IO[bytes] | int | None = None) -> subprocess.Popen[bytes]:
-        with self._lock:
-            proc = subprocess.Popen(list(argv), env=env, cwd=SOURCE_DIR,
-                                    stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr)
-            self._running.append(proc)
-        return proc
-
-    def stop(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            try:
-                os.kill(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                print(f"  pid {proc.pid} still running after SIGTERM; SIGKILL", flush=True)
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
-            except ProcessLookupError:
-                pass
-        with self._lock:
-            if proc in self._running:
-                self._running.remove(proc)
-
-    def stop_all(self) -> None:
-        with self._lock:
-            running = list(self._running)
-        for proc in reversed(running):
-            try:
-                self.stop(proc)
-            except (OSError, subprocess.SubprocessError) as e:
-                print(f"  could not stop pid {proc.pid}: {e}", file=sys.stderr)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOCALHOST, 0))
-        return s.getsockname()[1]
-
-
-def _tail(path: Path, limit: int = 3000) -> str:
-    try:
-        return path.read_bytes()[-limit:].decode("utf-8", "replace").strip()
-    except OSError:
-        return ""
-
-
-def _twistd() -> list[str]:
-    twistd = Path(sys.executable).parent / "twistd"
-    if twistd.exists():
-        return [str(twistd)]
-    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-
-
-def _child_env(**extra: str) -> dict[str, str]:
-    """
-    This environment without any gateway setting (so only what the script
-    sets applies), the source tree and bench/ first on PYTHONPATH.
-    """
-    prefixes = ("CONFIG_", "GATEWAY_", "K8S_", "TELEMETRY_", "NET_")
-    env = {k: v for k, v in os.environ.items()
-           if not k.upper().replace(".", "_").startswith(prefixes)}
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(SOURCE_DIR), str(BENCH_DIR), os.environ.get("PYTHONPATH", "")) if p
-    )
-    env.update(extra)
-    return env
-
-
-def find_py_spy() -> str:
-    for candidate in (Path(sys.executable).parent / "py-spy", shutil.which("py-spy")):
-        if candidate and os.access(candidate, os.X_OK):
-            return str(candidate)
-    raise BenchError("--profile needs py-spy (pip install py-spy)")
-
-
-# --- HTTP -------------------------------------------------------------------
-
-
-class Client:
-    """One keep-alive HTTP/1.1 connection to 127.0.0.1:port (reopened when it breaks)."""
-
-    def __init__(self, port: int, timeout: float = 5.0) -> None:
-        self.port = port
-        self.timeout = timeout
-        self._conn: http.client.HTTPConnection | None = None
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def get(self, path: str, host: str | None = None) -> tuple[int, bytes]:
-        headers = {"Host": host} if host else {}
-        for attempt in (1, 2):
-            if self._conn is None:
-                self._conn = http.client.HTTPConnection(LOCALHOST, self.port, timeout=self.timeout)
-            try:
-                self._conn.request("GET", path, headers=headers)
-                response = self._conn.getresponse()
-                payload = response.read()
-                if response.will_close:
-                    self.close()
-                return response.status, payload
-            except (OSError, http.client.HTTPException):
-                self.close()
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
-
-def _get_status(port: int, path: str) -> int:
-    conn = http.client.HTTPConnection(LOCALHOST, port, timeout=2)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    finally:
-        conn.close()
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.05,
-               proc: subprocess.Popen[bytes] | None = None, log: Path | None = None) -> float:
-    """Poll ``check()`` until true; returns time.monotonic() then. Fails after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: str = "no answer"
-    while True:
-        if proc is not None and proc.poll() is not None:
-            detail = f"\n{_tail(log)}" if log else ""
-            raise BenchError(f"{what}: the process exited with status {proc.returncode}{detail}")
-        try:
-            if check():
-                return time.monotonic()
-        except (OSError, http.client.HTTPException) as e:
-            last = str(e) or type(e).__name__
-        if time.monotonic() > deadline:
-            detail = f"\n{_tail(log)}" if log else ""
-            raise BenchError(f"{what}: not within {timeout:g} s (last: {last}){detail}")
-        time.sleep(interval)
-
-
-class Poller:
-    """GET a gateway path every ``interval`` seconds until ``check(status, body)``."""
-
-    def __init__(self, port: int, interval: float, timeout: float) -> None:
-        self.client = Client(port)
-        self.interval = interval
-        self.timeout = timeout
-
-    def until(self, path: str, check: Callable[[int, bytes], bool],
-              host: str | None = None) -> tuple[float, int]:
-        """Returns (monotonic time of the matching answer, requests sent)."""
-        deadline = time.monotonic() + self.timeout
-        polls = 0
-        last: Any = None
-        while True:
-            polls += 1
-            try:
-                status, body = self.client.get(path, host)
-                last = (status, body[:120])
-                if check(status, body):
-                    return time.monotonic(), polls
-            except (OSError, http.client.HTTPException) as e:
-                last = e
-            if time.monotonic() > deadline:
-                raise BenchError(f"GET {path}: not as expected within {self.timeout:g} s "
-                                 f"(last answer: {last!r})")
-            time.sleep(self.interval)
-
-
-def served_by(name: str) -> Callable[[int, bytes], bool]:
-    prefix = f"{name} ".encode()
-    return lambda status, body: status == 200 and body.startswith(prefix)
-
-
-def is_404(status: int, body: bytes) -> bool:
-    return status == 404
-
-
 # --- part 2: the backends, the gateway, the changes --------------------------
 
 
-class Backends:
-    """Backend A and backend B, one child process."""
-
-    def __init__(self, procs: Processes, workdir: Path) -> None:
-        self.ports = {"A": free_port(), "B": free_port()}
-        spec = ",".join(f"{k}={v}" for k, v in self.ports.items())
-        log = workdir / "backends.log"
-        with open(log, "wb") as out:
-            self.proc = procs.start(
-                [sys.executable, str(Path(__file__).resolve()), "--serve-backends", spec],
-                env=_child_env(), stdout=out, stderr=subprocess.STDOUT,
-            )
-        for port in self.ports.values():
-            wait_until("the backends", lambda p=port: _get_status(p, "/") == 200, 20,
-                       proc=self.proc, log=log)
-
-
-class Gateway:
-    """
-    ``twistd -n apimgw`` with the Ingress source only, its log as JSON lines
-    (microsecond times). ``started_mono`` is time.monotonic() and
-    ``started`` time.time() just before the process was created.
-    """
+class Gateway(GatewayProcess):
+    """``twistd -n apimgw`` with the Ingress source only (see GatewayProcess)."""
 
     def __init__(self, procs: Processes, workdir: Path, name: str, kubeconfig: str,
                  namespace: str = NAMESPACE) -> None:
-        self.procs = procs
-        self.http_port, self.https_port, self.admin_port = free_port(), free_port(), free_port()
-        self.dir = workdir / name
-        self.dir.mkdir()
-        self.json_log = self.dir / "gateway.json"
-        self.out = self.dir / "gateway.out"
-        self.argv = [
-            *_twistd(), "-n", "--pidfile=", "--logger", "ingress_bench.json_log_observer",
-            "apimgw",
-            "--http", f"tcp:{self.http_port}:interface={LOCALHOST}",
-            "--https", f"tcp:{self.https_port}:interface={LOCALHOST}",
-            "--admin", f"tcp:{self.admin_port}:interface={LOCALHOST}",
-            "--grace", "2",
-            "--drain-delay", "0",
-        ]
-        env = _child_env(**{
+        super().__init__(procs, workdir, name)
+        self.argv = self.twistd_argv(LOGGER)
+        env = child_env(SOURCE_DIR, **{
             "k8s.ingress.enabled": "true",
             "k8s.ingress.namespace": namespace,
             "k8s.ingress.config.path": kubeconfig,
             "telemetry.logs.std": "none",
             "POD_NAME": name,
             "POD_NAMESPACE": namespace,
-            LOG_ENV: str(self.json_log),
         })
-        with open(self.out, "wb") as out:
-            self.started = time.time()
-            self.started_mono = time.monotonic()
-            self.proc = procs.start(self.argv, env=env, stdout=out, stderr=subprocess.STDOUT)
-        self.pid = self.proc.pid
-
-    def wait_ready(self, timeout: float, interval: float = 0.005) -> float:
-        """Poll /readyz until 200; returns the monotonic time of the 200."""
-        return wait_until(
-            "gateway /readyz", lambda: _get_status(self.admin_port, "/readyz") == 200,
-            timeout, interval=interval, proc=self.proc, log=self.out,
-        )
-
-    def rss_kib(self) -> int | None:
-        try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        except OSError:
-            pass
-        return None
-
-    def stop(self) -> None:
-        self.procs.stop(self.proc)
-
-    def events(self) -> list[dict[str, Any]]:
-        return read_json_log(self.json_log)
+        self.launch(self.argv, env)
 
 
 class Kube:
@@ -1134,7 +814,7 @@ def run_live(args: argparse.Namespace, procs: Processes, workdir: Path, server: 
     """Part 2, in the measuring thread (the reactor runs the fake in the main thread)."""
     kube = Kube(server, reactor)
     poll = args.poll_ms / 1000
-    backends = Backends(procs, workdir)
+    backends = Backends(procs, workdir, Path(__file__).resolve(), child_env(SOURCE_DIR))
     ports = backends.ports
     print(f"backends: pid {backends.proc.pid}, A 127.0.0.1:{ports['A']}, "
           f"B 127.0.0.1:{ports['B']}", flush=True)
@@ -1213,20 +893,9 @@ def run_large(args: argparse.Namespace, procs: Processes, workdir: Path, kube: K
             if args.profile:
                 out = args.out_dir / f"ingress-{args.stamp}-changes.pyspy.txt"
                 print(f"[profile] the changes again, py-spy attached → {out}", flush=True)
-                spy = procs.start(
-                    [find_py_spy(), "record", "--pid", str(large.pid), "--rate", "250",
-                     "--format", "raw", "--nonblocking", "-o", str(out)],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                )
-                time.sleep(1.0)
-                measure_changes(kube, large, ports, args.large_iterations, poll,
-                                args.change_timeout, "spy", "profiled, not reported")
-                os.kill(spy.pid, signal.SIGINT)  # py-spy writes its output and exits
-                try:
-                    spy.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    pass
-                procs.stop(spy)
+                with py_spy_attached(procs, large.pid, out):
+                    measure_changes(kube, large, ports, args.large_iterations, poll,
+                                    args.change_timeout, "spy", "profiled, not reported")
                 report["live_profile"] = summarize_profile(out)
                 print("\n".join(f"  {line}" for line in report["live_profile"]), flush=True)
     finally:
@@ -1234,76 +903,10 @@ def run_large(args: argparse.Namespace, procs: Processes, workdir: Path, kube: K
             large.stop()
 
 
-def summarize_profile(path: Path, top: int = 15) -> list[str]:
-    """
-    The functions with the most samples in py-spy's raw output (collapsed
-    stacks: ``frame;frame;... count``): inclusive (the gateway's own) and self.
-    """
-    inclusive: dict[str, int] = {}
-    own: dict[str, int] = {}
-    total = 0
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        stack, _, count_text = line.rpartition(" ")
-        if not count_text.isdigit():
-            continue
-        count = int(count_text)
-        total += count
-        frames = stack.split(";")
-        for frame in set(frames):
-            inclusive[frame] = inclusive.get(frame, 0) + count
-        own[frames[-1]] = own.get(frames[-1], 0) + count
-    if not total:
-        return []
-    out = [f"{total} samples (250 Hz)", "inclusive (the gateway's own functions):"]
-    mine = {f: c for f, c in inclusive.items() if "(gateway/" in f}
-    for frame, count in sorted(mine.items(), key=lambda kv: -kv[1])[:top]:
-        out.append(f"  {count / total:6.1%}  {frame}")
-    out.append("self:")
-    for frame, count in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
-        out.append(f"  {count / total:6.1%}  {frame}")
-    return out
-
-
 # --- report -----------------------------------------------------------------
 
 
-def _cpu_busy(interval: float = 0.5) -> float | None:
-    """The share of all CPUs busy during ``interval`` s before the run (other work)."""
-    def times() -> tuple[int, int] | None:
-        try:
-            with open("/proc/stat") as f:
-                fields = [int(x) for x in f.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        return sum(fields[:8]), fields[3] + (fields[4] if len(fields) > 4 else 0)
-
-    before = times()
-    time.sleep(interval)
-    after = times()
-    if before is None or after is None or after[0] == before[0]:
-        return None
-    return round(1.0 - (after[1] - before[1]) / (after[0] - before[0]), 3)
-
-
 def environment() -> dict[str, Any]:
-    try:
-        import twisted
-
-        twisted_version = twisted.__version__
-    except ImportError:
-        twisted_version = "not installed"
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     try:
         done = subprocess.run(["git", "-C", str(SOURCE_DIR), "rev-parse", "--short", "HEAD"],
                               capture_output=True, timeout=10, check=False)
@@ -1317,25 +920,15 @@ def environment() -> dict[str, Any]:
         revision = "unknown"
     if not (SOURCE_DIR / ".git").exists():
         revision = f"the tree in {SOURCE_DIR} (not a git checkout)"
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_model": model,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "twisted": twisted_version,
-        "revision": revision,
-        "cpu_busy_before": _cpu_busy(),
-    }
+    return {**machine(), "twisted": twisted_version(), "revision": revision,
+            "cpu_busy_before": cpu_busy()}
 
 
 def print_report(report: dict[str, Any]) -> None:
     env = report["environment"]
     s = report["settings"]
     print()
-    print(f"machine: {env['cpu_count']} CPUs ({env['cpu_model']}), Linux {env['kernel']}, "
-          f"Python {env['python']}, Twisted {env['twisted']}, revision {env['revision']}"
-          + ("" if env.get("cpu_busy_before") is None
-             else f"; CPUs {env['cpu_busy_before']:.0%} busy with other work before the run"))
+    print(machine_line(env))
     swaps = report.get("swap") or []
     if swaps:
         first = swaps[0]
@@ -1365,8 +958,8 @@ def print_report(report: dict[str, Any]) -> None:
         )
         for label, key in rows:
             cells = " | ".join(
-                f"{_fmt(w['ms'][key]['median'])} | {_fmt(w['ms'][key]['max'])} | "
-                f"{_fmt(w['ms_without_gc'][key]['median'])}" for w in swaps)
+                f"{fmt(w['ms'][key]['median'])} | {fmt(w['ms'][key]['max'])} | "
+                f"{fmt(w['ms_without_gc'][key]['median'])}" for w in swaps)
             print(f"| {label} | {cells} |")
         print()
         for w in swaps:
@@ -1377,7 +970,7 @@ def print_report(report: dict[str, Any]) -> None:
                   f"process +{w['peak_rss_delta_mib']} MiB, current RSS +{w['rss_delta_mib']} "
                   f"MiB; collections (gen 0/1/2) {'/'.join(map(str, w['gc_collections']))}, "
                   f"{w['gc_total_ms']:,.0f} ms in the collector over the repeats "
-                  f"(one change: GC {'/'.join(_fmt(v, 0) for v in w['gc_ms']['change']['values'])}"
+                  f"(one change: GC {'/'.join(fmt(v, 0) for v in w['gc_ms']['change']['values'])}"
                   " ms).")
     rows2 = [("no other Ingress", report.get("changes_small")),
              (f"{s['ingresses']:,} Ingresses present", report.get("changes_large"))]
@@ -1397,8 +990,8 @@ def print_report(report: dict[str, Any]) -> None:
             for kind in ("create", "update", "delete"):
                 lat = data[kind]["latency_ms"]
                 live = data[kind]["to_generation_live_ms"]
-                print(f"| {label} | {labels[kind]} | {lat['n']} | {_fmt(lat['p50'])} | "
-                      f"{_fmt(lat['p95'])} | {_fmt(lat['max'])} | {_fmt(live['p50'])} |")
+                print(f"| {label} | {labels[kind]} | {lat['n']} | {fmt(lat['p50'])} | "
+                      f"{fmt(lat['p95'])} | {fmt(lat['max'])} | {fmt(live['p50'])} |")
     columns = []
     if report.get("starts"):
         columns.append(("no TLS", report["starts"]))
@@ -1406,15 +999,6 @@ def print_report(report: dict[str, Any]) -> None:
         tls = report["tls_start"]
         columns.append((f"{tls['certificates_expected']:,} with TLS", [tls]))
     if columns:
-        def med(runs: list[dict[str, Any]], key: str, digits: int = 2) -> str:
-            vals = [r[key] for r in runs if r.get(key) is not None]
-            if not vals:
-                return "–"
-            text = _fmt(statistics.median(vals), digits)
-            if len(vals) > 1:
-                text += f" ({_fmt(min(vals), digits)}–{_fmt(max(vals), digits)})"
-            return text
-
         print()
         print(f"### Start with {s['ingresses']:,} Ingresses present (median of the starts, "
               "min–max in brackets)")
@@ -1424,7 +1008,8 @@ def print_report(report: dict[str, Any]) -> None:
         print("|---|" + "---:|" * len(columns))
 
         def row(label: str, key: str, digits: int = 2) -> None:
-            print(f"| {label} | " + " | ".join(med(r, key, digits) for _, r in columns) + " |")
+            cells = (spread([run.get(key) for run in runs], digits=digits) for _, runs in columns)
+            print(f"| {label} | " + " | ".join(cells) + " |")
 
         row("process start → /readyz 200, s", "ready_s")
         row("process start → first request served, s", "served_s")
@@ -1537,13 +1122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not (0 <= args.tls_share <= 1 and args.poll_ms > 0):
         parser.error("--tls-share 0..1, --poll-ms > 0")
 
-    args.stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    args.stamp = timestamp()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     report: dict[str, Any] = {
         "timestamp": args.stamp,
-        "command": shlex.join(["python", "bench/ingress_bench.py",
-                               *(sys.argv[1:] if argv is None else argv)]),
+        "command": command_line("bench/ingress_bench.py", argv),
         "environment": environment(),
         "settings": {
             "ingresses": args.ingresses, "tls_share": args.tls_share, "repeat": args.repeat,
@@ -1581,8 +1165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     report["elapsed_s"] = round(time.monotonic() - started, 1)
     print_report(report)
-    out = args.out_dir / f"ingress-{args.stamp}.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = save_report(args.out_dir, "ingress", args.stamp, report)
     print(f"\ncommand: {report['command']}")
     print(f"results: {out} ({report['elapsed_s']} s)")
     if failed:
@@ -1602,7 +1185,7 @@ def run_reactor_part(args: argparse.Namespace, report: dict[str, Any],
 
     from gateway.testing.fakekube import FakeKubeServer
 
-    procs = Processes()
+    procs = Processes(cwd=SOURCE_DIR)
     workdir = Path(tempfile.mkdtemp(prefix="apimgw-ingress-bench-"))
     server = FakeKubeServer(reactor=reactor, bookmark_interval=5.0)
     failed: list[BaseException] = []
@@ -1639,10 +1222,7 @@ def run_reactor_part(args: argparse.Namespace, report: dict[str, Any],
         if limit.active():
             limit.cancel()
         procs.stop_all()
-        if args.keep_temp:
-            print(f"temporary files kept in {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        remove_workdir(workdir, args.keep_temp)
     if not failed and not finished.is_set():
         failed.append(BenchError("interrupted (a signal stopped the reactor): the figures "
                                  "above are incomplete"))

@@ -111,7 +111,7 @@ def wait_ready_tls(
     last = "no answer"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            detail = f"\n{pb._tail(log)}" if log else ""
+            detail = f"\n{pb.tail(log)}" if log else ""
             raise pb.BenchError(f"exited with status {proc.returncode} before answering{detail}")
         try:
             conn = http.client.HTTPSConnection(pb.LOCALHOST, port, timeout=1.0, context=context)
@@ -127,7 +127,7 @@ def wait_ready_tls(
         except (OSError, http.client.HTTPException) as e:
             last = str(e) or type(e).__name__
         time.sleep(0.1)
-    detail = f"\n{pb._tail(log)}" if log else ""
+    detail = f"\n{pb.tail(log)}" if log else ""
     raise pb.BenchError(f"not answering over HTTPS after {timeout:.0f} s (last: {last}){detail}")
 
 
@@ -305,7 +305,7 @@ def run_case(
 ) -> CaseResult:
     result = CaseResult(name=name, label=LABELS[name])
     print(f"[{name}] {LABELS[name]}", flush=True)
-    result.cpu_busy_before = busy = pb._cpu_busy()
+    result.cpu_busy_before = busy = pb.cpu_busy()
     if busy is not None and busy > 0.1:
         print(f"  warning: the CPUs are {busy:.0%} busy with other work before this case", flush=True)
     port = pb.free_port()
@@ -404,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, pb._on_sigterm)
-    procs = pb.Processes()
+    procs = pb.Processes(stop_timeout=pb.STOP_TIMEOUT)
     workdir = Path(tempfile.mkdtemp(prefix="apimgw-tls-bench-"))
     os.chmod(workdir, 0o755)
     results: dict[str, CaseResult] = {}
@@ -436,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results[name] = run_case(name, procs, load, args, nginx, workdir, backend_port,
                                      cert, key, proxy_cpu)
             if backend.poll() is not None:
-                raise pb.BenchError(f"the backend exited:\n{pb._tail(backend_log)}")
+                raise pb.BenchError(f"the backend exited:\n{pb.tail(backend_log)}")
     except pb.BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
