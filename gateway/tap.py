@@ -22,6 +22,7 @@ from twisted.python import usage
 from twisted.web import http
 from twisted.web.server import Site
 
+from gateway.dispatch import streamline
 from gateway.echo import EchoBackend
 from gateway.model import Store
 from gateway.observability import (
@@ -556,4 +557,6 @@ def makeService(options: Options) -> IService:  # noqa: N802 (twistd's name)
     """twistd entry point."""
     from twisted.internet import reactor
 
+    if streamline(reactor):
+        _log.debug("Lean epoll dispatch installed (gateway.dispatch)")
     return build_gateway(options, reactor)

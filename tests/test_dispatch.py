@@ -1,0 +1,93 @@
+"""Tests for the lean epoll dispatch (gateway.dispatch), on a private reactor instance."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.internet.epollreactor import EPollReactor
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from gateway.dispatch import streamline
+
+
+class _Reader:
+    """A minimal IReadDescriptor over one end of a socket pair."""
+
+    def __init__(self, sock: socket.socket, fail_read: bool = False, fail_lost: bool = False) -> None:
+        self.sock = sock
+        self.fail_read = fail_read
+        self.fail_lost = fail_lost
+        self.received: list[bytes] = []
+        self.lost: list[Failure] = []
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def logPrefix(self) -> str:  # noqa: N802 (Twisted's interface)
+        return "reader"
+
+    def doRead(self) -> None:  # noqa: N802
+        data = self.sock.recv(100)
+        if self.fail_read:
+            raise ValueError("broken protocol")
+        self.received.append(data)
+
+    def connectionLost(self, reason: Failure) -> None:  # noqa: N802
+        self.lost.append(reason)
+        if self.fail_lost:
+            raise RuntimeError("broken connectionLost")
+
+
+class StreamlineTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = EPollReactor()
+        self.addCleanup(self.reactor._poller.close)
+        self.logged: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.logged.append)
+
+    def pair(self, **kw: Any) -> tuple[socket.socket, _Reader]:
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        reader = _Reader(b, **kw)
+        self.reactor.addReader(reader)
+        return a, reader
+
+    def test_only_plain_epoll_reactors(self) -> None:
+        """Installed on EPollReactor itself, not on anything else."""
+        self.assertTrue(streamline(self.reactor))
+        self.assertFalse(streamline(object()))
+
+        class Custom(EPollReactor):
+            pass
+
+        custom = Custom()
+        self.addCleanup(custom._poller.close)
+        self.assertFalse(streamline(custom))
+
+    def test_events_are_dispatched(self) -> None:
+        """A readable descriptor gets doRead, as with the stock loop."""
+        streamline(self.reactor)
+        a, reader = self.pair()
+        a.send(b"hello")
+        self.reactor.doIteration(1)
+        self.assertEqual(reader.received, [b"hello"])
+
+    def test_errors_still_logged_and_disconnected(self) -> None:
+        """doRead raising: logged and disconnected; connectionLost raising too: logged, the loop goes on."""
+        streamline(self.reactor)
+        a, reader = self.pair(fail_read=True)
+        c, other = self.pair(fail_read=True, fail_lost=True)
+        a.send(b"x")
+        c.send(b"y")
+        self.reactor.doIteration(1)
+        flushed = self.flushLoggedErrors(ValueError, RuntimeError)
+        self.assertEqual(len(reader.lost), 1)
+        self.assertEqual(len(other.lost), 1)
+        self.assertEqual(sorted(type(f.value).__name__ for f in flushed), ["RuntimeError", "ValueError", "ValueError"])
+        ours = [e for e in self.logged if e.get("log_namespace") == "apimgw.dispatch"]
+        self.assertEqual([type(e["log_failure"].value) for e in ours], [RuntimeError])
