@@ -175,6 +175,8 @@ class IngressSource(MultiService):
         #: translation (the first list keeps every TLS Secret, so starting
         #: up needs no GET per Secret; the unreferenced ones go right after).
         self._referenced: set[str] | None = None
+        #: Secrets being fetched (``ns/name``).
+        self._fetching: set[str] = set()
         self._pending: IDelayedCall | None = None
         self._synced = False
         self._gave_up_waiting = False
@@ -406,7 +408,11 @@ class IngressSource(MultiService):
         )
         result = translate_ingresses(inputs, self._memo)
         self.translations += 1
-        self._update_secrets(result.secrets)
+        if self._update_secrets(result.secrets):
+            # A newly referenced Secret is being fetched: publishing now
+            # would report it missing and serve its hosts without their
+            # certificate for a moment. The fetch's answer translates again.
+            return
         self._store.replace_source(SOURCE, result.objects)
         self.translation = result
         if self.status is not None:
@@ -428,20 +434,29 @@ class IngressSource(MultiService):
     def _keep_secret(self, secret: JSON) -> bool:
         return self._referenced is None or _key(secret) in self._referenced
 
-    def _update_secrets(self, referenced: tuple[str, ...]) -> None:
-        """Keep only the referenced Secrets; fetch newly referenced ones."""
+    def _update_secrets(self, referenced: tuple[str, ...]) -> bool:
+        """
+        Keep only the referenced Secrets; fetch newly referenced ones.
+        Whether fetches are in progress (the translation then waits).
+        """
         wanted = set(referenced)
-        if wanted == self._referenced:
-            return
-        added = wanted - (self._referenced or set())
-        self._referenced = wanted
-        informer = self.informers["secrets"]
-        for key in [k for k in informer.cache if f"{k[0]}/{k[1]}" not in wanted]:
-            informer.forget(key)
-        for key in sorted(added):
-            namespace, _, name = key.partition("/")
-            if informer.get(namespace, name) is None:
-                informer.fetch(namespace, name)
+        if wanted != self._referenced:
+            added = wanted - (self._referenced or set())
+            self._referenced = wanted
+            informer = self.informers["secrets"]
+            for key in [k for k in informer.cache if f"{k[0]}/{k[1]}" not in wanted]:
+                informer.forget(key)
+            for key in sorted(added):
+                namespace, _, name = key.partition("/")
+                if informer.get(namespace, name) is None and key not in self._fetching:
+                    self._fetching.add(key)
+                    informer.fetch(namespace, name).addBoth(self._fetched, key)
+        return bool(self._fetching & wanted)
+
+    def _fetched(self, _: object, key: str) -> None:
+        """A fetch ended (found, missing or failed): translate with what we have."""
+        self._fetching.discard(key)
+        self._changed(None)
 
     # -- problems and shadowing -------------------------------------------
 

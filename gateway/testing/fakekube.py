@@ -71,6 +71,7 @@ from twisted.protocols.policies import WrappingFactory
 from twisted.web.resource import Resource as WebResource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
+from ._kuberbac import RBAC
 from ._kubeselect import SelectorError, parse_field_selector, parse_label_selector
 from ._kubestate import (
     RESOURCES,
@@ -349,6 +350,8 @@ class FakeKubeServer(Service):
         kwargs = {} if now is None else {"now": now}
         self.state = KubeState(on_change=self._changed, **kwargs)
         self._failures: list[tuple[str | None, str | None, int, str, list[int]]] = []
+        #: Users restricted to RBAC rules (:meth:`RBAC.grant`); others may do anything.
+        self.rbac = RBAC()
         self.requests: list[LoggedRequest] = []
         #: A fault to inject: when true, watches ignore ``timeoutSeconds``
         #: and stay open silently, as behind a half-open connection.
@@ -646,6 +649,7 @@ class FakeKubeServer(Service):
                 route.subresource,
             )
             log.verb = self._verb(method, route, request)
+            self._authorize(log, route)
             self._injected_failure(log)
             return self._dispatch(request, log, route)
         except ApiStatus as status:
@@ -670,6 +674,19 @@ class FakeKubeServer(Service):
         return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(
             method, method.lower()
         )
+
+    def _authorize(self, log: LoggedRequest, route: _Route) -> None:
+        group = route.resource.group
+        if not self.rbac.allows(
+            log.user, log.verb, group, log.plural, log.subresource, log.namespace, log.name
+        ):
+            raise ApiStatus(
+                403,
+                "Forbidden",
+                self.rbac.forbidden_message(
+                    log.user, log.verb, group, log.plural, log.subresource, log.namespace
+                ),
+            )
 
     def _injected_failure(self, log: LoggedRequest) -> None:
         for entry in list(self._failures):
