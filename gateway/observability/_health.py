@@ -30,9 +30,9 @@ class Health:
         """A one-line reason, for probe bodies and logs."""
         if self.draining:
             return "draining: shutting down"
-        if self.generation == 0:
-            return "not ready: no configuration loaded yet"
         if self.waiting:
             reasons = "; ".join(f"{name}: {why}" for name, why in sorted(self.waiting.items()))
             return f"not ready: waiting for {reasons}"
+        if self.generation == 0:
+            return "not ready: no configuration loaded yet"
         return f"ready: configuration generation {self.generation}"

@@ -34,6 +34,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from functools import partial
 from collections.abc import Mapping
 from typing import Any
 
@@ -61,6 +62,7 @@ from .kubernetes import (
     INGRESS_CLASS,
     SECRET,
     SERVICE,
+    ApiError,
     ClusterCredentials,
     EventRecorder,
     Informer,
@@ -276,7 +278,7 @@ class IngressSource(MultiService):
                 on_upsert=self._changed,
                 on_delete=self._changed,
                 on_synced=self._informer_synced,
-                on_failure=self._informer_failed,
+                on_failure=partial(self._informer_failed_for, name),
                 **common,
                 **extra,
             )
@@ -359,9 +361,19 @@ class IngressSource(MultiService):
     def _informer_synced(self) -> None:
         self._changed(None)
 
-    def _informer_failed(self, error: Exception) -> None:
-        if not self._synced:
-            self._first_attempt_failed(f"the API server cannot be reached ({type(error).__name__}: {error})")
+    def _informer_failed_for(self, name: str, error: Exception) -> None:
+        self._informer_failed(self.informers[name], error)
+
+    def _informer_failed(self, informer: Informer, error: Exception) -> None:
+        if self._synced:
+            return
+        if isinstance(error, ApiError):
+            # 401, 403 (RBAC), 404 (an API group the cluster lacks): not an
+            # outage, a setup problem the operator must fix; say which.
+            why = f"the API server refused to list {informer.kind.plural} ({error})"
+        else:
+            why = f"the API server cannot be reached ({type(error).__name__}: {error})"
+        self._first_attempt_failed(why)
 
     def _first_attempt_failed(self, why: str) -> None:
         if self._health is not None and not self._synced:

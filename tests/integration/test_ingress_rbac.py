@@ -152,3 +152,19 @@ class ShippedRBACTests(IngressTestCase):
         self.assertTrue(
             any("Could not write the status" in e.get("log_format", "") for e in self.log_events)
         )
+
+    @inlineCallbacks
+    def test_missing_permission_is_named_by_readiness(self) -> Any:
+        """Without the ingressclasses ClusterRole the gateway stays not-ready and /readyz says what was refused."""
+        rules = [r for r in _shipped_rules() if "ingressclasses" not in r.resources]
+        self.restrict(rules)
+        gateway = yield self.start_another()
+        self.gateway = gateway
+        yield self.wait_for(lambda: self.refused(), what="a refused list")
+        response = yield self.wait_for(
+            lambda: self.readyz(gateway).addCallback(
+                lambda r: r if b"refused to list ingressclasses" in r.body else None
+            )
+        )
+        self.assertEqual(response.status, 503)
+        self.assertIn(b"403 Forbidden", response.body)
