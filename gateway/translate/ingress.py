@@ -48,9 +48,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from gateway.model import Certificate, ObjectRef, Route, RouteSet, SourceObject
 
@@ -240,7 +241,7 @@ class IngressMemo:
 
     def _reset_if(self, classes: tuple[KubeObject, ...], settings: IngressSettings) -> None:
         key = (settings, *classes)
-        if len(key) != len(self._classes) or any(a is not b for a, b in zip(key, self._classes)):
+        if len(key) != len(self._classes) or any(a is not b for a, b in zip(key, self._classes, strict=True)):
             self._entries = {}
             self._classes = key
 
