@@ -88,8 +88,9 @@ class MemoizedTranslationTests(SynchronousTestCase):
         store.replace_source("cloud", [_api(i) for i in range(49)] + [_api(49, 2.0, "moved")])
         generation = reconciler.rebuild()
         assert generation is not None
-        # One object's entries and one API's operations computed again.
-        self.assertEqual(memo.misses - misses, 2)
+        # One object's entries, one API's operations and the one host tier
+        # (all 50 APIs are on any host) computed again.
+        self.assertEqual(memo.misses - misses, 3)
         match = generation.table.lookup("any", "/moved/items/7", "GET")
         assert match is not None
         self.assertEqual(match.params, {"id": "7"})
@@ -117,3 +118,24 @@ class MemoizedTranslationTests(SynchronousTestCase):
         self.assertEqual(later, translate([cert], now=now + 7200))
         self.assertEqual(later.certificates, ())
         self.assertIn("expired", later.problems[0].message)
+
+
+    def test_unchanged_host_tiers_are_reused(self) -> None:
+        """A change on one host rebuilds that host's tier only; lookups on every host still work."""
+        def on_host(i: int, path: str | None = None) -> SourceObject:
+            body = Api(f"api{i}", path or f"api{i}", "http://backend:8080", hostnames=(f"h{i}.example.com",))
+            return SourceObject(ObjectRef("cloud", "api", f"api{i}"), 1.0, body)
+
+        store = Store()
+        store.replace_source("cloud", [on_host(i) for i in range(10)])
+        reconciler = Reconciler(store, Clock())
+        reconciler.startService()
+        memo = reconciler._memo
+        misses = memo.misses
+        store.replace_source("cloud", [on_host(i) for i in range(9)] + [on_host(9, "moved")])
+        generation = reconciler.rebuild()
+        assert generation is not None
+        self.assertEqual(memo.misses - misses, 2)  # api9's entries and the h9 tier
+        self.assertIsNotNone(generation.table.lookup("h3.example.com", "/api3/x", "GET"))
+        self.assertIsNotNone(generation.table.lookup("h9.example.com", "/moved/x", "GET"))
+        self.assertIsNone(generation.table.lookup("h9.example.com", "/api9/x", "GET"))

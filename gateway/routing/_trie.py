@@ -198,6 +198,26 @@ def _hostname(host: str) -> str:
     return name
 
 
+def _tier(entries: list[RouteEntry], memo: BuildMemo | None) -> _Tier:
+    """
+    The tier of one host pattern. With ``memo``, a tier whose entries are
+    the very same objects as in the last build is reused (tiers are never
+    mutated after they are built): a change on one host rebuilds that
+    host's tier only. The memo keeps the tier, and with it its entries, so
+    the ids in the key stay unique while it lives.
+    """
+
+    def build() -> _Tier:
+        tier = _Tier()
+        for entry in entries:
+            tier.add(entry, memo)
+        return tier
+
+    if memo is None:
+        return build()
+    return memo.get(("tier", tuple(map(id, entries))), build)
+
+
 class RouteTable:
     """
     All effective routes of one configuration, ready for lookups.
@@ -231,21 +251,22 @@ class RouteTable:
         :raises ValueError: two entries have the same host, match kind and
             path (translation never produces that), or an unknown match kind.
         """
+        groups: dict[str, list[RouteEntry]] = {}
+        for entry in routes:
+            groups.setdefault(entry.host, []).append(entry)
         hosts: dict[str, _Tier] = {}
         wildcards: dict[str, _Tier] = {}
         any_host: _Tier | None = None
         count = 0
-        for entry in routes:
-            if not entry.host:
-                if any_host is None:
-                    any_host = _Tier()
-                tier = any_host
-            elif entry.host.startswith("*."):
-                tier = wildcards.setdefault(entry.host[2:], _Tier())
+        for host, entries in groups.items():
+            tier = _tier(entries, memo)
+            if not host:
+                any_host = tier
+            elif host.startswith("*."):
+                wildcards[host[2:]] = tier
             else:
-                tier = hosts.setdefault(entry.host, _Tier())
-            tier.add(entry, memo)
-            count += 1
+                hosts[host] = tier
+            count += len(entries)
         return cls(hosts, wildcards, any_host, count)
 
     def __len__(self) -> int:
