@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Iterable
@@ -19,12 +20,16 @@ import yaml
 from twisted.trial.unittest import SynchronousTestCase
 
 from gateway.settings import SETTINGS
+from gateway.testing._kuberbac import Rule, rules_for_service_account
 from gateway.testing.certs import self_signed
 from gateway.translate.ingress import IngressInputs, IngressSettings, translate_ingresses
 
 _REPO = Path(__file__).resolve().parent.parent
 _K8S = _REPO / "k8s"
 _EXAMPLES = "examples"
+#: The kustomize Component that makes the gateway watch all namespaces.
+_CLUSTER_WIDE = "cluster-wide"
+_RBAC_KINDS = ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
 _STATUS_PATH = "/status-0123456789abcdef"
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
 
@@ -132,6 +137,94 @@ def _read_grants(group: str, resource: str) -> set[tuple[str, str, str, str | No
     return {(group, resource, verb, None) for verb in ("get", "list", "watch")}
 
 
+def _cluster_wide_kustomization() -> dict[str, Any]:
+    (kustomization,) = _documents(f"{_CLUSTER_WIDE}/kustomization.yaml")
+    return kustomization
+
+
+def _cluster_wide_patches() -> list[dict[str, Any]]:
+    """
+    The patch documents of the cluster-wide Component, in order. Only
+    patches given by ``path`` (strategic merge patches naming their target
+    by kind and name) are understood here: anything else fails, so that
+    :func:`cluster_wide_rbac_documents` never misreads the Component.
+    """
+    patches = []
+    for entry in _cluster_wide_kustomization().get("patches") or []:
+        if set(entry) != {"path"}:
+            raise AssertionError(f"{_CLUSTER_WIDE}: unsupported patch entry {entry!r}")
+        (patch,) = _documents(f"{_CLUSTER_WIDE}/{entry['path']}")
+        patches.append(patch)
+    return patches
+
+
+def _merge(base: Any, patch: Any) -> Any:
+    """
+    A strategic merge patch of RBAC objects: maps merge key by key, ``null``
+    deletes a key, lists are replaced (``rules``, ``subjects``,
+    ``apiGroups``, ... have no merge key). ``$patch`` directives are not
+    understood and fail.
+    """
+    if not (isinstance(base, dict) and isinstance(patch, dict)):
+        return patch
+    if any(key.startswith("$") for key in patch):
+        raise AssertionError(f"unsupported patch directive in {patch!r}")
+    merged = dict(base)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = _merge(base.get(key), value)
+    return merged
+
+
+def rbac_documents() -> list[dict[str, Any]]:
+    """The RBAC objects the base kustomization (``k8s/``) deploys."""
+    return [d for d in _shipped() if d["kind"] in _RBAC_KINDS]
+
+
+def cluster_wide_rbac_documents() -> list[dict[str, Any]]:
+    """
+    The RBAC objects deployed by ``k8s/`` with the cluster-wide Component
+    (``k8s/cluster-wide/``), composed as kustomize composes them, without
+    kustomize: the base's RBAC objects, then the Component's resources, then
+    its patches applied to the object of the same kind and name. (Where
+    kubectl is installed, :class:`ClusterWideBuildTests` checks that this
+    equals kustomize's own output.)
+    """
+    documents = rbac_documents()
+    for name in _cluster_wide_kustomization()["resources"]:
+        documents.extend(
+            d for d in _documents(f"{_CLUSTER_WIDE}/{name}") if d["kind"] in _RBAC_KINDS
+        )
+    for patch in _cluster_wide_patches():
+        if patch["kind"] not in _RBAC_KINDS:
+            continue
+        key = (patch["kind"], patch["metadata"]["name"])
+        targets = [i for i, d in enumerate(documents) if (d["kind"], d["metadata"]["name"]) == key]
+        if len(targets) != 1:
+            raise AssertionError(f"patch {key}: {len(targets)} targets")
+        documents[targets[0]] = _merge(documents[targets[0]], patch)
+    return documents
+
+
+def _scoped_grants(rules: Iterable[Rule]) -> set[tuple[str, str, str, str, str | None]]:
+    """
+    What rules (as the fake API server enforces them) allow, one ``(apiGroup,
+    resource, verb, scope, resourceName)`` per combination: ``scope`` is the
+    namespace of a Role's rule or ``"cluster"`` (every namespace, and
+    cluster-scoped resources); ``resourceName`` ``None``: any name.
+    """
+    return {
+        (group, resource, verb, rule.namespace or "cluster", name)
+        for rule in rules
+        for group in rule.api_groups
+        for resource in rule.resources
+        for verb in rule.verbs
+        for name in (sorted(rule.resource_names) or [None])
+    }
+
+
 def _example_ingresses() -> list[tuple[str, dict[str, Any]]]:
     return [
         (path.name, doc)
@@ -232,10 +325,10 @@ class ManifestFilesTests(SynchronousTestCase):
                 self.assertNotIn("namespace", doc["metadata"], name)
 
 
-class KustomizeBuildTests(SynchronousTestCase):
+class _Kubectl(SynchronousTestCase):
     """
-    ``kubectl kustomize`` (the kustomize built into kubectl) renders the
-    manifests. Skipped where kubectl is not installed.
+    Tests that run ``kubectl kustomize`` (the kustomize built into kubectl);
+    skipped where kubectl is not installed.
     """
 
     def setUp(self) -> None:
@@ -254,6 +347,13 @@ class KustomizeBuildTests(SynchronousTestCase):
         )
         self.assertEqual(result.returncode, 0, result.stderr)
         return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
+
+
+class KustomizeBuildTests(_Kubectl):
+    """
+    ``kubectl kustomize`` (the kustomize built into kubectl) renders the
+    manifests. Skipped where kubectl is not installed.
+    """
 
     def test_builds(self) -> None:
         """
@@ -668,6 +768,249 @@ class RbacTests(SynchronousTestCase):
             cluster["subjects"],
             [{"kind": "ServiceAccount", "name": account, "namespace": "default"}],
         )
+
+
+#: What the gateway may do with the cluster-wide Component, as ``(apiGroup,
+#: resource, verb, scope, resourceName)``: everything the Ingress source
+#: does with ``k8s.ingress.namespace`` empty, in every namespace; its Lease
+#: in its own namespace only (``default`` here, where ``kubectl apply``
+#: puts the objects); IngressClasses (cluster-scoped) as in the base.
+_CLUSTER_WIDE_GRANTS = {
+    ("networking.k8s.io", "ingresses", "list", "cluster", None),
+    ("networking.k8s.io", "ingresses", "watch", "cluster", None),
+    ("networking.k8s.io", "ingresses/status", "update", "cluster", None),
+    ("", "services", "list", "cluster", None),
+    ("", "services", "watch", "cluster", None),
+    ("discovery.k8s.io", "endpointslices", "list", "cluster", None),
+    ("discovery.k8s.io", "endpointslices", "watch", "cluster", None),
+    ("", "secrets", "get", "cluster", None),
+    ("", "secrets", "list", "cluster", None),
+    ("", "secrets", "watch", "cluster", None),
+    ("", "events", "create", "cluster", None),
+    ("", "events", "patch", "cluster", None),
+    ("networking.k8s.io", "ingressclasses", "get", "cluster", None),
+    ("networking.k8s.io", "ingressclasses", "list", "cluster", None),
+    ("networking.k8s.io", "ingressclasses", "watch", "cluster", None),
+    ("coordination.k8s.io", "leases", "create", "default", None),
+    ("coordination.k8s.io", "leases", "get", "default", "apimgw-leader"),
+    ("coordination.k8s.io", "leases", "update", "default", "apimgw-leader"),
+}
+
+
+def _deployment_env(deployment: dict[str, Any]) -> list[dict[str, Any]]:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    (container,) = [c for c in containers if c["name"] == "apimgw"]
+    env: list[dict[str, Any]] = container["env"]
+    return env
+
+
+class ClusterWideTests(SynchronousTestCase):
+    """
+    ``k8s/cluster-wide/``: the kustomize Component for watching all
+    namespaces, read without kustomize.
+    """
+
+    def test_filesParse(self) -> None:
+        """
+        The Component's kustomization is a ``Component``; the files it lists
+        exist and hold named objects; it lists every YAML file of the
+        directory; a README explains it.
+        """
+        kustomization = _cluster_wide_kustomization()
+        self.assertEqual(kustomization["kind"], "Component")
+        self.assertEqual(kustomization["apiVersion"], "kustomize.config.k8s.io/v1alpha1")
+        listed = list(kustomization["resources"]) + [p["path"] for p in kustomization["patches"]]
+        self.assertEqual(len(listed), len(set(listed)))
+        directory = _K8S / _CLUSTER_WIDE
+        self.assertEqual(
+            set(listed), {p.name for p in directory.glob("*.yaml")} - {"kustomization.yaml"}
+        )
+        for name in listed:
+            for doc in _documents(f"{_CLUSTER_WIDE}/{name}"):
+                self.assertTrue(doc.get("apiVersion"), name)
+                self.assertTrue(doc.get("kind"), name)
+                self.assertTrue(doc.get("metadata", {}).get("name"), name)
+                self.assertNotIn("namespace", doc["metadata"], name)
+        self.assertTrue((directory / "README.md").is_file())
+
+    def test_grantsExactly(self) -> None:
+        """
+        The base's RBAC with the Component's ClusterRole and its patch of the
+        Role grants the ServiceAccount exactly :data:`_CLUSTER_WIDE_GRANTS`:
+        an extra verb, resource, wildcard or scope fails.
+        """
+        rules = rules_for_service_account(cluster_wide_rbac_documents(), "default", "apimgw")
+        self.assertEqual(_scoped_grants(rules), _CLUSTER_WIDE_GRANTS)
+
+    def test_roleKeepsTheLeaseRules(self) -> None:
+        """
+        The patched Role holds exactly the base Role's Lease rules, so it
+        still names ``k8s.ingress.election-id``; the base Role is untouched.
+        """
+        base = _one("rbac.yaml", "Role", "apimgw")
+        (role,) = [
+            d
+            for d in cluster_wide_rbac_documents()
+            if (d["kind"], d["metadata"]["name"]) == ("Role", "apimgw")
+        ]
+        leases = [r for r in base["rules"] if r["resources"] == ["leases"]]
+        self.assertEqual(role["rules"], leases)
+        self.assertEqual(role["metadata"], base["metadata"])
+        self.assertGreater(len(base["rules"]), len(leases))
+
+    def test_clusterRoleBindingNamesTheServiceAccount(self) -> None:
+        """
+        The Component's ClusterRoleBinding binds its ClusterRole to the
+        Deployment's ServiceAccount, in ``default`` like the base's (which
+        kustomize rewrites with ``namespace:``); its names differ from the
+        base's objects.
+        """
+        documents = _documents(f"{_CLUSTER_WIDE}/rbac.yaml")
+        self.assertEqual(
+            sorted(d["kind"] for d in documents), ["ClusterRole", "ClusterRoleBinding"]
+        )
+        (role,) = [d for d in documents if d["kind"] == "ClusterRole"]
+        (binding,) = [d for d in documents if d["kind"] == "ClusterRoleBinding"]
+        self.assertNotIn("aggregationRule", role)
+        self.assertEqual(
+            binding["roleRef"],
+            {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": role["metadata"]["name"],
+            },
+        )
+        account = _deployment()["spec"]["template"]["spec"]["serviceAccountName"]
+        self.assertEqual(
+            binding["subjects"],
+            [{"kind": "ServiceAccount", "name": account, "namespace": "default"}],
+        )
+        base_names = {(d["kind"], d["metadata"]["name"]) for d in _shipped()}
+        for doc in documents:
+            self.assertNotIn((doc["kind"], doc["metadata"]["name"]), base_names)
+
+    def test_deploymentPatchWatchesAllNamespaces(self) -> None:
+        """
+        The Deployment patch sets only ``k8s.ingress.namespace``, to ``""``,
+        of the base Deployment's container, and removes the ``valueFrom``
+        the base sets it with (an entry with both is invalid).
+        """
+        (patch,) = [p for p in _cluster_wide_patches() if p["kind"] == "Deployment"]
+        self.assertEqual(patch["metadata"]["name"], _deployment()["metadata"]["name"])
+        (container,) = patch["spec"]["template"]["spec"]["containers"]
+        self.assertEqual(set(container), {"name", "env"})
+        self.assertEqual(container["name"], _container()["name"])
+        self.assertEqual(
+            container["env"], [{"name": "k8s.ingress.namespace", "value": "", "valueFrom": None}]
+        )
+        self.assertIn("k8s.ingress.namespace", _field_refs())
+        self.assertNotEqual(_DEFAULTS["k8s.ingress.namespace"], "")
+        kinds = sorted(p["kind"] for p in _cluster_wide_patches())
+        self.assertEqual(kinds, ["Deployment", "Role"])
+
+
+class ClusterWideBuildTests(_Kubectl):
+    """
+    ``kubectl kustomize`` of a kustomization holding ``k8s/`` and the
+    cluster-wide Component, as its README shows. Skipped where kubectl is
+    not installed.
+    """
+
+    def _build_cluster_wide(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        # Outside k8s/ (kustomize refuses a base containing the overlay);
+        # relative paths (it refuses absolute ones).
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir(parents=True)
+        kustomization: dict[str, Any] = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": [os.path.relpath(_K8S, directory)],
+            "components": [os.path.relpath(_K8S / _CLUSTER_WIDE, directory)],
+        }
+        if namespace is not None:
+            kustomization["namespace"] = namespace
+        (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+        return self._build(directory)
+
+    def test_builds(self) -> None:
+        """
+        It builds, into the base's objects and the Component's ClusterRole
+        and ClusterRoleBinding.
+        """
+        built = self._build_cluster_wide()
+        added = _documents(f"{_CLUSTER_WIDE}/rbac.yaml")
+        self.assertEqual(
+            sorted((d["kind"], d["metadata"]["name"]) for d in built),
+            sorted((d["kind"], d["metadata"]["name"]) for d in _shipped() + added),
+        )
+
+    def test_deploymentWatchesAllNamespaces(self) -> None:
+        """
+        The built Deployment sets ``k8s.ingress.namespace`` to ``""`` with no
+        ``valueFrom``; every other variable is the base's, and
+        ``POD_NAMESPACE`` still precedes ``k8s.ingress.publish-service``,
+        which expands it.
+        """
+        (deployment,) = [d for d in self._build_cluster_wide() if d["kind"] == "Deployment"]
+        env = _deployment_env(deployment)
+        (entry,) = [e for e in env if e["name"] == "k8s.ingress.namespace"]
+        self.assertEqual(entry, {"name": "k8s.ingress.namespace", "value": ""})
+        base = _container()["env"]
+        self.assertEqual(
+            [e for e in env if e["name"] != "k8s.ingress.namespace"],
+            [e for e in base if e["name"] != "k8s.ingress.namespace"],
+        )
+        names = [e["name"] for e in env]
+        self.assertLess(names.index("POD_NAMESPACE"), names.index("k8s.ingress.publish-service"))
+
+    def test_rbacIsAsComposed(self) -> None:
+        """
+        kustomize's RBAC objects are those :func:`cluster_wide_rbac_documents`
+        composes without it (which the kustomize-free tests, here and in
+        ``tests/integration/test_ingress_rbac_cluster.py``, rely on).
+        """
+        built = [d for d in self._build_cluster_wide() if d["kind"] in _RBAC_KINDS]
+
+        def key(doc: dict[str, Any]) -> tuple[str, str]:
+            return (doc["kind"], doc["metadata"]["name"])
+
+        self.assertEqual(sorted(built, key=key), sorted(cluster_wide_rbac_documents(), key=key))
+
+    def test_bindingsNameTheServiceAccount(self) -> None:
+        """
+        Every binding names the ServiceAccount; with ``namespace:`` set in the
+        including kustomization, all three name it in that namespace (the
+        ClusterRoleBindings' ``default`` rewritten).
+        """
+        for namespace, expected in ((None, "default"), ("apim-elsewhere", "apim-elsewhere")):
+            built = self._build_cluster_wide(namespace)
+            bindings = {
+                d["metadata"]["name"]: d
+                for d in built
+                if d["kind"] in ("RoleBinding", "ClusterRoleBinding")
+            }
+            self.assertEqual(
+                set(bindings), {"apimgw", "apimgw-ingressclasses", "apimgw-all-namespaces"}
+            )
+            for binding in bindings.values():
+                (subject,) = binding["subjects"]
+                self.assertEqual((subject["kind"], subject["name"]), ("ServiceAccount", "apimgw"))
+                if binding["kind"] == "ClusterRoleBinding" or namespace is not None:
+                    self.assertEqual(subject["namespace"], expected, binding["metadata"]["name"])
+                else:
+                    self.assertNotIn("namespace", subject)
+            grants = _scoped_grants(
+                rules_for_service_account(
+                    [d for d in built if d["kind"] in _RBAC_KINDS], expected, "apimgw"
+                )
+            )
+            self.assertEqual(
+                grants,
+                {
+                    g[:3] + ((expected if g[3] == "default" else g[3]),) + g[4:]
+                    for g in _CLUSTER_WIDE_GRANTS
+                },
+            )
 
 
 class IngressClassTests(SynchronousTestCase):
