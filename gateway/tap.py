@@ -293,53 +293,52 @@ def build_gateway(
     def reload_failed(error: Exception, source: str = "file") -> None:
         metrics.reload_failures.labels(source).inc()
 
-    # 1. sources
+    # 1. sources (each one that has loaded once releases the reconciler)
+    def add_source(source: Any) -> Any:
+        source.setServiceParent(top)
+        synced.append(source.when_synced())
+        return source
+
     endpoint = options.environment.get("config.service.endpoint", "").strip()
     ingress_enabled = flag(options.environment.get("k8s.ingress.enabled"))
+    # Which sources there are decides who waits for whom ("alone" below).
+    others = {
+        "file": bool(options["config"]),
+        "cloud": bool(endpoint),
+        "ingress": ingress_enabled,
+        "extra": bool(extra_sources),
+    }
+
+    def alone(name: str) -> bool:
+        return not any(present for other, present in others.items() if other != name)
+
     if options["config"]:
-        file_source = FileSource(
-            store,
-            options["config"],
-            reactor=reactor,
-            poll_interval=options["poll-interval"],
-            on_reload_failed=reload_failed,
+        file_source = add_source(
+            FileSource(
+                store,
+                options["config"],
+                reactor=reactor,
+                poll_interval=options["poll-interval"],
+                on_reload_failed=reload_failed,
+            )
         )
-        file_source.setServiceParent(top)
         _SignalReload(reactor, file_source).setServiceParent(top)
-        synced.append(file_source.when_synced())
     elif not endpoint and not ingress_enabled:
         echo = EchoBackend(reactor)
         echo.setServiceParent(top)
-        default = _DefaultConfigSource(store, echo)
-        default.setServiceParent(top)
-        synced.append(default.when_synced())
+        add_source(_DefaultConfigSource(store, echo))
     if endpoint:
-        cloud = _cloud_source(
-            options,
-            reactor,
-            store,
-            endpoint,
-            alone=not options["config"] and not extra_sources and not ingress_enabled,
+        top.cloud = add_source(
+            _cloud_source(options, reactor, store, endpoint, alone=alone("cloud"))
         )
-        cloud.setServiceParent(top)
-        metrics.cloud.attach(cloud)
-        top.cloud = cloud
-        synced.append(cloud.when_synced())
+        metrics.cloud.attach(top.cloud)
     if ingress_enabled:
-        ingress = _ingress_source(
-            options,
-            reactor,
-            store,
-            health,
-            alone=not options["config"] and not endpoint and not extra_sources,
+        top.ingress = add_source(
+            _ingress_source(options, reactor, store, health, alone=alone("ingress"))
         )
-        ingress.setServiceParent(top)
-        metrics.ingress.attach(ingress)
-        top.ingress = ingress
-        synced.append(ingress.when_synced())
+        metrics.ingress.attach(top.ingress)
     for extra in extra_sources:
-        extra.setServiceParent(top)
-        synced.append(extra.when_synced())
+        add_source(extra)
 
     # 2. reconciler (and, with HTTPS on, the SNI map of each generation)
     sni = _sni_builder(options, reactor) if options["https"] else None
