@@ -71,8 +71,8 @@ class ShippedRBACTests(IngressTestCase):
         }
 
     @inlineCallbacks
-    def test_everything_the_source_does_is_allowed(self) -> Any:
-        self.restrict(_shipped_rules())
+    def start_with_web_service(self) -> Any:
+        """The gateway's own Service (with an address), Service ``web`` with one endpoint, a live gateway."""
         gateway_service = service("apimgw", 80)
         gateway_service["status"] = {"loadBalancer": {"ingress": [{"ip": "198.51.100.7"}]}}
         self.kube.set_object(gateway_service)
@@ -81,6 +81,12 @@ class ShippedRBACTests(IngressTestCase):
         gateway = yield self.start_another()
         self.gateway = gateway
         yield gateway.reconciler.when_live()
+        return gateway
+
+    @inlineCallbacks
+    def test_everything_the_source_does_is_allowed(self) -> Any:
+        self.restrict(_shipped_rules())
+        gateway = yield self.start_with_web_service()
 
         # A Secret listed before any Ingress references it is dropped, then
         # fetched (GET) when one does.
@@ -134,14 +140,7 @@ class ShippedRBACTests(IngressTestCase):
         """Without the ingresses/status rule, the status write is refused (and logged), routing is not affected."""
         rules = [r for r in _shipped_rules() if "ingresses/status" not in r.resources]
         self.restrict(rules)
-        gateway_service = service("apimgw", 80)
-        gateway_service["status"] = {"loadBalancer": {"ingress": [{"ip": "198.51.100.7"}]}}
-        self.kube.set_object(gateway_service)
-        self.kube.set_object(service("web", 80))
-        self.kube.set_object(self.slice(self.backend_ports["alpha"]))
-        gateway = yield self.start_another()
-        self.gateway = gateway
-        yield gateway.reconciler.when_live()
+        gateway = yield self.start_with_web_service()
         self.kube.set_object(ingress("web", [("/web", "web", 80)]))
         yield self.wait_for(lambda: self.refused(), what="a refused status write")
         self.assertEqual(
