@@ -38,15 +38,15 @@ class Backend:
     port: int
     base_path: str
     authority: str
+    #: Connections are pooled per ``(scheme, host, port)``.
+    key: tuple[str, str, int] = field(init=False, repr=False, compare=False)
+    #: The URL, for logs and metrics.
+    url: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> tuple[str, str, int]:
-        """Connections are pooled per ``(scheme, host, port)``."""
-        return (self.scheme, self.host, self.port)
-
-    @property
-    def url(self) -> str:
-        return f"{self.scheme}://{self.authority}{self.base_path}"
+    def __post_init__(self) -> None:
+        # Read on every request: computed once per configuration.
+        object.__setattr__(self, "key", (self.scheme, self.host, self.port))
+        object.__setattr__(self, "url", f"{self.scheme}://{self.authority}{self.base_path}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,11 +108,12 @@ class RouteEntry:
     https_redirect: bool = False
     endpoints: Any = None
     schemes: frozenset[bytes] | None = None
+    #: ``(host, match, path)``: two routes with the same key conflict; the
+    #: newer one wins.
+    key: tuple[str, str, str] = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> tuple[str, str, str]:
-        """Two routes with the same key conflict; the newer one wins."""
-        return (self.host, self.match, self.path)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", (self.host, self.match, self.path))
 
 
 @dataclass(frozen=True, slots=True)

@@ -293,14 +293,14 @@ def translate(
     shadowed: list[Shadowing] = []
     for key in sorted(candidates):
         ranked = candidates[key]
-        if len(ranked) > 1:
-            ranked = sorted(ranked, key=_precedence)
+        if len(ranked) == 1:
+            routes.append(ranked[0])
+            continue
+        ranked = sorted(ranked, key=_precedence)
         winner = ranked[0]
         losers = tuple(e.origin for e in ranked[1:])
-        if losers:
-            shadowed.extend(Shadowing(key, winner.origin, loser) for loser in losers)
-            winner = replace(winner, shadows=losers)
-        routes.append(winner)
+        shadowed.extend(Shadowing(key, winner.origin, loser) for loser in losers)
+        routes.append(replace(winner, shadows=losers))
     return GatewayConfig(
         routes=tuple(routes),
         problems=tuple(problems),
