@@ -23,7 +23,9 @@ class Store:
     """
 
     def __init__(self) -> None:
-        self._objects: dict[ObjectRef, SourceObject] = {}
+        #: The objects, per source: a source replaces its own part without
+        #: scanning the others'.
+        self._sources: dict[str, dict[ObjectRef, SourceObject]] = {}
         self._listeners: list[Callable[[], None]] = []
         #: Incremented on every effective change.
         self.version = 0
@@ -39,14 +41,15 @@ class Store:
 
     def upsert(self, obj: SourceObject) -> None:
         """Insert or replace one object."""
-        if self._objects.get(obj.ref) == obj:
+        held = self._sources.setdefault(obj.ref.source, {})
+        if held.get(obj.ref) == obj:
             return
-        self._objects[obj.ref] = obj
+        held[obj.ref] = obj
         self._changed()
 
     def delete(self, ref: ObjectRef) -> None:
         """Remove one object; removing an absent object is a no-op."""
-        if self._objects.pop(ref, None) is not None:
+        if self._sources.get(ref.source, {}).pop(ref, None) is not None:
             self._changed()
 
     def replace_source(self, source: str, objects: Iterable[SourceObject]) -> None:
@@ -54,30 +57,33 @@ class Store:
         Make ``objects`` the complete set held for ``source``: objects of that
         source not listed are deleted. One notification at most.
         """
-        old = {r: o for r, o in self._objects.items() if r.source == source}
+        old = self._sources.get(source, {})
         new = {}
+        changed = False
         for obj in objects:
-            if obj.ref.source != source:
-                raise ValueError(f"{obj.ref} does not belong to source {source!r}")
-            held = old.get(obj.ref)
-            # An unchanged object stays the *same* object, so builds can
-            # reuse what they derived from it (gateway.memo).
-            new[obj.ref] = held if held is not None and (held is obj or held == obj) else obj
-        if old == new:
+            ref = obj.ref
+            if ref.source != source:
+                raise ValueError(f"{ref} does not belong to source {source!r}")
+            held = old.get(ref)
+            if held is not None and (held is obj or held == obj):
+                # An unchanged object stays the *same* object, so builds
+                # can reuse what they derived from it (gateway.memo).
+                new[ref] = held
+            else:
+                new[ref] = obj
+                changed = True
+        if not changed and len(new) == len(old):
             return
-        for ref in old:
-            del self._objects[ref]
-        self._objects.update(new)
+        self._sources[source] = new
         self._changed()
 
     def objects(self, source: str | None = None) -> tuple[SourceObject, ...]:
         """A snapshot of the held objects (of one source, or all), sorted by ref."""
-        return tuple(
-            sorted(
-                (obj for ref, obj in self._objects.items() if source is None or ref.source == source),
-                key=_order,
-            )
-        )
+        if source is not None:
+            chosen: Iterable[SourceObject] = self._sources.get(source, {}).values()
+        else:
+            chosen = (obj for held in self._sources.values() for obj in held.values())
+        return tuple(sorted(chosen, key=_order))
 
 
 def _order(obj: SourceObject) -> tuple[str, str, str]:
