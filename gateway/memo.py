@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["BuildMemo"]
+__all__ = ["BuildMemo", "remembered"]
 
 
 class BuildMemo:
@@ -86,3 +86,40 @@ class BuildMemo:
 
     def __len__(self) -> int:
         return len(self._previous)
+
+
+def remembered(
+    memo: BuildMemo | None,
+    obj: object,
+    tag: str,
+    compute: Callable[[], T],
+    errors: tuple[type[Exception], ...] = (),
+) -> T:
+    """
+    ``compute()``, reused through ``memo`` (keyed by ``obj``'s identity)
+    when there is one. An exception of one of ``errors`` is the result too:
+    it is remembered and raised again for the same object, so an invalid
+    object is not validated again on every build.
+    """
+    if memo is None:
+        return compute()
+
+    def outcome() -> Any:
+        try:
+            return compute()
+        except errors as e:
+            return _Raised(e)
+
+    result = memo.get_for(obj, tag, outcome)
+    if isinstance(result, _Raised):
+        raise result.error
+    return result  # type: ignore[no-any-return]
+
+
+class _Raised:
+    """A remembered exception (distinct from any result a computation returns)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error

@@ -52,7 +52,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from gateway.memo import BuildMemo
+from gateway.memo import BuildMemo, remembered
 from gateway.translate import EXACT, KIND_API, PREFIX, OperationSpec, RouteEntry
 
 from ._operations import OperationTrie
@@ -95,15 +95,13 @@ class _Target:
         self.cut = cut
         self.is_api = entry.kind == KIND_API
         operations = entry.operations
-        if operations is None:
-            self.operations = None
-        elif memo is None:
-            self.operations = OperationTrie.compile(operations)
-        else:
-            # Never mutated after compile: equal operations share one trie.
-            self.operations = memo.get_for(
-                operations, "operations", lambda: OperationTrie.compile(operations)
-            )
+        # A trie is never mutated after compile: the same operations (an
+        # unchanged API) share one across builds.
+        self.operations = (
+            None
+            if operations is None
+            else remembered(memo, operations, "operations", lambda: OperationTrie.compile(operations))
+        )
 
     def match(self, path: str, method: str) -> Match | None:
         """The match for a request whose path led here, or ``None`` when

@@ -15,7 +15,7 @@ from dataclasses import replace
 from typing import Iterable
 from urllib.parse import urlsplit
 
-from gateway.memo import BuildMemo
+from gateway.memo import BuildMemo, remembered
 from gateway.model import Api, Certificate, ObjectRef, RouteSet, SourceObject
 
 from ._certificates import (
@@ -229,24 +229,6 @@ def _object_entries(obj: SourceObject) -> tuple[tuple[RouteEntry, ...], tuple[Pr
     raise InvalidObject(f"unsupported object type {type(body).__name__}")
 
 
-def _memoized_entries(
-    obj: SourceObject, memo: BuildMemo | None
-) -> tuple[tuple[RouteEntry, ...], tuple[Problem, ...]]:
-    if memo is None:
-        return _object_entries(obj)
-
-    def compute() -> tuple[tuple[RouteEntry, ...], tuple[Problem, ...]] | InvalidObject:
-        try:
-            return _object_entries(obj)
-        except InvalidObject as e:
-            return e
-
-    result = memo.get_for(obj, "entries", compute)
-    if isinstance(result, InvalidObject):
-        raise result
-    return result
-
-
 def translate(
     objects: Iterable[SourceObject],
     *,
@@ -280,7 +262,9 @@ def translate(
             _certificate(obj, body, now, last_valid.get(obj.ref), certificates, problems, memo)
             continue
         try:
-            entries, object_problems = _memoized_entries(obj, memo)
+            entries, object_problems = remembered(
+                memo, obj, "entries", lambda: _object_entries(obj), (InvalidObject,)
+            )
         except InvalidObject as e:
             problems.append(Problem(obj.ref, str(e)))
             continue
@@ -324,20 +308,16 @@ def _certificate(
     Parsing and checking a certificate depends on the object alone and is
     memoized; only the expiry is checked against ``now`` on every build.
     """
-
-    def validate() -> tuple[CertificateEntry, list[Problem]] | InvalidCertificate:
-        try:
-            return certificate_entry(
-                obj.ref, body, modified=obj.modified, normalize_host=normalize_host
-            )
-        except InvalidCertificate as e:
-            return e
-
     try:
-        result = validate() if memo is None else memo.get_for(obj, "certificate", validate)
-        if isinstance(result, InvalidCertificate):
-            raise result
-        entry, host_problems = result
+        entry, host_problems = remembered(
+            memo,
+            obj,
+            "certificate",
+            lambda: certificate_entry(
+                obj.ref, body, modified=obj.modified, normalize_host=normalize_host
+            ),
+            (InvalidCertificate,),
+        )
         check_expiry(entry, now)
     except InvalidCertificate as e:
         kept = keep_previous(last_valid, now)
