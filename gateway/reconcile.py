@@ -10,7 +10,7 @@ the generation they started with.
 from __future__ import annotations
 
 import gc
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Callable, Iterable
 
@@ -21,26 +21,10 @@ from twisted.logger import Logger
 
 from gateway.memo import BuildMemo
 from gateway.model import Store
-from gateway.routing import RouteTable
+from gateway.ready import OneShot
+from gateway.routing import Generation, RouteTable
 from gateway.tls import SNIMap, SNIMapBuilder
 from gateway.translate import GatewayConfig, Problem, translate
-
-
-@dataclass(frozen=True, slots=True)
-class Generation:
-    """
-    One live configuration: the translated config, its compiled route
-    table and, with HTTPS on, its SNI map, swapped together.
-
-    :ivar sni: the certificates by server name; ``None`` when the gateway
-        has no HTTPS listener.
-    """
-
-    number: int
-    config: GatewayConfig
-    table: RouteTable
-    created: float
-    sni: SNIMap | None = None
 
 
 class Reconciler(Service):
@@ -84,7 +68,7 @@ class Reconciler(Service):
         self._all_synced = False
         self._pending: IDelayedCall | None = None
         self._reported: frozenset[Problem] = frozenset()
-        self._waiting: list[Deferred[Generation]] = []
+        self._live: OneShot[Generation] = OneShot()
         #: Per-object translation and compiled operations of the last build.
         self._memo = BuildMemo()
         store.subscribe(self._changed)
@@ -106,13 +90,7 @@ class Reconciler(Service):
 
     def when_live(self) -> Deferred[Generation]:
         """Fires with the first generation (at once if one is live)."""
-        if self.current is not None:
-            d: Deferred[Generation] = Deferred()
-            d.callback(self.current)
-            return d
-        d = Deferred()
-        self._waiting.append(d)
-        return d
+        return self._live.when()
 
     def _sources_synced(self, _: object) -> None:
         self._all_synced = True
@@ -139,6 +117,7 @@ class Reconciler(Service):
         try:
             config = translate(
                 self.store.objects(),
+                problems=self.store.problems(),
                 now=now,
                 previous=previous.config if previous is not None else None,
                 memo=memo,
@@ -146,7 +125,8 @@ class Reconciler(Service):
             table = RouteTable.build(config.routes, memo)
             sni = None
             if self.sni is not None:
-                sni, refused = self.sni.build(config, previous.sni if previous is not None else None)
+                last_map = previous.sni if previous is not None else None
+                sni, refused = self.sni.build(config, last_map)  # type: ignore[arg-type]
                 if refused:
                     config = replace(config, problems=config.problems + refused)
         except Exception as e:
@@ -166,9 +146,7 @@ class Reconciler(Service):
         # A copy: a listener may add listeners (a test waiting for the next swap).
         for listener in list(self._on_swap):
             listener(generation)
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.callback(generation)
+        self._live.fire(generation)
         return generation
 
     def _report(self, generation: Generation, previous: Generation | None) -> None:

@@ -156,6 +156,25 @@ Body = Union[Api, RouteSet, Certificate]
 
 
 @dataclass(frozen=True, slots=True)
+class Problem:
+    """
+    Something wrong with one source object; the rest is still served.
+
+    Sources report the problems their decoders find (an Ingress that cannot
+    be read, a cloud entity of the wrong shape) through the
+    :class:`~gateway.model.Store`; translation adds its own. Both end up in
+    the same list, so ``/config``, the problems metric and Kubernetes
+    Events show them alike.
+    """
+
+    ref: ObjectRef
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.ref}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
 class SourceObject:
     """
     One object as a source holds it: its identity, its own last-modification

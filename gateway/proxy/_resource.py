@@ -211,21 +211,28 @@ class ProxyResource(Resource):
             if backend is None:
                 return self._answer(request, started, 503, _NO_ENDPOINTS, entry.label)
         exchange = _Exchange(self, request, entry, started, request_id)
-        exchange.backend = backend
         self.in_flight += 1
         request.on_client_gone = exchange.client_gone
+        if endpoints is not None:
+            exchange.resend = (target_bytes, headers, length)
+        self._send(exchange, backend, target_bytes, headers, length)
+        return NOT_DONE_YET
+
+    def _send(
+        self, exchange: _Exchange, backend: Any, target: bytes, headers: Any, length: int
+    ) -> None:
+        """Start (or restart, on another endpoint) the backend side of ``exchange``."""
+        exchange.backend = backend
+        body = exchange.request.content
         exchange.backend_exchange = self._pool.request(
             backend,
-            request.method,
-            target_bytes,
+            exchange.request.method,
+            target,
             headers,
             body.file if length else None,
             length,
             exchange,
         )
-        if endpoints is not None:
-            exchange.resend = (target_bytes, headers, length)
-        return NOT_DONE_YET
 
     def retry_elsewhere(self, exchange: _Exchange, reason: Failure) -> bool:
         """
@@ -247,9 +254,8 @@ class ProxyResource(Resource):
         backend = endpoints.pick(now, avoid=failed)
         if backend is None:
             return False
-        body = exchange.request.content
         if length:
-            body.file.seek(0)
+            exchange.request.content.file.seek(0)
         self._log.warn(
             "Endpoint {failed} of {route} refused the connection ({error}): held for {hold:.0f} s, "
             "retrying on {backend}",
@@ -260,16 +266,7 @@ class ProxyResource(Resource):
             backend=backend.authority,
         )
         self._observer.backend_error(failed.url, "endpoint")
-        exchange.backend = backend
-        exchange.backend_exchange = self._pool.request(
-            backend,
-            exchange.request.method,
-            target_bytes,
-            headers,
-            body.file if length else None,
-            length,
-            exchange,
-        )
+        self._send(exchange, backend, target_bytes, headers, length)
         return True
 
     def _redirect_to_https(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.model import ObjectRef
+from gateway.model import ObjectRef, Problem
 
 EXACT = "exact"
 PREFIX = "prefix"
@@ -114,17 +114,6 @@ class RouteEntry:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "key", (self.host, self.match, self.path))
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """Something wrong with one source object; the rest is still served."""
-
-    ref: ObjectRef
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.ref}: {self.message}"
 
 
 @dataclass(frozen=True, slots=True)

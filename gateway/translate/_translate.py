@@ -232,6 +232,7 @@ def _object_entries(obj: SourceObject) -> tuple[tuple[RouteEntry, ...], tuple[Pr
 def translate(
     objects: Iterable[SourceObject],
     *,
+    problems: Iterable[Problem] = (),
     now: float | None = None,
     previous: GatewayConfig | None = None,
     memo: BuildMemo | None = None,
@@ -242,6 +243,9 @@ def translate(
     An invalid object (or an invalid part of a route set) becomes a
     :class:`Problem` and is left out; everything else is served.
 
+    :param problems: what the sources' decoders found wrong (objects that
+        could not be read at all, or parts of them); reported first, with
+        translation's own after them.
     :param now: the current time (seconds since the epoch) against which
         certificates are checked for expiry; ``None`` skips that check.
     :param previous: the configuration being served. A certificate object
@@ -252,23 +256,23 @@ def translate(
         build (the result is the same with or without it; only faster when
         one object among thousands changed).
     """
-    problems: list[Problem] = []
+    found: list[Problem] = list(problems)
     candidates: dict[tuple[str, str, str], list[RouteEntry]] = {}
     certificates: list[CertificateEntry] = []
     last_valid = {c.ref: c for c in previous.certificates} if previous is not None else {}
     for obj in sorted(objects, key=lambda o: o.ref.order):
         body = obj.body
         if isinstance(body, Certificate):
-            _certificate(obj, body, now, last_valid.get(obj.ref), certificates, problems, memo)
+            _certificate(obj, body, now, last_valid.get(obj.ref), certificates, found, memo)
             continue
         try:
             entries, object_problems = remembered(
                 memo, obj, "entries", lambda: _object_entries(obj), (InvalidObject,)
             )
         except InvalidObject as e:
-            problems.append(Problem(obj.ref, str(e)))
+            found.append(Problem(obj.ref, str(e)))
             continue
-        problems.extend(object_problems)
+        found.extend(object_problems)
         for entry in entries:
             candidates.setdefault(entry.key, []).append(entry)
     resolved, default = resolve_certificates(certificates)
@@ -287,7 +291,7 @@ def translate(
         routes.append(replace(winner, shadows=losers))
     return GatewayConfig(
         routes=tuple(routes),
-        problems=tuple(problems),
+        problems=tuple(found),
         shadowed=tuple(shadowed),
         certificates=resolved,
         default_certificate=default,

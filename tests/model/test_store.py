@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from gateway.model import Api, ObjectRef, SourceObject, Store
+from gateway.model import Api, ObjectRef, Problem, SourceObject, Store
 
 
 def obj(source: str, name: str, url: str = "http://a:1") -> SourceObject:
@@ -47,3 +47,56 @@ class StoreTests(SynchronousTestCase):
     def test_replace_source_rejects_foreign_objects(self) -> None:
         """An object of another source cannot be slipped in through replace_source."""
         self.assertRaises(ValueError, self.store.replace_source, "file", [obj("cloud", "x")])
+
+
+class StoreProblemTests(SynchronousTestCase):
+    """Decoding problems travel through the store beside the objects."""
+
+    def setUp(self) -> None:
+        self.store = Store()
+        self.changes = 0
+
+        def changed() -> None:
+            self.changes += 1
+
+        self.store.subscribe(changed)
+
+    def test_replace_source_sets_and_clears_problems(self) -> None:
+        """replace_source replaces a source's problems; an unchanged list does not notify."""
+        bad = ObjectRef("ingress", "routes", "ns/bad")
+        self.store.replace_source("ingress", [], [Problem(bad, "spec.rules[0]: no backend")])
+        self.store.replace_source("ingress", [], [Problem(bad, "spec.rules[0]: no backend")])
+        self.assertEqual(self.store.problems(), (Problem(bad, "spec.rules[0]: no backend"),))
+        self.assertEqual(self.changes, 1)
+        self.store.replace_source("ingress", [])
+        self.assertEqual((self.store.problems(), self.changes), ((), 2))
+
+    def test_problems_are_per_source(self) -> None:
+        """One source's replacement leaves another source's problems alone."""
+        cloud = ObjectRef("cloud", "api", "x")
+        self.store.report(cloud, [Problem(cloud, "serviceUrl missing")])
+        self.store.replace_source("ingress", [obj("ingress", "a")])
+        self.assertEqual(self.store.problems("cloud"), (Problem(cloud, "serviceUrl missing"),))
+        self.assertEqual(self.store.problems("ingress"), ())
+
+    def test_report_replaces_the_held_object(self) -> None:
+        """An object that no longer decodes is removed and its problem held instead."""
+        self.store.upsert(obj("cloud", "a"))
+        ref = ObjectRef("cloud", "api", "a")
+        self.store.report(ref, [Problem(ref, "path must be a string")])
+        self.assertEqual(self.store.objects(), ())
+        self.assertEqual([p.message for p in self.store.problems()], ["path must be a string"])
+        self.store.upsert(obj("cloud", "a"))
+        self.assertEqual((len(self.store.objects()), self.store.problems()), (1, ()))
+
+    def test_delete_clears_problems(self) -> None:
+        """Deleting an object also forgets what was wrong with it."""
+        ref = ObjectRef("cloud", "api", "a")
+        self.store.upsert(obj("cloud", "a"), [Problem(ref, "operation 2 ignored")])
+        self.store.delete(ref)
+        self.assertEqual((self.store.problems(), self.changes), ((), 2))
+
+    def test_foreign_problem_refused(self) -> None:
+        """A problem naming another source's object is a programming error."""
+        with self.assertRaises(ValueError):
+            self.store.replace_source("file", [], [Problem(ObjectRef("cloud", "api", "a"), "x")])

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from gateway.model import Api, ObjectRef, Operation, Route, RouteSet, SourceObject, Store
+from gateway.model import Api, ObjectRef, Operation, Problem, Route, RouteSet, SourceObject, Store
 from gateway.translate import EXACT, KIND_API, KIND_ROUTE, PREFIX, InvalidObject, parse_backend, translate
 
 
@@ -166,3 +166,19 @@ class ProtocolsTests(SynchronousTestCase):
         self.assertEqual(
             sorted(p.ref.name for p in config.problems if "protocols" in p.message), ["bad", "none"]
         )
+
+
+class DecodeProblemTests(SynchronousTestCase):
+    """Problems found by the sources' decoders are reported with translation's own."""
+
+    def test_decoder_problems_come_first(self) -> None:
+        """translate(problems=...) lists the decoders' problems, then its own."""
+        bad = ObjectRef("ingress", "routes", "ns/broken")
+        decoded = (Problem(bad, "spec.rules[0].http: must be an object"),)
+        config = translate(
+            [SourceObject(ObjectRef("file", "api", "x"), 1.0, Api("x", "x", "ftp://nope"))],
+            problems=decoded,
+        )
+        self.assertEqual(config.problems[0], decoded[0])
+        self.assertEqual(len(config.problems), 2)
+        self.assertIn("http://", config.problems[1].message)
