@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import gc
 import os
-import signal
 from typing import Any, Sequence
 
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
@@ -37,7 +36,7 @@ from gateway.proxy import BackendPool, GatewaySite, ProxyResource, TrafficListen
 from gateway.reconcile import Generation, Reconciler
 from gateway.settings import SETTINGS, flag, read_environment
 from gateway.sources.cloud import CloudSource, TokenError
-from gateway.sources.file import FileSource, default_objects
+from gateway.sources.file import DefaultConfigSource, FileSource, SignalReload
 from gateway.sources.ingress import IngressSource
 from gateway.tls import (
     ALPN_PROTOCOLS,
@@ -135,58 +134,6 @@ class Options(usage.Options):
         if value < 0:
             raise usage.UsageError(f"--{name} must not be negative")
         return value
-
-
-class _DefaultConfigSource(Service):
-    """
-    The built-in configuration: starts the echo backend on a loopback port
-    and publishes the Echo API pointing at it.
-    """
-
-    def __init__(self, store: Store, echo: EchoBackend) -> None:
-        self._store = store
-        self._echo = echo
-        self._synced: Deferred[None] = Deferred()
-
-    def when_synced(self) -> Deferred[None]:
-        return self._synced
-
-    def startService(self) -> None:
-        super().startService()
-        self._echo.when_listening().addCallback(self._publish)
-
-    def _publish(self, url: str) -> None:
-        self._store.replace_source("default", default_objects(url + "/api"))
-        _log.info("No configuration given: serving the built-in Echo API (backend {url})", url=url)
-        if not self._synced.called:
-            self._synced.callback(None)
-
-
-class _SignalReload(Service):
-    """Reloads the configuration file on SIGHUP (via the reactor, signal-safe)."""
-
-    def __init__(self, reactor: Any, source: FileSource) -> None:
-        self._reactor = reactor
-        self._source = source
-        self._previous: Any = None
-
-    def startService(self) -> None:
-        super().startService()
-        if hasattr(signal, "SIGHUP"):
-            self._previous = signal.signal(signal.SIGHUP, self._handle)
-
-    def stopService(self) -> Deferred[None]:
-        if hasattr(signal, "SIGHUP") and self._previous is not None:
-            signal.signal(signal.SIGHUP, self._previous)
-        super().stopService()
-        return succeed(None)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self._reactor.callFromThread(self._reload)
-
-    def _reload(self) -> None:
-        _log.info("SIGHUP: reloading {path}", path=self._source.path)
-        self._source.reload()
 
 
 class _PoolService(Service):
@@ -322,11 +269,11 @@ def build_gateway(
                 on_reload_failed=reload_failed,
             )
         )
-        _SignalReload(reactor, file_source).setServiceParent(top)
+        SignalReload(reactor, file_source).setServiceParent(top)
     elif not endpoint and not ingress_enabled:
         echo = EchoBackend(reactor)
         echo.setServiceParent(top)
-        add_source(_DefaultConfigSource(store, echo))
+        add_source(DefaultConfigSource(store, echo.when_listening))
     if endpoint:
         top.cloud = add_source(
             _cloud_source(options, reactor, store, endpoint, alone=alone("cloud"))

@@ -26,7 +26,7 @@ from gateway.model import (
     SourceObject,
     Store,
 )
-from gateway.sources import file as file_module
+from gateway.sources.file import _source as file_module
 from gateway.sources.file import (
     DEFAULT_CONFIG_TEMPLATE,
     ConfigFileError,
@@ -36,7 +36,7 @@ from gateway.sources.file import (
 )
 from gateway.translate import translate
 
-EXAMPLE = FilePath(__file__).parent().parent().parent().descendant(["examples", "gateway.yaml"])
+EXAMPLE = FilePath(__file__).parent().parent().parent().parent().descendant(["examples", "gateway.yaml"])
 
 
 def parse(text: str, **kwargs: object) -> list[SourceObject]:

@@ -1,6 +1,5 @@
 """
-The local configuration file source (``--config FILE``), and the built-in
-default configuration that a gateway with nothing configured serves.
+The local configuration file source (``--config FILE``).
 
 The file is the clusterless way to run the gateway: it is read at start,
 re-read when it or a certificate file it names changes (polled: no inotify
@@ -13,79 +12,21 @@ its line.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from gateway.model import RouteSet, SourceObject, Store
+from gateway.ready import OneShot
 
-from ._yamlconfig import ConfigFileError, parse_config
+from ._decode import ConfigFileError, parse_config
 
-__all__ = [
-    "DEFAULT_CONFIG_TEMPLATE",
-    "ConfigFileError",
-    "FileSource",
-    "default_objects",
-    "parse_config",
-]
-
-#: The built-in configuration, served when nothing else is configured: the
-#: Echo API of the upstream product, backed by :mod:`gateway.echo`. The one
-#: placeholder is ``{echo_url}``; the text has no other braces, so both
-#: ``str.format(echo_url=...)`` and :func:`default_objects` work on it, and
-#: written to disk it is a valid starting point for a configuration file.
-DEFAULT_CONFIG_TEMPLATE = """\
-# The built-in configuration of apimgw: the Echo API, answered by the
-# gateway's own echo backend. Try:
-#   curl 'http://127.0.0.1:8080/echo/resource?param1=sample'
-apis:
-  - name: echo
-    displayName: Echo API
-    path: echo
-    serviceUrl: {echo_url}
-    subscriptionRequired: false
-    operations:
-      - name: retrieve-resource
-        method: GET
-        urlTemplate: /resource
-      - name: retrieve-resource-cached
-        method: GET
-        urlTemplate: /resource-cached
-      - name: retrieve-header-only
-        method: HEAD
-        urlTemplate: /resource
-      - name: create-resource
-        method: POST
-        urlTemplate: /resource
-      - name: modify-resource
-        method: PUT
-        urlTemplate: /resource
-      - name: remove-resource
-        method: DELETE
-        urlTemplate: /resource
-"""
-
-
-def default_objects(echo_url: str, *, modified: float = 0.0) -> list[SourceObject]:
-    """
-    The objects of the built-in configuration, under source ``default``.
-
-    :param echo_url: the base URL of the echo backend, such as
-        :attr:`gateway.echo.EchoBackend.url`.
-    :param modified: their modification time; the default ``0.0`` makes any
-        real source win a conflict with them.
-    """
-    # Inserted as a YAML double-quoted scalar (JSON's string syntax is one),
-    # so no character of the URL can change the document's structure.
-    text = DEFAULT_CONFIG_TEMPLATE.replace("{echo_url}", json.dumps(echo_url))
-    return parse_config(text, path="<default configuration>", modified=modified, source="default")
-
+__all__ = ["FileSource"]
 
 #: What identifies one version of the file without reading it: device and
 #: inode (replaced by an editor's rename or a ConfigMap symlink swap), size,
@@ -173,8 +114,7 @@ class FileSource(Service):
         #: as it was just before being read (``None``: it could not be
         #: stat'ed); polling reloads when one of them changes.
         self._included: dict[str, _Signature | None] = {}
-        self._synced = False
-        self._waiting: list[Deferred[None]] = []
+        self._synced: OneShot[None] = OneShot()
 
     def startService(self) -> None:
         """Load the file now, then watch it for changes."""
@@ -197,11 +137,7 @@ class FileSource(Service):
         loaded successfully (at once if it already has), so that readiness
         can wait for the first configuration.
         """
-        if self._synced:
-            return succeed(None)
-        waiting: Deferred[None] = Deferred(self._waiting.remove)
-        self._waiting.append(waiting)
-        return waiting
+        return self._synced.when()
 
     def reload(self) -> bool:
         """
@@ -219,7 +155,7 @@ class FileSource(Service):
             return False
         self._store.replace_source(self._source, objects)
         self._log_loaded(objects)
-        self._fire_synced()
+        self._synced.fire(None)
         return True
 
     def _load(self) -> list[SourceObject]:
@@ -273,7 +209,7 @@ class FileSource(Service):
             self._log.failure("Checking configuration file {path} failed", path=self.path)
 
     def _failed(self, error: ConfigFileError) -> None:
-        if self._synced:
+        if self._synced.done:
             self._log.error(
                 "Configuration not reloaded, the previous one stays in service: {error}",
                 error=str(error),
@@ -304,9 +240,3 @@ class FileSource(Service):
             routes=routes,
             certificates=kinds.count("certificate"),
         )
-
-    def _fire_synced(self) -> None:
-        self._synced = True
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.callback(None)
