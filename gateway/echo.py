@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 
 from twisted.application.service import Service
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IAddress, IListeningPort, IReactorTCP
 from twisted.logger import Logger
@@ -27,6 +27,8 @@ from twisted.web import http
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
+
+from gateway.ready import OneShot
 
 __all__ = ["BODY_LIMIT", "EchoBackend", "EchoResource"]
 
@@ -184,13 +186,12 @@ class EchoBackend(Service):
         self._endpoint = endpoint
         self._listening: Deferred[IListeningPort] | None = None
         self._port: IListeningPort | None = None
-        self._failure: Failure | None = None
-        self._waiting: list[Deferred[str]] = []
+        self._listening_url: OneShot[str] = OneShot()
 
     def startService(self) -> None:
         """Start listening; :meth:`when_listening` says when it does."""
         super().startService()
-        self._failure = None
+        self._listening_url.reset()
         site = _EchoSite(EchoResource(), requestFactory=_EchoRequest)
         listening = serverFromString(self._reactor, self._endpoint).listen(site)
         self._listening = listening
@@ -202,6 +203,7 @@ class EchoBackend(Service):
         if self._listening is not None:
             self._listening.cancel()
         port, self._port, self.url = self._port, None, None
+        self._listening_url.reset()
         if port is None:
             return None
         return port.stopListening()
@@ -211,30 +213,22 @@ class EchoBackend(Service):
         A new Deferred that fires with :attr:`url` once the backend listens
         (at once if it already does), or fails if it cannot listen.
         """
-        if self.url is not None:
-            return succeed(self.url)
-        if self._failure is not None:
-            return fail(self._failure)
-        waiting: Deferred[str] = Deferred(self._waiting.remove)
-        self._waiting.append(waiting)
-        return waiting
+        return self._listening_url.when()
 
     def _listened(self, port: IListeningPort) -> None:
         self._listening = None
         self._port = port
         self.url = _base_url(port.getHost())
         self._log.info("Echo backend listening on {url}", url=self.url)
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.callback(self.url)
+        self._listening_url.fire(self.url)
 
     def _listen_failed(self, failure: Failure) -> None:
         self._listening = None
         if not failure.check(CancelledError):
-            self._failure = failure
             self._log.failure(
                 "Echo backend cannot listen on {endpoint}", failure, endpoint=self._endpoint
             )
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.errback(failure)
+        self._listening_url.fail(failure)
+        if failure.check(CancelledError):
+            # Stopped before it listened: a later start waits afresh.
+            self._listening_url.reset()

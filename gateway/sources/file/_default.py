@@ -7,7 +7,7 @@ Echo API of the upstream product, answered by the gateway's own echo backend
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
