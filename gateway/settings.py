@@ -14,7 +14,8 @@ ignored with one warning line each.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from collections.abc import Mapping
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,3 +151,236 @@ def read_environment(environ: Mapping[str, str]) -> tuple[dict[str, str], list[s
 def flag(value: str | None) -> bool:
     """``true``/``1``/``yes``/``on`` (any case) are true; anything else false."""
     return (value or "").strip().lower() in ("true", "1", "yes", "on")
+
+
+# -- typed settings ----------------------------------------------------------
+#
+# The raw values above are strings from the command line or the environment.
+# Each part of the gateway receives one typed, validated settings object
+# instead (built once at start by ``gateway.tap``), so a bad value is refused
+# with its setting's name before anything starts, and no layer parses
+# strings of its own.
+
+
+class SettingError(ValueError):
+    """A setting's value cannot be used; the message names the setting."""
+
+
+#: The values the enumerated settings accept (the layers that act on them
+#: use the same names).
+ACCESS_LOG_FORMATS = ("none", "text", "json")
+ERROR_MODES = ("apim", "http")
+TLS_MIN_VERSIONS = ("1.2", "1.3")
+INGRESS_BACKEND_MODES = ("service", "endpoints")
+
+
+def _number(values: Mapping[str, str], name: str, kind: type, *, positive: bool = False) -> Any:
+    raw = values.get(name, _BY_NAME[name].default or "")
+    try:
+        value = kind(str(raw).strip())
+    except (TypeError, ValueError):
+        raise SettingError(f"{name} must be a number, not {raw!r}") from None
+    if value < 0 or (positive and value == 0):
+        raise SettingError(f"{name} must be {'positive' if positive else 'zero or more'}, not {raw!r}")
+    return value
+
+
+def _text(values: Mapping[str, str], name: str) -> str:
+    return str(values.get(name, _BY_NAME[name].default or "")).strip()
+
+
+def _choice(values: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    value = _text(values, name)
+    if value not in choices:
+        raise SettingError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ListenSettings:
+    """
+    Where the gateway listens (strports descriptions).
+
+    :ivar https: empty: no HTTPS listener.
+    :ivar https_redirect_port: the port HTTP-to-HTTPS redirects name;
+        ``None``: the HTTPS listener's own port.
+    """
+
+    http: str
+    https: str
+    admin: str
+    https_redirect_port: int | None
+
+    @classmethod
+    def parse(cls, values: Mapping[str, str]) -> ListenSettings:
+        https = _text(values, "gateway.listen.https")
+        if https.split(":", 1)[0].lower() in ("ssl", "tls"):
+            raise SettingError(
+                "gateway.listen.https takes a TCP description such as tcp:8081 (the gateway "
+                "terminates TLS itself, with the certificates of its configuration chosen by SNI)"
+            )
+        port = _text(values, "gateway.https.redirect-port")
+        redirect: int | None = None
+        if port != "listener":
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                raise SettingError(
+                    f"gateway.https.redirect-port must be a port number or 'listener', not {port!r}"
+                )
+            redirect = int(port)
+        return cls(
+            http=_text(values, "gateway.listen.http"),
+            https=https,
+            admin=_text(values, "gateway.listen.admin"),
+            https_redirect_port=redirect,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    """How requests are forwarded, answered and drained."""
+
+    access_log: str
+    grace: float
+    drain_delay: float
+    connect_timeout: float
+    backend_timeout: float
+    max_idle: int
+    max_body: int
+    error_mode: str
+    tls_min_version: str
+
+    @classmethod
+    def parse(cls, values: Mapping[str, str]) -> ProxySettings:
+        return cls(
+            access_log=_choice(values, "telemetry.logs.std", ACCESS_LOG_FORMATS),
+            grace=_number(values, "gateway.shutdown.grace", float),
+            drain_delay=_number(values, "gateway.shutdown.delay", float),
+            connect_timeout=_number(values, "gateway.backend.connect-timeout", float),
+            backend_timeout=_number(values, "gateway.backend.timeout", float),
+            max_idle=_number(values, "gateway.backend.max-idle", int),
+            max_body=_number(values, "gateway.request.max-body", int),
+            error_mode=_choice(values, "gateway.errors.mode", ERROR_MODES),
+            tls_min_version=_choice(values, "net.server.tls.min-version", TLS_MIN_VERSIONS),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FileSettings:
+    """The local configuration file; ``path`` empty: none."""
+
+    path: str
+    poll_interval: float
+
+    @classmethod
+    def parse(cls, values: Mapping[str, str]) -> FileSettings:
+        return cls(
+            path=_text(values, "gateway.config.file"),
+            poll_interval=_number(values, "gateway.config.poll", float),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CloudSettings:
+    """
+    The configuration service source (``config.service.*``, ``config.backup.*``).
+
+    :ivar backup_path: empty: no backup.
+    """
+
+    endpoint: str
+    auth: str
+    backup_path: str
+    backup_interval: float
+    heartbeat_interval: float
+
+    @classmethod
+    def parse(cls, values: Mapping[str, str]) -> CloudSettings | None:
+        """The settings, or ``None`` when no endpoint is configured."""
+        endpoint = _text(values, "config.service.endpoint")
+        if not endpoint:
+            return None
+        auth = _text(values, "config.service.auth")
+        if not auth:
+            raise SettingError(
+                "config.service.endpoint is set but config.service.auth is not: give the "
+                "gateway's token (GatewayKey ...) or the path of a file holding it"
+            )
+        return cls(
+            endpoint=endpoint,
+            auth=auth,
+            backup_path=_text(values, "config.backup.path"),
+            backup_interval=_number(values, "config.backup.interval", float),
+            heartbeat_interval=_number(values, "config.service.heartbeat-interval", float, positive=True),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class IngressSourceSettings:
+    """
+    The Kubernetes Ingress source (``k8s.ingress.*``).
+
+    :ivar namespace: ``None``: all namespaces.
+    :ivar publish_service: ``namespace/name`` of the gateway's own Service.
+    """
+
+    namespace: str | None
+    ingress_class: str
+    dns_suffix: str
+    backend_mode: str
+    config_path: str | None
+    publish_service: str | None
+    publish_addresses: tuple[str, ...]
+    election_id: str | None
+
+    @classmethod
+    def parse(cls, values: Mapping[str, str]) -> IngressSourceSettings | None:
+        """The settings, or ``None`` when the Ingress source is off."""
+        if not flag(values.get("k8s.ingress.enabled")):
+            return None
+        publish_service = _text(values, "k8s.ingress.publish-service") or None
+        if publish_service and publish_service.count("/") != 1:
+            raise SettingError(
+                f"k8s.ingress.publish-service must be namespace/name, not {publish_service!r}"
+            )
+        addresses = _text(values, "k8s.ingress.publish-address").split(",")
+        return cls(
+            namespace=_text(values, "k8s.ingress.namespace") or None,
+            ingress_class=_text(values, "k8s.ingress.class"),
+            dns_suffix=_text(values, "k8s.ingress.dns.suffix"),
+            backend_mode=_choice(values, "k8s.ingress.backend", INGRESS_BACKEND_MODES),
+            config_path=_text(values, "k8s.ingress.config.path") or None,
+            publish_service=publish_service,
+            publish_addresses=tuple(a.strip() for a in addresses if a.strip()),
+            election_id=_text(values, "k8s.ingress.election-id") or None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """
+    Every setting of one gateway, typed and validated.
+
+    :ivar cloud: ``None``: no configuration service.
+    :ivar ingress: ``None``: no Ingress source.
+    """
+
+    listen: ListenSettings
+    proxy: ProxySettings
+    file: FileSettings
+    cloud: CloudSettings | None
+    ingress: IngressSourceSettings | None
+
+    @classmethod
+    def parse(cls, values: Mapping[str, str]) -> GatewaySettings:
+        """
+        Validate ``values`` (dotted names; absent ones take their defaults).
+
+        :raises SettingError: the first unusable value, named.
+        """
+        return cls(
+            listen=ListenSettings.parse(values),
+            proxy=ProxySettings.parse(values),
+            file=FileSettings.parse(values),
+            cloud=CloudSettings.parse(values),
+            ingress=IngressSourceSettings.parse(values),
+        )

@@ -34,7 +34,7 @@ from gateway.observability import (
 )
 from gateway.proxy import BackendPool, GatewaySite, ProxyResource, TrafficListener
 from gateway.reconcile import Generation, Reconciler
-from gateway.settings import SETTINGS, flag, read_environment
+from gateway.settings import SETTINGS, GatewaySettings, SettingError, flag, read_environment
 from gateway.sources.cloud import CloudSource, TokenError
 from gateway.sources.file import DefaultConfigSource, FileSource, SignalReload
 from gateway.sources.ingress import IngressSource
@@ -90,50 +90,29 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         self.environment, self.unknown_settings = read_environment(self._environ)
+        values = dict(self.environment)
         for setting in SETTINGS:
             if setting.option is None:
                 continue
             if self[setting.option] is None:
                 self[setting.option] = self.environment.get(setting.name, setting.default)
-        if self["access-log"] not in ACCESS_LOG_FORMATS:
-            raise usage.UsageError(
-                f"telemetry.logs.std / --access-log must be one of {', '.join(ACCESS_LOG_FORMATS)}"
-            )
-        for name in ("grace", "drain-delay", "connect-timeout", "backend-timeout", "poll-interval"):
-            self[name] = self._number(name, float)
-        for name in ("max-idle", "max-body"):
-            self[name] = self._number(name, int)
-        if self["error-mode"] not in ("apim", "http"):
-            raise usage.UsageError("--error-mode must be apim or http")
-        if self["tls-min-version"] not in TLS_VERSIONS:
-            raise usage.UsageError(
-                f"net.server.tls.min-version / --tls-min-version must be one of "
-                f"{', '.join(TLS_VERSIONS)}, not {self['tls-min-version']!r}"
-            )
-        self["https"] = self["https"].strip()
-        if self["https"].split(":", 1)[0].lower() in ("ssl", "tls"):
-            raise usage.UsageError(
-                "--https takes a TCP description such as tcp:8081 (the gateway terminates TLS "
-                "itself, with the certificates of its configuration chosen by SNI)"
-            )
-        port = self["https-redirect-port"]
-        if port != "listener":
-            if not port.isdigit() or not 0 < int(port) < 65536:
-                raise usage.UsageError(
-                    f"--https-redirect-port must be a port number or 'listener', not {port!r}"
-                )
+            values[setting.name] = self[setting.option]
+        try:
+            #: Every setting, typed and validated: what build_gateway reads.
+            self.settings = GatewaySettings.parse(values)
+        except SettingError as e:
+            raise usage.UsageError(str(e)) from None
+        # The typed values under the option names as well, for callers that
+        # read the options mapping.
+        proxy, file = self.settings.proxy, self.settings.file
+        self["grace"], self["drain-delay"] = proxy.grace, proxy.drain_delay
+        self["connect-timeout"], self["backend-timeout"] = proxy.connect_timeout, proxy.backend_timeout
+        self["max-idle"], self["max-body"] = proxy.max_idle, proxy.max_body
+        self["poll-interval"] = file.poll_interval
+        self["https"] = self.settings.listen.https
         if self["config"] and not os.path.exists(self["config"]):
             # Not fatal: the file source keeps polling for it, but say so now.
             _log.warn("Configuration file {path} does not exist (yet)", path=self["config"])
-
-    def _number(self, name: str, kind: type) -> Any:
-        try:
-            value = kind(self[name])
-        except (TypeError, ValueError):
-            raise usage.UsageError(f"--{name} must be a number, not {self[name]!r}") from None
-        if value < 0:
-            raise usage.UsageError(f"--{name} must not be negative")
-        return value
 
 
 class _PoolService(Service):
