@@ -12,7 +12,9 @@ TLS termination: certificates chosen by SNI, built once per generation.
 * :func:`generate_default_certificate` makes the self-signed default served
   when the configuration names none.
 
-Imports ``translate`` (the validated certificate entries), never ``proxy``.
+Imports ``translate`` (the validated certificate entries) and ``routing``
+(the :class:`~gateway.routing.Generation` whose map it serves), never
+``proxy``.
 """
 
 from ._context import ALPN_PROTOCOLS, MODERN_CIPHERS, TLS_VERSIONS, TLSSettings

@@ -9,22 +9,17 @@ contexts they were created with until they close.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, cast
 
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IProtocolFactory
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from gateway.routing import LiveGeneration
+
 from ._snimap import DEFAULT, FAILED, SNIMap
-
-
-class _Generation(Protocol):
-    sni: SNIMap | None
-
-
-class _GenerationHolder(Protocol):
-    current: _Generation | None
 
 
 @implementer(IOpenSSLServerConnectionCreator)
@@ -32,15 +27,14 @@ class SNIConnectionCreator:
     """
     Creates each server connection from the live generation's :class:`SNIMap`.
 
-    :param generations: an object whose ``current`` attribute is the live
-        generation (with an ``sni`` map) or ``None``; read once per
-        connection.
+    :param generations: holds the live generation (the reconciler), whose
+        ``sni`` map is read once per connection.
     :param fallback: the map used before the first generation (or when it
         has none): the default certificate only, so that a client connecting
         that early completes its handshake and gets the HTTP answer (503).
     """
 
-    def __init__(self, generations: _GenerationHolder, fallback: SNIMap) -> None:
+    def __init__(self, generations: LiveGeneration, fallback: SNIMap) -> None:
         self._generations = generations
         self._fallback = fallback
 
@@ -49,7 +43,8 @@ class SNIConnectionCreator:
         generation = self._generations.current
         if generation is None or generation.sni is None:
             return self._fallback
-        return generation.sni
+        # Generations carry the maps this layer built (SNIMapBuilder).
+        return cast(SNIMap, generation.sni)
 
     def serverConnectionForTLS(self, tlsProtocol: Any) -> Any:  # noqa: N802 (interface)
         return self.current_map().connection(tlsProtocol)
