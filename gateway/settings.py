@@ -114,6 +114,21 @@ SETTINGS: tuple[Setting, ...] = (
         "10",
         "at most one cloud configuration backup write per this many seconds",
     ),
+    # Observability: access-log redaction and the admin port's token.
+    Setting(
+        "telemetry.logs.redact-query",
+        "redact-query",
+        "",
+        "query parameters whose values the access log writes as REDACTED, comma separated, "
+        "besides subscription-key, access_token, code and sig (always redacted)",
+    ),
+    Setting(
+        "gateway.admin.token",
+        "admin-token",
+        "",
+        "bearer token required for /config on the admin port: the token, or the path of a file "
+        "holding it (starts with / or .; re-read when it changes); empty: /config is open",
+    ),
 )
 
 _PREFIXES = ("gateway.", "k8s.", "config.", "telemetry.", "net.", "runtime.")

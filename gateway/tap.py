@@ -307,7 +307,7 @@ def build_gateway(
     # Added before the listeners, so it stops after they drained.
     _PoolService(pool).setServiceParent(top)
     top.pool = pool
-    observer = RequestObserver(metrics, AccessLog(options["access-log"]))
+    observer = RequestObserver(metrics, AccessLog(options["access-log"], options["redact-query"]))
     listeners = [("http", b"http", options["http"])]
     if options["https"]:
         listeners.append(("https", b"https", options["https"]))

@@ -11,13 +11,17 @@ from ._configdump import describe_generation
 from ._health import Health
 from ._metrics import GatewayMetrics
 from ._observer import RequestObserver
+from ._redact import DEFAULT_REDACTED_PARAMETERS, REDACTED, QueryRedactor
 
 __all__ = [
     "ACCESS_LOG_FORMATS",
+    "DEFAULT_REDACTED_PARAMETERS",
+    "REDACTED",
     "AccessLog",
     "AdminResource",
     "GatewayMetrics",
     "Health",
+    "QueryRedactor",
     "RequestObserver",
     "describe_generation",
 ]

@@ -4,15 +4,19 @@ The access log: one line per answered request, through twisted.logger.
 The text line is formatted here with an f-string only when the access log
 is on (the observer's ``str.format`` pass over a many-field template costs
 several times more); the JSON form is rendered lazily by the observer.
-``none`` skips everything.
+``none`` skips everything. In both forms the values of secret query
+parameters are redacted (:mod:`._redact`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
+
+from ._redact import QueryRedactor
 
 FORMATS = ("text", "json", "none")
 
@@ -38,14 +42,32 @@ class AccessLog:
     operator can route them separately.
     """
 
-    def __init__(self, fmt: str = "text") -> None:
+    def __init__(
+        self,
+        fmt: str = "text",
+        redact: str | Iterable[str] = (),
+        *,
+        observer: ILogObserver | None = None,
+    ) -> None:
+        """
+        :param fmt: ``text``, ``json`` or ``none``.
+        :param redact: query parameters whose values are redacted besides
+            the default ones: names, or the comma-separated text of
+            ``telemetry.logs.redact-query``.
+        :param observer: where the events go (tests); default: the global
+            log publisher.
+        """
         # An instance attribute: a class-level Logger would take the class's
         # name as its namespace.
-        self._log = Logger(namespace="apimgw.access", source=self)
+        self._log = Logger(namespace="apimgw.access", source=self, observer=observer)
         if fmt not in FORMATS:
             raise ValueError(f"telemetry.logs.std must be one of {', '.join(FORMATS)}, not {fmt!r}")
         self.format = fmt
         self.enabled = fmt != "none"
+        #: Built once: the per-line cost is one call on a precompiled search.
+        self.redact = (
+            QueryRedactor.from_setting(redact) if isinstance(redact, str) else QueryRedactor(redact)
+        )
 
     def emit(
         self,
@@ -65,6 +87,7 @@ class AccessLog:
         """Log one request (a no-op when the format is ``none``)."""
         if not self.enabled:
             return
+        path = self.redact(path)
         if self.format == "text":
             # Formatted here with an f-string (about 2 µs) rather than left to
             # the observer's str.format machinery on an 11-field template

@@ -331,3 +331,27 @@ class ObservabilityTests(GatewayTestCase):
         self.assertIn('apimgw_request_duration_seconds_count{route="api:echo"} 1.0', text)
         self.assertRegex(text, r'apimgw_backend_errors_total\{backend="http://127.0.0.1:\d+",kind="error"\} 1.0')
         self.assertIn("apimgw_config_generation 1.0", text)
+
+
+class AccessLogRedactionTests(GatewayTestCase):
+    """The access line of a real request carries no secret query value."""
+
+    extra_args = ["--redact-query", "api-key"]
+
+    @inlineCallbacks
+    def test_secret_query_values_not_logged(self) -> Any:
+        """
+        Default and configured secret parameters are logged as REDACTED
+        while the backend still receives their values.
+        """
+        r = yield self.get(
+            "/echo/resource?subscription-key=k3y-value&x=1&API-KEY=ap1-value&sig=s1g-value",
+            headers=[("x-request-id", "redact-1")],
+        )
+        self.assertEqual(r.json()["query"], "subscription-key=k3y-value&x=1&API-KEY=ap1-value&sig=s1g-value")
+        (line,) = [e["access_line"] for e in self.logged("request_id=redact-1") if "access_line" in e]
+        self.assertIn(
+            "/echo/resource?subscription-key=REDACTED&x=1&API-KEY=REDACTED&sig=REDACTED ", line
+        )
+        for secret in ("k3y-value", "ap1-value", "s1g-value"):
+            self.assertEqual(self.logged(secret), [])
