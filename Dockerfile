@@ -1,7 +1,7 @@
 # apimgw container image: `twistd -n apimgw` as an unprivileged user.
 #
 #   docker build -t apimgw .
-#   docker run --rm -p 8080:8080 -p 8082:8082 apimgw
+#   docker run --rm -p 8080:8080 -p 127.0.0.1:8082:8082 apimgw
 #
 # The settings come from the environment (see docs/deployment.md); the twistd
 # options after the image name override them, e.g.
@@ -42,5 +42,12 @@ WORKDIR /home/apim
 
 # HTTP, HTTPS, admin (metrics, health, config dump).
 EXPOSE 8080 8081 8082
+
+# The admin port listens on every interface of the container, so that probes
+# and Prometheus reach it (outside a container the gateway's default is
+# loopback only). Keep it off public networks: publish it to the host only
+# (docker run -p 127.0.0.1:8082:8082), or give /config a token with
+# GATEWAY_ADMIN_TOKEN (see docs/operations.md).
+ENV GATEWAY_LISTEN_ADMIN=tcp:8082
 
 ENTRYPOINT ["twistd", "-n", "--pidfile=", "apimgw"]

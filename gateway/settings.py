@@ -41,7 +41,12 @@ SETTINGS: tuple[Setting, ...] = (
         "HTTPS listener: a TCP strports description (certificates come from the "
         "configuration, chosen by SNI); empty: off",
     ),
-    Setting("gateway.listen.admin", "admin", "tcp:8082", "admin listener: /metrics, /healthz, /readyz, /config"),
+    Setting(
+        "gateway.listen.admin",
+        "admin",
+        "tcp:8082:interface=127.0.0.1",
+        "admin listener: /metrics, /healthz, /readyz, /config (the container image sets tcp:8082)",
+    ),
     Setting("gateway.config.file", "config", "", "local YAML configuration file (empty: the built-in Echo API)"),
     Setting("config.backup.path", "backup-path", "/apim/config", "where the cloud configuration backup lives"),
     Setting("telemetry.logs.std", "access-log", "text", "access log format: text, json or none"),

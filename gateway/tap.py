@@ -15,11 +15,9 @@ from typing import Any, Sequence
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
-from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web import http
-from twisted.web.server import Site
 
 from gateway.dispatch import streamline
 from gateway.echo import EchoBackend
@@ -27,6 +25,7 @@ from gateway.model import Store
 from gateway.observability import (
     ACCESS_LOG_FORMATS,
     AccessLog,
+    AdminListener,
     AdminResource,
     GatewayMetrics,
     Health,
@@ -124,31 +123,6 @@ class _PoolService(Service):
     def stopService(self) -> Deferred[Any]:
         super().stopService()
         return self._pool.close()
-
-
-class _AdminListener(Service):
-    """The admin port; records the listening port (tests listen on port 0)."""
-
-    def __init__(self, reactor: Any, description: str, site: Site) -> None:
-        self._reactor = reactor
-        self._description = description
-        self._site = site
-        self.port: Any = None
-
-    def startService(self) -> None:
-        super().startService()
-        d = serverFromString(self._reactor, self._description).listen(self._site)
-        d.addCallback(self._listened)
-
-    def _listened(self, port: Any) -> None:
-        self.port = port
-        _log.info("admin listener on {address}", address=str(port.getHost()))
-
-    def stopService(self) -> Any:
-        super().stopService()
-        if self.port is not None:
-            return self.port.stopListening()
-        return None
 
 
 class Gateway(MultiService):
@@ -292,9 +266,8 @@ def build_gateway(
     top.reconciler = reconciler
 
     # 3. admin listener
-    admin = Site(AdminResource(metrics, health, reconciler))
-    admin.log = lambda request: None  # type: ignore[method-assign]
-    top.listeners["admin"] = _AdminListener(reactor, options["admin"], admin)
+    admin = AdminResource(metrics, health, reconciler, token=options["admin-token"])
+    top.listeners["admin"] = AdminListener(reactor, options["admin"], admin)
     top.listeners["admin"].setServiceParent(top)
 
     # 4. traffic listeners

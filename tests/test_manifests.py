@@ -37,8 +37,10 @@ _DEFAULTS = {s.name: s.default for s in SETTINGS}
 #: downward API's pod name and namespace, read by leader election.
 _POD_VARIABLES = {"POD_NAME", "POD_NAMESPACE"}
 
-#: ConfigMap values that differ from the setting's default on purpose.
-_CONFIGMAP_OVERRIDES = {"k8s.ingress.enabled": "true"}
+#: ConfigMap values that differ from the setting's default on purpose. The
+#: admin port defaults to loopback; in a pod the kubelet, Prometheus and
+#: the ClusterIP Service apimgw-admin reach it on the pod's address.
+_CONFIGMAP_OVERRIDES = {"k8s.ingress.enabled": "true", "gateway.listen.admin": "tcp:8082"}
 
 
 def _documents(name: str) -> list[dict[str, Any]]:
@@ -494,6 +496,21 @@ class DeploymentTests(SynchronousTestCase):
         (entrypoint,) = _dockerfile_instructions("ENTRYPOINT")
         self.assertEqual(json.loads(entrypoint), ["twistd", "-n", "--pidfile=", "apimgw"])
 
+    def test_imageListensForAdminOnEveryInterface(self) -> None:
+        """
+        The image sets the admin listener to every interface explicitly
+        (``GATEWAY_LISTEN_ADMIN``), since the gateway's own default is
+        loopback, which nothing outside the container could reach.
+        """
+        self.assertEqual(_DEFAULTS["gateway.listen.admin"], "tcp:8082:interface=127.0.0.1")
+        variables = dict(
+            item.split("=", 1)
+            for line in _dockerfile_instructions("ENV")
+            for item in line.rstrip("\\").split()
+            if "=" in item
+        )
+        self.assertEqual(variables.get("GATEWAY_LISTEN_ADMIN"), "tcp:8082")
+
     def test_backupVolume(self) -> None:
         """
         ``/apim/config`` is a volume (emptyDir or a claim), and it is the
@@ -597,6 +614,18 @@ class ConfigMapTests(SynchronousTestCase):
         data = _configmap()
         self.assertEqual(data["k8s.ingress.enabled"], "true")
         self.assertEqual(data["k8s.ingress.class"], _DEFAULTS["k8s.ingress.class"])
+
+    def test_adminListensOnThePodAddress(self) -> None:
+        """
+        The ConfigMap binds the admin port to every interface of the pod
+        (no ``interface=``), overriding the loopback default, so Prometheus
+        and the ClusterIP Service reach ``/metrics``; the dotted name wins
+        over the image's ``GATEWAY_LISTEN_ADMIN`` with the same value.
+        """
+        value = _configmap()["gateway.listen.admin"]
+        self.assertEqual(value, "tcp:8082")
+        self.assertNotIn("interface=", value)
+        self.assertEqual(_port_number("admin"), 8082)
 
     def test_shutdownTimesAreNotOverridden(self) -> None:
         """

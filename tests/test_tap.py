@@ -20,11 +20,15 @@ def parse(argv: list[str], environ: dict[str, str]) -> Options:
 class OptionsTests(SynchronousTestCase):
     def test_defaults(self) -> None:
         """
-        With nothing set, the listeners are tcp:8080 / tcp:8081 / tcp:8082, TLS
+        With nothing set, the listeners are tcp:8080 / tcp:8081 and the admin
+        port on loopback only (tcp:8082:interface=127.0.0.1) with no token, TLS
         starts at 1.2, redirects go to port 443 and the access log is text.
         """
         o = parse([], {})
-        self.assertEqual((o["http"], o["https"], o["admin"]), ("tcp:8080", "tcp:8081", "tcp:8082"))
+        self.assertEqual(
+            (o["http"], o["https"], o["admin"], o["admin-token"]),
+            ("tcp:8080", "tcp:8081", "tcp:8082:interface=127.0.0.1", ""),
+        )
         self.assertEqual((o["tls-min-version"], o["https-redirect-port"]), ("1.2", "443"))
         self.assertEqual((o["access-log"], o["grace"], o["backup-path"]), ("text", 30.0, "/apim/config"))
 

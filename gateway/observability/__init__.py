@@ -6,7 +6,7 @@ owner, never importing the pipeline itself.
 
 from ._accesslog import FORMATS as ACCESS_LOG_FORMATS
 from ._accesslog import AccessLog
-from ._admin import AdminResource
+from ._admin import AdminListener, AdminResource, AdminToken
 from ._configdump import describe_generation
 from ._health import Health
 from ._metrics import GatewayMetrics
@@ -18,7 +18,9 @@ __all__ = [
     "DEFAULT_REDACTED_PARAMETERS",
     "REDACTED",
     "AccessLog",
+    "AdminListener",
     "AdminResource",
+    "AdminToken",
     "GatewayMetrics",
     "Health",
     "QueryRedactor",

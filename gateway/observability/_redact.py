@@ -44,7 +44,7 @@ class QueryRedactor:
     :ivar names: the lower-cased names redacted (the defaults and the extra ones).
     """
 
-    __slots__ = ("names", "_needles")
+    __slots__ = ("_needles", "names")
 
     def __init__(self, extra: Iterable[str] = ()) -> None:
         """
