@@ -52,7 +52,7 @@ def describe_generation(generation: Any) -> dict[str, Any]:
         if entry.schemes is not None:
             route["protocols"] = sorted(s.decode() for s in entry.schemes)
         if entry.endpoints is not None:
-            route["endpoints"] = [b.url for b in entry.endpoints.backends]
+            route["endpoints"] = [b.url for b in entry.endpoints]
         routes.append(route)
     return {
         "generation": generation.number,

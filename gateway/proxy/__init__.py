@@ -1,10 +1,16 @@
 """
-The hot path: a twisted.web leaf resource on the client side, our own
-pooled HTTP/1.1 client on httptools on the backend side, and a listener
-that drains at shutdown.
+The hot path: a twisted.web leaf resource on the client side (forwarding
+over :mod:`gateway.upstream`, our own pooled HTTP/1.1 client on httptools)
+and a listener that drains at shutdown.
+
+``BackendPool``, ``BackendError`` and ``BackendTimeout`` are re-exported
+from :mod:`gateway.upstream` for compatibility; new code imports them from
+there.
 """
 
-from ._client import BackendError, BackendPool, BackendTimeout
+from gateway.upstream import BackendError, BackendPool, BackendTimeout
+
+from ._contracts import ProxyHealth, ProxyObserver, ProxyRequest
 from ._listener import TrafficListener
 from ._resource import STATUS_PATH, ProxyResource, envelope
 from ._site import DEFAULT_MAX_BODY, GatewayRequest, GatewaySite
@@ -17,6 +23,9 @@ __all__ = [
     "BackendTimeout",
     "GatewayRequest",
     "GatewaySite",
+    "ProxyHealth",
+    "ProxyObserver",
+    "ProxyRequest",
     "ProxyResource",
     "TrafficListener",
     "envelope",

@@ -3,7 +3,9 @@ The proxy's leaf resource: look up, forward, stream back.
 
 Per request: one trie lookup, one header list, one backend exchange. All
 configuration-derived values (parsed backends, compiled routes) come from
-the live generation, built once per configuration change.
+the live generation, built once per configuration change. Retries (a stale
+pooled connection, a refused endpoint) are the backend client's
+(:mod:`gateway.upstream`): this module sees one outcome per request.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer, IReactorTime
@@ -20,15 +23,11 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from gateway.translate import FAILURE_HOLD, KIND_API
+from gateway.routing import LiveGeneration
+from gateway.translate import KIND_API, Backend, RouteEntry
+from gateway.upstream import FAILURE_HOLD, BackendError, BackendPool, BackendTimeout, Exchange
 
-from ._client import (
-    BackendConnectError,
-    BackendConnectTimeout,
-    BackendError,
-    BackendPool,
-    BackendTimeout,
-)
+from ._contracts import ProxyHealth, ProxyObserver, ProxyRequest
 from ._headers import forward_request_headers, response_headers_to_forward
 
 #: The upstream Helm chart's probe path, answered on the traffic port.
@@ -36,14 +35,6 @@ STATUS_PATH = b"/status-0123456789abcdef"
 
 #: How backend failures are reported to clients.
 ERROR_MODES = ("apim", "http")
-
-
-class _Generation(Protocol):
-    table: Any
-
-
-class _GenerationHolder(Protocol):
-    current: _Generation | None
 
 
 def envelope(status: int, message: str, **extra: str) -> bytes:
@@ -82,11 +73,15 @@ class ProxyResource(Resource):
     """
     The only resource of the gateway's traffic ports.
 
-    :param generations: an object whose ``current`` attribute is the live
-        generation (its ``table`` has ``lookup(host, path, method)``), read
+    :param generations: holds the live generation (the reconciler), read
         once per request so a swap never affects a request in progress.
+    :param pool: the backend client; its balancers keep the endpoint
+        rotation and failure holds across generations.
+    :param clock: times each request.
     :param observer: receives ``request_done(...)`` once per answered
-        request (metrics and the access log).
+        request (metrics and the access log) and ``backend_error(...)``.
+    :param health: readiness for the status probe; while draining, keep-alive
+        clients are asked to reconnect.
     :param scheme: ``http`` or ``https``: the listener's scheme, sent as
         ``X-Forwarded-Proto``; on ``http``, routes with ``https_redirect``
         are answered with a redirect instead of being forwarded.
@@ -100,11 +95,11 @@ class ProxyResource(Resource):
 
     def __init__(
         self,
-        generations: _GenerationHolder,
+        generations: LiveGeneration,
         pool: BackendPool,
         clock: IReactorTime,
-        observer: Any,
-        health: Any,
+        observer: ProxyObserver,
+        health: ProxyHealth,
         *,
         scheme: bytes = b"http",
         error_mode: str = "apim",
@@ -146,7 +141,7 @@ class ProxyResource(Resource):
 
     # -- rendering --------------------------------------------------------
 
-    def render(self, request: Any) -> Any:
+    def render(self, request: ProxyRequest) -> bytes | int:  # type: ignore[override]
         started = self._clock.seconds()
         if self._health.draining:
             _close_after_response(request)
@@ -205,72 +200,37 @@ class ProxyResource(Resource):
         )
         length = body.size if body is not None else 0
         endpoints = entry.endpoints
+        balancer = None
         if endpoints is not None:
             # Balanced by the gateway itself; Host still names the Service.
-            backend = endpoints.pick(started)
-            if backend is None:
+            balancer = self._pool.balancers.of(endpoints, generation.number)
+            picked = balancer.pick(started)
+            if picked is None:
                 return self._answer(request, started, 503, _NO_ENDPOINTS, entry.label)
-        exchange = _Exchange(self, request, entry, started, request_id)
+            backend = picked
+        exchange = _Exchange(self, request, entry, started, request_id, backend)
         self.in_flight += 1
         request.on_client_gone = exchange.client_gone
-        if endpoints is not None:
-            exchange.resend = (target_bytes, headers, length)
-        self._send(exchange, backend, target_bytes, headers, length)
-        return NOT_DONE_YET
-
-    def _send(
-        self, exchange: _Exchange, backend: Any, target: bytes, headers: Any, length: int
-    ) -> None:
-        """Start (or restart, on another endpoint) the backend side of ``exchange``."""
-        exchange.backend = backend
-        body = exchange.request.content
         exchange.backend_exchange = self._pool.request(
             backend,
-            exchange.request.method,
-            target,
+            request.method,
+            target_bytes,
             headers,
-            body.file if length else None,
+            body.file if length else None,  # type: ignore[union-attr]
             length,
             exchange,
+            balancer,
         )
-
-    def retry_elsewhere(self, exchange: _Exchange, reason: Failure) -> bool:
-        """
-        A connection to one of a route's endpoints failed before the request
-        went out: put that endpoint on hold and, once per request, send the
-        request to the next endpoint instead. Whether it was resent.
-        """
-        endpoints = exchange.entry.endpoints
-        resend = exchange.resend
-        if endpoints is None or resend is None:
-            return False
-        if not isinstance(reason.value, (BackendConnectError, BackendConnectTimeout)):
-            return False
-        now = self._clock.seconds()
-        failed = exchange.backend
-        endpoints.failed(failed, now)
-        exchange.resend = None
-        target_bytes, headers, length = resend
-        backend = endpoints.pick(now, avoid=failed)
-        if backend is None:
-            return False
-        if length:
-            exchange.request.content.file.seek(0)
-        self._log.warn(
-            "Endpoint {failed} of {route} refused the connection ({error}): held for {hold:.0f} s, "
-            "retrying on {backend}",
-            failed=failed.authority,
-            route=exchange.entry.label,
-            error=reason.getErrorMessage(),
-            hold=FAILURE_HOLD,
-            backend=backend.authority,
-        )
-        self._observer.backend_error(failed.url, "endpoint")
-        self._send(exchange, backend, target_bytes, headers, length)
-        return True
+        return NOT_DONE_YET
 
     def _redirect_to_https(
-        self, request: Any, started: float, host: str, path: bytes, query: bytes, route: str
+        self,
+        request: ProxyRequest,
+        started: float,
+        host: str,
+        path: bytes,
+        query: bytes,
+        route: str,
     ) -> bytes:
         """
         ``308 Permanent Redirect`` to the same URL on HTTPS: 308 rather than
@@ -290,20 +250,20 @@ class ProxyResource(Resource):
         )
         return b""
 
-    def _request_id(self, request: Any) -> bytes:
+    def _request_id(self, request: ProxyRequest) -> bytes:
         given = request.requestHeaders.getRawHeaders(b"x-request-id")
         if given and given[0]:
             return given[0]
         return self._ids.next()
 
-    def _status(self, request: Any) -> bytes:
+    def _status(self, request: ProxyRequest) -> bytes:
         ready = self._generations.current is not None and self._health.ready
         request.setResponseCode(200 if ready else 503)
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         return self._health.describe().encode() + b"\n"
 
     def _answer(
-        self, request: Any, started: float, status: int, body: bytes, route: str
+        self, request: ProxyRequest, started: float, status: int, body: bytes, route: str
     ) -> bytes:
         """Answer from the gateway itself (no backend involved)."""
         request.setResponseCode(status)
@@ -315,7 +275,12 @@ class ProxyResource(Resource):
         return body
 
     def backend_failed(
-        self, request: Any, started: float, entry: Any, request_id: bytes, reason: Failure
+        self,
+        request: ProxyRequest,
+        started: float,
+        entry: RouteEntry,
+        request_id: bytes,
+        reason: Failure,
     ) -> None:
         """The backend failed before any response byte: answer with the envelope."""
         activity_id = request_id.decode("latin-1")
@@ -365,7 +330,7 @@ def _without_port(host: str) -> str:
     return host.partition(":")[0]
 
 
-def _cut(request: Any) -> None:
+def _cut(request: ProxyRequest) -> None:
     """
     End a response whose headers went out but whose body cannot be
     completed, so that the client sees it is truncated: on HTTP/1.1 close
@@ -389,7 +354,7 @@ def _split_absolute(target: bytes) -> tuple[bytes | None, bytes]:
     return authority, slash + path if slash else b"/"
 
 
-def _close_after_response(request: Any) -> None:
+def _close_after_response(request: ProxyRequest) -> None:
     """
     While draining: ask the keep-alive client to reconnect (to another
     replica). HTTP/2 has no ``Connection`` header (the h2 library strips
@@ -405,8 +370,8 @@ def _close_after_response(request: Any) -> None:
 class _Exchange:
     """
     One proxied request: receives the backend's response (the
-    ``ResponseSink`` of :mod:`gateway.proxy._client`) and writes it to the
-    client with backpressure.
+    :class:`gateway.upstream.ResponseSink`) and writes it to the client with
+    backpressure.
     """
 
     __slots__ = (
@@ -419,24 +384,27 @@ class _Exchange:
         "producer",
         "done",
         "backend",
-        "resend",
     )
 
     def __init__(
-        self, resource: ProxyResource, request: Any, entry: Any, started: float, request_id: bytes
+        self,
+        resource: ProxyResource,
+        request: ProxyRequest,
+        entry: RouteEntry,
+        started: float,
+        request_id: bytes,
+        backend: Backend,
     ) -> None:
         self.resource = resource
         self.request = request
         self.entry = entry
         self.started = started
         self.request_id = request_id
-        self.backend_exchange: Any = None
+        self.backend_exchange: Exchange | None = None
         self.producer: IPushProducer | None = None
         self.done = False
         #: The backend (or endpoint) the request went to.
-        self.backend: Any = entry.backend
-        #: In endpoints mode, what a retry on another endpoint needs.
-        self.resend: tuple[bytes, Any, int] | None = None
+        self.backend = backend
 
     def response_started(
         self,
@@ -488,10 +456,27 @@ class _Exchange:
             _cut(request)
             self._end(request.code)
             return
-        if self.resend is not None and self.resource.retry_elsewhere(self, reason):
-            return
         self.resource.backend_failed(request, self.started, self.entry, self.request_id, reason)
         self._end(None)
+
+    def endpoint_failed(self, failed: Backend, retry_on: Backend, reason: Failure) -> None:
+        """
+        The backend client put endpoint ``failed`` on hold and sends the
+        request to ``retry_on``: say so, count it, and credit the response to
+        ``retry_on``.
+        """
+        self.backend = retry_on
+        resource = self.resource
+        resource._log.warn(
+            "Endpoint {failed} of {route} refused the connection ({error}): held for {hold:.0f} s, "
+            "retrying on {backend}",
+            failed=failed.authority,
+            route=self.entry.label,
+            error=reason.getErrorMessage(),
+            hold=FAILURE_HOLD,
+            backend=retry_on.authority,
+        )
+        resource._observer.backend_error(failed.url, "endpoint")
 
     def client_gone(self, reason: Failure) -> None:
         """The client disconnected first: abort the backend side."""

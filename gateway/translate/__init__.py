@@ -19,7 +19,6 @@ from ._config import (
     RouteEntry,
     Shadowing,
 )
-from ._endpoints import FAILURE_HOLD, Endpoints
 from ._translate import InvalidObject, normalize_host, parse_backend, parse_template, translate
 
 __all__ = [
@@ -33,8 +32,6 @@ __all__ = [
     "PREFIX",
     "Backend",
     "CertificateEntry",
-    "Endpoints",
-    "FAILURE_HOLD",
     "GatewayConfig",
     "InvalidObject",
     "OperationSpec",

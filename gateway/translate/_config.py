@@ -8,7 +8,6 @@ never needs checking again on the request path.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from gateway.model import ObjectRef, Problem
 
@@ -89,9 +88,10 @@ class RouteEntry:
     :ivar schemes: ``None``: served on every listener; else the request
         schemes (``b"http"``, ``b"https"``) it is served on, others get 404
         (an API's ``protocols``).
-    :ivar endpoints: ``None``: connect to ``backend``. Otherwise an
-        :class:`~gateway.translate._endpoints.Endpoints` the proxy balances
-        over (``backend`` still gives the ``Host`` header and the label).
+    :ivar endpoints: ``None``: connect to ``backend``. Otherwise the
+        endpoints the proxy balances over, sorted (``backend`` still gives
+        the ``Host`` header and the label); plain data, since the balancing
+        state is runtime state (:mod:`gateway.upstream`).
     """
 
     host: str
@@ -106,7 +106,7 @@ class RouteEntry:
     preserve_host: bool = False
     shadows: tuple[ObjectRef, ...] = ()
     https_redirect: bool = False
-    endpoints: Any = None
+    endpoints: tuple[Backend, ...] | None = None
     schemes: frozenset[bytes] | None = None
     #: ``(host, match, path)``: two routes with the same key conflict; the
     #: newer one wins.

@@ -38,7 +38,6 @@ from ._config import (
     RouteEntry,
     Shadowing,
 )
-from ._endpoints import Endpoints
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
@@ -197,10 +196,15 @@ def _route_entries(
     return list(entries.values())
 
 
-def _endpoints(urls: tuple[str, ...] | None) -> Endpoints | None:
+def _endpoints(urls: tuple[str, ...] | None) -> tuple[Backend, ...] | None:
+    """
+    A route's endpoints as plain data, sorted and without duplicates so that
+    equal sets compare equal across generations (the balancing state, keyed
+    by the set, lives in :mod:`gateway.upstream`).
+    """
     if urls is None:
         return None
-    return Endpoints(tuple(parse_backend(url) for url in sorted(set(urls))))
+    return tuple(parse_backend(url) for url in sorted(set(urls)))
 
 
 def _precedence(entry: RouteEntry) -> tuple[float, ObjectRef]:

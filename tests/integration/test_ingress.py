@@ -330,7 +330,7 @@ class EndpointsModeTests(IngressTestCase):
             lambda: self.get("/web").addCallback(lambda r: r.status == 200)
         )
         yield self.wait_for(
-            lambda: len(self.gateway.reconciler.current.config.routes[0].endpoints.backends) == 2
+            lambda: len(self.gateway.reconciler.current.config.routes[0].endpoints) == 2
         )
         counts = {n: self.backends[n].requests for n in self.backends}
         for _ in range(20):
@@ -346,15 +346,14 @@ class EndpointsModeTests(IngressTestCase):
         dead = dead_port()
         self.slices([("web-c", dead, True)])
         yield self.wait_for(
-            lambda: len(self.gateway.reconciler.current.config.routes[0].endpoints.backends) == 3
+            lambda: len(self.gateway.reconciler.current.config.routes[0].endpoints) == 3
         )
         statuses = []
         for _ in range(12):
             statuses.append((yield self.get("/web/y")).status)
         self.assertEqual(set(statuses), {200})
-        endpoints = self.gateway.reconciler.current.config.routes[0].endpoints
-        held = endpoints.held(reactor.seconds())
-        self.assertEqual([b.port for b in held], [dead])
+        held = self.gateway.pool.balancers.held(reactor.seconds())
+        self.assertEqual([port for _, _, port in held], [dead])
 
     @inlineCallbacks
     def test_no_ready_endpoint_is_503(self) -> Any:

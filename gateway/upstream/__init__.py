@@ -1,0 +1,45 @@
+"""
+The backend side of the gateway: our own pooled HTTP/1.1 client on
+httptools, and the runtime state of balancing over a route's endpoints.
+
+Used only by :mod:`gateway.proxy` (and composed in :mod:`gateway.tap`); it
+imports nothing of the gateway but :class:`gateway.translate.Backend`.
+
+* :mod:`._errors`: why an exchange failed, one class per cause.
+* :mod:`._exchange`: one request and its response, the caller's
+  :class:`ResponseSink` contract.
+* :mod:`._connection`: one connection, parsing responses with llhttp.
+* :mod:`._connect`: opening a connection within a timeout.
+* :mod:`._pool`: keep-alive reuse, idle expiry, and every retry.
+* :mod:`._balancer`: round robin with failure holds, across generations.
+"""
+
+from ._balancer import FAILURE_HOLD, Balancer, Balancers
+from ._errors import (
+    BackendConnectError,
+    BackendConnectionLost,
+    BackendConnectTimeout,
+    BackendError,
+    BackendProtocolError,
+    BackendResponseTimeout,
+    BackendTimeout,
+)
+from ._exchange import Exchange, ResponseSink
+from ._pool import IDEMPOTENT_METHODS, BackendPool
+
+__all__ = [
+    "FAILURE_HOLD",
+    "IDEMPOTENT_METHODS",
+    "BackendConnectError",
+    "BackendConnectTimeout",
+    "BackendConnectionLost",
+    "BackendError",
+    "BackendPool",
+    "BackendProtocolError",
+    "BackendResponseTimeout",
+    "BackendTimeout",
+    "Balancer",
+    "Balancers",
+    "Exchange",
+    "ResponseSink",
+]

@@ -1,0 +1,121 @@
+"""
+Opening one new backend connection for one exchange.
+
+A failure to connect (refused, unreachable, unknown name, or no connection
+within ``connect_timeout``) is handed to the pool, which decides whether
+the request can go to another endpoint (:meth:`BackendPool._connect_failed`):
+nothing was sent, so that is safe for every method.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionRefusedError, DNSLookupError, NotConnectingError
+from twisted.internet.interfaces import IConnector, IDelayedCall
+from twisted.internet.protocol import ClientFactory
+from twisted.python.failure import Failure
+
+from ._connection import Connection
+from ._errors import BackendConnectError, BackendConnectTimeout, backend_failure
+
+if TYPE_CHECKING:
+    from ._exchange import Exchange
+    from ._pool import BackendPool
+
+__all__ = ["ConnectAttempt"]
+
+
+class ConnectAttempt(ClientFactory):
+    """
+    Opens one new connection for one exchange, within ``connect_timeout``.
+
+    The factory for ``reactor.connectTCP`` and for ``HostnameEndpoint``; it
+    is the attempt's state too, so the two paths share everything after the
+    connect call.
+    """
+
+    noisy = False
+
+    def __init__(self, pool: BackendPool, exchange: Exchange) -> None:
+        self._pool = pool
+        self._exchange = exchange
+        self._finished = False
+        self._timer: IDelayedCall | None = None
+        self._connector: IConnector | None = None
+        self._deferred: Deferred[Any] | None = None
+
+    def buildProtocol(self, addr: Any) -> Connection:
+        conn = Connection(self._pool, self._exchange._backend.key)
+        conn._attempt = self
+        return conn
+
+    def connected(self, conn: Connection) -> bool:
+        """The TCP connection is up: send. ``False`` if no longer wanted."""
+        if self._finished:
+            return False
+        self._end()
+        self._pool.connections_opened += 1
+        conn.send(self._exchange)
+        return True
+
+    def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
+        self.failed(reason)
+
+    def failed(self, reason: Failure) -> None:
+        if self._finished:
+            return
+        self._end()
+        ex = self._exchange
+        backend = ex._backend
+        where = ex._where()
+        error = reason.value
+        if isinstance(error, ConnectionRefusedError):
+            message = f"connection refused to {where}"
+        elif isinstance(error, DNSLookupError):
+            message = f"cannot resolve the backend host {backend.host}"
+        else:
+            message = f"cannot connect to {where}: {reason.getErrorMessage()}"
+        self._pool._connect_failed(ex, backend_failure(BackendConnectError(message), error))
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self._finished:
+            return
+        self._end()
+        self._stop()
+        ex = self._exchange
+        timeout = self._pool.connect_timeout
+        self._pool._connect_failed(
+            ex,
+            backend_failure(
+                BackendConnectTimeout(
+                    f"connect timeout: no connection to {ex._where()} within {timeout:g} s"
+                )
+            ),
+        )
+
+    def cancel(self) -> None:
+        """The exchange was cancelled while connecting."""
+        if not self._finished:
+            self._end()
+            self._stop()
+
+    def _end(self) -> None:
+        self._finished = True
+        self._exchange._attempt = None
+        timer = self._timer
+        if timer is not None:
+            self._timer = None
+            timer.cancel()
+
+    def _stop(self) -> None:
+        connector = self._connector
+        if connector is not None:
+            try:
+                connector.stopConnecting()
+            except NotConnectingError:
+                pass
+        if self._deferred is not None:
+            self._deferred.cancel()
