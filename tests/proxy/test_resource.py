@@ -1,10 +1,22 @@
-"""Unit tests for small pieces of the proxy resource used by TLS and HTTP/2."""
+"""
+Unit tests for small pieces of the proxy resource: helpers used by TLS and
+HTTP/2, and how it reports a request moved to another endpoint.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from gateway.proxy._resource import _cut, _without_port
+from gateway.model import ObjectRef
+from gateway.proxy import ProxyResource
+from gateway.proxy._resource import _cut, _Exchange, _without_port
+from gateway.translate import KIND_ROUTE, PREFIX, RouteEntry, parse_backend
+from gateway.upstream import FAILURE_HOLD, BackendConnectError, BackendPool
 
 
 class _Channel:
@@ -41,3 +53,72 @@ class HelperTests(SynchronousTestCase):
         h1 = _Request(_Channel(None))
         _cut(h1)
         self.assertEqual((h1.channel.aborted, h1.lost), (False, True))
+
+
+class _Observer:
+    """Records backend errors (the metric the proxy feeds)."""
+
+    def __init__(self) -> None:
+        self.errors: list[tuple[str, str]] = []
+
+    def request_done(self, *args: object) -> None:
+        pass
+
+    def backend_error(self, backend: str, kind: str) -> None:
+        self.errors.append((backend, kind))
+
+
+class _Health:
+    draining = False
+    ready = True
+
+    def describe(self) -> str:
+        return "ready"
+
+
+class _NoGeneration:
+    current = None
+
+
+class EndpointMoveTests(SynchronousTestCase):
+    """What the proxy does when the backend client moves a request to another endpoint."""
+
+    def test_reported_and_credited(self) -> None:
+        """
+        The move is logged with the route and the hold, counted as an
+        ``endpoint`` backend error of the failed endpoint, and the response
+        is credited to the new endpoint; the proxy does not resend anything.
+        """
+        clock = Clock()
+        observer = _Observer()
+        resource = ProxyResource(_NoGeneration(), BackendPool(clock), clock, observer, _Health())
+        failed = parse_backend("http://10.0.0.1:8080")
+        retry_on = parse_backend("http://10.0.0.2:8080")
+        entry = RouteEntry(
+            host="",
+            path="/web",
+            match=PREFIX,
+            kind=KIND_ROUTE,
+            backend=parse_backend("http://web.default.svc.cluster.local"),
+            origin=ObjectRef("ingress", "routes", "default/web"),
+            modified=0.0,
+            label="web:*/web",
+            endpoints=(failed, retry_on),
+        )
+        request: Any = _Request(_Channel(None))
+        exchange = _Exchange(resource, request, entry, 0.0, b"id", failed)
+        with capturedLogs() as events:
+            exchange.endpoint_failed(
+                failed,
+                retry_on,
+                Failure(BackendConnectError("connection refused to 10.0.0.1:8080")),
+            )
+        self.assertIs(exchange.backend, retry_on)
+        self.assertEqual(observer.errors, [("http://10.0.0.1:8080", "endpoint")])
+        [event] = events
+        self.assertEqual(
+            formatEvent(event),
+            "Endpoint 10.0.0.1:8080 of web:*/web refused the connection "
+            f"(connection refused to 10.0.0.1:8080): held for {FAILURE_HOLD:.0f} s, "
+            "retrying on 10.0.0.2:8080",
+        )
