@@ -81,10 +81,13 @@ class QueryRedactor:
                 break
         else:
             return target
-        parts = _SEPARATORS.split(query)
+        if ";" in query:
+            # parameter, separator, parameter, ...: rejoined as they were
+            parts, step, joiner = _SEPARATORS.split(query), 2, ""
+        else:
+            parts, step, joiner = query.split("&"), 1, "&"
         changed = False
-        # parts alternates parameter, separator, parameter, ...
-        for i in range(0, len(parts), 2):
+        for i in range(0, len(parts), step):
             part = parts[i]
             eq = part.find("=")
             if eq < 0 or eq == len(part) - 1:
@@ -97,4 +100,4 @@ class QueryRedactor:
                 changed = True
         if not changed:
             return target
-        return target[: q + 1] + "".join(parts)
+        return target[: q + 1] + joiner.join(parts)
