@@ -31,7 +31,7 @@ from gateway.observability import (
     Health,
     RequestObserver,
 )
-from gateway.proxy import BackendPool, GatewaySite, ProxyResource, TrafficListener
+from gateway.proxy import GatewaySite, ProxyResource, TrafficListener
 from gateway.reconcile import Generation, Reconciler
 from gateway.settings import SETTINGS, GatewaySettings, SettingError, flag, read_environment
 from gateway.sources.cloud import CloudSource, TokenError
@@ -48,6 +48,7 @@ from gateway.tls import (
 )
 from gateway.translate import GatewayConfig
 from gateway.translate.ingress import BACKEND_MODES, IngressSettings
+from gateway.upstream import BackendPool
 
 _log = Logger(namespace="apimgw")
 _SETTING_DEFAULTS = {s.name: s.default or "" for s in SETTINGS}
