@@ -48,7 +48,7 @@ from gateway.tls import (
 )
 from gateway.translate import GatewayConfig
 from gateway.translate.ingress import BACKEND_MODES, IngressSettings
-from gateway.upstream import BackendPool
+from gateway.upstream import BackendPool, PoolService
 
 _log = Logger(namespace="apimgw")
 _SETTING_DEFAULTS = {s.name: s.default or "" for s in SETTINGS}
@@ -113,17 +113,6 @@ class Options(usage.Options):
         if self["config"] and not os.path.exists(self["config"]):
             # Not fatal: the file source keeps polling for it, but say so now.
             _log.warn("Configuration file {path} does not exist (yet)", path=self["config"])
-
-
-class _PoolService(Service):
-    """Closes the idle backend connections once the listeners have drained."""
-
-    def __init__(self, pool: BackendPool) -> None:
-        self._pool = pool
-
-    def stopService(self) -> Deferred[Any]:
-        super().stopService()
-        return self._pool.close()
 
 
 class Gateway(MultiService):
@@ -279,7 +268,7 @@ def build_gateway(
         response_timeout=options["backend-timeout"],
     )
     # Added before the listeners, so it stops after they drained.
-    _PoolService(pool).setServiceParent(top)
+    PoolService(pool).setServiceParent(top)
     top.pool = pool
     observer = RequestObserver(metrics, AccessLog(options["access-log"], options["redact-query"]))
     listeners = [("http", b"http", options["http"])]

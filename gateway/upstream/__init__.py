@@ -12,6 +12,7 @@ imports nothing of the gateway but :class:`gateway.translate.Backend`.
 * :mod:`._connect`: opening a connection within a timeout.
 * :mod:`._pool`: keep-alive reuse, idle expiry, and every retry.
 * :mod:`._balancer`: round robin with failure holds, across generations.
+* :mod:`._service`: closing the pool's idle connections at shutdown.
 """
 
 from ._balancer import FAILURE_HOLD, Balancer, Balancers
@@ -26,6 +27,7 @@ from ._errors import (
 )
 from ._exchange import Exchange, ResponseSink
 from ._pool import IDEMPOTENT_METHODS, BackendPool
+from ._service import PoolService
 
 __all__ = [
     "FAILURE_HOLD",
@@ -41,5 +43,6 @@ __all__ = [
     "Balancer",
     "Balancers",
     "Exchange",
+    "PoolService",
     "ResponseSink",
 ]
