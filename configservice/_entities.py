@@ -18,6 +18,8 @@ import xml.etree.ElementTree as ElementTree
 from typing import Any, Iterable
 from urllib.parse import urlsplit
 
+from cloudproto import ENTITY_LISTS
+
 from ._errors import ApiError
 
 __all__ = [
@@ -45,16 +47,9 @@ KINDS = (
     "hostname",
 )
 
-#: The kinds a gateway receives, and the key of each in its snapshot.
-DELIVERED = {
-    "api": "apis",
-    "product": "products",
-    "subscription": "subscriptions",
-    "policy": "policies",
-    "namedValue": "namedValues",
-    "certificate": "certificates",
-    "hostname": "hostnames",
-}
+#: The kinds a gateway receives, and the key of each in its snapshot
+#: (the wire protocol's, shared with the gateway).
+DELIVERED = ENTITY_LISTS
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,79}$")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")

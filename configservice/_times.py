@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 
+from cloudproto import format_time
+
 __all__ = ["iso", "parse_datetime", "parse_duration", "parse_expiry"]
 
 _DURATION = re.compile(
@@ -23,14 +25,20 @@ _UNITS = {"w": 604800.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 
 
 def iso(seconds: float) -> str:
-    """``seconds`` since the epoch as ``2025-01-02T03:04:05.678901Z``."""
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """
+    ``seconds`` since the epoch as ``2025-01-02T03:04:05.678901Z``: the
+    wire's time format (:func:`cloudproto.format_time`), which gateways
+    parse with :func:`cloudproto.parse_time`.
+    """
+    return format_time(seconds)
 
 
 def parse_datetime(text: str) -> float:
     """
     An ISO 8601 date-time as seconds since the epoch; one without an offset
-    is taken as UTC (as the APIM management API does).
+    is taken as UTC (as the APIM management API does). This reads what an
+    operator types (a token's expiry); the wire's stricter format is
+    :func:`cloudproto.parse_time`.
 
     :raises ValueError: not an ISO 8601 date-time.
     """
