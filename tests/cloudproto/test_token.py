@@ -151,8 +151,10 @@ class DisagreementTests(TestCase):
     def test_sameOnBothSides(self) -> None:
         """The gateway and the service parse with this very function."""
         from configservice import _tokens
+        from gateway.sources.cloud import _token
 
         self.assertIs(_tokens.parse_token, cloudproto.parse_token)
+        self.assertIs(_token.parse_token, cloudproto.parse_token)
 
 
 class LifetimeTests(TestCase):

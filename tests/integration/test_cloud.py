@@ -20,7 +20,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from gateway.model import Api, Store
-from gateway.sources._backup import BACKUP_FILE
+from gateway.sources.cloud._backup import BACKUP_FILE
 from gateway.tap import Options, build_gateway
 from gateway.testing.memory import MemorySource
 from tests.configservice.harness import ServiceTestCase
@@ -148,6 +148,47 @@ class CloudGatewayTests(ServiceTestCase):
             return not [r for r in (yield self.admin_config())["routes"] if r["path"] == "/users"]
 
         yield self.wait_for(gone)
+
+    @inlineCallbacks
+    def test_malformedApiIsAProblem(self) -> Any:
+        """
+        An API the service sends in a shape the gateway cannot decode (here
+        without ``serviceUrl``, as a newer or broken service might) shows
+        in the gateway's ``/config`` problems, naming the API and the
+        field, while the other APIs are served; once the service sends it
+        whole again the problem goes and the API is served.
+        """
+        import configservice._changes
+        import configservice._queries
+
+        original = configservice._queries.gateway_view
+
+        def view(kind: str, entity_id: str, *args: Any) -> Any:
+            entity = original(kind, entity_id, *args)
+            if kind == "api" and entity_id == "broken":
+                entity.pop("serviceUrl", None)
+            return entity
+
+        self.patch(configservice._queries, "gateway_view", view)
+        self.patch(configservice._changes, "gateway_view", view)
+        yield self.cloud_api("good", "good", "cloud-backend")
+        yield self.cloud_api("broken", "broken", "other-backend")
+        yield self.start_gateway()
+        yield self.served_by("/good/x", "cloud-backend")
+        config = yield self.admin_config()
+        self.assertIn("cloud:api/broken", [p["object"] for p in config["problems"]])
+        (problem,) = [p for p in config["problems"] if p["object"] == "cloud:api/broken"]
+        self.assertIn("serviceUrl", problem["message"])
+        self.assertNotIn("/broken", [r["path"] for r in config["routes"]])
+        self.assertEqual((yield self.get("/broken/x")).status, 404)
+
+        # The service mends it: the change event clears the problem.
+        self.patch(configservice._changes, "gateway_view", original)
+        self.patch(configservice._queries, "gateway_view", original)
+        yield self.cloud_api("broken", "broken", "other-backend")
+        yield self.served_by("/broken/x", "other-backend")
+        config = yield self.admin_config()
+        self.assertEqual([p for p in config["problems"] if p["object"].startswith("cloud:")], [])
 
     @inlineCallbacks
     def test_notReadyWithoutAnyConfiguration(self) -> Any:

@@ -1,5 +1,5 @@
 """
-Tests for :mod:`gateway.sources.cloud` against a real configuration service
+Tests for :class:`gateway.sources.cloud.CloudSource` against a real configuration service
 in-process on loopback (``tests.configservice.harness``).
 
 The service runs on its own ``task.Clock`` (tokens, long-poll timeouts);
@@ -24,7 +24,7 @@ from twisted.internet.task import Clock
 
 from gateway.model import ObjectRef, Store
 from gateway.observability import GatewayMetrics
-from gateway.sources._backup import BACKUP_FILE
+from gateway.sources.cloud._backup import BACKUP_FILE
 from gateway.sources.cloud import CloudSource, parse_modified
 from tests.configservice.harness import ServiceTestCase, self_signed
 from tests.integration.harness import dead_port
@@ -389,7 +389,7 @@ class TokenTests(CloudTestCase):
         yield self.assigned_api("two", "two")
         yield self.settle(lambda: self.api_of(store, "two") is not None)
         self.assertEqual(source.auth_failures, 0)
-        self.assertIn(secondary.split("&")[1], str(source._tokens.current().value))
+        self.assertIn(secondary.split("&")[1], source._tokens.current().header())
 
     @inlineCallbacks
     def test_rejectedTokenKeepsConfiguration(self) -> Any:
@@ -414,7 +414,7 @@ class TokenTests(CloudTestCase):
         failure (exported as ``apimgw_cloud_auth_failures_total``).
         """
         gateway, expiry, signature = self.token_value.split(" ", 1)[1].split("&")
-        forged = f"GatewayKey {gateway}&{expiry}&{'A' * len(signature)}"
+        forged = f"GatewayKey {gateway}&{expiry}&{'A' * (len(signature) - 2)}=="
         store = Store()
         source = self.source(store, auth=forged)
         metrics = GatewayMetrics(clock=self.gclock.seconds)
@@ -461,3 +461,49 @@ class TokenTests(CloudTestCase):
         text = generate_latest(metrics.registry).decode()
         (line,) = [t for t in text.splitlines() if t.startswith("apimgw_cloud_token_expiry_seconds ")]
         self.assertAlmostEqual(float(line.split()[1]), expected, places=0)
+
+
+class DefectTests(CloudTestCase):
+    """Issue 12's defects (written before the fixes)."""
+
+    @inlineCallbacks
+    def test_firstHeartbeatAtOnce(self) -> Any:
+        """
+        The first heartbeat goes out as soon as the first snapshot is
+        applied, not one interval later: right after start the service
+        lists the instance although the source's clock has not moved.
+        """
+        source = self.source(heartbeat_interval=60)
+        yield source.when_synced()
+
+        @inlineCallbacks
+        def listed() -> Any:
+            answer = yield self.ok("GET", f"/gateways/{GATEWAY}/instances")
+            return [i["instanceId"] for i in answer["value"]] == [source.instance_id]
+
+        yield self.wait_for(listed, timeout=3)
+
+    def test_versionUnknownWithoutMetadata(self) -> None:
+        """
+        Without package metadata (a source tree), the version says so
+        (``0+unknown``) instead of pretending a release.
+        """
+        import importlib.metadata
+
+        from gateway.sources.cloud import package_version
+
+        def missing(name: str) -> str:
+            raise importlib.metadata.PackageNotFoundError(name)
+
+        self.patch(importlib.metadata, "version", missing)
+        self.assertEqual(package_version(), "0+unknown")
+
+    def test_versionFromMetadata(self) -> None:
+        """The heartbeat reports the installed distribution's version."""
+        import importlib.metadata
+
+        from gateway.sources.cloud import package_version
+
+        self.assertEqual(package_version(), importlib.metadata.version("apimgw"))
+        source = self.source()
+        self.assertEqual(source._heartbeat_body()["version"], importlib.metadata.version("apimgw"))

@@ -1,67 +1,30 @@
 """
-The gateway's token for the configuration service: parsing, expiry, and a
-token file that is re-read when it changes.
+The gateway's token for the configuration service: where it comes from
+(the setting or a file, re-read when it changes) and when to warn that it
+expires.
 
 ``config.service.auth`` is either the token itself
 (``GatewayKey <gateway-id>&<yyyyMMddHHmm>&<signature>``, the scheme word
 optional) or the path of a file holding it: a mounted Kubernetes Secret,
 which the kubelet updates in place (a symlink swap), so a rotated token is
-picked up at the next request without a restart.
+picked up at the next request without a restart. The grammar is
+:mod:`cloudproto`'s, the one the service checks with.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
-__all__ = ["GatewayToken", "TokenError", "TokenProvider", "parse_token"]
+from twisted.logger import Logger
 
-_TOKEN_RE = re.compile(r"^(?:GatewayKey\s+)?([^&\s]+)&(\d{12})&(\S+)$")
+from cloudproto import Token, TokenError, looks_like_token, parse_token
 
+__all__ = ["TOKEN_WARNING", "ExpiryWarning", "Token", "TokenError", "TokenProvider", "parse_token"]
 
-class TokenError(Exception):
-    """The token (or its file) cannot be used; the message says why."""
-
-
-@dataclass(frozen=True, slots=True)
-class GatewayToken:
-    """
-    One parsed token.
-
-    :ivar gateway_id: the gateway it was issued for (the id in the URLs).
-    :ivar expiry: when it expires, seconds since the epoch (UTC minute).
-    :ivar value: the ``Authorization`` header value.
-    """
-
-    gateway_id: str
-    expiry: float
-    value: str
-
-
-def parse_token(text: str) -> GatewayToken:
-    """
-    Parse ``GatewayKey <id>&<yyyyMMddHHmm>&<signature>`` (the scheme word
-    may be left out). The signature is not checked here: only the service
-    holds the keys.
-
-    :raises TokenError: not of that shape, or an impossible date.
-    """
-    text = text.strip()
-    match = _TOKEN_RE.match(text)
-    if match is None:
-        raise TokenError("not a GatewayKey token (expected GatewayKey <id>&<yyyyMMddHHmm>&<signature>)")
-    gateway_id, stamp, signature = match.groups()
-    try:
-        expiry = datetime.strptime(stamp, "%Y%m%d%H%M").replace(tzinfo=timezone.utc)
-    except ValueError:
-        raise TokenError(f"the token's expiry {stamp!r} is not a date") from None
-    return GatewayToken(gateway_id, expiry.timestamp(), f"GatewayKey {gateway_id}&{stamp}&{signature}")
-
-
-def _looks_like_token(value: str) -> bool:
-    return value.strip().startswith("GatewayKey ") or "&" in value
+#: A token is warned about (daily) from this many seconds before it expires.
+TOKEN_WARNING = 7 * 86400.0
+_DAY = 86400.0
 
 
 class TokenProvider:
@@ -73,23 +36,26 @@ class TokenProvider:
     that cannot be read or does not hold a token raises :class:`TokenError`
     while it stays so; the last good token is not reused then, because the
     operator replaced it on purpose.
+
+    :ivar path: the token file, ``None`` when the setting is the token.
     """
 
     def __init__(self, setting: str) -> None:
         """
         :param setting: the value of ``config.service.auth``: a token, or
             the path of a file holding one.
+        :raises TokenError: the setting is a token, and a malformed one.
         """
         self.path: str | None = None
-        self._token: GatewayToken | None = None
+        self._token: Token | None = None
         self._error: TokenError | None = None
         self._seen: tuple[int, int, int, int] | None = None
-        if _looks_like_token(setting):
+        if looks_like_token(setting):
             self._token = parse_token(setting)
         else:
             self.path = setting
 
-    def current(self) -> GatewayToken:
+    def current(self) -> Token:
         """
         The token to send now.
 
@@ -125,3 +91,42 @@ class TokenProvider:
             self._error = TokenError(f"the token file {path}: {e}")
             return
         self._error = None
+
+
+class ExpiryWarning:
+    """
+    Warns that the token expires soon: from :data:`TOKEN_WARNING` before
+    its expiry, at most once a day (so a log watcher sees it daily, not at
+    every heartbeat), and as an error once it has expired.
+    """
+
+    _log = Logger()
+
+    def __init__(self) -> None:
+        self._warned_at: float | None = None
+
+    def check(self, token: Token, now: float) -> None:
+        """Warn about ``token`` if it is time to, at ``now``."""
+        left = token.expires - now
+        if left > TOKEN_WARNING:
+            self._warned_at = None
+            return
+        if self._warned_at is not None and now - self._warned_at < _DAY:
+            return
+        self._warned_at = now
+        expires = datetime.fromtimestamp(token.expires, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        if left <= 0:
+            self._log.error(
+                "The configuration service token of gateway {gateway} expired at {expiry}: "
+                "generate a new one (config.service.auth)",
+                gateway=token.gateway_id,
+                expiry=expires,
+            )
+        else:
+            self._log.warn(
+                "The configuration service token of gateway {gateway} expires in {days:.1f} "
+                "days ({expiry}): generate a new one (config.service.auth)",
+                gateway=token.gateway_id,
+                days=left / _DAY,
+                expiry=expires,
+            )
