@@ -134,6 +134,22 @@ SETTINGS: tuple[Setting, ...] = (
         "bearer token required for /config on the admin port: the token, or the path of a file "
         "holding it (starts with / or .; re-read when it changes); empty: /config is open",
     ),
+    # The cloud source: trust and the backup's encryption key.
+    Setting(
+        "config.service.ca",
+        None,
+        "",
+        "PEM certificate authorities (or the path of a file holding them) the configuration "
+        "service's HTTPS certificate is checked against; empty: the system trust store",
+    ),
+    Setting(
+        "config.backup.key",
+        None,
+        "",
+        "key encrypting the secrets in the cloud configuration backup (or the path of a file "
+        "holding it, starts with / or .; at least 16 characters); empty: derived from the token, "
+        "so a backup does not survive a token rotated while the gateway is down",
+    ),
 )
 
 _PREFIXES = ("gateway.", "k8s.", "config.", "telemetry.", "net.", "runtime.")

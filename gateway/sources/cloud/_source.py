@@ -38,9 +38,11 @@ from gateway.ready import OneShot
 from ._backup import (
     BACKUP_FORMAT,
     BackupError,
+    BackupKey,
     BackupLocationNotFound,
     backup_file,
     load_backup,
+    read_key_setting,
     write_backup,
 )
 from ._decode import Decoded, Decoder
@@ -129,7 +131,8 @@ class CloudSource(Service):
             or a file) the service's certificate is checked against;
             ``None``: the system's trust store.
         :raises TokenError: ``auth`` is a token, and a malformed one.
-        :raises ValueError: ``ca`` holds no certificate.
+        :raises ValueError: ``ca`` holds no certificate, or ``backup_key``
+            cannot be read or is too short.
         """
         self._store = store
         self._endpoint = endpoint.rstrip("/")
@@ -139,7 +142,8 @@ class CloudSource(Service):
         self._random = random if random is not None else _random_module.Random()
         self._backup_path = backup_path
         self._backup_interval = backup_interval
-        self._backup_key = backup_key
+        self._backup_key = read_key_setting(backup_key) if backup_key is not None else None
+        self._token_signature: str | None = None
         self._poll_wait = poll_wait
         self._request_timeout = request_timeout
         self._ca = ca
@@ -368,7 +372,9 @@ class CloudSource(Service):
         except TokenError:
             token = None
         try:
-            document = yield deferToThread(load_backup, self._backup_path)
+            document = yield deferToThread(
+                load_backup, self._backup_path, lambda gid: self._backup_key_for(gid, token)
+            )
         except BackupLocationNotFound as e:
             self._report_location(e)
             return None
@@ -410,7 +416,32 @@ class CloudSource(Service):
     def _token(self) -> Token:
         token = self._tokens.current()
         self.token_expiry = token.expires
+        if token.signature != self._token_signature:
+            rotated = self._token_signature is not None
+            self._token_signature = token.signature
+            if rotated and self._backup_key is None and self._mirror.loaded:
+                # The backup's key derives from the token: seal it anew
+                # under the new one, so a restart with it can read it.
+                self._schedule_backup()
         return token
+
+    def _backup_key_for(self, gateway_id: str, token: Token | None) -> BackupKey | None:
+        """
+        The backup key of ``gateway_id``: the configured one, else the one
+        derived from ``token`` (``None`` without a token of that gateway).
+        Pure, so it may run in the backup's thread.
+        """
+        if self._backup_key is not None:
+            return BackupKey.configured(self._backup_key, gateway_id)
+        if token is None or token.gateway_id != gateway_id:
+            return None
+        return BackupKey.from_token(token)
+
+    def _current_token(self) -> Token | None:
+        try:
+            return self._tokens.current()
+        except TokenError:
+            return None
 
     @inlineCallbacks
     def _fetch_snapshot(self) -> Any:
@@ -545,10 +576,18 @@ class CloudSource(Service):
     def _start_backup_write(self) -> None:
         if not self._backup_dirty or self._backup_path is None or self.gateway_id is None:
             return
+        key = self._backup_key_for(self.gateway_id, self._current_token())
+        if key is None:
+            # No usable token to seal the secrets with: written once there is.
+            self._log.warn(
+                "The cloud configuration backup is not written: no usable token to derive its "
+                "key from (set config.backup.key)"
+            )
+            return
         self._backup_dirty = False
         document = self._backup_document()
         revision = document["revision"]
-        d = deferToThread(write_backup, self._backup_path, document)
+        d = deferToThread(write_backup, self._backup_path, document, key)
 
         def written(path: str) -> None:
             self._log.info(
