@@ -69,6 +69,20 @@ class TokenTests(ServiceTestCase):
         self.assertIn("expired", response.json()["message"])
 
     @inlineCallbacks
+    def test_lifetime_over_thirty_days(self) -> Any:
+        """
+        A correctly signed token whose expiry lies more than 30 days ahead
+        (which no issuer following the protocol makes) is refused with 401.
+        """
+        token = yield self.token("g", expiry="P30D")
+        self.clock.rightNow -= 2 * DAY  # as if it had been minted 32 days ahead
+        response = yield self.call("GET", "/gateways/g/configuration", token)
+        self.assertEqual(response.status, 401)
+        self.assertIn("more than 30 days", response.json()["message"])
+        self.clock.rightNow += 2 * DAY
+        self.assertEqual((yield self.status(token)), 200)
+
+    @inlineCallbacks
     def test_forged(self) -> Any:
         """A token with a changed signature or expiry is 401, logged without its signature."""
         token = yield self.token("g")
