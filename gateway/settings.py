@@ -321,6 +321,10 @@ class CloudSettings:
     The configuration service source (``config.service.*``, ``config.backup.*``).
 
     :ivar backup_path: empty: no backup.
+    :ivar ca: PEM authorities (or a file of them) the service's certificate
+        is checked against; ``None``: the system trust store.
+    :ivar backup_key: the key sealing the backup's secrets (or a file
+        holding it); ``None``: derived from the token.
     """
 
     endpoint: str
@@ -328,6 +332,8 @@ class CloudSettings:
     backup_path: str
     backup_interval: float
     heartbeat_interval: float
+    ca: str | None = None
+    backup_key: str | None = None
 
     @classmethod
     def parse(cls, values: Mapping[str, str]) -> CloudSettings | None:
@@ -347,6 +353,8 @@ class CloudSettings:
             backup_path=_text(values, "config.backup.path"),
             backup_interval=_number(values, "config.backup.interval", float),
             heartbeat_interval=_number(values, "config.service.heartbeat-interval", float, positive=True),
+            ca=_text(values, "config.service.ca") or None,
+            backup_key=_text(values, "config.backup.key") or None,
         )
 
 

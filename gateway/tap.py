@@ -33,7 +33,14 @@ from gateway.observability import (
 )
 from gateway.proxy import GatewaySite, ProxyResource, TrafficListener
 from gateway.reconcile import Generation, Reconciler
-from gateway.settings import SETTINGS, GatewaySettings, SettingError, flag, read_environment
+from gateway.settings import (
+    SETTINGS,
+    CloudSettings,
+    GatewaySettings,
+    SettingError,
+    flag,
+    read_environment,
+)
 from gateway.sources.cloud import CloudSource, TokenError
 from gateway.sources.file import DefaultConfigSource, FileSource, SignalReload
 from gateway.sources.ingress import IngressSource
@@ -189,12 +196,12 @@ def build_gateway(
         synced.append(source.when_synced())
         return source
 
-    endpoint = options.environment.get("config.service.endpoint", "").strip()
+    cloud = options.settings.cloud
     ingress_enabled = flag(options.environment.get("k8s.ingress.enabled"))
     # Which sources there are decides who waits for whom ("alone" below).
     others = {
         "file": bool(options["config"]),
-        "cloud": bool(endpoint),
+        "cloud": cloud is not None,
         "ingress": ingress_enabled,
         "extra": bool(extra_sources),
     }
@@ -213,14 +220,12 @@ def build_gateway(
             )
         )
         SignalReload(reactor, file_source).setServiceParent(top)
-    elif not endpoint and not ingress_enabled:
+    elif cloud is None and not ingress_enabled:
         echo = EchoBackend(reactor)
         echo.setServiceParent(top)
         add_source(DefaultConfigSource(store, echo.when_listening))
-    if endpoint:
-        top.cloud = add_source(
-            _cloud_source(options, reactor, store, endpoint, alone=alone("cloud"))
-        )
+    if cloud is not None:
+        top.cloud = add_source(_cloud_source(cloud, reactor, store, alone=alone("cloud")))
         metrics.cloud.attach(top.cloud)
     if ingress_enabled:
         top.ingress = add_source(
@@ -302,7 +307,7 @@ def build_gateway(
 
 
 def _cloud_source(
-    options: Options, reactor: Any, store: Store, endpoint: str, *, alone: bool
+    settings: CloudSettings, reactor: Any, store: Store, *, alone: bool
 ) -> CloudSource:
     """
     The configuration service source.
@@ -314,41 +319,27 @@ def _cloud_source(
     backup does not hold them back: the cloud counts as synced after its
     first failed attempt and its APIs join when the service answers.
     """
-    env = options.environment
-    auth = env.get("config.service.auth", "").strip()
-    if not auth:
-        raise usage.UsageError(
-            "config.service.endpoint is set but config.service.auth is not: give the gateway's "
-            "token (GatewayKey ...) or the path of a file holding it"
-        )
-
-    def number(name: str) -> float:
-        value = env.get(name, _SETTING_DEFAULTS[name])
-        try:
-            result = float(value)
-        except ValueError:
-            raise usage.UsageError(f"{name} must be a number, not {value!r}") from None
-        if result <= 0 and name != "config.backup.interval":
-            raise usage.UsageError(f"{name} must be positive")
-        return max(result, 0.0)
-
     try:
         source = CloudSource(
             store,
-            endpoint,
-            auth,
+            settings.endpoint,
+            settings.auth,
             reactor=reactor,
-            backup_path=options["backup-path"] or None,
-            backup_interval=number("config.backup.interval"),
-            heartbeat_interval=number("config.service.heartbeat-interval"),
+            backup_path=settings.backup_path or None,
+            backup_interval=settings.backup_interval,
+            backup_key=settings.backup_key,
+            heartbeat_interval=settings.heartbeat_interval,
+            ca=settings.ca,
             require_configuration=alone,
         )
     except TokenError as e:
         raise usage.UsageError(f"config.service.auth: {e}") from None
+    except ValueError as e:
+        raise usage.UsageError(str(e)) from None
     _log.info(
         "Cloud source: configuration service {endpoint}, backup in {path}",
-        endpoint=endpoint,
-        path=options["backup-path"] or "(none)",
+        endpoint=settings.endpoint,
+        path=settings.backup_path or "(none)",
     )
     return source
 

@@ -123,3 +123,40 @@ class IngressWiringTests(SynchronousTestCase):
         with self.assertRaises(UsageError) as publish:
             self._build(**{"k8s.ingress.publish-service": "apimgw"})
         self.assertIn("namespace/name", str(publish.exception))
+
+
+class CloudWiringTests(SynchronousTestCase):
+    """How ``config.service.*`` and ``config.backup.*`` settings turn into the cloud source."""
+
+    def _build(self, **environ: str) -> Any:
+        from twisted.internet.task import Clock
+
+        token = "GatewayKey gw&203001010000&" + "A" * 86 + "=="
+        options = parse(
+            [],
+            {
+                "config.service.endpoint": "https://config.example.com",
+                "config.service.auth": token,
+                "config.backup.path": "",
+                **environ,
+            },
+        )
+        return build_gateway(options, Clock())
+
+    def test_cloud_replaces_the_default_echo(self) -> None:
+        """With the configuration service set, the cloud source runs and no built-in Echo API does."""
+        from gateway.echo import EchoBackend
+
+        gateway = self._build()
+        self.assertIsNotNone(gateway.cloud)
+        self.assertFalse(any(isinstance(child, EchoBackend) for child in gateway))
+
+    def test_backup_key_and_ca_reach_the_source(self) -> None:
+        """A CA without a certificate and a too-short backup key are refused as usage errors, naming what is wrong."""
+        with self.assertRaises(usage.UsageError) as ca:
+            self._build(**{"config.service.ca": "/nonexistent/ca.pem"})
+        self.assertIn("CA", str(ca.exception))
+        with self.assertRaises(usage.UsageError) as key:
+            self._build(**{"config.backup.key": "short"})
+        self.assertIn("config.backup.key", str(key.exception))
+        self.assertIsNotNone(self._build(**{"config.backup.key": "k" * 32}).cloud)
