@@ -332,6 +332,27 @@ def _routes(ingress: KubeObject, ctx: _Context, problems: list[str]) -> list[Rou
             routes.append(Route(path="/", backend=url, endpoints=endpoints))
         except _Invalid as e:
             problems.append(f"defaultBackend: {e}")
+    rules = _rule_routes(spec, namespace, ctx, problems)
+    if routes and any(_catches_all(route) for route in rules):
+        # "DefaultBackend is the backend that should handle requests that
+        # don't match any rule" (networking.k8s.io/v1 IngressSpec). A
+        # host-less Prefix "/" rule matches every request on every host,
+        # so nothing is left for the defaultBackend: leave it out rather
+        # than let it take the rule's key (it came first, and translation
+        # keeps the first of two equal keys of one object).
+        routes = []
+    return routes + rules
+
+
+def _catches_all(route: Route) -> bool:
+    """Whether a rule's route matches every request (host-less, Prefix ``/``)."""
+    return route.host is None and route.path == "/" and route.path_type != "Exact"
+
+
+def _rule_routes(
+    spec: Mapping[str, Any], namespace: str, ctx: _Context, problems: list[str]
+) -> list[Route]:
+    routes: list[Route] = []
     for r, rule in enumerate(spec.get("rules") or ()):
         host = rule.get("host") or None
         for p, path in enumerate((rule.get("http") or {}).get("paths") or ()):

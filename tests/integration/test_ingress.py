@@ -63,6 +63,33 @@ class RoutingFollowsIngressTests(IngressTestCase):
         self.assertEqual((yield self.served_by("/x", host="www.example.com")), 404)
 
     @inlineCallbacks
+    def test_root_rule_wins_over_default_backend(self) -> Any:
+        """
+        A host-less ``/`` rule takes every request its Ingress's other rules
+        do not (on any host); the defaultBackend only takes what no rule
+        matches, such as the other hosts of an Ingress whose rules all name one.
+        """
+        alpha, beta = self.backend_ports["alpha"], self.backend_ports["beta"]
+        root = ingress("site", [("/api", "beta", beta)], host="api.example.com")
+        root["spec"]["rules"].append(ingress("x", [("/", "alpha", alpha)])["spec"]["rules"][0])
+        root["spec"]["defaultBackend"] = {"service": {"name": "beta", "port": {"number": beta}}}
+        self.kube.set_object(root)
+        yield self.wait_for(lambda: self.served_by("/api", host="api.example.com").addCallback(lambda b: b == "beta"))
+        self.assertEqual((yield self.served_by("/")), "alpha")
+        self.assertEqual((yield self.served_by("/anything", host="www.example.com")), "alpha")
+        # The host-less rule matches api.example.com's other paths too.
+        self.assertEqual((yield self.served_by("/other", host="api.example.com")), "alpha")
+        config = (yield self.admin("/config")).json()
+        self.assertEqual(config["problems"], [])
+
+        # Rules for one host only: the other hosts go to the defaultBackend.
+        hosted = ingress("site", [("/", "alpha", alpha)], host="site.example.com")
+        hosted["spec"]["defaultBackend"] = {"service": {"name": "beta", "port": {"number": beta}}}
+        self.kube.set_object(hosted)
+        yield self.wait_for(lambda: self.served_by("/", host="www.example.com").addCallback(lambda b: b == "beta"))
+        self.assertEqual((yield self.served_by("/page", host="site.example.com")), "alpha")
+
+    @inlineCallbacks
     def test_only_the_watched_namespace_and_our_class(self) -> Any:
         """Ingresses of another namespace or another class are not served; a class change away removes routes."""
         other_ns = ingress("elsewhere", [("/elsewhere", "alpha", 80)], namespace="other")
