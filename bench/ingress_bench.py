@@ -386,17 +386,21 @@ def measure_swap(count: int, repeat: int, tls_share: float, profile_out: Path | 
     from gateway.routing import RouteTable
     from gateway.tls import SNIMapBuilder, TLSSettings, generate_default_certificate
     from gateway.translate import translate
-    from gateway.translate.ingress import (
-        SOURCE,
-        IngressInputs,
-        IngressSettings,
-        translate_ingresses,
-    )
-
-    try:  # since 51d3caf the source keeps an IngressMemo from one translation to the next
-        from gateway.translate.ingress import IngressMemo
+    try:  # since issue 12 the decoder lives in the Ingress source's package
+        from gateway.sources.ingress import SOURCE, IngressInputs, IngressMemo, IngressSettings
+        from gateway.sources.ingress import decode_ingresses as translate_ingresses
     except ImportError:
-        IngressMemo = None
+        from gateway.translate.ingress import (
+            SOURCE,
+            IngressInputs,
+            IngressSettings,
+            translate_ingresses,
+        )
+
+        try:  # since 51d3caf the source keeps an IngressMemo from one translation to the next
+            from gateway.translate.ingress import IngressMemo
+        except ImportError:
+            IngressMemo = None
 
     def new_memo() -> Any:
         return IngressMemo() if IngressMemo is not None else None

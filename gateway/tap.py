@@ -43,7 +43,8 @@ from gateway.settings import (
 )
 from gateway.sources.cloud import CloudSource, TokenError
 from gateway.sources.file import DefaultConfigSource, FileSource, SignalReload
-from gateway.sources.ingress import IngressSource
+from gateway.sources.ingress import BACKEND_MODES, IngressSettings, IngressSource
+from gateway.status import IngressStatusWriter, StatusStage
 from gateway.tls import (
     ALPN_PROTOCOLS,
     TLS_VERSIONS,
@@ -54,7 +55,6 @@ from gateway.tls import (
     generate_default_certificate,
 )
 from gateway.translate import GatewayConfig
-from gateway.translate.ingress import BACKEND_MODES, IngressSettings
 from gateway.upstream import BackendPool, PoolService
 
 _log = Logger(namespace="apimgw")
@@ -248,7 +248,9 @@ def build_gateway(
 
     on_swap = [swapped]
     if top.ingress is not None:
-        on_swap.append(top.ingress.generation_swapped)
+        status = StatusStage([IngressStatusWriter(top.ingress, reactor=reactor)])
+        status.setServiceParent(top)
+        on_swap.append(status.generation_swapped)
     reconciler = Reconciler(
         store,
         reactor,

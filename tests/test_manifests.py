@@ -22,7 +22,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from gateway.settings import SETTINGS
 from gateway.testing._kuberbac import Rule, rules_for_service_account
 from gateway.testing.certs import self_signed
-from gateway.translate.ingress import IngressInputs, IngressSettings, translate_ingresses
+from gateway.sources.ingress import IngressInputs, IngressSettings
+from gateway.sources.ingress import decode_ingresses as translate_ingresses
 
 _REPO = Path(__file__).resolve().parent.parent
 _K8S = _REPO / "k8s"

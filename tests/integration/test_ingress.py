@@ -185,10 +185,16 @@ class InvalidIngressTests(IngressTestCase):
         self.assertTrue(any("Secret default/absent not found" in m for m in messages), messages)
         self.assertEqual({e["reason"] for e in warnings()}, {"InvalidIngress"})
         self.assertEqual({e["involvedObject"]["kind"] for e in warnings()}, {"Ingress"})
+        # Decoding problems reach the configuration's problems: logged once
+        # by the reconciler and listed by /config, like translation's own.
         self.assertTrue(
-            any(e.get("log_format", "").startswith("Ingress {ingress}:") and e.get("ingress") == "default/broken"
+            any(e.get("log_format", "").startswith("Configuration problem in {object}:")
+                and e.get("object") == "ingress:routes/default/broken"
                 for e in self.log_events)
         )
+        config = (yield self.admin("/config")).json()
+        listed = {p["message"] for p in config["problems"] if p["object"] == "ingress:routes/default/broken"}
+        self.assertTrue(any("Service default/nope not found" in m for m in listed), listed)
         # Fixing the Ingress takes the problem away and serves the path.
         self.kube.set_object(service("nope", self.backend_ports["beta"]))
         yield self.wait_for(lambda: self.served_by("/missing").addCallback(lambda b: b == "nope"))
@@ -419,13 +425,14 @@ class StatusTests(IngressTestCase):
         yield self.wait_for(lambda: self.status_of("one") == expected, what="status written")
         yield self.wait_for(lambda: self.lease_holder() is not None)
         sources = {g: g.ingress for g in (first, second)}
+        writers = {g: g.getServiceNamed("status").getServiceNamed("ingress") for g in (first, second)}
         leaders = [g for g, s in sources.items() if s.election.is_leader]
         self.assertEqual(len(leaders), 1)
         leader = leaders[0]
         follower = second if leader is first else first
         self.assertEqual(self.lease_holder(), sources[leader].election.identity)
-        self.assertGreaterEqual(sources[leader].status.updates, 1)
-        self.assertEqual(sources[follower].status.updates, 0)
+        self.assertGreaterEqual(writers[leader].updates, 1)
+        self.assertEqual(writers[follower].updates, 0)
         # Both serve the Ingress, whoever writes the status.
         for gateway in (first, second):
             yield self.wait_for(
@@ -438,7 +445,7 @@ class StatusTests(IngressTestCase):
         yield self.wait_for(lambda: sources[follower].election.is_leader, timeout=30, what="takeover")
         self.kube.set_object(ingress("two", [("/two", "beta", self.backend_ports["beta"])]))
         yield self.wait_for(lambda: self.status_of("two") == expected, timeout=30)
-        self.assertGreaterEqual(sources[follower].status.updates, 1)
+        self.assertGreaterEqual(writers[follower].updates, 1)
         self.assertEqual(self.lease_holder(), sources[follower].election.identity)
 
     @inlineCallbacks
@@ -453,7 +460,7 @@ class StatusTests(IngressTestCase):
         managers = [e.get("subresource") for e in created["metadata"]["managedFields"]]
         self.assertIn("status", managers)
         (route,) = [r for r in gateway.reconciler.current.config.routes if r.path == "/one"]
-        from gateway.translate.ingress import modification_time
+        from gateway.sources.ingress import modification_time
 
         without_status = dict(created)
         without_status["metadata"] = dict(created["metadata"])

@@ -1,11 +1,17 @@
 """
-Kubernetes Ingress objects → model objects: pure and deterministic.
+Kubernetes Ingress objects → model objects and problems: the Ingress
+source's pure decoder.
 
-The Kubernetes source keeps the raw objects it watches (Ingresses,
-IngressClasses, Services, Secrets) and calls :func:`translate_ingresses`
-whenever one of them changes; the result replaces everything the source
-holds in the store. No I/O, no clock, no logging: the same inputs give the
-same objects and problems, whatever order they arrived in.
+The source keeps the raw objects it watches (Ingresses, IngressClasses,
+Services, Secrets, EndpointSlices) and calls :func:`decode_ingresses`
+whenever one of them changes; the objects and problems it returns replace
+everything the source holds in the store (``Store.replace_source``), and
+translation reports the problems with its own (``GatewayConfig.problems``:
+``/config``, the problems metric and the ``InvalidIngress`` Events). No I/O,
+no clock, no logging: the same inputs give the same objects and problems,
+whatever order they arrived in. Only what the Ingress API itself says is
+checked here; host names, paths and backend URLs are validated again by
+translation, like every source's.
 
 Rules (``networking.k8s.io/v1``, as the Azure self-hosted gateway and
 ingress-nginx read them):
@@ -53,9 +59,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from gateway.model import Certificate, ObjectRef, Route, RouteSet, SourceObject
+from gateway.model import Certificate, ObjectRef, Problem, Route, RouteSet, SourceObject
 
-from ._config import Problem
+__all__ = [
+    "BACKEND_MODES",
+    "CLASS_ANNOTATION",
+    "DEFAULT_CLASS_ANNOTATION",
+    "SERVICE_NAME_LABEL",
+    "SOURCE",
+    "IngressDecoding",
+    "IngressInputs",
+    "IngressMemo",
+    "IngressSettings",
+    "decode_ingresses",
+    "is_ours",
+    "modification_time",
+]
 
 CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -69,7 +88,7 @@ KubeObject = Mapping[str, Any]
 
 @dataclass(frozen=True)
 class IngressSettings:
-    """The settings translation depends on (``k8s.ingress.*``)."""
+    """The settings decoding depends on (``k8s.ingress.*``)."""
 
     ingress_class: str = "azure-api-management/gateway"
     dns_suffix: str = "svc.cluster.local"
@@ -79,7 +98,7 @@ class IngressSettings:
 
 @dataclass(frozen=True)
 class IngressInputs:
-    """Everything one translation reads: raw Kubernetes objects as dicts."""
+    """Everything one decoding reads: raw Kubernetes objects as dicts."""
 
     ingresses: tuple[KubeObject, ...] = ()
     ingress_classes: tuple[KubeObject, ...] = ()
@@ -90,7 +109,7 @@ class IngressInputs:
 
 
 @dataclass(frozen=True)
-class IngressTranslation:
+class IngressDecoding:
     """
     :ivar objects: the model objects to hold for source ``ingress``.
     :ivar problems: per Ingress (ref ``ingress:routes/<ns>/<name>``).
@@ -170,7 +189,7 @@ class _Context:
     settings: IngressSettings
     #: EndpointSlices by ``namespace/service`` (endpoints mode only).
     slices: dict[str, list[KubeObject]] = field(default_factory=dict)
-    #: What the Ingress being translated read: ``(kind, key, identities)``.
+    #: What the Ingress being decoded read: ``(kind, key, identities)``.
     reads: list[tuple[str, str, tuple[int, ...]]] = field(default_factory=list)
 
     def service(self, key: str) -> KubeObject | None:
@@ -207,8 +226,8 @@ def _ids(obj: KubeObject | None) -> tuple[int, ...]:
 
 
 @dataclass
-class _Translated:
-    """One Ingress's share of a translation, and what it was computed from."""
+class _Decoded:
+    """One Ingress's share of a decoding, and what it was computed from."""
 
     ingress: KubeObject
     reads: list[tuple[str, str, tuple[int, ...]]]
@@ -219,9 +238,9 @@ class _Translated:
 
 class IngressMemo:
     """
-    The per-Ingress results of the last translation, for the next one.
+    The per-Ingress results of the last decoding, for the next one.
 
-    The source re-translates all Ingresses on every change (a Service or a
+    The source decodes all Ingresses again on every change (a Service or a
     Secret may affect any of them), but usually one object changed among
     thousands. An Ingress's result is reused when the Ingress is the very
     same object as last time (informer caches replace an object only when
@@ -234,7 +253,7 @@ class IngressMemo:
     """
 
     def __init__(self) -> None:
-        self._entries: dict[str, _Translated] = {}
+        self._entries: dict[str, _Decoded] = {}
         self._classes: tuple[Any, ...] = ()
         self.hits = 0
         self.misses = 0
@@ -424,7 +443,7 @@ def _certificates(
     return result
 
 
-def _translate_one(ingress: KubeObject, ctx: _Context) -> _Translated:
+def _decode_one(ingress: KubeObject, ctx: _Context) -> _Decoded:
     key = _key(ingress)
     ref = ObjectRef(SOURCE, "routes", key)
     modified = modification_time(ingress)
@@ -437,16 +456,16 @@ def _translate_one(ingress: KubeObject, ctx: _Context) -> _Translated:
         objects.append(SourceObject(ref, modified, RouteSet(tuple(routes))))
     objects.extend(_certificates(ingress, ctx, modified, messages, secrets))
     problems = [Problem(ref, message) for message in messages]
-    return _Translated(ingress, ctx.reads, objects, problems, secrets)
+    return _Decoded(ingress, ctx.reads, objects, problems, secrets)
 
 
-def translate_ingresses(
+def decode_ingresses(
     inputs: IngressInputs, memo: IngressMemo | None = None
-) -> IngressTranslation:
+) -> IngressDecoding:
     """
-    Translate every Ingress of our class; see the module docstring. With
+    Decode every Ingress of our class; see the module docstring. With
     ``memo`` (kept by the caller from one call to the next), unchanged
-    Ingresses are not translated again: the result is the same.
+    Ingresses are not decoded again: the result is the same.
     """
     ctx = _Context(
         services={_key(s): s for s in inputs.services},
@@ -454,7 +473,7 @@ def translate_ingresses(
         settings=inputs.settings,
         slices=_slices_by_service(inputs.endpoint_slices),
     )
-    entries: dict[str, _Translated] = {}
+    entries: dict[str, _Decoded] = {}
     if memo is not None:
         memo._reset_if(inputs.ingress_classes, inputs.settings)
     objects: list[SourceObject] = []
@@ -470,7 +489,7 @@ def translate_ingresses(
         else:
             if not is_ours(ingress, inputs.ingress_classes, inputs.settings.ingress_class):
                 continue
-            result = _translate_one(ingress, ctx)
+            result = _decode_one(ingress, ctx)
             if memo is not None:
                 memo.misses += 1
         entries[key] = result
@@ -480,4 +499,4 @@ def translate_ingresses(
         secrets.update(result.secrets)
     if memo is not None:
         memo._entries = entries
-    return IngressTranslation(tuple(objects), tuple(problems), tuple(served), tuple(sorted(secrets)))
+    return IngressDecoding(tuple(objects), tuple(problems), tuple(served), tuple(sorted(secrets)))

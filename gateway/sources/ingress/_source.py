@@ -1,13 +1,13 @@
 """
-The Kubernetes Ingress source: informers → translation → store.
+The Kubernetes Ingress source: informers → decoding → store.
 
-One :class:`~gateway.sources.kubernetes.Informer` per kind the translation
+One :class:`~gateway.sources.kubernetes.Informer` per kind the decoder
 reads (Ingress, IngressClass, Service, ``kubernetes.io/tls`` Secrets and, in
 endpoints mode, EndpointSlices) keeps a local cache current. Any change
-schedules one translation of the whole cache a few milliseconds later (a
-burst of watch events, or a relist, becomes one translation), whose
-objects replace everything the source holds in the store; the reconciler
-then coalesces and swaps as for every source.
+schedules one decoding of the whole cache a few milliseconds later (a
+burst of watch events, or a relist, becomes one decoding), whose objects
+and problems replace everything the source holds in the store; the
+reconciler then coalesces and swaps as for every source.
 
 * **Readiness**: nothing is published before every informer has delivered
   its first complete list, so the first generation never holds half of
@@ -18,15 +18,19 @@ then coalesces and swaps as for every source.
   attempt so those are served meanwhile, but the gateway stays not-ready
   until the Ingresses are live. Later outages keep the last configuration:
   informers retry with backoff and the store is only ever replaced by a
-  complete translation.
+  complete decoding.
 * **Secrets**: only those a served Ingress references are held: the
   informer lists ``type=kubernetes.io/tls`` Secrets but keeps only the
   referenced ones; a newly referenced Secret is fetched. Secret data is
   never logged.
-* **Problems and shadowed routes** are logged once when they appear and,
-  on the replica holding the Lease, written as Warning Events on the
-  Ingress (:mod:`gateway.sources._ingressstatus` writes the status
-  addresses from the same replica).
+* **Problems** go to the store with the objects; translation reports them
+  in ``GatewayConfig.problems`` (the reconciler logs each once, ``/config``
+  lists them). Writing back to the cluster (``status.loadBalancer``, and
+  ``InvalidIngress`` / ``RouteShadowed`` Events) is not this source's job:
+  :class:`gateway.status.IngressStatusWriter` does it after each swap,
+  from what this source exposes (:meth:`IngressSource.when_started`, its
+  client, informers and leadership), on the replica holding the Lease
+  elected here.
 """
 
 from __future__ import annotations
@@ -34,29 +38,21 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Callable, Mapping
 from functools import partial
-from collections.abc import Mapping
 from typing import Any
 
 from twisted.application.internet import backoffPolicy
 from twisted.application.service import MultiService
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from gateway.model import Store
-from gateway.translate.ingress import (
-    SOURCE,
-    IngressInputs,
-    IngressMemo,
-    IngressSettings,
-    IngressTranslation,
-    translate_ingresses,
-)
+from gateway.ready import OneShot
 
-from ._ingressstatus import StatusPublisher
-from .kubernetes import (
+from ..kubernetes import (
     ENDPOINT_SLICE,
     INGRESS,
     INGRESS_CLASS,
@@ -64,14 +60,21 @@ from .kubernetes import (
     SERVICE,
     ApiError,
     ClusterCredentials,
-    EventRecorder,
     Informer,
     KubeClient,
     LeaderElection,
     load_credentials_in_thread,
 )
+from ._decode import (
+    SOURCE,
+    IngressDecoding,
+    IngressInputs,
+    IngressMemo,
+    IngressSettings,
+    decode_ingresses,
+)
 
-__all__ = ["IngressSource", "SECRET_FIELD_SELECTOR", "WAITING"]
+__all__ = ["IngressSource", "SECRET_FIELD_SELECTOR", "WAITING", "replica_identity"]
 
 JSON = dict[str, Any]
 
@@ -100,9 +103,19 @@ class IngressSource(MultiService):
     """
     Serves the Ingress objects of our class (see the module docstring).
 
-    :ivar translation: the last published translation (``None`` before).
-    :ivar translations: how many translations ran (for tests and metrics).
+    :ivar translation: the last published decoding (``None`` before); the
+        name is kept for the metrics collector, which reads it.
+    :ivar translations: how many decodings ran (for tests and metrics).
     :ivar client: the API client, once credentials are loaded.
+    :ivar informers: the informers by role (``ingresses``, ``services``,
+        ...), once the client is there; their caches are what a status
+        writer reads the Ingresses from.
+    :ivar election: the Lease election of the replica that writes status
+        and Events (``None`` without one, or before start).
+    :ivar identity: this replica's name in the election and in Events.
+    :ivar status: the status writer attached to this source's Ingresses,
+        set by :class:`gateway.status.IngressStatusWriter` (``None``
+        without one); only the metrics collector reads it.
     """
 
     _log = Logger()
@@ -136,10 +149,11 @@ class IngressSource(MultiService):
             until the Ingresses are live.
         :param require_configuration: ``True`` when this is the gateway's
             only source: :meth:`when_synced` waits for the first
-            translation. ``False``: it also fires after the first failed
+            decoding. ``False``: it also fires after the first failed
             attempt to reach the API server.
         :param publish_service: ``namespace/name`` of the gateway's Service
-            whose address goes into the Ingresses' status.
+            whose address goes into the Ingresses' status; kept for the
+            status writer (:attr:`publish_service`), unused here.
         :param publish_addresses: fixed addresses for the status instead.
         :param election_id: the Lease electing the replica that writes
             status and Events; ``None``: no election, this replica writes.
@@ -157,36 +171,36 @@ class IngressSource(MultiService):
         self._own_client = client is None
         self._health = health
         self._require_configuration = require_configuration
-        self._publish_service = publish_service
-        self._publish_addresses = publish_addresses
+        self.publish_service = publish_service
+        self.publish_addresses = publish_addresses
         self._election_id = election_id
-        self._identity = identity or replica_identity(environ)
+        self.identity = identity or replica_identity(environ)
         self._environ = environ
         self._coalesce = coalesce
         self._lease_timing = lease_timing
         self._backoff = backoffPolicy(initialDelay=1.0, maxDelay=60.0, factor=2.0)
 
         self.informers: dict[str, Informer] = {}
-        self.translation: IngressTranslation | None = None
+        self.translation: IngressDecoding | None = None
         self._memo = IngressMemo()
         self.translations = 0
         self.election: LeaderElection | None = None
-        self.status: StatusPublisher | None = None
-        self.events: EventRecorder | None = None
+        self.status: Any = None
         #: Secrets referenced by served Ingresses; ``None`` until the first
-        #: translation (the first list keeps every TLS Secret, so starting
+        #: decoding (the first list keeps every TLS Secret, so starting
         #: up needs no GET per Secret; the unreferenced ones go right after).
         self._referenced: set[str] | None = None
         #: Secrets being fetched (``ns/name``).
         self._fetching: set[str] = set()
         self._pending: IDelayedCall | None = None
         self._synced = False
-        self._gave_up_waiting = False
-        self._waiting: list[Deferred[None]] = []
+        #: Fires when the first decoding is in the store, or (without
+        #: ``require_configuration``) after the first failed attempt.
+        self._released: OneShot[None] = OneShot()
+        #: Fires with the client once the informers and the election exist.
+        self._started: OneShot[KubeClient] = OneShot()
+        self._leadership_listeners: list[Callable[[bool], None]] = []
         self._starting: Deferred[Any] | None = None
-        self._reported_problems: set[tuple[str, str]] = set()
-        self._reported_shadowing: set[tuple[str, str]] = set()
-        self._last_shadowed: tuple[Any, ...] = ()
         if health is not None:
             health.waiting[WAITING] = "first list of the Kubernetes objects"
 
@@ -197,15 +211,18 @@ class IngressSource(MultiService):
 
     def when_synced(self) -> Deferred[None]:
         """
-        Fires once the first translation is in the store or, without
+        Fires once the first decoding is in the store or, without
         ``require_configuration``, once the first attempt to reach the
         API server failed.
         """
-        if self._synced or self._gave_up_waiting:
-            return succeed(None)
-        d: Deferred[None] = Deferred(self._waiting.remove)
-        self._waiting.append(d)
-        return d
+        return self._released.when()
+
+    def when_started(self) -> Deferred[KubeClient]:
+        """
+        Fires with the API client once the credentials are loaded and the
+        informers and the election exist (a status writer starts then).
+        """
+        return self._started.when()
 
     def startService(self) -> None:
         super().startService()
@@ -284,15 +301,6 @@ class IngressSource(MultiService):
             )
             self.informers[name] = informer
             informer.setServiceParent(self)
-        self.events = EventRecorder(client, reactor=self._reactor, instance=self._identity)
-        self.status = StatusPublisher(
-            client,
-            reactor=self._reactor,
-            ingresses=self.informers["ingresses"],
-            publish_service=self._publish_service,
-            publish_addresses=self._publish_addresses,
-        )
-        self.status.setServiceParent(self)
         if self._election_id:
             duration, deadline, retry = self._lease_timing
             self.election = LeaderElection(
@@ -300,7 +308,7 @@ class IngressSource(MultiService):
                 reactor=self._reactor,
                 namespace=self._lease_namespace(client),
                 name=self._election_id,
-                identity=self._identity,
+                identity=self.identity,
                 lease_duration=duration,
                 renew_deadline=deadline,
                 retry_period=retry,
@@ -310,6 +318,8 @@ class IngressSource(MultiService):
             self.election.setServiceParent(self)
         else:
             self._started_leading()
+        self._started.fire(client)
+
     def _lease_namespace(self, client: KubeClient) -> str:
         """The pod's namespace, else the credentials', else the watched one."""
         return (
@@ -333,27 +343,36 @@ class IngressSource(MultiService):
 
     # -- leadership ------------------------------------------------------
 
+    def add_leadership_listener(self, listener: Callable[[bool], None]) -> None:
+        """
+        Call ``listener(True)`` when this replica starts leading and
+        ``listener(False)`` when it stops; called at once with the current
+        state when the source has started (the listener may come late).
+        """
+        self._leadership_listeners.append(listener)
+        if self._started.done:
+            listener(self.leading)
+
     def _started_leading(self) -> None:
         self._log.info(
             "Kubernetes Ingress source: {identity} now writes Ingress status and events",
-            identity=self._identity,
+            identity=self.identity,
         )
-        # Problems reported by the previous leader may never have been
-        # written: this replica reports everything current once.
-        self._reported_problems.clear()
-        self._reported_shadowing.clear()
-        if self.status is not None:
-            self.status.set_leading(True)
-        if self.translation is not None:
-            self._report(self.translation)
-            self._report_shadowing(self._last_shadowed)
+        self._tell_leadership(True)
 
     def _stopped_leading(self) -> None:
-        if self.status is not None:
-            self.status.set_leading(False)
+        self._tell_leadership(False)
+
+    def _tell_leadership(self, leading: bool) -> None:
+        for listener in list(self._leadership_listeners):
+            try:
+                listener(leading)
+            except Exception:
+                self._log.failure("Kubernetes Ingress source: a leadership listener raised")
 
     @property
     def leading(self) -> bool:
+        """Whether this replica writes status and Events (no election: always)."""
         return self.election is None or self.election.is_leader
 
     # -- changes ---------------------------------------------------------
@@ -378,30 +397,24 @@ class IngressSource(MultiService):
     def _first_attempt_failed(self, why: str) -> None:
         if self._health is not None and not self._synced:
             self._health.waiting[WAITING] = why
-        if self._require_configuration or self._gave_up_waiting or self._synced:
+        if self._require_configuration or self._released.done or self._synced:
             return
-        self._gave_up_waiting = True
         self._log.warn(
             "Kubernetes Ingress source: {why}; the gateway serves its other sources meanwhile "
             "and stays not-ready until the Ingresses are live",
             why=why,
         )
-        self._release_waiters()
-
-    def _release_waiters(self) -> None:
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.callback(None)
+        self._released.fire(None)
 
     def _changed(self, obj: Any) -> None:
-        """Any change: translate soon (one translation per burst)."""
+        """Any change: decode soon (one decoding per burst)."""
         if self._pending is None or not self._pending.active():
-            self._pending = self._reactor.callLater(self._coalesce, self._translate)
+            self._pending = self._reactor.callLater(self._coalesce, self._decode)
 
     def _all_synced(self) -> bool:
         return bool(self.informers) and all(i.synced for i in self.informers.values())
 
-    def _translate(self) -> None:
+    def _decode(self) -> None:
         self._pending = None
         if not self._all_synced():
             return
@@ -418,18 +431,15 @@ class IngressSource(MultiService):
             ),
             settings=self.settings,
         )
-        result = translate_ingresses(inputs, self._memo)
+        result = decode_ingresses(inputs, self._memo)
         self.translations += 1
         if self._update_secrets(result.secrets):
             # A newly referenced Secret is being fetched: publishing now
             # would report it missing and serve its hosts without their
-            # certificate for a moment. The fetch's answer translates again.
+            # certificate for a moment. The fetch's answer decodes again.
             return
-        self._store.replace_source(SOURCE, result.objects)
         self.translation = result
-        if self.status is not None:
-            self.status.served_changed(result.served)
-        self._report(result)
+        self._store.replace_source(SOURCE, result.objects, result.problems)
         if not self._synced:
             self._synced = True
             if self._health is not None:
@@ -441,7 +451,7 @@ class IngressSource(MultiService):
                 cls=self.settings.ingress_class,
                 namespace=self.namespace or "(all)",
             )
-            self._release_waiters()
+            self._released.fire(None)
 
     def _keep_secret(self, secret: JSON) -> bool:
         return self._referenced is None or _key(secret) in self._referenced
@@ -449,7 +459,7 @@ class IngressSource(MultiService):
     def _update_secrets(self, referenced: tuple[str, ...]) -> bool:
         """
         Keep only the referenced Secrets; fetch newly referenced ones.
-        Whether fetches are in progress (the translation then waits).
+        Whether fetches are in progress (the decoding then waits).
         """
         wanted = set(referenced)
         if wanted != self._referenced:
@@ -466,52 +476,6 @@ class IngressSource(MultiService):
         return bool(self._fetching & wanted)
 
     def _fetched(self, _: object, key: str) -> None:
-        """A fetch ended (found, missing or failed): translate with what we have."""
+        """A fetch ended (found, missing or failed): decode with what we have."""
         self._fetching.discard(key)
         self._changed(None)
-
-    # -- problems and shadowing -------------------------------------------
-
-    def _ingress(self, key: str) -> JSON | None:
-        namespace, _, name = key.partition("/")
-        return self.informers["ingresses"].get(namespace, name)
-
-    def _report(self, result: IngressTranslation) -> None:
-        """Log (and, when leading, emit as Events) problems not reported yet."""
-        current = {(p.ref.name, p.message) for p in result.problems}
-        for key, message in sorted(current - self._reported_problems):
-            self._log.warn(
-                "Ingress {ingress}: {message} (the rest of it is served)",
-                ingress=key,
-                message=message,
-            )
-            if self.leading and self.events is not None:
-                ingress = self._ingress(key)
-                if ingress is not None:
-                    self.events.warning(ingress, "InvalidIngress", message)
-        self._reported_problems = current
-
-    def generation_swapped(self, generation: Any) -> None:
-        """Reconciler hook: report Ingress routes shadowed by another source."""
-        shadowed = tuple(
-            s for s in generation.config.shadowed if s.loser.source == SOURCE and s.loser.kind == "routes"
-        )
-        self._last_shadowed = shadowed
-        self._report_shadowing(shadowed)
-
-    def _report_shadowing(self, shadowed: tuple[Any, ...]) -> None:
-        current = {}
-        for s in shadowed:
-            host, match, path = s.key
-            message = (
-                f"route {host or '*'}{path} ({match}) is shadowed by {s.winner}, "
-                "modified later (last one wins)"
-            )
-            current[(s.loser.name, message)] = s
-        # The reconciler logs every shadowed route; here they become Events.
-        for key, message in sorted(set(current) - self._reported_shadowing):
-            if self.leading and self.events is not None:
-                ingress = self._ingress(key)
-                if ingress is not None:
-                    self.events.warning(ingress, "RouteShadowed", message)
-        self._reported_shadowing = set(current)

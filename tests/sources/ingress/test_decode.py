@@ -1,7 +1,7 @@
 """
-Golden-file tests of :mod:`gateway.translate.ingress`.
+Golden-file tests of the Ingress decoder (:mod:`gateway.sources.ingress._decode`).
 
-One test method per ``testdata/ingress/<case>.in.yaml``: the Kubernetes
+One test method per ``testdata/<case>.in.yaml``: the Kubernetes
 objects (and optional settings) are translated and the canonical YAML of the
 result is compared with ``<case>.out.yaml``. Set ``APIMGW_REGENERATE_GOLDEN=1``
 to rewrite the ``.out.yaml`` files (then review the diff).
@@ -20,17 +20,17 @@ import yaml
 from twisted.trial.unittest import SynchronousTestCase
 
 from gateway.model import Certificate, RouteSet
-from gateway.translate.ingress import (
+from gateway.sources.ingress import (
+    IngressDecoding,
     IngressInputs,
     IngressMemo,
     IngressSettings,
-    IngressTranslation,
+    decode_ingresses,
     is_ours,
     modification_time,
-    translate_ingresses,
 )
 
-TESTDATA = Path(__file__).parent / "testdata" / "ingress"
+TESTDATA = Path(__file__).parent / "testdata"
 _KINDS = {"Ingress": "ingresses", "IngressClass": "ingress_classes", "Service": "services",
           "Secret": "secrets", "EndpointSlice": "endpoint_slices"}
 
@@ -54,7 +54,7 @@ def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def canonical(result: IngressTranslation) -> str:
+def canonical(result: IngressDecoding) -> str:
     """The result as stable, reviewable YAML (certificate PEM as a digest)."""
     objects = []
     for obj in result.objects:
@@ -85,20 +85,20 @@ class GoldenTests(SynchronousTestCase):
 
 def _make(case: Path) -> Any:
     def test(self: SynchronousTestCase) -> None:
-        got = canonical(translate_ingresses(load_inputs(case)))
+        got = canonical(decode_ingresses(load_inputs(case)))
         expected_path = case.with_name(case.name.replace(".in.yaml", ".out.yaml"))
         if os.environ.get("APIMGW_REGENERATE_GOLDEN"):
             expected_path.write_text(got)
         self.assertEqual(got, expected_path.read_text())
         # The arrival order of the watched objects never matters.
-        self.assertEqual(canonical(translate_ingresses(load_inputs(case, reverse=True))), got)
+        self.assertEqual(canonical(decode_ingresses(load_inputs(case, reverse=True))), got)
         # Nor does a memo of the previous translation, also after every
         # object was replaced by an equal copy (a relist).
         inputs = load_inputs(case)
         memo = IngressMemo()
-        self.assertEqual(canonical(translate_ingresses(inputs, memo)), got)
-        self.assertEqual(canonical(translate_ingresses(inputs, memo)), got)
-        self.assertEqual(canonical(translate_ingresses(copy.deepcopy(inputs), memo)), got)
+        self.assertEqual(canonical(decode_ingresses(inputs, memo)), got)
+        self.assertEqual(canonical(decode_ingresses(inputs, memo)), got)
+        self.assertEqual(canonical(decode_ingresses(copy.deepcopy(inputs), memo)), got)
 
     first_line = case.read_text().splitlines()[0].lstrip("# ").strip()
     test.__doc__ = f"{first_line} (golden file {case.name}; input order does not matter)."
@@ -111,6 +111,23 @@ for _case in sorted(TESTDATA.glob("*.in.yaml")):
 
 
 class RuleTests(SynchronousTestCase):
+    def test_root_rule_is_served_not_the_default_backend(self) -> None:
+        """Translated, a host-less / Prefix rule serves /, with no duplicate problem; the defaultBackend is unused."""
+        from gateway.translate import translate
+
+        decoded = decode_ingresses(load_inputs(TESTDATA / "default-backend.in.yaml"))
+        mine = [o for o in decoded.objects if o.ref.name == "default/root-prefix"]
+        config = translate(mine, problems=decoded.problems, now=0.0)
+        self.assertEqual(config.problems, ())
+        (root,) = [r for r in config.routes if r.host == "" and r.match == "prefix" and r.path in ("", "/")]
+        self.assertEqual(root.backend.host, "web.default.svc.cluster.local")
+
+    def test_problems_carry_the_ingress_ref(self) -> None:
+        """Decoding problems name the Ingress (source ingress, kind routes), as the store requires."""
+        decoded = decode_ingresses(load_inputs(TESTDATA / "backends.in.yaml"))
+        self.assertTrue(decoded.problems)
+        self.assertEqual({str(p.ref) for p in decoded.problems}, {"ingress:routes/shop/mixed"})
+
     def test_modification_time_prefers_newest_managed_field(self) -> None:
         """The newest managedFields time wins over creationTimestamp; without them creationTimestamp is used."""
         obj = {"metadata": {"creationTimestamp": "2024-01-01T00:00:00Z", "managedFields": [
@@ -158,8 +175,8 @@ class MemoTests(SynchronousTestCase):
         raw = self._inputs()
         settings = IngressSettings()
 
-        def run() -> IngressTranslation:
-            return translate_ingresses(
+        def run() -> IngressDecoding:
+            return decode_ingresses(
                 IngressInputs(
                     ingresses=tuple(raw["ingresses"]),
                     ingress_classes=tuple(raw["ingress_classes"]),
