@@ -5,10 +5,15 @@ reactor-native API client and informers.
 * :mod:`._credentials`: where the API server is and how to authenticate,
   loaded with the ``kubernetes`` package's loaders (kubeconfig or the pod's
   service account), off the reactor thread; rotating token files re-read.
+* :mod:`._kinds`: :class:`Kind`, where a resource type lives in the API,
+  and the kinds the gateway uses (``INGRESS``, ``SERVICE``, ...).
+* :mod:`._errors`: the API server's refusals as typed :class:`ApiError`
+  subclasses (``410`` is :class:`Gone`), and broken watch streams.
+* :mod:`._watch`: the watch stream parsed incrementally
+  (:class:`WatchStreamDecoder`), its events and the list response.
 * :mod:`._client`: :class:`KubeClient`, list / watch / get / create /
-  update / update_status / patch / delete over treq with the cluster CA
-  trusted; errors as typed :class:`ApiError` subclasses (``410`` is
-  :class:`Gone`); the watch stream parsed incrementally.
+  update / update_status / patch / delete over treq, with the cluster CA
+  trusted (:class:`ClusterTLSPolicy`).
 * :mod:`._informer`: :class:`Informer`, list-then-watch with bookmarks,
   resume from the last version, relist-and-diff after ``410``, jittered
   backoff.
@@ -20,36 +25,11 @@ reactor-native API client and informers.
   as client-go's recorder writes them: repeats patched into a count, a
   rate limit per object, failures logged and never raised.
 
-The translation of Ingress objects into routes lives in
-:mod:`gateway.translate`; this package only moves objects.
+The decoding of Ingress objects into routes lives in
+:mod:`gateway.sources.ingress`; this package only moves objects.
 """
 
-from ._client import (
-    ENDPOINT_SLICE,
-    EVENT,
-    INGRESS,
-    INGRESS_CLASS,
-    LEASE,
-    NAMESPACE,
-    SECRET,
-    SERVICE,
-    AlreadyExists,
-    ApiError,
-    ClusterTLSPolicy,
-    Conflict,
-    Forbidden,
-    Gone,
-    Invalid,
-    Kind,
-    KubeClient,
-    NotFound,
-    ObjectList,
-    Unauthorized,
-    WatchEvent,
-    WatchStalled,
-    WatchStreamDecoder,
-    WatchStreamError,
-)
+from ._client import ClusterTLSPolicy, KubeClient
 from ._credentials import (
     ClusterCredentials,
     CredentialsError,
@@ -60,8 +40,33 @@ from ._credentials import (
     load_kubeconfig,
 )
 from ._election import LeaderElection
+from ._errors import (
+    AlreadyExists,
+    ApiError,
+    Conflict,
+    Forbidden,
+    Gone,
+    Invalid,
+    NotFound,
+    Unauthorized,
+    WatchStalled,
+    WatchStreamError,
+    api_error,
+)
 from ._events import EventRecorder
 from ._informer import Informer, ObjectKey, object_key
+from ._kinds import (
+    ENDPOINT_SLICE,
+    EVENT,
+    INGRESS,
+    INGRESS_CLASS,
+    LEASE,
+    NAMESPACE,
+    SECRET,
+    SERVICE,
+    Kind,
+)
+from ._watch import MAX_EVENT_BYTES, ObjectList, WatchEvent, WatchStreamDecoder
 
 __all__ = [
     "ENDPOINT_SLICE",
@@ -69,6 +74,7 @@ __all__ = [
     "INGRESS",
     "INGRESS_CLASS",
     "LEASE",
+    "MAX_EVENT_BYTES",
     "NAMESPACE",
     "SECRET",
     "SERVICE",
@@ -95,6 +101,7 @@ __all__ = [
     "WatchStalled",
     "WatchStreamDecoder",
     "WatchStreamError",
+    "api_error",
     "load_credentials",
     "load_credentials_in_thread",
     "load_in_cluster",

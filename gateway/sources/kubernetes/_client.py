@@ -18,14 +18,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import treq
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Protocol
 from twisted.internet.ssl import (
     Certificate,
     CertificateOptions,
@@ -37,272 +34,18 @@ from twisted.internet.ssl import (
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
-from twisted.web.http import PotentialDataLoss
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from ._credentials import ClusterCredentials, TokenSource
+from ._errors import ApiError, WatchStalled, api_error
+from ._kinds import Kind
+from ._watch import ObjectList, WatchEvent, WatchProtocol
 
-__all__ = [
-    "ENDPOINT_SLICE",
-    "EVENT",
-    "INGRESS",
-    "INGRESS_CLASS",
-    "LEASE",
-    "NAMESPACE",
-    "SECRET",
-    "SERVICE",
-    "AlreadyExists",
-    "ClusterTLSPolicy",
-    "ApiError",
-    "Conflict",
-    "Forbidden",
-    "Gone",
-    "Invalid",
-    "Kind",
-    "KubeClient",
-    "NotFound",
-    "ObjectList",
-    "Unauthorized",
-    "WatchEvent",
-    "WatchStalled",
-    "WatchStreamDecoder",
-    "WatchStreamError",
-]
+__all__ = ["ClusterTLSPolicy", "KubeClient"]
 
 JSON = dict[str, Any]
-
-#: The longest watch event line accepted: the largest object etcd stores is
-#: 1.5 MiB; JSON escaping and the envelope stay well below this.
-MAX_EVENT_BYTES = 16 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Kind:
-    """
-    One resource type: where it lives in the API and what it is called.
-
-    :ivar plural: the resource name in URLs (``ingresses``).
-    :ivar namespaced: ``False`` for cluster-scoped kinds (IngressClass).
-    """
-
-    group: str
-    version: str
-    kind: str
-    plural: str
-    namespaced: bool = True
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    def path(
-        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
-    ) -> str:
-        """
-        The URL path of the collection (``namespace=None``: every namespace)
-        or of one object.
-        """
-        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        if self.namespaced and namespace is not None:
-            base += f"/namespaces/{quote(namespace, safe='')}"
-        elif not self.namespaced and namespace is not None:
-            raise ValueError(f"{self.kind} is cluster-scoped: no namespace")
-        base += f"/{self.plural}"
-        if name is not None:
-            base += f"/{quote(name, safe='')}"
-            if subresource is not None:
-                base += f"/{subresource}"
-        return base
-
-    def __str__(self) -> str:
-        return f"{self.api_version} {self.kind}"
-
-
-INGRESS = Kind("networking.k8s.io", "v1", "Ingress", "ingresses")
-INGRESS_CLASS = Kind("networking.k8s.io", "v1", "IngressClass", "ingressclasses", namespaced=False)
-SERVICE = Kind("", "v1", "Service", "services")
-SECRET = Kind("", "v1", "Secret", "secrets")
-ENDPOINT_SLICE = Kind("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices")
-LEASE = Kind("coordination.k8s.io", "v1", "Lease", "leases")
-EVENT = Kind("", "v1", "Event", "events")
-NAMESPACE = Kind("", "v1", "Namespace", "namespaces", namespaced=False)
-
-
-class ApiError(Exception):
-    """
-    The API server refused a request. Carries the HTTP status and the
-    ``Status`` object's ``reason`` and ``message``, which say more than the
-    code (a 409 is ``Conflict`` or ``AlreadyExists``).
-    """
-
-    def __init__(self, code: int, reason: str, message: str, status: JSON | None = None) -> None:
-        super().__init__(f"{code} {reason}: {message}")
-        self.code = code
-        self.reason = reason
-        self.message = message
-        self.status = status or {}
-
-
-class Unauthorized(ApiError):
-    """401: the credentials were not accepted."""
-
-
-class Forbidden(ApiError):
-    """403: authenticated, but RBAC does not allow it."""
-
-
-class NotFound(ApiError):
-    """404: no such object (or namespace, or resource type)."""
-
-
-class Conflict(ApiError):
-    """409 Conflict: the object changed since the version the write named."""
-
-
-class AlreadyExists(ApiError):
-    """409 AlreadyExists: a create of a name that is taken."""
-
-
-class Gone(ApiError):
-    """
-    410: the requested resourceVersion (or ``continue`` token) is older
-    than the server's history. Never retry with the same version: list again.
-    """
-
-
-class Invalid(ApiError):
-    """422: the object failed validation."""
-
-
-def api_error(code: int, body: Any, phrase: str = "") -> ApiError:
-    """The typed exception for an HTTP error response or an ERROR event's Status."""
-    status = body if isinstance(body, dict) else {}
-    reason = str(status.get("reason") or phrase or "Unknown")
-    message = str(status.get("message") or phrase or f"HTTP {code}")
-    cls: type[ApiError] = ApiError
-    if code == 401:
-        cls = Unauthorized
-    elif code == 403:
-        cls = Forbidden
-    elif code == 404:
-        cls = NotFound
-    elif code == 409:
-        cls = AlreadyExists if reason == "AlreadyExists" else Conflict
-    elif code == 410:
-        cls = Gone
-    elif code == 422:
-        cls = Invalid
-    return cls(code, reason, message, status)
-
-
-class WatchStreamError(Exception):
-    """The watch stream held something that is not a watch event."""
-
-
-class WatchStalled(Exception):
-    """The watch outlived its deadline without the server ending it: the connection was dropped."""
-
-
-@dataclass(frozen=True)
-class WatchEvent:
-    """
-    One watch event.
-
-    :ivar type: ``ADDED``, ``MODIFIED``, ``DELETED``, ``BOOKMARK`` (only
-        ``object.metadata.resourceVersion`` is meaningful) or ``ERROR``
-        (``object`` is a Status).
-    """
-
-    type: str
-    object: JSON
-
-    @property
-    def resource_version(self) -> str | None:
-        return ((self.object.get("metadata") or {}).get("resourceVersion")) or None
-
-
-@dataclass(frozen=True)
-class ObjectList:
-    """
-    One list response.
-
-    :ivar resource_version: the version the list is consistent at: where a
-        watch that follows it starts.
-    :ivar continue_token: set when more pages follow (``limit``).
-    """
-
-    items: list[JSON]
-    resource_version: str
-    continue_token: str | None = None
-    remaining: int | None = None
-
-
-class WatchStreamDecoder:
-    """
-    Splits a watch stream into events, whatever the chunk boundaries.
-
-    The API server writes one JSON object per line, but TCP and chunked
-    encoding cut the bytes anywhere: in the middle of a line, of a UTF-8
-    sequence, or between ``\\r`` and nothing at all. Bytes are buffered
-    until a newline; a JSON string cannot contain a raw newline, so every
-    newline ends an event. Work is linear in the stream's length: pieces
-    without a newline are kept in a list and joined once.
-    """
-
-    def __init__(self, max_line: int = MAX_EVENT_BYTES) -> None:
-        self._pending: list[bytes] = []
-        self._pending_size = 0
-        self._max_line = max_line
-
-    def feed(self, data: bytes) -> list[WatchEvent]:
-        """The events completed by ``data``, in order."""
-        events = []
-        start = 0
-        while True:
-            end = data.find(b"\n", start)
-            if end < 0:
-                break
-            piece = data[start:end]
-            if self._pending:
-                self._pending.append(piece)
-                piece = b"".join(self._pending)
-                self._pending, self._pending_size = [], 0
-            event = self._decode(piece)
-            if event is not None:
-                events.append(event)
-            start = end + 1
-        if start < len(data):
-            rest = data[start:]
-            self._pending_size += len(rest)
-            if self._pending_size > self._max_line:
-                raise WatchStreamError(f"watch event longer than {self._max_line} bytes")
-            self._pending.append(rest)
-        return events
-
-    def finish(self) -> list[WatchEvent]:
-        """At the end of the stream: an unterminated last line, if any, as an event."""
-        pending = b"".join(self._pending)
-        self._pending, self._pending_size = [], 0
-        event = self._decode(pending)
-        return [] if event is None else [event]
-
-    @staticmethod
-    def _decode(line: bytes) -> WatchEvent | None:
-        if not line.strip():
-            return None
-        try:
-            data = json.loads(line)
-        except ValueError as e:
-            raise WatchStreamError(f"not JSON: {e}") from None
-        if (
-            not isinstance(data, dict)
-            or not isinstance(data.get("type"), str)
-            or not isinstance(data.get("object"), dict)
-        ):
-            raise WatchStreamError("not a watch event")
-        return WatchEvent(data["type"], data["object"])
 
 
 @implementer(IPolicyForHTTPS)
@@ -350,59 +93,6 @@ def _split_pem(bundle: bytes) -> list[bytes]:
     if not blocks:
         raise ValueError("no certificate in the cluster CA bundle")
     return blocks
-
-
-class _WatchProtocol(Protocol):
-    """Receives a watch response body and hands out events as lines complete."""
-
-    def __init__(self, on_event: Callable[[WatchEvent], None], done: Deferred[None]) -> None:
-        self._decoder = WatchStreamDecoder()
-        self._on_event = on_event
-        self._done = done
-        self._failure: Failure | None = None
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._failure is not None:
-            return
-        try:
-            for event in self._decoder.feed(data):
-                self._handle(event)
-        except Exception:
-            self.abort(Failure())
-
-    def _handle(self, event: WatchEvent) -> None:
-        if event.type == "ERROR":
-            # Upstream sends one ERROR and closes; the Status says why
-            # (410 Expired: relist).
-            code = int(event.object.get("code") or 500)
-            raise api_error(code, event.object)
-        self._on_event(event)
-
-    def abort(self, failure: Failure) -> None:
-        """Stop reading and end the watch with ``failure``."""
-        if self._failure is None:
-            self._failure = failure
-        if self.transport is not None:
-            self.transport.stopProducing()
-        if not self._done.called:
-            self._done.errback(self._failure)
-
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
-        if self._done.called:
-            return
-        if self._failure is not None:
-            self._done.errback(self._failure)
-            return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            try:
-                for event in self._decoder.finish():
-                    self._handle(event)
-            except Exception:
-                self._done.errback(Failure())
-                return
-            self._done.callback(None)
-        else:
-            self._done.errback(reason)
 
 
 class KubeClient:
@@ -747,16 +437,8 @@ class KubeClient:
         if timeout_seconds:
             params["timeoutSeconds"] = str(int(timeout_seconds))
 
-        protocol: list[_WatchProtocol] = []
-        starting: list[Deferred[Any]] = []
-
-        def cancel(d: Deferred[None]) -> None:
-            if protocol:
-                protocol[0].abort(Failure(CancelledError()))
-            elif starting:
-                starting[0].cancel()
-
-        done: Deferred[None] = Deferred(cancel)
+        watch = _Watch()
+        done: Deferred[None] = Deferred(lambda d: watch.stop(Failure(CancelledError())))
 
         async def start() -> None:
             response = await self._send("GET", kind.path(namespace), params=params, stream=True)
@@ -769,21 +451,21 @@ class KubeClient:
                 raise api_error(response.code, body, response.phrase.decode("latin-1", "replace"))
             if done.called:
                 return
-            proto = _WatchProtocol(on_event, done)
-            protocol.append(proto)
-            response.deliverBody(proto)
+            watch.protocol = WatchProtocol(on_event, done)
+            response.deliverBody(watch.protocol)
 
-        started = ensureDeferred(start())
-        starting.append(started)
+        watch.started = ensureDeferred(start())
 
         def start_failed(failure: Failure) -> None:
             if not done.called:
                 done.errback(failure)
 
-        started.addErrback(start_failed)
+        watch.started.addErrback(start_failed)
         if timeout_seconds:
             deadline = self._reactor.callLater(
-                timeout_seconds + self._watch_grace, self._stalled, protocol, started
+                timeout_seconds + self._watch_grace,
+                watch.stop,
+                Failure(WatchStalled("the API server did not end the watch in time")),
             )
 
             def clear(result: Any) -> Any:
@@ -794,9 +476,20 @@ class KubeClient:
             done.addBoth(clear)
         return done
 
-    @staticmethod
-    def _stalled(protocol: list[_WatchProtocol], started: Deferred[Any]) -> None:
-        if protocol:
-            protocol[0].abort(Failure(WatchStalled("the API server did not end the watch in time")))
-        else:
-            started.cancel()
+
+class _Watch:
+    """
+    One watch in progress: the request being started, then the protocol
+    receiving its body. Stopping it ends whichever stage it is in.
+    """
+
+    def __init__(self) -> None:
+        self.started: Deferred[None] | None = None
+        self.protocol: WatchProtocol | None = None
+
+    def stop(self, reason: Failure) -> None:
+        """End the watch with ``reason`` (cancelled, or stalled past its deadline)."""
+        if self.protocol is not None:
+            self.protocol.abort(reason)
+        elif self.started is not None:
+            self.started.cancel()

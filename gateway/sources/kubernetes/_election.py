@@ -56,7 +56,9 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._client import LEASE, AlreadyExists, ApiError, Conflict, KubeClient, NotFound
+from ._client import KubeClient
+from ._errors import AlreadyExists, ApiError, Conflict, NotFound
+from ._kinds import LEASE
 
 __all__ = ["LeaderElection", "micro_time"]
 

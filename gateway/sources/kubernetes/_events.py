@@ -45,7 +45,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.client import RequestTransmissionFailed, ResponseFailed
 
-from ._client import EVENT, AlreadyExists, ApiError, KubeClient, NotFound
+from ._client import KubeClient
+from ._errors import AlreadyExists, ApiError, NotFound
+from ._kinds import EVENT
 
 __all__ = [
     "NORMAL",

@@ -39,7 +39,12 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from ._client import Gone, Kind, KubeClient, NotFound, WatchEvent
+from gateway.ready import OneShot
+
+from ._client import KubeClient
+from ._errors import Gone, NotFound
+from ._kinds import Kind
+from ._watch import WatchEvent
 
 __all__ = ["Informer", "ObjectKey", "object_key"]
 
@@ -142,7 +147,7 @@ class Informer(Service):
         self.cache: dict[ObjectKey, JSON] = {}
         self.resource_version: str | None = None
         self.synced = False
-        self._waiting: list[Deferred[None]] = []
+        self._synced: OneShot[None] = OneShot()
         self._running = False
         self._current: Deferred[Any] | None = None
         self._loop: Deferred[None] | None = None
@@ -193,11 +198,7 @@ class Informer(Service):
         A new Deferred that fires once the first complete list has been
         delivered (at once if it has), for readiness.
         """
-        if self.synced:
-            return succeed(None)
-        waiting: Deferred[None] = Deferred(self._waiting.remove)
-        self._waiting.append(waiting)
-        return waiting
+        return self._synced.when()
 
     def get(self, namespace: str | None, name: str) -> JSON | None:
         """A cached object, or ``None``."""
@@ -364,9 +365,7 @@ class Informer(Service):
         if not self.synced:
             self.synced = True
             self._call(self._on_synced)
-            waiting, self._waiting = self._waiting, []
-            for d in waiting:
-                d.callback(None)
+            self._synced.fire(None)
 
     async def _watch_once(self) -> bool:
         """One watch from the current version; whether anything arrived."""

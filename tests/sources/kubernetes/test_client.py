@@ -1,5 +1,5 @@
 """
-Tests for :mod:`gateway.sources.kubernetes._client`: the watch stream
+Tests for the API client (:mod:`gateway.sources.kubernetes`): the watch stream
 decoder (unit tests, every chunk boundary), URL paths and error types, and
 the client against the fake API server over real loopback HTTP and TLS:
 trust of the cluster CA, client certificates, token rotation, renewal
@@ -34,9 +34,9 @@ from gateway.sources.kubernetes import (
     WatchStalled,
     WatchStreamDecoder,
     WatchStreamError,
+    api_error,
     load_kubeconfig,
 )
-from gateway.sources.kubernetes._client import api_error
 from gateway.testing.fakekube import FakeKubeServer
 
 from ._support import start_fake, wait_for
