@@ -381,7 +381,8 @@ class IngressStatusWriter(MultiService):
         return decoding.served if decoding is not None else ()
 
     def _leadership(self, leading: bool) -> None:
-        if self.publisher is None:
+        if self.publisher is None or not self.running:
+            # Stopped (the election tells the source during shutdown too).
             return
         if leading:
             # What the previous leader reported may never have been
@@ -396,7 +397,7 @@ class IngressStatusWriter(MultiService):
     def publish(self, generation: Generation) -> None:
         """A new generation: write the status and the Events it implies."""
         self._generation = generation
-        if self.publisher is None:
+        if self.publisher is None or not self.running:
             return
         self.publisher.sync()
         self._report(generation)

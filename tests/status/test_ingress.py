@@ -223,6 +223,14 @@ class WriterTests(SynchronousTestCase):
         self.assertEqual([c[0] for c in self.client.calls], ["status", "status"])
         self.assertEqual(self.writer.updates, 1)
 
+    def test_nothing_is_written_after_stop(self) -> None:
+        """A stopped writer ignores generations and leadership (the election reports during shutdown)."""
+        self.start(leading=False)
+        self.stage.stopService()
+        self.source.lead(True)
+        self.stage.generation_swapped(_generation(1, problems=(BROKEN,)))
+        self.assertEqual(self.client.calls, [])
+
     def test_published_addresses_are_not_rewritten(self) -> None:
         """An Ingress that already shows the address is left alone."""
         self.informer.cache = {
