@@ -235,7 +235,7 @@ def _choice(values: Mapping[str, str], name: str, choices: tuple[str, ...]) -> s
 @dataclass(frozen=True, slots=True)
 class ListenSettings:
     """
-    Where the gateway listens (strports descriptions).
+    Where the gateway's traffic listeners listen (strports descriptions).
 
     :ivar https: empty: no HTTPS listener.
     :ivar https_redirect_port: the port HTTP-to-HTTPS redirects name;
@@ -244,7 +244,6 @@ class ListenSettings:
 
     http: str
     https: str
-    admin: str
     https_redirect_port: int | None
 
     @classmethod
@@ -266,16 +265,38 @@ class ListenSettings:
         return cls(
             http=_text(values, "gateway.listen.http"),
             https=https,
-            admin=_text(values, "gateway.listen.admin"),
             https_redirect_port=redirect,
         )
 
 
 @dataclass(frozen=True, slots=True)
+class AdminSettings:
+    """
+    The admin port (``/metrics``, ``/healthz``, ``/readyz``, ``/config``).
+
+    :ivar token: the bearer token ``/config`` requires, or the path of a
+        file holding it; empty: ``/config`` is open.
+    """
+
+    listen: str
+    token: str
+
+    @classmethod
+    def parse(cls, values: Mapping[str, str]) -> AdminSettings:
+        return cls(listen=_text(values, "gateway.listen.admin"), token=_text(values, "gateway.admin.token"))
+
+
+@dataclass(frozen=True, slots=True)
 class ProxySettings:
-    """How requests are forwarded, answered and drained."""
+    """
+    How requests are forwarded, answered, logged and drained.
+
+    :ivar redact_query: query parameters whose values the access log
+        redacts, besides the built-in ones.
+    """
 
     access_log: str
+    redact_query: tuple[str, ...]
     grace: float
     drain_delay: float
     connect_timeout: float
@@ -289,6 +310,9 @@ class ProxySettings:
     def parse(cls, values: Mapping[str, str]) -> ProxySettings:
         return cls(
             access_log=_choice(values, "telemetry.logs.std", ACCESS_LOG_FORMATS),
+            redact_query=tuple(
+                n.strip() for n in _text(values, "telemetry.logs.redact-query").split(",") if n.strip()
+            ),
             grace=_number(values, "gateway.shutdown.grace", float),
             drain_delay=_number(values, "gateway.shutdown.delay", float),
             connect_timeout=_number(values, "gateway.backend.connect-timeout", float),
@@ -409,6 +433,7 @@ class GatewaySettings:
     """
 
     listen: ListenSettings
+    admin: AdminSettings
     proxy: ProxySettings
     file: FileSettings
     cloud: CloudSettings | None
@@ -423,6 +448,7 @@ class GatewaySettings:
         """
         return cls(
             listen=ListenSettings.parse(values),
+            admin=AdminSettings.parse(values),
             proxy=ProxySettings.parse(values),
             file=FileSettings.parse(values),
             cloud=CloudSettings.parse(values),

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import gc
 import os
-from typing import Any, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
@@ -23,7 +24,6 @@ from gateway.dispatch import streamline
 from gateway.echo import EchoBackend
 from gateway.model import Store
 from gateway.observability import (
-    ACCESS_LOG_FORMATS,
     AccessLog,
     AdminListener,
     AdminResource,
@@ -32,22 +32,23 @@ from gateway.observability import (
     RequestObserver,
 )
 from gateway.proxy import GatewaySite, ProxyResource, TrafficListener
-from gateway.reconcile import Generation, Reconciler
+from gateway.reconcile import Reconciler
+from gateway.routing import Generation
 from gateway.settings import (
     SETTINGS,
     CloudSettings,
     GatewaySettings,
+    IngressSourceSettings,
+    ProxySettings,
     SettingError,
-    flag,
     read_environment,
 )
 from gateway.sources.cloud import CloudSource, TokenError
 from gateway.sources.file import DefaultConfigSource, FileSource, SignalReload
-from gateway.sources.ingress import BACKEND_MODES, IngressSettings, IngressSource
+from gateway.sources.ingress import IngressSettings, IngressSource
 from gateway.status import IngressStatusWriter, StatusStage
 from gateway.tls import (
     ALPN_PROTOCOLS,
-    TLS_VERSIONS,
     SNIConnectionCreator,
     SNIMapBuilder,
     TLSServerFactory,
@@ -58,7 +59,6 @@ from gateway.translate import GatewayConfig
 from gateway.upstream import BackendPool, PoolService
 
 _log = Logger(namespace="apimgw")
-_SETTING_DEFAULTS = {s.name: s.default or "" for s in SETTINGS}
 
 
 def _option_help(setting: Any) -> str:
@@ -176,67 +176,109 @@ def build_gateway(
     Compose the gateway's services from parsed options (testable without
     twistd). ``extra_sources`` are services writing to ``store`` that offer
     ``when_synced()`` (tests use an in-memory source this way).
+
+    The order is the data flow, and services stop in reverse: sources,
+    reconciler (and the status stage fed by its swaps), admin listener,
+    backend pool, traffic listeners.
     """
     for key in options.unknown_settings:
         _log.warn("Unknown setting {key} in the environment: ignored", key=key)
-
+    settings = options.settings
     top = Gateway()
-    store = Store() if store is None else store
-    metrics = GatewayMetrics(clock=reactor.seconds)
-    health = Health()
-    synced: list[Deferred[Any]] = []
-    top.store, top.metrics, top.health, top.listeners = store, metrics, health, {}
+    top.store = Store() if store is None else store
+    top.metrics = GatewayMetrics(clock=reactor.seconds)
+    top.health = Health()
+    top.listeners = {}
+    synced = _add_sources(top, settings, reactor, extra_sources, environ=options._environ)
+    sni = _sni_builder(settings.proxy, reactor) if settings.listen.https else None
+    _add_reconciler(top, reactor, synced, sni)
+    admin = AdminResource(top.metrics, top.health, top.reconciler, token=settings.admin.token)
+    top.listeners["admin"] = AdminListener(reactor, settings.admin.listen, admin)
+    top.listeners["admin"].setServiceParent(top)
+    _add_traffic(top, settings, reactor, sni)
+    return top
 
-    def reload_failed(error: Exception, source: str = "file") -> None:
+
+def _reload_failed(metrics: GatewayMetrics, source: str) -> Callable[[Exception], None]:
+    """Counts a configuration that could not be loaded (``source``: file, rebuild)."""
+
+    def failed(error: Exception) -> None:
         metrics.reload_failures.labels(source).inc()
 
-    # 1. sources (each one that has loaded once releases the reconciler)
-    def add_source(source: Any) -> Any:
+    return failed
+
+
+def _add_sources(
+    top: Gateway,
+    settings: GatewaySettings,
+    reactor: Any,
+    extra_sources: Sequence[Any],
+    *,
+    environ: Mapping[str, str],
+) -> list[Deferred[Any]]:
+    """
+    Add the configured sources to ``top``; each one that has loaded once
+    releases the reconciler (the returned ``when_synced`` Deferreds).
+    Nothing configured: the built-in Echo API.
+    """
+    store, metrics = top.store, top.metrics
+    synced: list[Deferred[Any]] = []
+
+    def add(source: Any) -> Any:
         source.setServiceParent(top)
         synced.append(source.when_synced())
         return source
 
-    cloud = options.settings.cloud
-    ingress_enabled = flag(options.environment.get("k8s.ingress.enabled"))
     # Which sources there are decides who waits for whom ("alone" below).
-    others = {
-        "file": bool(options["config"]),
-        "cloud": cloud is not None,
-        "ingress": ingress_enabled,
+    present = {
+        "file": bool(settings.file.path),
+        "cloud": settings.cloud is not None,
+        "ingress": settings.ingress is not None,
         "extra": bool(extra_sources),
     }
 
     def alone(name: str) -> bool:
-        return not any(present for other, present in others.items() if other != name)
+        return not any(here for other, here in present.items() if other != name)
 
-    if options["config"]:
-        file_source = add_source(
+    if settings.file.path:
+        file_source = add(
             FileSource(
                 store,
-                options["config"],
+                settings.file.path,
                 reactor=reactor,
-                poll_interval=options["poll-interval"],
-                on_reload_failed=reload_failed,
+                poll_interval=settings.file.poll_interval,
+                on_reload_failed=_reload_failed(metrics, "file"),
             )
         )
         SignalReload(reactor, file_source).setServiceParent(top)
-    elif cloud is None and not ingress_enabled:
+    elif settings.cloud is None and settings.ingress is None:
         echo = EchoBackend(reactor)
         echo.setServiceParent(top)
-        add_source(DefaultConfigSource(store, echo.when_listening))
-    if cloud is not None:
-        top.cloud = add_source(_cloud_source(cloud, reactor, store, alone=alone("cloud")))
+        add(DefaultConfigSource(store, echo.when_listening))
+    if settings.cloud is not None:
+        top.cloud = add(_cloud_source(settings.cloud, reactor, store, alone=alone("cloud")))
         metrics.cloud.attach(top.cloud)
-    if ingress_enabled:
-        top.ingress = add_source(
-            _ingress_source(options, reactor, store, health, alone=alone("ingress"))
+    if settings.ingress is not None:
+        top.ingress = add(
+            _ingress_source(
+                settings.ingress, reactor, store, top.health, alone=alone("ingress"), environ=environ
+            )
         )
         metrics.ingress.attach(top.ingress)
     for extra in extra_sources:
-        add_source(extra)
+        add(extra)
+    return synced
 
-    # 2. reconciler (and, with HTTPS on, the SNI map of each generation)
-    sni = _sni_builder(options, reactor) if options["https"] else None
+
+def _add_reconciler(
+    top: Gateway, reactor: Any, synced: list[Deferred[Any]], sni: SNIMapBuilder | None
+) -> None:
+    """
+    The reconciler (with HTTPS on, building each generation's SNI map too)
+    and what its swaps feed: health, metrics and, with Ingress on, the
+    status stage.
+    """
+    health, metrics = top.health, top.metrics
 
     def swapped(generation: Generation) -> None:
         health.generation = generation.number
@@ -246,66 +288,71 @@ def build_gateway(
         metrics.shadowed_routes.set(len(generation.config.shadowed))
         metrics.certificates.update(generation.sni.served if generation.sni is not None else ())
 
-    on_swap = [swapped]
+    top.reconciler = Reconciler(
+        top.store,
+        reactor,
+        synced=synced,
+        on_swap=[swapped],
+        on_failure=_reload_failed(metrics, "rebuild"),
+        sni=sni,
+    )
+    top.reconciler.setServiceParent(top)
     if top.ingress is not None:
         status = StatusStage([IngressStatusWriter(top.ingress, reactor=reactor)])
         status.setServiceParent(top)
-        on_swap.append(status.generation_swapped)
-    reconciler = Reconciler(
-        store,
-        reactor,
-        synced=synced,
-        on_swap=on_swap,
-        on_failure=lambda e: reload_failed(e, "rebuild"),
-        sni=sni,
-    )
-    reconciler.setServiceParent(top)
-    top.reconciler = reconciler
+        top.reconciler.add_swap_listener(status.generation_swapped)
 
-    # 3. admin listener
-    admin = AdminResource(metrics, health, reconciler, token=options["admin-token"])
-    top.listeners["admin"] = AdminListener(reactor, options["admin"], admin)
-    top.listeners["admin"].setServiceParent(top)
 
-    # 4. traffic listeners
+def _add_traffic(
+    top: Gateway, settings: GatewaySettings, reactor: Any, sni: SNIMapBuilder | None
+) -> None:
+    """The backend pool and the HTTP (and HTTPS) listeners."""
+    proxy = settings.proxy
     pool = BackendPool(
         reactor,
-        max_idle_per_backend=options["max-idle"],
-        connect_timeout=options["connect-timeout"],
-        response_timeout=options["backend-timeout"],
+        max_idle_per_backend=proxy.max_idle,
+        connect_timeout=proxy.connect_timeout,
+        response_timeout=proxy.backend_timeout,
     )
     # Added before the listeners, so it stops after they drained.
     PoolService(pool).setServiceParent(top)
     top.pool = pool
-    observer = RequestObserver(metrics, AccessLog(options["access-log"], options["redact-query"]))
-    listeners = [("http", b"http", options["http"])]
-    if options["https"]:
-        listeners.append(("https", b"https", options["https"]))
-    https_port = _https_port(options, top.listeners)
+    observer = RequestObserver(top.metrics, AccessLog(proxy.access_log, proxy.redact_query))
+    listeners = [("http", b"http", settings.listen.http)]
+    if settings.listen.https:
+        listeners.append(("https", b"https", settings.listen.https))
+    https_port = _https_port(settings.listen.https_redirect_port, top.listeners)
     for name, scheme, description in listeners:
         resource = ProxyResource(
-            reconciler, pool, reactor, observer, health, scheme=scheme,
-            error_mode=options["error-mode"], https_port=https_port,
+            top.reconciler,
+            pool,
+            reactor,
+            observer,
+            top.health,
+            scheme=scheme,
+            error_mode=proxy.error_mode,
+            https_port=https_port,
         )
-        site = GatewaySite(resource, max_body=options["max-body"])
+        site = GatewaySite(resource, max_body=proxy.max_body)
         factory: Any = site
         if name == "https" and sni is not None:
             fallback, _ = sni.build(GatewayConfig())
-            creator = SNIConnectionCreator(reconciler, fallback)
-            factory = TLSServerFactory(creator, site, on_handshake=metrics.handshake, clock=reactor)
+            creator = SNIConnectionCreator(top.reconciler, fallback)
+            factory = TLSServerFactory(
+                creator, site, on_handshake=top.metrics.handshake, clock=reactor
+            )
         top.listeners[name] = TrafficListener(
             reactor,
             description,
             site,
             resource,
-            health,
+            top.health,
             name=name,
-            grace=options["grace"],
-            drain_delay=options["drain-delay"],
+            grace=proxy.grace,
+            drain_delay=proxy.drain_delay,
             factory=factory,
         )
         top.listeners[name].setServiceParent(top)
-    return top
 
 
 def _cloud_source(
@@ -347,7 +394,13 @@ def _cloud_source(
 
 
 def _ingress_source(
-    options: Options, reactor: Any, store: Store, health: Health, *, alone: bool
+    settings: IngressSourceSettings,
+    reactor: Any,
+    store: Store,
+    health: Health,
+    *,
+    alone: bool,
+    environ: Mapping[str, str],
 ) -> IngressSource:
     """
     The Kubernetes Ingress source (``k8s.ingress.*``).
@@ -356,57 +409,40 @@ def _ingress_source(
     the Ingresses are; beside other sources, those are served while the API
     server cannot be reached, and readiness waits for the Ingresses.
     """
-    env = options.environment
-
-    def setting(name: str) -> str:
-        return env.get(name, _SETTING_DEFAULTS[name]).strip()
-
-    mode = setting("k8s.ingress.backend")
-    if mode not in BACKEND_MODES:
-        raise usage.UsageError(
-            f"k8s.ingress.backend must be one of {', '.join(BACKEND_MODES)}, not {mode!r}"
-        )
-    publish_service = setting("k8s.ingress.publish-service") or None
-    if publish_service and publish_service.count("/") != 1:
-        raise usage.UsageError(
-            f"k8s.ingress.publish-service must be namespace/name, not {publish_service!r}"
-        )
-    addresses = tuple(a.strip() for a in setting("k8s.ingress.publish-address").split(",") if a.strip())
-    namespace = setting("k8s.ingress.namespace") or None
-    settings = IngressSettings(
-        ingress_class=setting("k8s.ingress.class"),
-        dns_suffix=setting("k8s.ingress.dns.suffix"),
-        backend_mode=mode,
+    decoding = IngressSettings(
+        ingress_class=settings.ingress_class,
+        dns_suffix=settings.dns_suffix,
+        backend_mode=settings.backend_mode,
     )
     _log.info(
         "Kubernetes Ingress source: class {cls}, namespace {namespace}, backends via {mode}",
         cls=settings.ingress_class,
-        namespace=namespace or "(all)",
-        mode=mode,
+        namespace=settings.namespace or "(all)",
+        mode=settings.backend_mode,
     )
     return IngressSource(
         store,
         reactor=reactor,
-        settings=settings,
-        namespace=namespace,
-        config_path=setting("k8s.ingress.config.path") or None,
+        settings=decoding,
+        namespace=settings.namespace,
+        config_path=settings.config_path,
         health=health,
         require_configuration=alone,
-        publish_service=publish_service,
-        publish_addresses=addresses,
-        election_id=setting("k8s.ingress.election-id") or None,
-        environ=options._environ,
+        publish_service=settings.publish_service,
+        publish_addresses=settings.publish_addresses,
+        election_id=settings.election_id,
+        environ=environ,
     )
 
 
-def _sni_builder(options: Options, reactor: Any) -> SNIMapBuilder:
+def _sni_builder(proxy: ProxySettings, reactor: Any) -> SNIMapBuilder:
     """
     The TLS settings of the HTTPS listener and its generated default
     certificate (made once per process; served while the configuration
     names no ``defaultCertificate``).
     """
     alpn = ALPN_PROTOCOLS if http.H2_ENABLED else (b"http/1.1",)
-    settings = TLSSettings(min_version=options["tls-min-version"], alpn=alpn)
+    settings = TLSSettings(min_version=proxy.tls_min_version, alpn=alpn)
     fallback = generate_default_certificate(reactor.seconds())
     _log.info(
         "Generated a self-signed default certificate ({subject}, sha256 {fingerprint}); it is "
@@ -419,10 +455,14 @@ def _sni_builder(options: Options, reactor: Any) -> SNIMapBuilder:
     return SNIMapBuilder(settings, fallback)
 
 
-def _https_port(options: Options, listeners: dict[str, Any]) -> Any:
-    """The port HTTP-to-HTTPS redirects point at (see ``--https-redirect-port``)."""
-    if options["https-redirect-port"] != "listener":
-        port = int(options["https-redirect-port"])
+def _https_port(port: int | None, listeners: dict[str, Any]) -> Callable[[], int]:
+    """
+    The port HTTP-to-HTTPS redirects point at: ``port``, or with ``None``
+    (``--https-redirect-port listener``) the HTTPS listener's own port,
+    asked per redirect because a listener on port 0 knows it only once it
+    listens.
+    """
+    if port is not None:
         return lambda: port
 
     def listening() -> int:
