@@ -317,7 +317,8 @@ def _add_traffic(
     # Added before the listeners, so it stops after they drained.
     PoolService(pool).setServiceParent(top)
     top.pool = pool
-    observer = RequestObserver(top.metrics, AccessLog(proxy.access_log, proxy.redact_query))
+    access_log = AccessLog(proxy.access_log, proxy.redact_query)
+    observer = RequestObserver(top.metrics, access_log)
     listeners = [("http", b"http", settings.listen.http)]
     if settings.listen.https:
         listeners.append(("https", b"https", settings.listen.https))
@@ -332,6 +333,7 @@ def _add_traffic(
             scheme=scheme,
             error_mode=proxy.error_mode,
             https_port=https_port,
+            redact=access_log.redact,
         )
         site = GatewaySite(resource, max_body=proxy.max_body)
         factory: Any = site

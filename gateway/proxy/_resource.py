@@ -37,6 +37,10 @@ STATUS_PATH = b"/status-0123456789abcdef"
 ERROR_MODES = ("apim", "http")
 
 
+def _unchanged(target: str) -> str:
+    return target
+
+
 def envelope(status: int, message: str, **extra: str) -> bytes:
     """The APIM error body: ``{"statusCode": N, "message": "..."}``."""
     body: dict[str, Any] = {"statusCode": status, "message": message}
@@ -88,6 +92,9 @@ class ProxyResource(Resource):
     :param https_port: the port HTTPS redirects point at (443 is left out of
         the URL), asked per redirect because a listener on port 0 knows its
         port only once it listens.
+    :param redact: hides secret query values (subscription keys, tokens)
+        in the request targets this resource logs, as the access log does
+        (:class:`gateway.observability.QueryRedactor`); default: none.
     """
 
     isLeaf = True
@@ -104,6 +111,7 @@ class ProxyResource(Resource):
         scheme: bytes = b"http",
         error_mode: str = "apim",
         https_port: Callable[[], int] | None = None,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         super().__init__()
         if error_mode not in ERROR_MODES:
@@ -116,6 +124,7 @@ class ProxyResource(Resource):
         self._scheme = scheme
         self._redirects = scheme == b"http"
         self._https_port = https_port or _default_https_port
+        self._redact: Callable[[str], str] = redact or _unchanged
         self._error_mode = error_mode
         self.in_flight = 0
         self._idle_waiters: list[Deferred[None]] = []
@@ -296,7 +305,7 @@ class ProxyResource(Resource):
             "Backend {backend} failed for {method} {path} (activityId {activity_id}): {error}",
             backend=entry.backend.url,
             method=request.method.decode("ascii", "replace"),
-            path=request.uri.decode("latin-1"),
+            path=self._redact(request.uri.decode("latin-1")),
             activity_id=activity_id,
             error=str(error) if isinstance(error, BackendError) else repr(error),
         )

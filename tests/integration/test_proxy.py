@@ -355,3 +355,13 @@ class AccessLogRedactionTests(GatewayTestCase):
         )
         for secret in ("k3y-value", "ap1-value", "s1g-value"):
             self.assertEqual(self.logged(secret), [])
+
+    @inlineCallbacks
+    def test_backend_error_line_redacts_the_query(self) -> Any:
+        """The error line of a failed backend call shows the target with secret values redacted."""
+        r = yield self.get("/dead/x?subscription-key=d3ad-key&api-key=d3ad-api&page=2")
+        self.assertEqual(r.status, 500)
+        activity = r.json()["activityId"]
+        (line,) = self.logged(f"activityId {activity}")
+        self.assertEqual(line["path"], "/dead/x?subscription-key=REDACTED&api-key=REDACTED&page=2")
+        self.assertEqual(self.logged("d3ad-key") + self.logged("d3ad-api"), [])
