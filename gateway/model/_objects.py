@@ -10,7 +10,9 @@ plain data, hashable, and safe to share between generations.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
+from typing import Mapping, Union
+
+from ._apim import NamedValue, Policy, Product, Subscription, SubscriptionKeyNames
 
 #: Path match kinds, as in the Kubernetes Ingress API.
 PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
@@ -25,7 +27,8 @@ class ObjectRef:
 
     :ivar source: the source that holds it: ``file``, ``ingress``, ``cloud``,
         ``memory`` (tests), ...
-    :ivar kind: ``api``, ``routes`` or ``certificate``.
+    :ivar kind: the kind of its body, one of the :data:`OBJECT_KINDS`
+        values (``api``, ``routes``, ``certificate``, ``product``, ...).
     :ivar name: unique within ``(source, kind)``; for namespaced Kubernetes
         objects ``namespace/name``.
     """
@@ -75,6 +78,11 @@ class Api:
 
     ``protocols`` are the schemes it is served on (``http``, ``https``); a
     request on another one is answered 404, as APIM does.
+
+    ``subscription_key_parameter_names`` are where a request carries its
+    subscription key for this API (APIM's ``subscriptionKeyParameterNames``;
+    by default the ``Ocp-Apim-Subscription-Key`` header, else the
+    ``subscription-key`` query parameter).
     """
 
     name: str
@@ -85,6 +93,7 @@ class Api:
     operations: tuple[Operation, ...] = ()
     display_name: str = ""
     protocols: tuple[str, ...] = ("http", "https")
+    subscription_key_parameter_names: SubscriptionKeyNames = SubscriptionKeyNames()
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +161,31 @@ class Certificate:
     is_default: bool = False
 
 
-Body = Union[Api, RouteSet, Certificate]
+Body = Union[Api, RouteSet, Certificate, Product, Subscription, NamedValue, Policy]
+
+#: The one place the object kinds are named: body type → the ``kind`` of
+#: its :class:`ObjectRef`. Sources build refs with :func:`kind_of`, so a
+#: kind is spelt the same by every source, and ``/config`` and the
+#: problems metric show the same names.
+OBJECT_KINDS: Mapping[type, str] = {
+    Api: "api",
+    RouteSet: "routes",
+    Certificate: "certificate",
+    Product: "product",
+    Subscription: "subscription",
+    NamedValue: "namedvalue",
+    Policy: "policy",
+}
+
+
+def kind_of(body: Body | type) -> str:
+    """
+    The ref kind of a body, or of a body type (for the ref of an entity
+    that could not be decoded into one).
+
+    :raises KeyError: not a model body.
+    """
+    return OBJECT_KINDS[body if isinstance(body, type) else type(body)]
 
 
 @dataclass(frozen=True, slots=True)

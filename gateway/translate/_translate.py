@@ -16,7 +16,17 @@ from typing import Iterable
 from urllib.parse import urlsplit
 
 from gateway.memo import BuildMemo, remembered
-from gateway.model import Api, Certificate, ObjectRef, RouteSet, SourceObject
+from gateway.model import (
+    Api,
+    Certificate,
+    NamedValue,
+    ObjectRef,
+    Policy,
+    Product,
+    RouteSet,
+    SourceObject,
+    Subscription,
+)
 
 from ._certificates import (
     InvalidCertificate,
@@ -216,6 +226,13 @@ def _precedence(entry: RouteEntry) -> tuple[float, ObjectRef]:
     return (-entry.modified, entry.origin)
 
 
+#: API management objects: they give no routes of their own. They are
+#: compiled into the APIs' pipelines and the subscription key index (issue
+#: 9); until then they are accepted and produce nothing, rather than being
+#: reported as unsupported.
+_MANAGEMENT = (Product, Subscription, NamedValue, Policy)
+
+
 def _object_entries(obj: SourceObject) -> tuple[tuple[RouteEntry, ...], tuple[Problem, ...]]:
     """
     The route entries of one API or route set, and its problems; depends on
@@ -230,6 +247,8 @@ def _object_entries(obj: SourceObject) -> tuple[tuple[RouteEntry, ...], tuple[Pr
         problems: list[Problem] = []
         entries = _route_entries(obj.ref, obj.modified, body, problems)
         return tuple(entries), tuple(problems)
+    if isinstance(body, _MANAGEMENT):
+        return (), ()
     raise InvalidObject(f"unsupported object type {type(body).__name__}")
 
 

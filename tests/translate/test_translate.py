@@ -182,3 +182,37 @@ class DecodeProblemTests(SynchronousTestCase):
         self.assertEqual(config.problems[0], decoded[0])
         self.assertEqual(len(config.problems), 2)
         self.assertIn("http://", config.problems[1].message)
+
+
+class ManagementObjectTests(SynchronousTestCase):
+    """Products, subscriptions, named values and policies in a translation's input."""
+
+    def test_managementObjectsSkipped(self) -> None:
+        """
+        Products, subscriptions, named values and policies give no route and
+        no "unsupported object type" problem: the table is the same as
+        without them (they are compiled into pipelines elsewhere, later).
+        """
+        from gateway.model import (
+            NamedValue,
+            Policy,
+            PolicyScope,
+            Product,
+            Subscription,
+            SubscriptionScope,
+            kind_of,
+        )
+
+        bodies = [
+            Product("starter", api_ids=("users",)),
+            Subscription("s", SubscriptionScope("product", "starter"), "key-1", "key-2"),
+            NamedValue("secret", "v", secret=True),
+            Policy(PolicyScope("api", api_id="users"), "<policies><inbound/></policies>"),
+        ]
+        managed = [SourceObject(ObjectRef("cloud", kind_of(b), f"n{i}"), 1.0, b)
+                   for i, b in enumerate(bodies)]
+        alone = translate([api("users", "users")])
+        config = translate([api("users", "users"), *managed])
+        self.assertEqual(config.problems, ())
+        self.assertEqual(config.routes, alone.routes)
+        self.assertEqual(translate(managed).routes, ())
