@@ -23,6 +23,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from twisted.application.service import Service
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import ILogObserver, Logger
 from twisted.web.resource import Resource
@@ -239,13 +240,29 @@ class AdminListener(Service):
         # Probes and scrapes every few seconds would drown the access log.
         self.site.log = lambda request: None  # type: ignore[method-assign]
         self.port: Any = None
+        self._listening: Deferred[Any] | None = None
 
     def startService(self) -> None:
         super().startService()
-        d = serverFromString(self._reactor, self._description).listen(self.site)
-        d.addCallback(self._listened)
+        listening = serverFromString(self._reactor, self._description).listen(self.site)
+        self._listening = listening
+        listening.addCallbacks(self._listened, self._listen_failed)
+
+    def _listen_failed(self, failure: Any) -> None:
+        # As the traffic listeners do: a gateway whose probes and metrics
+        # cannot be reached is not one to keep running unnoticed.
+        self._listening = None
+        if failure.check(CancelledError):
+            return
+        self._log.failure(
+            "Cannot listen on {description} (admin port); stopping",
+            failure,
+            description=self._description,
+        )
+        self._reactor.stop()
 
     def _listened(self, port: Any) -> None:
+        self._listening = None
         self.port = port
         address = port.getHost()
         self._log.info("admin listener on {address}", address=str(address))
@@ -259,6 +276,9 @@ class AdminListener(Service):
 
     def stopService(self) -> Any:
         super().stopService()
+        if self._listening is not None:
+            # Stopped before the port was open: do not open it afterwards.
+            self._listening.cancel()
         if self.port is not None:
             return self.port.stopListening()
         return None

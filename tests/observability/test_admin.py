@@ -168,3 +168,24 @@ class AdminListenerTests(TestCase):
         """With a token, listening on every interface is not warned about."""
         _, warnings = yield self.listen("tcp:0", "s3cret-token")
         self.assertEqual(warnings, [])
+
+    def test_port_in_use_stops_the_reactor(self) -> None:
+        """A port that cannot be bound is logged and stops the process, as for the traffic ports."""
+        from twisted.internet.error import CannotListenError
+        from twisted.internet.testing import MemoryReactor
+
+        class Refusing(MemoryReactor):
+            stopped = False
+
+            def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
+                raise CannotListenError(interface, port, OSError("address in use"))
+
+            def stop(self) -> None:
+                self.stopped = True
+
+        fake = Refusing()
+        listener = AdminListener(fake, "tcp:8082:interface=127.0.0.1", _resource(None))
+        listener.startService()
+        self.assertTrue(fake.stopped)
+        self.assertEqual(len(self.flushLoggedErrors(CannotListenError)), 1)
+        self.assertIsNone(listener.port)
