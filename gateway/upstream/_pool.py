@@ -162,6 +162,11 @@ class BackendPool:
             else:
                 large = body
         ex = Exchange(self, backend, method, b"".join(parts), large, body_length, sink, balancer)
+        self._dispatch(ex, backend)
+        return ex
+
+    def _dispatch(self, ex: Exchange, backend: Backend) -> None:
+        """Send ``ex`` on an idle connection to ``backend``, or on a new one."""
         idle = self._idle.get(backend.key)
         if idle:
             conn = idle.pop()
@@ -170,7 +175,6 @@ class BackendPool:
             conn.send(ex)
         else:
             self._connect(ex)
-        return ex
 
     def idle_count(self, key: tuple[str, str, int] | None = None) -> int:
         """Idle pooled connections, for one backend key or in all."""
@@ -350,14 +354,7 @@ class BackendPool:
                     # The sink cancelled the exchange.
                     return
                 _rewind(ex)
-                idle = self._idle.get(backend.key)
-                if idle:
-                    conn = idle.pop()
-                    conn.idle = False
-                    self.connections_reused += 1
-                    conn.send(ex)
-                else:
-                    self._connect(ex)
+                self._dispatch(ex, backend)
                 return
         ex._fail(reason)
 
