@@ -260,8 +260,9 @@ class PolicyScope:
         }[self.scope]
         for name in ("product_id", "api_id", "operation_id"):
             if bool(getattr(self, name)) != (name in needed):
-                wanted = " and ".join(needed) or "no target id"
-                raise ValueError(f"a policy at {self.scope} scope has {wanted}")
+                wanted = " and ".join(needed) + " and no other target id" if needed else (
+                    "no target id")
+                raise ValueError(f"a policy at {self.scope} scope names {wanted}")
 
     @property
     def id(self) -> str:

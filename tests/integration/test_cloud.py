@@ -28,6 +28,13 @@ from tests.integration.harness import dead_port, request_sync
 
 GATEWAY = "edge"
 
+#: A policy document in APIM's syntax, as the management API accepts it.
+POLICY = (
+    '<policies><inbound><base /><set-header name="X-Api" exists-action="override">'
+    "<value>orders</value></set-header></inbound><backend><base /></backend>"
+    "<outbound><base /></outbound><on-error><base /></on-error></policies>"
+)
+
 
 class _Named(Resource):
     """Answers every request with its name and the path it received."""
@@ -268,3 +275,92 @@ class CloudGatewayTests(ServiceTestCase):
 
         self.patch(MemorySource, "startService", start_with_api)
         yield self.start_gateway(memory=True)
+
+    @inlineCallbacks
+    def test_managementObjectsArrive(self) -> Any:
+        """
+        A product with an API of the gateway, a subscription to it and a
+        policy on the API, put through the management API, arrive in the
+        gateway's store as model objects (the API still served); the
+        subscription keys reach the backup sealed, never in clear.
+        """
+        from gateway.model import Policy, Product, Subscription, SubscriptionScope
+
+        yield self.cloud_api("orders", "orders", "cloud-backend")
+        yield self.start_gateway()
+        yield self.ok("PUT", "/products/starter", {"displayName": "Starter"})
+        yield self.ok("PUT", "/products/starter/apis/orders")
+        yield self.ok("PUT", "/subscriptions/contoso", {
+            "scope": "/products/starter", "primaryKey": "primary-key-0001",
+            "secondaryKey": "secondary-key-0002"})
+        yield self.ok("PUT", "/apis/orders/policy", {"format": "xml", "value": POLICY})
+
+        def bodies() -> dict[str, Any]:
+            return {str(o.ref): o.body for o in self.gateway.store.objects("cloud")}
+
+        yield self.wait_for(lambda: {"cloud:product/starter", "cloud:subscription/contoso",
+                                     "cloud:policy/apis/orders"} <= set(bodies()))
+        found = bodies()
+        self.assertEqual(found["cloud:product/starter"],
+                         Product("starter", "Starter", ("orders",), True, "published"))
+        subscription = found["cloud:subscription/contoso"]
+        self.assertIsInstance(subscription, Subscription)
+        self.assertEqual((subscription.scope, subscription.state, subscription.keys),
+                         (SubscriptionScope("product", "starter"), "active",
+                          ("primary-key-0001", "secondary-key-0002")))
+        policy = found["cloud:policy/apis/orders"]
+        self.assertIsInstance(policy, Policy)
+        self.assertEqual((policy.scope.api_id, policy.xml), ("orders", POLICY))
+        yield self.served_by("/orders/x", "cloud-backend")
+        self.assertEqual([p for p in (yield self.admin_config())["problems"]
+                          if p["object"].startswith("cloud:")], [])
+
+        backup = os.path.join(self.backup_dir, BACKUP_FILE)
+
+        def backed_up() -> bool:
+            try:
+                with open(backup, "rb") as f:
+                    return b'"contoso"' in f.read()
+            except OSError:
+                return False
+
+        yield self.wait_for(backed_up)
+        with open(backup, "rb") as f:
+            content = f.read()
+        self.assertNotIn(b"primary-key-0001", content)
+        self.assertNotIn(b"secondary-key-0002", content)
+
+    @inlineCallbacks
+    def test_malformedPolicyIsAProblem(self) -> Any:
+        """
+        A policy entity the gateway cannot decode (here without its
+        document, as a broken service might send it) shows in ``/config``
+        problems naming the policy and the field; the API is still served.
+        """
+        import configservice._changes
+        import configservice._queries
+
+        original = configservice._queries.gateway_view
+
+        def view(kind: str, entity_id: str, *args: Any) -> Any:
+            entity = original(kind, entity_id, *args)
+            if kind == "policy":
+                entity.pop("value", None)
+            return entity
+
+        self.patch(configservice._queries, "gateway_view", view)
+        self.patch(configservice._changes, "gateway_view", view)
+        yield self.cloud_api("orders", "orders", "cloud-backend")
+        yield self.start_gateway()
+        yield self.ok("PUT", "/apis/orders/policy", {"format": "xml", "value": POLICY})
+
+        @inlineCallbacks
+        def reported() -> Any:
+            problems = (yield self.admin_config())["problems"]
+            return [p for p in problems if p["object"] == "cloud:policy/apis/orders"]
+
+        yield self.wait_for(reported)
+        (problem,) = yield reported()
+        self.assertIn("lacks value", problem["message"])
+        yield self.served_by("/orders/x", "cloud-backend")
+

@@ -90,3 +90,206 @@ class MirrorTests(TestCase):
         self.assertFalse(mirror.apply_event({"kind": "gadget", "id": "z"}))
         self.assertEqual(mirror.snapshot()["apis"], [_api(id="y")])
         self.assertEqual((mirror.snapshot()["revision"], mirror.gateway_id), (3, "gw"))
+
+
+def _delivered(kind: str, entity_id: str, body: dict[str, object],
+               **extra: object) -> dict[str, object]:
+    """
+    An entity exactly as the configuration service delivers it to a
+    gateway: its management validation, then its gateway view (plus
+    ``extra`` fields the service keeps, such as a product's ``apis``).
+    """
+    from configservice._entities import gateway_view, validate
+
+    return gateway_view(kind, entity_id, {**validate(kind, body), **extra}, 3, MODIFIED)
+
+
+POLICY_XML = "<policies><inbound><base /></inbound></policies>"
+
+
+class ManagementEntityTests(TestCase):
+    """Products, subscriptions, named values and policies, as the service sends them."""
+
+    def decode(self, **entities: dict[str, dict[str, object]]) -> object:
+        """Decode ``entities`` (by snapshot list) with a fresh decoder."""
+        return Decoder("cloud").decode(entities)
+
+    def test_product(self) -> None:
+        """A product keeps its APIs, subscriptionRequired, state and its own time."""
+        from gateway.model import Product
+
+        raw = _delivered("product", "starter", {"displayName": "Starter",
+                                                "state": "notPublished"}, apis=["b", "a"])
+        decoded = self.decode(products={"starter": raw})
+        obj = decoded.objects[ObjectRef("cloud", "product", "starter")]
+        self.assertEqual(obj.body, Product("starter", "Starter", ("a", "b"), True, "notPublished"))
+        self.assertEqual(obj.modified, parse_modified(MODIFIED))
+
+    def test_subscriptions(self) -> None:
+        """Each scope form and state the service accepts decodes, with both keys."""
+        from gateway.model import SubscriptionScope
+
+        subscriptions = {
+            "all": _delivered("subscription", "all", {"scope": "/apis", "primaryKey": "p" * 8,
+                                                      "secondaryKey": "s" * 8}),
+            "one": _delivered("subscription", "one", {"scope": "/apis/a", "state": "suspended",
+                                                      "primaryKey": "q" * 8,
+                                                      "secondaryKey": "t" * 8}),
+            "prod": _delivered("subscription", "prod", {"scope": "/products/p",
+                                                        "state": "cancelled",
+                                                        "primaryKey": "r" * 8,
+                                                        "secondaryKey": "u" * 8}),
+        }
+        decoded = self.decode(subscriptions=subscriptions)
+        self.assertEqual(decoded.problems, {})
+        bodies = {ref.name: obj.body for ref, obj in decoded.objects.items()}
+        self.assertEqual(
+            {n: (b.scope, b.state, b.keys) for n, b in bodies.items()},
+            {"all": (SubscriptionScope("all"), "active", ("p" * 8, "s" * 8)),
+             "one": (SubscriptionScope("api", "a"), "suspended", ("q" * 8, "t" * 8)),
+             "prod": (SubscriptionScope("product", "p"), "cancelled", ("r" * 8, "u" * 8))},
+        )
+
+    def test_namedValues(self) -> None:
+        """A named value keeps its value, secret flag and tags."""
+        decoded = self.decode(namedValues={
+            "pw": _delivered("namedValue", "pw", {"value": "hunter2", "secret": True,
+                                                  "tags": ["b", "a"]}),
+            "region": _delivered("namedValue", "region", {"value": ""}),
+        })
+        pw = decoded.objects[ObjectRef("cloud", "namedvalue", "pw")].body
+        self.assertEqual((pw.value, pw.secret, pw.tags), ("hunter2", True, ("a", "b")))
+        region = decoded.objects[ObjectRef("cloud", "namedvalue", "region")].body
+        self.assertEqual((region.value, region.secret), ("", False))
+
+    def test_policies(self) -> None:
+        """A policy at each scope decodes under its entity id, with its document."""
+        from gateway.model import PolicyScope
+
+        scopes = {
+            "global": {"scope": "global"},
+            "products/p": {"scope": "product", "productId": "p"},
+            "apis/a": {"scope": "api", "apiId": "a"},
+            "apis/a/operations/o": {"scope": "operation", "apiId": "a", "operationId": "o"},
+        }
+        decoded = self.decode(policies={
+            pid: _delivered("policy", pid, {"value": POLICY_XML}, **fields)
+            for pid, fields in scopes.items()
+        })
+        self.assertEqual(decoded.problems, {})
+        for pid in scopes:
+            policy = decoded.objects[ObjectRef("cloud", "policy", pid)].body
+            self.assertIsInstance(policy.scope, PolicyScope)
+            self.assertEqual((policy.scope.id, policy.xml, policy.format),
+                             (pid, POLICY_XML, "xml"))
+
+    def test_subscriptionKeyParameterNames(self) -> None:
+        """An API's key names default to APIM's; given ones (even one of them) are kept."""
+        decoded = self.decode(apis={
+            "plain": _api(id="plain"),
+            "named": _api(id="named", subscriptionKeyParameterNames={"header": "X-Key"}),
+        })
+        names = {ref.name: obj.body.subscription_key_parameter_names
+                 for ref, obj in decoded.objects.items()}
+        self.assertEqual((names["plain"].header, names["plain"].query),
+                         ("Ocp-Apim-Subscription-Key", "subscription-key"))
+        self.assertEqual((names["named"].header, names["named"].query),
+                         ("X-Key", "subscription-key"))
+
+    def test_malformed(self) -> None:
+        """
+        A malformed management entity is no object but one problem that
+        names the entity (its ref) and the field; the good ones decode.
+        """
+        good_sub = {"scope": "/apis", "primaryKey": "k" * 8}
+        decoded = self.decode(
+            apis={"keys": _api(id="keys", subscriptionKeyParameterNames={"query": 3})},
+            products={
+                "good": {"id": "good", "apis": ["a"]},
+                "apis": {"id": "apis", "apis": "a"},
+                "req": {"id": "req", "subscriptionRequired": "false"},
+                "state": {"id": "state", "state": "draft"},
+            },
+            subscriptions={
+                "good": {"id": "good", **good_sub},
+                "scope": {"id": "scope", **good_sub, "scope": "/users/u"},
+                "nokey": {"id": "nokey", "scope": "/apis"},
+                "state": {"id": "state", **good_sub, "state": "paused"},
+                "key": {"id": "key", **good_sub, "secondaryKey": 5},
+            },
+            namedValues={
+                "novalue": {"id": "novalue", "secret": True},
+                "secret": {"id": "secret", "value": "v", "secret": "yes"},
+            },
+            policies={
+                "global": {"id": "global", "scope": "global", "value": POLICY_XML},
+                "apis/x": {"id": "apis/x", "scope": "api", "value": POLICY_XML},
+                "apis/y": {"id": "apis/y", "scope": "api", "apiId": "z", "value": POLICY_XML},
+                "apis/f": {"id": "apis/f", "scope": "api", "apiId": "f", "value": POLICY_XML,
+                           "format": "xml-link"},
+                "apis/v": {"id": "apis/v", "scope": "api", "apiId": "v"},
+                "products/s": {"id": "products/s", "scope": "tenant", "value": POLICY_XML},
+            },
+        )
+        self.assertEqual(sorted(str(r) for r in decoded.objects),
+                         ["cloud:policy/global", "cloud:product/good",
+                          "cloud:subscription/good"])
+        messages = {str(ref): ps[0].message for ref, ps in decoded.problems.items()}
+        expected = {
+            "cloud:api/keys": "the cloud API is left out: subscriptionKeyParameterNames.query "
+                              "must be a string, not int",
+            "cloud:product/apis": "the cloud product is left out: apis must be a list, not str",
+            "cloud:product/req": "the cloud product is left out: subscriptionRequired must be "
+                                 "true or false, not str",
+            "cloud:product/state": "the cloud product is left out: state must be one of "
+                                   "published, notPublished, not 'draft'",
+            "cloud:subscription/scope": "scope: a subscription's scope must be /apis",
+            "cloud:subscription/nokey": "the cloud subscription is left out: it lacks primaryKey",
+            "cloud:subscription/state": "state must be one of active, suspended",
+            "cloud:subscription/key": "secondaryKey must be a string, not int",
+            "cloud:namedvalue/novalue": "the cloud named value is left out: it lacks value",
+            "cloud:namedvalue/secret": "secret must be true or false, not str",
+            "cloud:policy/apis/x": "scope: a policy at api scope names api_id and no other",
+            "cloud:policy/apis/y": "scope: 'apis/z' does not match the policy's id",
+            "cloud:policy/apis/f": "format must be one of xml, rawxml, not 'xml-link'",
+            "cloud:policy/apis/v": "the cloud policy is left out: it lacks value",
+            "cloud:policy/products/s": "scope: a policy's scope must be one of global",
+        }
+        self.assertEqual(sorted(messages), sorted(expected))
+        for ref, part in expected.items():
+            self.assertIn(part, messages[ref])
+        for ref, (problem,) in decoded.problems.items():
+            self.assertEqual(problem.ref, ref)
+
+    def test_changedEntityDecodedAgain(self) -> None:
+        """
+        An unchanged management entity decodes to the very same object; a
+        replaced one is decoded again and a removed one disappears.
+        """
+        decoder = Decoder("cloud")
+        first_raw = {"id": "p", "apis": ["a"]}
+        first = decoder.decode({"products": {"p": first_raw}}).objects
+        again = decoder.decode({"products": {"p": first_raw}}).objects
+        (ref,) = first
+        self.assertIs(first[ref], again[ref])
+        changed = decoder.decode({"products": {"p": {"id": "p", "apis": ["b"]}}}).objects
+        self.assertEqual(changed[ref].body.api_ids, ("b",))
+        self.assertEqual(decoder.decode({"products": {}}).objects, {})
+
+    def test_secretFieldsAsDelivered(self) -> None:
+        """
+        The fields the backup seals (cloudproto.secret_fields) are the ones
+        the delivered entities actually carry: both subscription keys and a
+        secret named value's value, and not a plain named value's.
+        """
+        from cloudproto import secret_fields
+
+        subscription = _delivered("subscription", "s", {"scope": "/apis",
+                                                        "primaryKey": "p" * 8,
+                                                        "secondaryKey": "s" * 8})
+        self.assertEqual(set(secret_fields("subscriptions", subscription)),
+                         {"primaryKey", "secondaryKey"})
+        secret = _delivered("namedValue", "n", {"value": "v", "secret": True})
+        self.assertEqual(secret_fields("namedValues", secret), ("value",))
+        plain = _delivered("namedValue", "n", {"value": "v"})
+        self.assertEqual(secret_fields("namedValues", plain), ())
