@@ -58,20 +58,16 @@ class Heartbeat:
         body: Callable[[], dict[str, Any]],
         clock: IReactorTime,
         interval: float,
-        on_tick: Callable[[Token], None] = lambda token: None,
     ) -> None:
         """
         :param client: the client to send with (``None``: not connected).
         :param token: the current token (may raise :class:`TokenError`).
         :param body: the heartbeat's body at the time it is sent.
-        :param on_tick: called with the token at every tick (the token's
-            expiry check rides on the heartbeat's timer).
         """
         self._client = client
         self._token = token
         self._body = body
         self._interval = interval
-        self._on_tick = on_tick
         self._loop = LoopingCall(self.send)
         self._loop.clock = clock
         self._request: Deferred[Any] | None = None
@@ -100,7 +96,6 @@ class Heartbeat:
             token = self._token()
         except TokenError:
             return  # reported by the source's main loop
-        self._on_tick(token)
         client = self._client()
         if self._request is not None or client is None:
             return

@@ -27,7 +27,7 @@ from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import deferLater
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
@@ -113,7 +113,9 @@ class CloudSource(Service):
         :param backup_key: ``config.backup.key``: the key (or a file holding
             it) the backup's secret fields are encrypted with; ``None``:
             derived from the token (see :mod:`._backup`).
-        :param heartbeat_interval: seconds between heartbeats.
+        :param heartbeat_interval: seconds between heartbeats, and between
+            checks of the token's expiry (those run from the start, service
+            reached or not).
         :param poll_wait: the ``wait`` of each long poll.
         :param request_timeout: the limit of a request (a long poll gets
             its ``wait`` on top).
@@ -172,8 +174,14 @@ class CloudSource(Service):
         self._expiry = ExpiryWarning()
         self._heartbeat = Heartbeat(
             lambda: self._client, self._token, self._heartbeat_body, self._clock,
-            heartbeat_interval, on_tick=self._check_expiry,
+            heartbeat_interval,
         )
+        # The expiry check has its own timer, started with the service: a
+        # gateway that never reaches the service (serving its backup, or
+        # nothing) is the one that most needs to hear its token expires.
+        self._expiry_interval = heartbeat_interval
+        self._expiry_loop = LoopingCall(self._expiry_tick)
+        self._expiry_loop.clock = self._clock
 
         self._client: CloudClient | None = None
         self._loop: Deferred[None] | None = None
@@ -202,9 +210,14 @@ class CloudSource(Service):
     # -- service
 
     def startService(self) -> None:
-        """Connect: snapshot, then the change feed; heartbeats once the snapshot is applied."""
+        """
+        Connect: snapshot, then the change feed; heartbeats once the
+        snapshot is applied. The token's expiry is checked at once and every
+        heartbeat interval from now on, whether the service answers or not.
+        """
         super().startService()
         self._warn_cleartext()
+        self._expiry_loop.start(self._expiry_interval, now=True)
         self._client = CloudClient(
             self._reactor, self._clock, self._endpoint,
             request_timeout=self._request_timeout, ca=self._ca,
@@ -232,6 +245,8 @@ class CloudSource(Service):
         if self._loop is not None:
             self._loop.cancel()
             self._loop = None
+        if self._expiry_loop.running:
+            self._expiry_loop.stop()
         self._heartbeat.stop()
         waits: list[Deferred[Any]] = []
         if self._backup_call is not None and self._backup_call.active():
@@ -477,6 +492,14 @@ class CloudSource(Service):
             )
         if events or previous != self.revision:
             self._schedule_backup()
+
+    def _expiry_tick(self) -> None:
+        """Check the current token's expiry (a missing token is the main loop's to report)."""
+        try:
+            token = self._token()
+        except TokenError:
+            return
+        self._check_expiry(token)
 
     def _check_expiry(self, token: Token) -> None:
         self._expiry.check(token, self._clock.seconds())

@@ -21,7 +21,11 @@ from prometheus_client import generate_latest
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.trial.unittest import TestCase
 
+from cloudproto import expiry_stamp, issue
 from gateway.model import ObjectRef, Store
 from gateway.observability import GatewayMetrics
 from gateway.sources.cloud._backup import BACKUP_FILE
@@ -507,3 +511,54 @@ class DefectTests(CloudTestCase):
         self.assertEqual(package_version(), importlib.metadata.version("apimgw"))
         source = self.source()
         self.assertEqual(source._heartbeat_body()["version"], importlib.metadata.version("apimgw"))
+
+
+class OfflineTestCase(TestCase):
+    """
+    A source whose service is never reached: its reactor is a
+    ``MemoryReactorClock`` that records connection attempts and completes
+    none, and also serves as its clock, so nothing runs on real time.
+    """
+
+    def setUp(self) -> None:
+        self.log_events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(self.log_events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.log_events.append)
+        self.reactor = MemoryReactorClock()
+        self.reactor.advance(1_700_000_000)
+
+    def token_expiring_in(self, seconds: float) -> str:
+        """A well-formed token of gateway ``edge`` (no service checks it here)."""
+        return issue(GATEWAY, "k" * 32, expiry_stamp(self.reactor.seconds() + seconds))
+
+    def source(self, **kw: Any) -> CloudSource:
+        kw.setdefault("auth", self.token_expiring_in(20 * 86400))
+        source = CloudSource(
+            Store(), "http://127.0.0.1:9", reactor=self.reactor, random=random.Random(4), **kw
+        )
+        source.startService()
+        self.addCleanup(lambda: source.stopService() if source.running else None)
+        return source
+
+    def logged(self, text: str) -> list[str]:
+        """The formatted log messages containing ``text``."""
+        return [m for m in (formatEvent(e) for e in self.log_events) if text in m]
+
+
+class OfflineExpiryTests(OfflineTestCase):
+    """The token's expiry warning does not depend on reaching the service."""
+
+    def test_expiryWarnedWithoutService(self) -> None:
+        """
+        A gateway that never reaches the service (running on its backup,
+        or on nothing) still warns within one interval that its token
+        expires in 3 days, and again a day later.
+        """
+        self.source(auth=self.token_expiring_in(3 * 86400), heartbeat_interval=60)
+        self.reactor.advance(60)
+        self.assertEqual(len(self.logged("expires in 3.0 days")), 1)
+        self.assertTrue(self.reactor.tcpClients)
+        self.assertEqual(self.logged("Applied"), [])
+        for _ in range(24 * 60):
+            self.reactor.advance(60)
+        self.assertEqual(len(self.logged("expires in")), 2)
