@@ -23,13 +23,25 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from gateway.model import (
+    POLICY_FORMATS,
+    POLICY_SCOPES,
+    PRODUCT_STATES,
+    SUBSCRIPTION_STATES,
     Api,
     Certificate,
+    NamedValue,
     ObjectRef,
     Operation,
+    Policy,
+    PolicyScope,
+    Product,
     Route,
     RouteSet,
     SourceObject,
+    Subscription,
+    SubscriptionKeyNames,
+    SubscriptionScope,
+    kind_of,
 )
 
 __all__ = ["ConfigFileError", "parse_config"]
@@ -54,7 +66,16 @@ _TAG_NAMES = {
     "tag:yaml.org,2002:map": "a mapping",
 }
 
-_TOP_KEYS = ("apis", "routes", "certificates", "defaultCertificate")
+_TOP_KEYS = (
+    "apis",
+    "routes",
+    "certificates",
+    "defaultCertificate",
+    "products",
+    "subscriptions",
+    "namedValues",
+    "policies",
+)
 _API_KEYS = (
     "name",
     "displayName",
@@ -64,10 +85,23 @@ _API_KEYS = (
     "subscriptionRequired",
     "operations",
     "protocols",
+    "subscriptionKeyParameterNames",
 )
+_KEY_NAMES_KEYS = ("header", "query")
 _OPERATION_KEYS = ("name", "method", "urlTemplate")
 _ROUTE_KEYS = ("host", "path", "pathType", "backend", "preserveHost", "httpsRedirect")
 _CERTIFICATE_KEYS = ("name", "hosts", "certFile", "cert", "keyFile", "key")
+_PRODUCT_KEYS = ("name", "displayName", "apis", "subscriptionRequired", "state")
+_SUBSCRIPTION_KEYS = ("name", "displayName", "scope", "primaryKey", "secondaryKey", "state")
+_NAMED_VALUE_KEYS = ("name", "displayName", "value", "secret", "tags")
+_POLICY_KEYS = ("scope", "productId", "apiId", "operationId", "format", "xml", "xmlFile")
+#: The target ids each policy scope needs (and the only ones it accepts).
+_POLICY_TARGETS = {
+    "global": (),
+    "product": ("productId",),
+    "api": ("apiId",),
+    "operation": ("apiId", "operationId"),
+}
 
 #: Only its merge-key flattening is used; it holds no per-document state.
 _CONSTRUCTOR = SafeConstructor()
@@ -172,6 +206,21 @@ class _Mapping:
             raise _Invalid.at(node, where, f"must be true or false, not {_describe(node)}")
         return SafeConstructor.bool_values[node.value.lower()]
 
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        """
+        A string field that must be one of ``choices``, matched without
+        regard to case (as APIM does), given back in the canonical spelling.
+        """
+        node = self.get(key)
+        if node is None:
+            return default
+        value = _string(node, _join(self.where, key))
+        for choice in choices:
+            if value.lower() == choice.lower():
+                return choice
+        message = f"must be one of {', '.join(choices)}, not {value!r}"
+        raise _Invalid.at(node, _join(self.where, key), message)
+
     def items(self, key: str, read: Callable[[Node, str], _T]) -> list[_T]:
         """A list field, each item read by ``read(node, where)``; absent: empty."""
         return [value for value, _, _ in self._items(key, read)]
@@ -188,7 +237,7 @@ class _Mapping:
         for value, node, where in self._items(key, read):
             name = name_of(value)
             if name in seen:
-                raise _Invalid.at(node, where, f"duplicate {what} name {name!r}")
+                raise _Invalid.at(node, where, f"duplicate {what} {name!r}")
             seen.add(name)
             values.append(value)
         return values
@@ -274,7 +323,9 @@ def _operation(node: Node, where: str) -> Operation:
 def _api(node: Node, where: str) -> Api:
     mapping = _mapping(node, where, _API_KEYS)
     name = mapping.name()
-    operations = mapping.unique_items("operations", _operation, _operation_name, "operation")
+    operations = mapping.unique_items(
+        "operations", _operation, _operation_name, "operation name"
+    )
     return Api(
         name=name,
         path=mapping.string("path"),
@@ -284,7 +335,24 @@ def _api(node: Node, where: str) -> Api:
         operations=tuple(operations),
         display_name=mapping.optional_string("displayName") or "",
         protocols=tuple(mapping.items("protocols", _string)) or ("http", "https"),
+        subscription_key_parameter_names=_key_names(mapping),
     )
+
+
+def _key_names(api: _Mapping) -> SubscriptionKeyNames:
+    """An API's ``subscriptionKeyParameterNames``; an absent name keeps APIM's default."""
+    node = api.get("subscriptionKeyParameterNames")
+    if node is None:
+        return SubscriptionKeyNames()
+    mapping = _mapping(node, _join(api.where, "subscriptionKeyParameterNames"), _KEY_NAMES_KEYS)
+    defaults = SubscriptionKeyNames()
+    names = {}
+    for key in _KEY_NAMES_KEYS:
+        value = mapping.optional_string(key)
+        if value is not None and not value.strip():
+            raise _Invalid.at(mapping.values[key], _join(mapping.where, key), "must not be blank")
+        names[key] = value or getattr(defaults, key)
+    return SubscriptionKeyNames(**names)
 
 
 def _operation_name(operation: Operation) -> str:
@@ -373,6 +441,104 @@ def _certificate_name(entry: _CertificateEntry) -> str:
     return entry.name
 
 
+def _product(node: Node, where: str) -> Product:
+    mapping = _mapping(node, where, _PRODUCT_KEYS)
+    return Product(
+        name=mapping.name(),
+        display_name=mapping.optional_string("displayName") or "",
+        api_ids=tuple(mapping.items("apis", _string)),
+        subscription_required=mapping.boolean("subscriptionRequired", True),
+        state=mapping.choice("state", PRODUCT_STATES, "published"),
+    )
+
+
+def _subscription(node: Node, where: str) -> Subscription:
+    mapping = _mapping(node, where, _SUBSCRIPTION_KEYS)
+    name = mapping.name()
+    scope_node = mapping.require("scope")
+    try:
+        scope = SubscriptionScope.parse(_string(scope_node, _join(where, "scope")))
+    except ValueError as e:
+        raise _Invalid.at(scope_node, _join(where, "scope"), str(e)) from None
+    keys = {}
+    for key in ("primaryKey", "secondaryKey"):
+        value = mapping.string(key) if key == "primaryKey" else mapping.optional_string(key)
+        if value is not None and not value.strip():
+            raise _Invalid.at(mapping.values[key], _join(where, key), "must not be blank")
+        keys[key] = value
+    return Subscription(
+        name=name,
+        scope=scope,
+        primary_key=keys["primaryKey"] or "",
+        secondary_key=keys["secondaryKey"],
+        state=mapping.choice("state", SUBSCRIPTION_STATES, "active"),
+        display_name=mapping.optional_string("displayName") or "",
+    )
+
+
+def _named_value(node: Node, where: str) -> NamedValue:
+    mapping = _mapping(node, where, _NAMED_VALUE_KEYS)
+    name = mapping.name()
+    value = mapping.get("value")
+    if value is None and "value" in mapping.values:
+        # "value:" left empty is the empty string, not a missing field: an
+        # empty named value is legal in APIM.
+        text = ""
+    else:
+        text = mapping.string("value")
+    return NamedValue(
+        name=name,
+        value=text,
+        secret=mapping.boolean("secret", False),
+        display_name=mapping.optional_string("displayName") or "",
+        tags=tuple(mapping.items("tags", _string)),
+    )
+
+
+def _policy_reader(
+    base_dir: str | None, read_file: Callable[[str], str]
+) -> Callable[[Node, str], Policy]:
+    def read(node: Node, where: str) -> Policy:
+        mapping = _mapping(node, where, _POLICY_KEYS)
+        mapping.require("scope")
+        scope = mapping.choice("scope", POLICY_SCOPES, "global")
+        targets = _POLICY_TARGETS[scope]
+        ids: dict[str, str] = {}
+        for key in ("productId", "apiId", "operationId"):
+            value = mapping.optional_string(key)
+            if value is None and key in targets:
+                raise _Invalid.at(node, where, f"{key!r} is required at {scope} scope")
+            if value is not None and key not in targets:
+                message = f"does not apply at {scope} scope"
+                raise _Invalid.at(mapping.values[key], _join(where, key), message)
+            if value is not None and not value.strip():
+                raise _Invalid.at(mapping.values[key], _join(where, key), "must not be blank")
+            ids[key] = value or ""
+        # The document is read like a certificate file: through read_file,
+        # so the file source notices when it changes and reloads.
+        xml = _pem(mapping, "xml", "xmlFile", base_dir, read_file)
+        if xml is None:
+            raise _Invalid.at(node, where, "'xml' or 'xmlFile' is required")
+        return Policy(
+            scope=PolicyScope(
+                scope, product_id=ids["productId"], api_id=ids["apiId"],
+                operation_id=ids["operationId"],
+            ),
+            xml=xml,
+            format=mapping.choice("format", POLICY_FORMATS, "xml"),
+        )
+
+    return read
+
+
+def _named(body: Product | Subscription | NamedValue) -> str:
+    return body.name
+
+
+def _policy_id(policy: Policy) -> str:
+    return policy.scope.id
+
+
 def _compose(text: str) -> Node | None:
     """The document's root node; ``None`` for an empty document."""
     try:
@@ -401,10 +567,19 @@ def _objects(
         message = f"the configuration must be a mapping, not {_describe(root)}"
         raise _Invalid.at(root, "", message)
     top = _mapping(root, "", _TOP_KEYS)
-    apis = top.unique_items("apis", _api, _api_name, "API")
+    apis = top.unique_items("apis", _api, _api_name, "API name")
     routes = top.items("routes", _route)
     certificates = top.unique_items(
-        "certificates", _certificate_reader(base_dir, read_file), _certificate_name, "certificate"
+        "certificates", _certificate_reader(base_dir, read_file), _certificate_name,
+        "certificate name",
+    )
+    management: list[Product | Subscription | NamedValue | Policy] = [
+        *top.unique_items("products", _product, _named, "product name"),
+        *top.unique_items("subscriptions", _subscription, _named, "subscription name"),
+        *top.unique_items("namedValues", _named_value, _named, "named value name"),
+    ]
+    policies = top.unique_items(
+        "policies", _policy_reader(base_dir, read_file), _policy_id, "policy for scope"
     )
     default = top.optional_string("defaultCertificate")
     if default is not None and default not in {c.name for c in certificates}:
@@ -424,6 +599,12 @@ def _objects(
         )
         ref = ObjectRef(source, "certificate", entry.name)
         objects.append(SourceObject(ref, modified, certificate))
+    for body in management:
+        ref = ObjectRef(source, kind_of(body), body.name)
+        objects.append(SourceObject(ref, modified, body))
+    for policy in policies:
+        ref = ObjectRef(source, kind_of(policy), policy.scope.id)
+        objects.append(SourceObject(ref, modified, policy))
     return objects
 
 
@@ -442,19 +623,24 @@ def parse_config(
     Each ``apis[]`` entry becomes one ``api`` object, the whole ``routes:``
     list one ``routes`` object named ``routes`` (the routes come and go
     together, like an Ingress's rules), and each ``certificates[]`` entry
-    one ``certificate`` object. An empty document is an empty configuration.
+    one ``certificate`` object. Each ``products[]``, ``subscriptions[]``
+    and ``namedValues[]`` entry becomes one object of its kind named by its
+    ``name``; each ``policies[]`` entry one ``policy`` object named by its
+    scope (``global``, ``products/p``, ``apis/a``,
+    ``apis/a/operations/o``), at most one per scope. An empty document is
+    an empty configuration.
 
     :param path: the file name, used in error messages only.
     :param modified: the modification time every object gets (the file's
         mtime), which decides "last one wins" conflicts with other sources.
     :param source: the source name in the objects' refs.
-    :param base_dir: the directory relative ``certFile``/``keyFile`` names
-        are read from (the configuration file's own); ``None``: the working
-        directory.
-    :param read_file: reads a certificate file's text (``OSError`` or
-        ``UnicodeDecodeError`` when it cannot); the file source passes one
-        that also notes each file's version, so that it re-reads the
-        configuration when a certificate file changes.
+    :param base_dir: the directory relative ``certFile``/``keyFile``/``xmlFile``
+        names are read from (the configuration file's own); ``None``: the
+        working directory.
+    :param read_file: reads a certificate or policy (``xmlFile``) file's
+        text (``OSError`` or ``UnicodeDecodeError`` when it cannot); the file
+        source passes one that also notes each file's version, so that it
+        re-reads the configuration when such a file changes.
     :raises ConfigFileError: the text is not YAML, or does not have the
         structure of a configuration file.
     """

@@ -37,6 +37,7 @@ from gateway.sources.file import (
 from gateway.translate import translate
 
 EXAMPLE = FilePath(__file__).parent().parent().parent().parent().descendant(["examples", "gateway.yaml"])
+APIM_EXAMPLE = EXAMPLE.sibling("apim-policies.yaml")
 
 
 def parse(text: str, **kwargs: object) -> list[SourceObject]:
@@ -353,7 +354,8 @@ class ConfigFileErrorTests(SynchronousTestCase):
         self.assertError(
             "apis: []\nroute:\n  - {path: /a, backend: 'http://a'}\n",
             2,
-            "unknown key 'route' (expected one of: apis, routes, certificates, defaultCertificate)",
+            "unknown key 'route' (expected one of: apis, routes, certificates, defaultCertificate,"
+            " products, subscriptions, namedValues, policies)",
         )
         self.assertError(
             "routes:\n  - path: /a\n    backend: http://a\n    pathtype: Exact\n",
@@ -713,6 +715,21 @@ class FileSourceTests(SynchronousTestCase):
             [e for e in self.events if "Certificate file" in formatEvent(e)]
         )
 
+    def test_policy_file_change_reloads(self) -> None:
+        """
+        Replacing a policy's xmlFile (the configuration itself unchanged)
+        is picked up by the next poll, like a certificate file.
+        """
+        self.dir.child("p.xml").setContent(b"<policies>1</policies>")
+        self.write("policies:\n  - {scope: global, xmlFile: p.xml}\n")
+        self.source.startService()
+        self.assertEqual(self.store.objects()[0].body.xml, "<policies>1</policies>")
+        replacement = self.dir.child("p.xml.new")
+        replacement.setContent(b"<policies>2</policies>")
+        os.replace(replacement.path, self.dir.child("p.xml").path)
+        self.clock.advance(2.0)
+        self.assertEqual(self.store.objects()[0].body.xml, "<policies>2</policies>")
+
     def test_unchanged_certificate_file_not_reread(self) -> None:
         """Polls that find neither the configuration nor its certificate files changed parse nothing."""
         parsed = []
@@ -781,3 +798,201 @@ class FileSourceTests(SynchronousTestCase):
         failures = [e for e in self.events if "log_failure" in e]
         self.assertEqual(len(failures), 1)
         self.assertIsInstance(failures[0]["log_failure"].value, RuntimeError)
+
+
+class ManagementObjectTests(SynchronousTestCase):
+    """Products, subscriptions, named values and policies in the file."""
+
+    def test_apim_example_file(self) -> None:
+        """
+        examples/apim-policies.yaml parses (its policy file read beside it),
+        every policy document is well-formed XML with a <policies> root, and
+        it translates without a problem.
+        """
+        import xml.etree.ElementTree as ElementTree
+
+        from gateway.model import SubscriptionScope
+
+        objects = parse_config(
+            APIM_EXAMPLE.getContent().decode("utf-8"), modified=1.0,
+            base_dir=APIM_EXAMPLE.parent().path,
+        )
+        self.assertEqual(
+            [str(o.ref) for o in objects],
+            ["file:api/orders", "file:api/catalog", "file:product/starter",
+             "file:subscription/contoso", "file:subscription/orders-ops",
+             "file:namedvalue/backend-region", "file:namedvalue/backend-api-key",
+             "file:policy/global", "file:policy/products/starter", "file:policy/apis/orders",
+             "file:policy/apis/orders/operations/get-order"],
+        )
+        bodies = {str(o.ref): o.body for o in objects}
+        names = bodies["file:api/catalog"].subscription_key_parameter_names
+        self.assertEqual((names.header, names.query), ("X-Catalog-Key", "catalog-key"))
+        self.assertEqual(bodies["file:product/starter"].api_ids, ("catalog", "orders"))
+        self.assertEqual(bodies["file:subscription/orders-ops"].scope,
+                         SubscriptionScope("api", "orders"))
+        self.assertIsNone(bodies["file:subscription/orders-ops"].secondary_key)
+        self.assertTrue(bodies["file:namedvalue/backend-api-key"].secret)
+        self.assertNotIn("s3cr3t", repr(bodies["file:namedvalue/backend-api-key"]))
+        self.assertIn("{{backend-api-key}}", bodies["file:policy/apis/orders"].xml)
+        for ref, body in bodies.items():
+            if ref.startswith("file:policy/"):
+                self.assertEqual(ElementTree.fromstring(body.xml).tag, "policies", ref)
+        self.assertEqual(translate(objects).problems, ())
+
+    def test_fields(self) -> None:
+        """Each entity's fields reach its object; states match without regard to case."""
+        from gateway.model import NamedValue, PolicyScope, Product, Subscription, SubscriptionScope
+
+        objects = parse(
+            """\
+            apis:
+              - {name: a, path: a, serviceUrl: "http://a", subscriptionKeyParameterNames: {query: k}}
+            products:
+              - {name: p, apis: [a], subscriptionRequired: false, state: NotPublished}
+            subscriptions:
+              - {name: s, scope: /apis, primaryKey: k1, secondaryKey: k2, state: Suspended}
+            namedValues:
+              - {name: empty, value:}
+              - {name: n, value: v, secret: true, tags: [t], displayName: N}
+            policies:
+              - {scope: operation, apiId: a, operationId: o, format: rawxml, xml: <policies/>}
+            """
+        )
+        bodies = [o.body for o in objects]
+        self.assertEqual(bodies[0].subscription_key_parameter_names.header,
+                         "Ocp-Apim-Subscription-Key")
+        self.assertEqual(bodies[0].subscription_key_parameter_names.query, "k")
+        self.assertEqual(bodies[1], Product("p", "", ("a",), False, "notPublished"))
+        self.assertEqual(bodies[2], Subscription("s", SubscriptionScope("all"), "k1", "k2",
+                                                 "suspended"))
+        self.assertEqual(bodies[3], NamedValue("empty", ""))
+        self.assertEqual(bodies[4], NamedValue("n", "v", True, "N", ("t",)))
+        self.assertEqual(bodies[5].scope, PolicyScope("operation", api_id="a", operation_id="o"))
+        self.assertEqual((bodies[5].xml, bodies[5].format), ("<policies/>", "rawxml"))
+        self.assertEqual(str(objects[5].ref), "file:policy/apis/a/operations/o")
+        self.assertEqual(objects[1].modified, 7.0)
+
+    def test_policy_xml_file(self) -> None:
+        """xmlFile is read relative to base_dir through the injected reader."""
+        read: list[str] = []
+
+        def reader(path: str) -> str:
+            read.append(path)
+            return "<policies/>"
+
+        [policy] = parse("policies:\n  - {scope: global, xmlFile: p/g.xml}\n",
+                         base_dir="/cfg", read_file=reader)
+        self.assertEqual((policy.body.xml, read), ("<policies/>", ["/cfg/p/g.xml"]))
+
+
+class ManagementObjectErrorTests(SynchronousTestCase):
+    """Structure errors in products, subscriptions, named values and policies, with lines."""
+
+    def assertError(self, text: str, line: int, message: str) -> None:
+        """Parsing ``text`` fails on ``line`` with exactly ``message``."""
+        error = self.assertRaises(
+            ConfigFileError, parse_config, textwrap.dedent(text), path="gw.yaml", modified=0.0,
+            read_file=_no_file,
+        )
+        self.assertEqual((error.line, error.message), (line, message))
+
+    def test_products(self) -> None:
+        """An unknown state or a non-list of APIs is reported on its line."""
+        self.assertError(
+            "products:\n  - name: p\n    state: draft\n", 3,
+            "products[0].state: must be one of published, notPublished, not 'draft'",
+        )
+        self.assertError(
+            "products:\n  - name: p\n    apis: a\n", 3,
+            "products[0].apis: must be a list, not a string",
+        )
+        self.assertError(
+            "products:\n  - {name: p}\n  - {name: p}\n", 3, "products[1]: duplicate product name 'p'"
+        )
+
+    def test_subscriptions(self) -> None:
+        """A bad scope, a missing or blank key, an unknown state are reported on their lines."""
+        self.assertError(
+            "subscriptions:\n  - name: s\n    primaryKey: k\n    scope: /users/u\n", 4,
+            "subscriptions[0].scope: a subscription's scope must be /apis, /apis/{apiId} or "
+            "/products/{productId}, not '/users/u'",
+        )
+        self.assertError(
+            "subscriptions:\n  - name: s\n    scope: /apis\n", 2,
+            "subscriptions[0]: 'primaryKey' is required",
+        )
+        self.assertError(
+            "subscriptions:\n  - {name: s, scope: /apis, primaryKey: k, secondaryKey: ' '}\n", 2,
+            "subscriptions[0].secondaryKey: must not be blank",
+        )
+        self.assertError(
+            "subscriptions:\n  - name: s\n    scope: /apis\n    primaryKey: k\n"
+            "    state: paused\n", 5,
+            "subscriptions[0].state: must be one of active, suspended, submitted, rejected, "
+            "cancelled, expired, not 'paused'",
+        )
+        self.assertError(
+            "subscriptions:\n  - {name: s, scope: /apis, primaryKey: 1234}\n", 2,
+            "subscriptions[0].primaryKey: must be a string, not a number (quote it)",
+        )
+
+    def test_named_values(self) -> None:
+        """A missing value or a non-boolean secret is reported on its line."""
+        self.assertError("namedValues:\n  - name: n\n", 2, "namedValues[0]: 'value' is required")
+        self.assertError(
+            "namedValues:\n  - name: n\n    value: v\n    secret: 'yes'\n", 4,
+            "namedValues[0].secret: must be true or false, not a string",
+        )
+
+    def test_policies(self) -> None:
+        """Scope, target ids and the document are checked, each on its line."""
+        self.assertError("policies:\n  - xml: <policies/>\n", 2, "policies[0]: 'scope' is required")
+        self.assertError(
+            "policies:\n  - scope: tenant\n    xml: <policies/>\n", 2,
+            "policies[0].scope: must be one of global, product, api, operation, not 'tenant'",
+        )
+        self.assertError(
+            "policies:\n  - scope: operation\n    apiId: a\n    xml: <policies/>\n", 2,
+            "policies[0]: 'operationId' is required at operation scope",
+        )
+        self.assertError(
+            "policies:\n  - scope: api\n    apiId: a\n    productId: p\n    xml: x\n", 4,
+            "policies[0].productId: does not apply at api scope",
+        )
+        self.assertError(
+            "policies:\n  - scope: global\n", 2, "policies[0]: 'xml' or 'xmlFile' is required"
+        )
+        self.assertError(
+            "policies:\n  - scope: global\n    xml: x\n    xmlFile: g.xml\n", 4,
+            "policies[0]: give either 'xml' or 'xmlFile', not both",
+        )
+        self.assertError(
+            "policies:\n  - scope: global\n    xml: x\n    format: xml-link\n", 4,
+            "policies[0].format: must be one of xml, rawxml, not 'xml-link'",
+        )
+        self.assertError(
+            "policies:\n  - {scope: api, apiId: a, xml: x}\n  - {scope: API, apiId: a, xml: y}\n",
+            3, "policies[1]: duplicate policy for scope 'apis/a'",
+        )
+        self.assertError(
+            "policies:\n  - scope: global\n    xmlFile: gone.xml\n", 3,
+            "policies[0].xmlFile: cannot read 'gone.xml': [Errno 2] No such file",
+        )
+
+    def test_key_names(self) -> None:
+        """An API's subscriptionKeyParameterNames takes header and query only, not blank."""
+        api = "apis:\n  - name: a\n    path: a\n    serviceUrl: http://a\n"
+        self.assertError(
+            api + "    subscriptionKeyParameterNames:\n      cookie: k\n", 6,
+            "apis[0].subscriptionKeyParameterNames: unknown key 'cookie' (expected one of: "
+            "header, query)",
+        )
+        self.assertError(
+            api + "    subscriptionKeyParameterNames: {header: ''}\n", 5,
+            "apis[0].subscriptionKeyParameterNames.header: must not be blank",
+        )
+
+
+def _no_file(path: str) -> str:
+    raise FileNotFoundError(2, "No such file")
