@@ -502,15 +502,34 @@ class DefectTests(CloudTestCase):
         self.patch(importlib.metadata, "version", missing)
         self.assertEqual(package_version(), "0+unknown")
 
-    def test_versionFromMetadata(self) -> None:
-        """The heartbeat reports the installed distribution's version."""
+    @inlineCallbacks
+    def test_versionFromMetadata(self) -> Any:
+        """
+        The heartbeat reports the version the package metadata gives for
+        ``apimgw`` (patched to one no release has, so a hard-coded or cached
+        version cannot pass): the service lists the instance with it.
+        """
         import importlib.metadata
 
-        from gateway.sources.cloud import package_version
+        asked: list[str] = []
 
-        self.assertEqual(package_version(), importlib.metadata.version("apimgw"))
+        def version(name: str) -> str:
+            asked.append(name)
+            return "9.9.9"
+
+        self.patch(importlib.metadata, "version", version)
         source = self.source()
-        self.assertEqual(source._heartbeat_body()["version"], importlib.metadata.version("apimgw"))
+        yield source.when_synced()
+        self.assertEqual(asked, ["apimgw"])
+
+        @inlineCallbacks
+        def listed() -> Any:
+            answer = yield self.ok("GET", f"/gateways/{GATEWAY}/instances")
+            return [(i["instanceId"], i["version"]) for i in answer["value"]]
+
+        yield self.wait_for(lambda: listed().addCallback(bool))
+        instances = yield listed()
+        self.assertEqual(instances, [(source.instance_id, "9.9.9")])
 
 
 class OfflineTestCase(TestCase):
