@@ -573,7 +573,7 @@ def _objects(
         "certificates", _certificate_reader(base_dir, read_file), _certificate_name,
         "certificate name",
     )
-    management: list[Product | Subscription | NamedValue | Policy] = [
+    management: list[Product | Subscription | NamedValue] = [
         *top.unique_items("products", _product, _named, "product name"),
         *top.unique_items("subscriptions", _subscription, _named, "subscription name"),
         *top.unique_items("namedValues", _named_value, _named, "named value name"),
