@@ -446,7 +446,12 @@ class _Parser:
                 return _const(None, NULL)
             if token.value == "context":
                 self.advance()
-                return self.context()
+                node = self.context()
+                if self.tok.kind == "op" and self.tok.value in (".", "[", "("):
+                    raise ExpressionError(
+                        f"{self.tok.value!r}: members, indexers and calls on a value are not in "
+                        "the supported expression subset", self.tok.column)
+                return node
             raise ExpressionError(f"unsupported name {token.value!r} (only context.… is available)",
                                   token.column)
         raise ExpressionError(f"unexpected {self._shown(token)}", token.column)
@@ -483,6 +488,9 @@ class _Parser:
         if name.value == "IpAddress":
             return _Compiled(lambda ctx: ctx.ip_address, STRING)
         if name.value == "Headers":
+            if self.tok.kind == "op" and self.tok.value == "[":
+                raise ExpressionError("context.Request.Headers[...] is not supported: use "
+                                      "GetValueOrDefault(name, default)", self.tok.column)
             method = self.member()
             if method.value != "GetValueOrDefault":
                 raise _unsupported(f"context.Request.Headers.{method.value}", method)

@@ -339,7 +339,7 @@ def _set_header(e: _Element, section: str) -> SetHeader | None:
     name = e.string("name", required=True)
     action = e.enum("exists-action", ("override", "skip", "append", "delete"), "override")
     values = _texts(e.children(("value",)), e.compiler)
-    if name is None or action is None or values is None:
+    if name is None or action is None or values is None or e.failed:
         return None
     if action != "delete" and not values:
         e.problem("needs at least one value element (or exists-action=\"delete\")")
@@ -352,7 +352,7 @@ def _set_query_parameter(e: _Element, section: str) -> SetQueryParameter | None:
     name = e.string("name", required=True)
     action = e.enum("exists-action", ("override", "skip", "append", "delete"), "override")
     values = _texts(e.children(("value",)), e.compiler)
-    if name is None or action is None or values is None:
+    if name is None or action is None or values is None or e.failed:
         return None
     if action != "delete" and not values:
         e.problem("needs at least one value element (or exists-action=\"delete\")")
@@ -496,8 +496,11 @@ def _ip_filter(e: _Element, section: str) -> IpFilter | None:
     return IpFilter(action, tuple(ranges))
 
 
-def _list(parent: _Element, node: Node, item: str, what: str, required: bool) -> tuple[str, ...] | None:
+def _list(parent: _Element, node: Node, item: str, what: str, required: bool,
+          read: tuple[str, ...] = ()) -> tuple[str, ...] | None:
+    """The literal texts of ``node``'s ``item`` children (``read``: attributes already read)."""
     element = _Element(node, parent.compiler)
+    element.used.update(read)
     values = _literals(element.children((item,)), parent.compiler, what)
     element.finish()
     if values is not None and required and not values:
@@ -521,8 +524,7 @@ def _cors(e: _Element, section: str) -> Cors | None:
         elif child.tag == "allowed-methods":
             sub = _Element(child, e.compiler)
             max_age = sub.integer("preflight-result-max-age", 0, low=0)
-            sub.finish()
-            methods = _list(e, child, "method", "methods", True)
+            methods = _list(e, child, "method", "methods", True, read=("preflight-result-max-age",))
             if methods is not None:
                 methods = tuple(m.strip().upper() for m in methods)
         elif child.tag == "allowed-headers":
