@@ -186,6 +186,7 @@ class CloudSource(Service):
         self._client: CloudClient | None = None
         self._loop: Deferred[None] | None = None
         self._warned_cleartext = False
+        self._warned_backup_key = False
 
         self._backup_dirty = False
         self._backup_call: Any = None
@@ -217,6 +218,7 @@ class CloudSource(Service):
         """
         super().startService()
         self._warn_cleartext()
+        self._warn_backup_key()
         self._expiry_loop.start(self._expiry_interval, now=True)
         self._client = CloudClient(
             self._reactor, self._clock, self._endpoint,
@@ -234,6 +236,24 @@ class CloudSource(Service):
             "loopback: the gateway's token and the configuration's secrets (subscription keys, "
             "certificate keys) cross the network in clear; use https:// (see docs/config-service.md)",
             endpoint=self._endpoint,
+        )
+
+    def _warn_backup_key(self) -> None:
+        """
+        Say once, at start, what a backup without ``config.backup.key``
+        costs: the operator finds out at the worst moment otherwise (a
+        restart with a new token while the service is down).
+        """
+        if self._warned_backup_key or self._backup_path is None or self._backup_key is not None:
+            return
+        self._warned_backup_key = True
+        self._log.warn(
+            "The cloud configuration backup in {path} has its secrets sealed with a key derived "
+            "from the token (config.backup.key is not set): a backup sealed under one token "
+            "cannot be read after the token is rotated while the gateway is down; to avoid "
+            "it, configure config.backup.key with a random value kept apart from the backup "
+            "(see docs/cloud.md)",
+            path=self._backup_path,
         )
 
     def stopService(self) -> Deferred[Any]:

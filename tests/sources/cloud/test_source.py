@@ -581,3 +581,32 @@ class OfflineExpiryTests(OfflineTestCase):
         for _ in range(24 * 60):
             self.reactor.advance(60)
         self.assertEqual(len(self.logged("expires in")), 2)
+
+
+class BackupKeyWarningTests(OfflineTestCase):
+    """The start-up warning about a backup sealed with a key from the token."""
+
+    def test_warnedWithoutKey(self) -> None:
+        """
+        With a backup path and no ``config.backup.key``, one warning at
+        start says the backup's key derives from the token, what that costs
+        (unreadable after a rotation while down) and where to read more.
+        """
+        source = self.source(backup_path=tempfile.mkdtemp())
+        (line,) = self.logged("config.backup.key")
+        self.assertIn("derived from the token", line)
+        self.assertIn("rotated while the gateway is down", line)
+        self.assertIn("docs/cloud.md", line)
+        source.stopService()
+        source.startService()
+        self.assertEqual(len(self.logged("config.backup.key")), 1)
+
+    def test_notWarnedWithKey(self) -> None:
+        """A configured backup key is not warned about."""
+        self.source(backup_path=tempfile.mkdtemp(), backup_key="a configured backup key, 32 chars")
+        self.assertEqual(self.logged("config.backup.key"), [])
+
+    def test_notWarnedWithoutBackup(self) -> None:
+        """Without a backup path there is no backup to warn about."""
+        self.source(backup_path=None)
+        self.assertEqual(self.logged("config.backup.key"), [])
