@@ -21,13 +21,9 @@ from ._feed import ChangeFeed
 from ._http import Call, Router, client_address
 from ._instances import Instances
 from ._store import ConfigStore
-from ._times import iso
-from ._tokens import MAX_LIFETIME, SCHEME, TokenError, parse_token, verify
+from ._tokens import SCHEME, TokenError, check_lifetime, parse_token, verify
 
 __all__ = ["GatewayApi"]
-
-#: Clock skew tolerated on the 30-day limit (several service replicas).
-_SKEW = 300.0
 
 _CHALLENGE = {"WWW-Authenticate": f'{SCHEME} realm="apimgw-config"'}
 
@@ -103,17 +99,13 @@ class GatewayApi:
                 "made with a key that has since been regenerated)",
                 gateway_id, token,
             )
-        now = self._clock.seconds()
-        if now >= token.expires:
-            raise self._refuse(
-                request, 401, f"the token expired at {iso(token.expires)}: generate a new one",
-                gateway_id, token,
-            )
-        if token.expires > now + MAX_LIFETIME + _SKEW:
-            raise self._refuse(
-                request, 401, "the token is valid for more than 30 days, which this service "
-                "never issues: generate a new one", gateway_id, token,
-            )
+        try:
+            # The lifetime rule (expiry, 30 days plus clock skew) is
+            # cloudproto's, the one the gateway applies too.
+            check_lifetime(token, self._clock.seconds())
+        except TokenError as e:
+            raise self._refuse(request, 401, f"{e}: generate a new one", gateway_id,
+                               token) from None
         if token.gateway_id != gateway_id:
             raise self._refuse(
                 request, 403, f"the token is for gateway {token.gateway_id!r}, not {gateway_id!r}",

@@ -83,6 +83,34 @@ class TokenTests(ServiceTestCase):
         self.assertEqual((yield self.status(token)), 200)
 
     @inlineCallbacks
+    def test_lifetime_rule_is_cloudproto(self) -> Any:
+        """
+        The service refuses an expired token, and one valid for more than
+        30 days, for the reason :func:`cloudproto.check_lifetime` gives at
+        the service's time: one lifetime rule for both sides of the wire,
+        not a copy that can drift.
+        """
+        from cloudproto import TokenError, check_lifetime, parse_token
+
+        def reason(value: str) -> str:
+            with self.assertRaises(TokenError) as raised:
+                check_lifetime(parse_token(value), self.clock.seconds())
+            return str(raised.exception)
+
+        long_lived = yield self.token("g", expiry="P30D")
+        self.clock.rightNow -= 2 * DAY
+        response = yield self.call("GET", "/gateways/g/configuration", long_lived)
+        self.assertEqual(response.status, 401)
+        self.assertIn(reason(long_lived), response.json()["message"])
+        self.clock.rightNow += 2 * DAY
+
+        expired = yield self.token("g", expiry="P1D")
+        self.clock.advance(DAY)
+        response = yield self.call("GET", "/gateways/g/configuration", expired)
+        self.assertEqual(response.status, 401)
+        self.assertIn(reason(expired), response.json()["message"])
+
+    @inlineCallbacks
     def test_forged(self) -> Any:
         """A token with a changed signature or expiry is 401, logged without its signature."""
         token = yield self.token("g")
