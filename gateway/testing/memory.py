@@ -9,9 +9,8 @@ from __future__ import annotations
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 
-from gateway.model import Body, ObjectRef, SourceObject, Store
-
-_KINDS = {"Api": "api", "RouteSet": "routes", "Certificate": "certificate"}
+from gateway.model import Body, ObjectRef, SourceObject, Store, kind_of
+from gateway.ready import OneShot
 
 
 class MemorySource(Service):
@@ -25,10 +24,11 @@ class MemorySource(Service):
         self.store = store
         self.source = name
         self._auto_sync = auto_sync
-        self._synced: Deferred[None] = Deferred()
+        self._synced: OneShot[None] = OneShot()
 
     def when_synced(self) -> Deferred[None]:
-        return self._synced
+        """A new Deferred that fires once the source counts as synced."""
+        return self._synced.when()
 
     def startService(self) -> None:
         super().startService()
@@ -36,11 +36,10 @@ class MemorySource(Service):
             self.mark_synced()
 
     def mark_synced(self) -> None:
-        if not self._synced.called:
-            self._synced.callback(None)
+        self._synced.fire(None)
 
     def ref(self, body: Body, name: str) -> ObjectRef:
-        return ObjectRef(self.source, _KINDS[type(body).__name__], name)
+        return ObjectRef(self.source, kind_of(body), name)
 
     def put(self, name: str, body: Body, modified: float) -> SourceObject:
         """Upsert ``body`` under ``name`` with the given modification time."""

@@ -199,7 +199,7 @@ class FileSource(Service):
             for name, seen in self._included.items():
                 if _stat(name) != seen:
                     self._log.info(
-                        "Certificate file {file} changed: reloading {path}",
+                        "File {file}, named by the configuration, changed: reloading {path}",
                         file=name,
                         path=self.path,
                     )
