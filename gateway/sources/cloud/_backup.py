@@ -31,6 +31,20 @@ key is HKDF-SHA256 over one of two secrets (:class:`BackupKey`):
 
 A ``keyId`` (a hash of the derived key, which reveals nothing of it) in the
 file tells a wrong key apart from a damaged file in the log line.
+
+Integrity. AES-GCM authenticates only the secret fields; the rest (backend
+URLs, subscription states, ``subscriptionRequired``, policies, the revision)
+would be open to whoever can write the file, and a changed ``serviceUrl``
+sends traffic, subscription keys included, elsewhere. So the whole sealed
+document carries a MAC: HMAC-SHA256 over its canonical JSON (keys sorted,
+no spaces, ASCII; the header's ``mac`` left out), under a second HKDF
+subkey of the same secret (``info`` = ``apimgw backup mac`` + gateway id),
+stored as ``encryption.mac``. A format-2 file whose MAC is missing or does
+not match is refused as altered (or written with another key), like a
+corrupt one. A format-1 file (before encryption) has no MAC: it is still
+read, so an upgrade keeps its backup, and the source warns when it loads
+one; whoever can write the file can also write one of format 1, so the
+warning on an unexpected format-1 load matters.
 """
 
 from __future__ import annotations
@@ -61,6 +75,7 @@ _READABLE = (1, 2)
 _ALGORITHM = "AES-256-GCM"
 _KDF = "HKDF-SHA256"
 _SALT = b"apimgw cloud backup v2"
+_MAC_INFO = b"apimgw backup mac"
 _MARK = "$encrypted"
 
 
@@ -107,17 +122,37 @@ class BackupKey:
     source: str
     key: bytes = field(repr=False)
     key_id: str
+    mac_key: bytes = field(repr=False)
 
     @classmethod
     def derive(cls, material: bytes, gateway_id: str, source: str) -> BackupKey:
-        """HKDF-SHA256(``material``, salt, info=gateway id) → 32 bytes."""
+        """
+        Two HKDF-SHA256 subkeys of ``material`` (32 bytes each): the
+        encryption key (info = gateway id) and the MAC key (info =
+        ``apimgw backup mac`` + gateway id), so neither use weakens the
+        other.
+        """
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+        gateway = gateway_id.encode("utf-8")
         key = HKDF(algorithm=hashes.SHA256(), length=32, salt=_SALT,
-                   info=gateway_id.encode("utf-8")).derive(material)
+                   info=gateway).derive(material)
+        mac_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=_SALT,
+                       info=_MAC_INFO + gateway).derive(material)
         key_id = hmac.new(key, b"key id", hashlib.sha256).hexdigest()[:16]
-        return cls(source, key, key_id)
+        return cls(source, key, key_id, mac_key)
+
+    def mac(self, document: dict[str, Any]) -> str:
+        """
+        The MAC of a sealed ``document``: HMAC-SHA256 (hex) over its
+        canonical JSON, without the header's ``mac`` itself.
+        """
+        unsigned = dict(document)
+        encryption = unsigned.get("encryption")
+        if isinstance(encryption, dict):
+            unsigned["encryption"] = {k: v for k, v in encryption.items() if k != "mac"}
+        return hmac.new(self.mac_key, _canonical(unsigned), hashlib.sha256).hexdigest()
 
     @classmethod
     def configured(cls, value: str, gateway_id: str) -> BackupKey:
@@ -149,6 +184,17 @@ class BackupKey:
                               f"with another key)") from None
 
 
+def _canonical(document: Any) -> bytes:
+    """
+    One byte string per JSON value: keys sorted, no spaces, ASCII escapes,
+    so the MAC does not depend on how the file was laid out.
+
+    :raises ValueError: a float that JSON cannot hold (NaN, infinity).
+    """
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False).encode("ascii")
+
+
 def _sealed(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {_MARK}
 
@@ -173,7 +219,7 @@ def _transform(snapshot: dict[str, Any], change: Any, fields: Any) -> dict[str, 
 
 
 def encrypt_document(document: dict[str, Any], key: BackupKey) -> dict[str, Any]:
-    """The document to write: secret fields sealed, the key described."""
+    """The document to write: secret fields sealed, the key described, the whole MAC'ed."""
     def seal(value: Any, place: str) -> Any:
         return key.seal(json.dumps(value), place)
 
@@ -182,15 +228,17 @@ def encrypt_document(document: dict[str, Any], key: BackupKey) -> dict[str, Any]
     sealed["encryption"] = {"algorithm": _ALGORITHM, "kdf": _KDF, "key": key.source,
                             "keyId": key.key_id}
     sealed["snapshot"] = _transform(document["snapshot"], seal, secret_fields)
+    sealed["encryption"]["mac"] = key.mac(sealed)
     return sealed
 
 
 def decrypt_document(document: dict[str, Any], key: BackupKey | None) -> dict[str, Any]:
     """
-    The document as it was before :func:`encrypt_document`.
+    The document as it was before :func:`encrypt_document` (a format-1
+    document as it is: it has nothing sealed, nor a MAC).
 
-    :raises BackupError: no key, another key, or a secret that does not
-        decrypt.
+    :raises BackupError: no key, another key, a MAC that is missing or does
+        not match (the file was altered), or a secret that does not decrypt.
     """
     if document.get("format") == 1:
         return document
@@ -208,6 +256,18 @@ def decrypt_document(document: dict[str, Any], key: BackupKey | None) -> dict[st
             + ("; a key derived from the token changes with every token: set "
                "config.backup.key to keep backups readable across rotations"
                if written_with == "token" else "")
+        )
+    given = encryption.get("mac")
+    try:
+        expected = key.mac(document)
+    except ValueError:
+        expected = ""
+    if not isinstance(given, str) or not expected or not hmac.compare_digest(
+        given.encode("ascii", "replace"), expected.encode("ascii")
+    ):
+        raise BackupError(
+            "its MAC " + ("is missing" if given is None else "does not match")
+            + ": altered or written with another key"
         )
 
     def open_(value: Any, place: str) -> Any:

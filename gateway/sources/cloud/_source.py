@@ -433,6 +433,16 @@ class CloudSource(Service):
                 gateway=expected,
             )
             return None
+        if document.get("format") == 1:
+            self._log.warn(
+                "The cloud configuration backup {path} is of format 1, from before encryption: "
+                "its secrets are in clear and it is not authenticated (a change to it would "
+                "go unnoticed); it is used until the service answers, and the next backup is "
+                "written in format {new_format}, encrypted and with a MAC. If this gateway never ran "
+                "a version writing format 1, treat the file as tampered with",
+                path=path,
+                new_format=BACKUP_FORMAT,
+            )
         return document
 
     def _report_location(self, error: BackupLocationNotFound) -> None:

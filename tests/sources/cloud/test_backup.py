@@ -163,7 +163,11 @@ class BackupFileTests(CloudTestCase):
     """The file functions alone."""
 
     def test_damagedSecretRefused(self) -> None:
-        """A sealed secret altered on disk fails to decrypt: the backup is refused, not half-used."""
+        """
+        A sealed secret altered on disk fails the document's MAC; and even
+        with the MAC made anew (by a holder of the key), the secret itself
+        fails to decrypt: the backup is refused, not half-used.
+        """
         from gateway.sources.cloud._backup import BackupError, BackupKey, load_backup, write_backup
 
         key = BackupKey.configured("k" * 32, GATEWAY)
@@ -181,4 +185,125 @@ class BackupFileTests(CloudTestCase):
             json.dump(raw, f)
         with self.assertRaises(BackupError) as raised:
             load_backup(self.backup_dir, lambda gid: key)
+        self.assertIn("altered or written with another key", str(raised.exception))
+        raw["encryption"]["mac"] = key.mac(raw)
+        with open(self.backup_path(), "w") as f:
+            json.dump(raw, f)
+        with self.assertRaises(BackupError) as raised:
+            load_backup(self.backup_dir, lambda gid: key)
         self.assertIn("subscriptions/s/primaryKey cannot be decrypted", str(raised.exception))
+
+    def write_and_edit(self, edit: Any) -> Any:
+        """
+        Write a sealed backup of one API and one subscription with a
+        configured key, apply ``edit`` to the file's JSON, write it back;
+        the key.
+        """
+        from gateway.sources.cloud._backup import BackupKey, write_backup
+
+        key = BackupKey.configured("k" * 32, GATEWAY)
+        document = {"format": 2, "gatewayId": GATEWAY, "revision": 7,
+                    "endpoint": "https://config.example.com",
+                    "snapshot": {"gatewayId": GATEWAY, "revision": 7,
+                                 "apis": [{"id": "echo", "path": "echo",
+                                           "serviceUrl": "https://backend.internal/echo"}],
+                                 "subscriptions": [{"id": "s", "primaryKey": "p" * 20}]}}
+        write_backup(self.backup_dir, document, key)
+        with open(self.backup_path()) as f:
+            raw = json.load(f)
+        edit(raw)
+        with open(self.backup_path(), "w") as f:
+            json.dump(raw, f)
+        return key
+
+    def test_macRoundTrip(self) -> None:
+        """
+        A sealed backup carries a MAC in its encryption header and reads
+        back as written, however its JSON is laid out on disk.
+        """
+        from gateway.sources.cloud._backup import load_backup
+
+        def check(raw: dict[str, Any]) -> None:
+            self.assertRegex(raw["encryption"]["mac"], "^[0-9a-f]{64}$")
+
+        key = self.write_and_edit(check)
+        document = load_backup(self.backup_dir, lambda gid: key)
+        self.assertEqual(document["snapshot"]["apis"][0]["serviceUrl"],
+                         "https://backend.internal/echo")
+        self.assertEqual(document["snapshot"]["subscriptions"][0]["primaryKey"], "p" * 20)
+
+    def test_alteredFieldRefused(self) -> None:
+        """
+        A backend URL, subscription state or revision changed in an
+        otherwise valid sealed file (its secrets intact) fails the MAC: the
+        backup is refused as altered, not served.
+        """
+        from gateway.sources.cloud._backup import BackupError, load_backup
+
+        def url(raw: dict[str, Any]) -> None:
+            raw["snapshot"]["apis"][0]["serviceUrl"] = "https://attacker.example/"
+
+        def state(raw: dict[str, Any]) -> None:
+            raw["snapshot"]["subscriptions"][0]["state"] = "active"
+
+        def revision(raw: dict[str, Any]) -> None:
+            raw["revision"] = 8
+
+        def no_mac(raw: dict[str, Any]) -> None:
+            del raw["encryption"]["mac"]
+
+        for edit in (url, state, revision, no_mac):
+            key = self.write_and_edit(edit)
+            with self.assertRaises(BackupError, msg=edit.__name__) as raised:
+                load_backup(self.backup_dir, lambda gid: key)
+            self.assertIn("altered or written with another key", str(raised.exception))
+
+    @inlineCallbacks
+    def test_alteredBackupIgnored(self) -> Any:
+        """
+        A source whose service is down reports an altered backup (its path,
+        "altered") and serves nothing from it, as with a corrupt one.
+        """
+        def url(raw: dict[str, Any]) -> None:
+            raw["snapshot"]["apis"][0]["serviceUrl"] = "https://attacker.example/"
+
+        self.write_and_edit(url)
+        store = Store()
+        source = self.source(store, endpoint=self.endpoint(dead_port()),
+                             backup_key="k" * 32, require_configuration=False)
+        yield source.when_synced()
+        (line,) = self.logged("backup " + self.backup_path() + " is ignored")
+        self.assertIn("altered", line)
+        self.assertFalse(source.from_backup)
+        self.assertEqual(store.objects(), ())
+
+    @inlineCallbacks
+    def test_formatOneLoadedWithWarning(self) -> Any:
+        """
+        A backup of format 1 (before encryption: secrets in clear, nothing
+        authenticated) is still served when the service is down, with a
+        warning saying so; the next write is format 2 with a MAC.
+        """
+        snapshot = {"gatewayId": GATEWAY, "revision": 3,
+                    "apis": [{"id": "echo", "path": "echo",
+                              "serviceUrl": "http://127.0.0.1:9/echo",
+                              "modified": "2025-01-01T00:00:00.000000Z"}]}
+        with open(self.backup_path(), "w") as f:
+            json.dump({"format": 1, "gatewayId": GATEWAY, "revision": 3,
+                       "snapshot": snapshot}, f)
+        down = self.source(Store(), endpoint=self.endpoint(dead_port()))
+        yield down.when_synced()
+        self.assertTrue(down.from_backup)
+        self.assertEqual(down.revision, 3)
+        (line,) = self.logged("format 1")
+        self.assertIn(self.backup_path(), line)
+        self.assertIn("not authenticated", line)
+        yield down.stopService()
+
+        up = self.source(Store())
+        yield up.when_synced()
+        yield self.settle(lambda: self.logged("backup written"))
+        with open(self.backup_path()) as f:
+            raw = json.load(f)
+        self.assertEqual(raw["format"], 2)
+        self.assertIn("mac", raw["encryption"])
