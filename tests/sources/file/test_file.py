@@ -712,7 +712,7 @@ class FileSourceTests(SynchronousTestCase):
         self.clock.advance(2.0)
         self.assertEqual(self.store.objects()[0].body.cert_pem, "PEM-2")
         self.assertTrue(
-            [e for e in self.events if "Certificate file" in formatEvent(e)]
+            [e for e in self.events if "c.pem, named by the configuration, changed" in formatEvent(e)]
         )
 
     def test_policy_file_change_reloads(self) -> None:
