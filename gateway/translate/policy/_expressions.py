@@ -31,9 +31,10 @@ there either), so a type error never waits for a request.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 __all__ = [
     "Expression",
@@ -339,8 +340,7 @@ class _Parser:
             right = self.and_()
             self._need(BOOL, left, column, "||")
             self._need(BOOL, right, column, "||")
-            a, b = left.evaluate, right.evaluate
-            left = _Compiled(lambda ctx, a=a, b=b: bool(a(ctx)) or bool(b(ctx)), BOOL)
+            left = _Compiled(_or(left.evaluate, right.evaluate), BOOL)
         return left
 
     def and_(self) -> _Compiled:
@@ -350,8 +350,7 @@ class _Parser:
             right = self.equality()
             self._need(BOOL, left, column, "&&")
             self._need(BOOL, right, column, "&&")
-            a, b = left.evaluate, right.evaluate
-            left = _Compiled(lambda ctx, a=a, b=b: bool(a(ctx)) and bool(b(ctx)), BOOL)
+            left = _Compiled(_and(left.evaluate, right.evaluate), BOOL)
         return left
 
     def equality(self) -> _Compiled:
@@ -364,11 +363,7 @@ class _Parser:
                     f"operator {token.value} cannot compare {left.type} with {right.type}",
                     token.column,
                 )
-            a, b = left.evaluate, right.evaluate
-            if token.value == "==":
-                left = _Compiled(lambda ctx, a=a, b=b: _equal(a(ctx), b(ctx)), BOOL)
-            else:
-                left = _Compiled(lambda ctx, a=a, b=b: not _equal(a(ctx), b(ctx)), BOOL)
+            left = _Compiled(_equality(left.evaluate, right.evaluate, token.value == "=="), BOOL)
         return left
 
     def relational(self) -> _Compiled:
@@ -378,16 +373,8 @@ class _Parser:
             right = self.additive()
             self._need(INT, left, token.column, token.value)
             self._need(INT, right, token.column, token.value)
-            a, b = left.evaluate, right.evaluate
-            op = token.value
-            if op == "<":
-                left = _Compiled(lambda ctx, a=a, b=b: a(ctx) < b(ctx), BOOL)  # type: ignore[operator]
-            elif op == ">":
-                left = _Compiled(lambda ctx, a=a, b=b: a(ctx) > b(ctx), BOOL)  # type: ignore[operator]
-            elif op == "<=":
-                left = _Compiled(lambda ctx, a=a, b=b: a(ctx) <= b(ctx), BOOL)  # type: ignore[operator]
-            else:
-                left = _Compiled(lambda ctx, a=a, b=b: a(ctx) >= b(ctx), BOOL)  # type: ignore[operator]
+            left = _Compiled(
+                _relational(_RELATIONAL[token.value], left.evaluate, right.evaluate), BOOL)
         return left
 
     def additive(self) -> _Compiled:
@@ -395,11 +382,10 @@ class _Parser:
         while self.tok.kind == "op" and self.tok.value == "+":
             token = self.advance()
             right = self.unary()
-            a, b = left.evaluate, right.evaluate
             if STRING in (left.type, right.type):
-                node = _Compiled(lambda ctx, a=a, b=b: to_text(a(ctx)) + to_text(b(ctx)), STRING)
+                node = _Compiled(_concatenate(left.evaluate, right.evaluate), STRING)
             elif left.type == INT and right.type == INT:
-                node = _Compiled(lambda ctx, a=a, b=b: a(ctx) + b(ctx), INT)  # type: ignore[operator]
+                node = _Compiled(_add(left.evaluate, right.evaluate), INT)
             else:
                 raise ExpressionError(
                     f"operator + cannot be applied to {left.type} and {right.type}", token.column
@@ -412,8 +398,7 @@ class _Parser:
             column = self.advance().column
             operand = self.unary()
             self._need(BOOL, operand, column, "!")
-            a = operand.evaluate
-            return _fold(_Compiled(lambda ctx, a=a: not a(ctx), BOOL), operand)
+            return _fold(_Compiled(_not(operand.evaluate), BOOL), operand)
         return self.primary()
 
     def primary(self) -> _Compiled:
@@ -432,7 +417,7 @@ class _Parser:
                     and closing.kind == "op" and closing.value == ")"):
                 self.pos += 3
                 operand = self.unary()
-                return self._cast(_CAST_TYPES[after.value], operand, after.column)
+                return self.cast_to(_CAST_TYPES[after.value], operand, after.column)
             self.advance()
             node = self.expression()
             self.expect(")")
@@ -478,7 +463,7 @@ class _Parser:
                          "Section": "section"}.get(field_.value)
             if attribute is None:
                 raise _unsupported(f"context.LastError.{field_.value}", field_)
-            return _Compiled(lambda ctx, a=attribute: _last_error(ctx, a), STRING)
+            return _Compiled(_last_error(attribute), STRING)
         raise _unsupported(f"context.{name.value}", name)
 
     def request(self) -> _Compiled:
@@ -521,14 +506,12 @@ class _Parser:
             key = self.expression()
             self._need(STRING, key, self.tok.column, "context.Variables[...]")
             self.expect("]")
-            k = key.evaluate
-            return _Compiled(lambda ctx, k=k: _variable(ctx, to_text(k(ctx))), OBJECT)
+            return _Compiled(_variable(key.evaluate), OBJECT)
         method = self.member()
         if method.value == "ContainsKey":
             (key,) = self.arguments(method, 1, 1)
             self._need(STRING, key, method.column, "ContainsKey")
-            k = key.evaluate
-            return _Compiled(lambda ctx, k=k: to_text(k(ctx)) in ctx.variables, BOOL)
+            return _Compiled(_contains_key(key.evaluate), BOOL)
         if method.value == "GetValueOrDefault":
             type_ = OBJECT
             if self.accept("<"):
@@ -573,13 +556,12 @@ class _Parser:
                                   method.column)
         return args
 
-    def _cast(self, type_: str, operand: _Compiled, column: int) -> _Compiled:
+    def cast_to(self, type_: str, operand: _Compiled, column: int) -> _Compiled:
         if operand.type == type_:
             return operand
         if operand.type not in (OBJECT, NULL):
             raise ExpressionError(f"cannot cast {operand.type} to {type_}", column)
-        a = operand.evaluate
-        return _Compiled(lambda ctx, a=a, t=type_: _check_type(a(ctx), t, f"({t})"), type_)
+        return _Compiled(_cast(operand.evaluate, type_), type_)
 
     @staticmethod
     def _need(type_: str, node: _Compiled, column: int, what: str) -> None:
@@ -620,16 +602,91 @@ def _default_of(type_: str) -> Evaluator:
     return lambda ctx: value
 
 
-def _variable(ctx: PolicyContext, name: str) -> object:
-    try:
-        return ctx.variables[name]
-    except KeyError:
-        raise ExpressionRuntimeError(f"the variable {name!r} is not set") from None
+# --- the closures -------------------------------------------------------------
+#
+# One small factory per operation: each returns a closure over already
+# compiled operands, so the parser never builds a lambda with default
+# arguments (which mypy cannot type) and every closure has a checked type.
 
 
-def _last_error(ctx: PolicyContext, attribute: str) -> object:
-    error = ctx.last_error
-    return None if error is None else getattr(error, attribute)
+def _or(a: Evaluator, b: Evaluator) -> Evaluator:
+    """``a || b``, short-circuit as in C#."""
+    return lambda ctx: bool(a(ctx)) or bool(b(ctx))
+
+
+def _and(a: Evaluator, b: Evaluator) -> Evaluator:
+    """``a && b``, short-circuit as in C#."""
+    return lambda ctx: bool(a(ctx)) and bool(b(ctx))
+
+
+def _not(a: Evaluator) -> Evaluator:
+    """``!a``."""
+    return lambda ctx: not a(ctx)
+
+
+def _equality(a: Evaluator, b: Evaluator, equal: bool) -> Evaluator:
+    """``a == b`` (``equal``) or ``a != b``, with C#'s bool/int distinction."""
+    if equal:
+        return lambda ctx: _equal(a(ctx), b(ctx))
+    return lambda ctx: not _equal(a(ctx), b(ctx))
+
+
+#: The relational operators; both operands are ``int`` (checked at compile time).
+_RELATIONAL: dict[str, Callable[[int, int], bool]] = {
+    "<": operator.lt, ">": operator.gt, "<=": operator.le, ">=": operator.ge,
+}
+
+
+def _relational(compare: Callable[[int, int], bool], a: Evaluator, b: Evaluator) -> Evaluator:
+    """
+    ``a < b`` and friends. The ``cast`` states what the compile-time type
+    check proved (both sides are ``int``); it costs nothing at run time.
+    """
+    return lambda ctx: compare(cast(int, a(ctx)), cast(int, b(ctx)))
+
+
+def _add(a: Evaluator, b: Evaluator) -> Evaluator:
+    """Integer ``a + b`` (both ``int``, checked at compile time)."""
+    return lambda ctx: cast(int, a(ctx)) + cast(int, b(ctx))
+
+
+def _concatenate(a: Evaluator, b: Evaluator) -> Evaluator:
+    """String ``a + b``: C#'s string forms of both sides."""
+    return lambda ctx: to_text(a(ctx)) + to_text(b(ctx))
+
+
+def _cast(a: Evaluator, type_: str) -> Evaluator:
+    """``(type_)a`` of an ``object``: checked on the request, as C# does."""
+    what = f"({type_})"
+    return lambda ctx: _check_type(a(ctx), type_, what)
+
+
+def _variable(key: Evaluator) -> Evaluator:
+    """``context.Variables[key]``: raises on the request when the variable is unset (as APIM)."""
+
+    def evaluate(ctx: PolicyContext) -> object:
+        name = to_text(key(ctx))
+        try:
+            return ctx.variables[name]
+        except KeyError:
+            raise ExpressionRuntimeError(f"the variable {name!r} is not set") from None
+
+    return evaluate
+
+
+def _contains_key(key: Evaluator) -> Evaluator:
+    """``context.Variables.ContainsKey(key)``."""
+    return lambda ctx: to_text(key(ctx)) in ctx.variables
+
+
+def _last_error(attribute: str) -> Evaluator:
+    """``context.LastError.<attribute>``: ``null`` outside ``on-error``."""
+
+    def evaluate(ctx: PolicyContext) -> object:
+        error = ctx.last_error
+        return None if error is None else getattr(error, attribute)
+
+    return evaluate
 
 
 def compile_expression(source: str) -> Expression:

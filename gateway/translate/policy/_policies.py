@@ -281,8 +281,14 @@ class _Element:
 
 
 def _text(value: str, path: str, compiler: _Compiler) -> Text | None:
+    """A literal as it is, or an expression compiled (``None`` and a problem if it does not)."""
     if not is_expression(value):
         return value
+    return _expression(value, path, compiler)
+
+
+def _expression(value: str, path: str, compiler: _Compiler) -> Expression | None:
+    """``value`` (known to be ``@(...)`` or ``@{...}``) compiled, or ``None`` and a problem."""
     try:
         return compile_expression(value)
     except ExpressionError as error:
@@ -297,8 +303,8 @@ def _condition(value: str, path: str, compiler: _Compiler) -> Condition | None:
     if not is_expression(value):
         compiler.problem(path, "must be true, false or a policy expression")
         return None
-    compiled = _text(value, path, compiler)
-    if isinstance(compiled, Expression) and compiled.type != BOOL:
+    compiled = _expression(value, path, compiler)
+    if compiled is not None and compiled.type != BOOL:
         compiler.problem(path, f"must be a bool expression, not {compiled.type}"
                          + (" (cast it with (bool))" if compiled.type == "object" else ""))
         return None
@@ -595,9 +601,12 @@ def _validate_jwt(e: _Element, section: str) -> ValidateJwt | None:
                 kid = key.string("id")
                 certificate = key.string("certificate-id")
                 n, exponent = key.string("n"), key.string("e")
-                value = key.body_text()
-                if isinstance(value, Expression):
+                text = key.body_text()
+                value: str | None = None
+                if isinstance(text, Expression):
                     key.problem("policy expressions are not supported in keys", kind=UNSUPPORTED)
+                else:
+                    value = text
                 if certificate is not None:
                     key.problem("certificate-id is not supported (give n and e, or the key)",
                                 "certificate-id", UNSUPPORTED)
