@@ -8,6 +8,7 @@ exceptions. Compiled once per configuration; the executor in
 ``docs/policies.md`` lists what is supported and how it differs from APIM.
 """
 
+from ._describe import describe
 from ._expressions import (
     Expression,
     ExpressionError,
@@ -56,6 +57,7 @@ from ._steps import (
     Quota,
     RateLimit,
     RateLimitByKey,
+    RedactedStr,
     Retry,
     ReturnResponse,
     RewriteUri,
@@ -108,6 +110,7 @@ __all__ = [
     "Quota",
     "RateLimit",
     "RateLimitByKey",
+    "RedactedStr",
     "Retry",
     "ReturnResponse",
     "RewriteUri",
@@ -127,6 +130,7 @@ __all__ = [
     "compile_document",
     "compile_expression",
     "compile_scopes",
+    "describe",
     "is_expression",
     "referenced_named_values",
     "to_text",

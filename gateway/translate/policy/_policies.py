@@ -12,9 +12,10 @@ to serve a partial pipeline.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from ._expressions import BOOL, Expression, ExpressionError, compile_expression, is_expression
@@ -36,6 +37,7 @@ from ._steps import (
     Quota,
     RateLimit,
     RateLimitByKey,
+    RedactedStr,
     Retry,
     ReturnResponse,
     RewriteUri,
@@ -50,6 +52,7 @@ from ._steps import (
     Text,
     ValidateJwt,
     When,
+    keep_secret,
 )
 from ._xml import Node, XmlError, parse_xml
 
@@ -118,7 +121,8 @@ class CompiledDocument:
 def referenced_named_values(text: str) -> frozenset[str]:
     """
     The ``{{names}}`` a document uses, found without parsing it: with their
-    values, the key under which a compiled document can be reused.
+    values and which of them are secret (secrecy changes how the compiled
+    steps show), the key under which a compiled document can be reused.
     """
     return frozenset(_NAMED_VALUE.findall(text))
 
@@ -128,33 +132,64 @@ def referenced_named_values(text: str) -> frozenset[str]:
 
 @dataclass
 class _Compiler:
-    """The state of one document's compilation."""
+    """
+    The state of one document's compilation.
+
+    :ivar secrets: the names in :attr:`named_values` whose values are
+        secret: substituted for real, shown as ``{{name}}``.
+    """
 
     named_values: Mapping[str, str]
+    secrets: Collection[str] = frozenset()
     problems: list[PolicyProblem] = field(default_factory=list)
 
     def problem(self, path: str, message: str, kind: str = INVALID) -> None:
-        self.problems.append(PolicyProblem(path, message, kind))
+        self.problems.append(PolicyProblem(path, self.scrub(message), kind))
+
+    def scrub(self, message: str) -> str:
+        """
+        ``message`` with each secret value replaced by ``{{name}}``:
+        problems quote bad values (``must be an integer, not '…'``, an
+        expression's unknown name), and problems are logged and served on
+        ``/config``. Longest values first, so one secret inside another
+        is not half replaced.
+        """
+        values = sorted(((self.named_values[name], name) for name in self.secrets
+                         if self.named_values.get(name)), key=lambda item: -len(item[0]))
+        for value, name in values:
+            message = message.replace(value, "{{" + name + "}}")
+        return message
 
     def substitute(self, value: str, path: str) -> str | None:
-        """``{{name}}`` → its value; ``None`` (and a problem) for an unknown name."""
+        """
+        ``{{name}}`` → its value; ``None`` (and a problem) for an unknown
+        name. When a secret went in, the result is a :class:`RedactedStr`
+        that shows the text with that ``{{name}}`` left as written.
+        """
         if "{{" not in value:
             return value
         missing: list[str] = []
+        secret = False
 
         def replace(match: re.Match[str]) -> str:
+            nonlocal secret
             name = match.group(1)
             if name not in self.named_values:
                 missing.append(name)
                 return ""
+            secret = secret or name in self.secrets
             return self.named_values[name]
+
+        def show(match: re.Match[str]) -> str:
+            name = match.group(1)
+            return match.group(0) if name in self.secrets else self.named_values[name]
 
         out = _NAMED_VALUE.sub(replace, value)
         if missing:
             for name in missing:
                 self.problem(path, f"unknown named value {name!r}")
             return None
-        return out
+        return RedactedStr(out, _NAMED_VALUE.sub(show, value)) if secret else out
 
 
 class _Element:
@@ -288,12 +323,19 @@ def _text(value: str, path: str, compiler: _Compiler) -> Text | None:
 
 
 def _expression(value: str, path: str, compiler: _Compiler) -> Expression | None:
-    """``value`` (known to be ``@(...)`` or ``@{...}``) compiled, or ``None`` and a problem."""
+    """
+    ``value`` (known to be ``@(...)`` or ``@{...}``) compiled, or ``None``
+    and a problem. An expression a secret went into keeps the secret in its
+    closures and shows the ``{{name}}`` form as its :attr:`~Expression.source`.
+    """
     try:
-        return compile_expression(value)
+        compiled = compile_expression(value)
     except ExpressionError as error:
         compiler.problem(path, str(error))
         return None
+    if isinstance(value, RedactedStr):
+        return dataclasses.replace(compiled, source=value.shown)
+    return compiled
 
 
 def _condition(value: str, path: str, compiler: _Compiler) -> Condition | None:
@@ -397,7 +439,7 @@ def _set_method(e: _Element, section: str) -> SetMethod | None:
     if method is None:
         return None
     if isinstance(method, str):
-        method = method.strip().upper()
+        method = keep_secret(method, method.strip().upper())
         if not method or not method.isalpha():
             e.problem(f"must be an HTTP method, not {method!r}")
             return None
@@ -532,7 +574,7 @@ def _cors(e: _Element, section: str) -> Cors | None:
             max_age = sub.integer("preflight-result-max-age", 0, low=0)
             methods = _list(e, child, "method", "methods", True, read=("preflight-result-max-age",))
             if methods is not None:
-                methods = tuple(m.strip().upper() for m in methods)
+                methods = tuple(keep_secret(m, m.strip().upper()) for m in methods)
         elif child.tag == "allowed-headers":
             headers = _list(e, child, "header", "headers", True)
         else:
@@ -550,7 +592,7 @@ def _cors(e: _Element, section: str) -> Cors | None:
     if e.failed or None in (origins, methods, headers, expose, max_age, credentials, terminate):
         return None
     return Cors(
-        allowed_origins=tuple(o.rstrip("/") for o in origins),  # type: ignore[union-attr]
+        allowed_origins=tuple(keep_secret(o, o.rstrip("/")) for o in origins),  # type: ignore[union-attr]
         allowed_methods=methods,  # type: ignore[arg-type]
         allowed_headers=headers,  # type: ignore[arg-type]
         expose_headers=expose,  # type: ignore[arg-type]
@@ -850,13 +892,21 @@ def _section(node: Node, compiler: _Compiler) -> tuple[Step | Base, ...]:
     return tuple(out)
 
 
-def compile_document(text: str, named_values: Mapping[str, str] = {}) -> CompiledDocument:
+def compile_document(text: str, named_values: Mapping[str, str] = {},
+                     secrets: Collection[str] = frozenset()) -> CompiledDocument:
     """
     Compile one scope's policy document. Never raises: whatever is wrong is
     in :attr:`CompiledDocument.problems`, and a document with any
     problem must not be served as a partial pipeline.
+
+    :param named_values: name → value, substituted for ``{{name}}``.
+    :param secrets: the names among them whose values are secret
+        (:attr:`gateway.model.NamedValue.secret`): steps hold the real
+        value, but their ``repr``, :func:`describe` and problem messages
+        show ``{{name}}``. A secret that becomes a number, a boolean or an
+        IP address (``count="{{n}}"``) is converted and shows as that.
     """
-    compiler = _Compiler(named_values)
+    compiler = _Compiler(named_values, secrets)
     try:
         root = parse_xml(text)
     except XmlError as error:

@@ -26,7 +26,7 @@ section without ``forward-request`` forwards nothing).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from ._policies import CompiledDocument, PolicyProblem, compile_document
 from ._steps import SECTIONS, Base, Pipeline, Step
@@ -83,7 +83,9 @@ def assemble(documents: Sequence[CompiledDocument | None]) -> Pipeline:
 
 
 def compile_scopes(
-    documents: Mapping[str, str | None], named_values: Mapping[str, str] = {}
+    documents: Mapping[str, str | None],
+    named_values: Mapping[str, str] = {},
+    secrets: Collection[str] = frozenset(),
 ) -> tuple[Pipeline, tuple[PolicyProblem, ...]]:
     """
     Compile and assemble the documents of one (product or none, operation)
@@ -93,6 +95,7 @@ def compile_scopes(
 
     Never raises. Each problem names its scope; with any problem the
     pipeline is incomplete and must not be served (the API answers 500).
+    ``named_values`` and ``secrets`` are as for :func:`compile_document`.
     """
     compiled: list[CompiledDocument | None] = []
     problems: list[PolicyProblem] = []
@@ -101,7 +104,7 @@ def compile_scopes(
         if text is None:
             compiled.append(_DEFAULT_GLOBAL if scope == GLOBAL else None)
             continue
-        document = compile_document(text, named_values)
+        document = compile_document(text, named_values, secrets)
         compiled.append(document)
         problems.extend(
             PolicyProblem(p.path, p.message, p.kind, scope) for p in document.problems

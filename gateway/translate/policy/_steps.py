@@ -4,16 +4,23 @@ The compiled form of a policy document: frozen data an executor runs.
 One dataclass per policy kind, with APIM's attribute names in snake case
 and APIM's defaults. Every value is already validated and converted
 (status codes are ``int``, IP ranges are integers, booleans are ``bool``);
-a value that may be a policy expression is a :data:`Text`: a plain
-``str``, or an :class:`~gateway.translate.policy.Expression` to evaluate
-on the request (``value if type(value) is str else value.text(context)``).
+a value that may be a policy expression is a :data:`Text`: a ``str``, or
+an :class:`~gateway.translate.policy.Expression` to evaluate on the
+request (``value if isinstance(value, str) else value.text(context)``).
 Nothing here is parsed again on the request path.
+
+A string that a secret named value went into is a :class:`RedactedStr`:
+a real ``str`` (the executor uses it as any other) whose ``repr`` shows
+``{{name}}`` instead of the secret, so printing a step, a pipeline or a
+test failure does not leak it. Use
+:func:`~gateway.translate.policy.describe` for anything shown to people.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
-from typing import Union
+from typing import Self, Union
 
 from ._expressions import Expression
 
@@ -36,6 +43,7 @@ __all__ = [
     "Quota",
     "RateLimit",
     "RateLimitByKey",
+    "RedactedStr",
     "Retry",
     "ReturnResponse",
     "RewriteUri",
@@ -59,6 +67,50 @@ SECTIONS = ("inbound", "backend", "outbound", "on-error")
 #: request to the backend; in ``outbound`` and ``on-error`` of the response.
 REQUEST = "request"
 RESPONSE = "response"
+
+class RedactedStr(str):
+    """
+    A string built from one or more secret named values.
+
+    It *is* the real value (``str`` operations, ``==``, hashing, writing
+    it into a header all see the secret), because the executor must send
+    it. Only ``repr`` differs: it shows :attr:`shown`, the same text with
+    ``{{name}}`` where each secret went, so a step's dataclass ``repr``
+    (logs, test failures, debuggers) never carries the secret. ``str()``
+    and f-strings still give the value: show steps with
+    :func:`~gateway.translate.policy.describe`, which uses :attr:`shown`.
+
+    :ivar shown: the displayable form; ``***`` when nothing better is known.
+    """
+
+    shown: str
+
+    def __new__(cls, value: str, shown: str = "***") -> Self:
+        self = super().__new__(cls, value)
+        object.__setattr__(self, "shown", shown)
+        return self
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    def __repr__(self) -> str:
+        return repr(self.shown)
+
+    def __reduce__(self) -> tuple[type[RedactedStr], tuple[str, str]]:
+        """Copies and pickles rebuild it with :attr:`shown` (``str``'s own would drop it)."""
+        return (type(self), (str(self), self.shown))
+
+
+def keep_secret(original: str, derived: str) -> str:
+    """
+    ``derived`` (``original`` stripped, upper-cased, …) still secret when
+    ``original`` was: ``str`` methods return plain ``str``, which would
+    otherwise drop the redaction of a value a compiler normalizes.
+    """
+    if isinstance(original, RedactedStr) and not isinstance(derived, RedactedStr):
+        return RedactedStr(derived, "***")
+    return derived
+
 
 #: A literal string, or an expression evaluated per request.
 Text = Union[str, Expression]
@@ -164,10 +216,28 @@ class IpFilter:
     ``ip-filter``: ``action`` allow or forbid; ``ranges`` are inclusive
     ``(version, first, last)`` integer triples, a single ``address`` being a
     range of one, so the executor compares integers.
+    :attr:`addresses` is the same list as people write it.
     """
 
     action: str
     ranges: tuple[tuple[int, int, int], ...]
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """
+        :attr:`ranges` as text (``10.0.0.1``, ``10.0.0.0-10.0.0.255``):
+        derived from the integers, so what is shown is exactly what is
+        matched, in the order of the document.
+        """
+        return tuple(_range_text(*triple) for triple in self.ranges)
+
+
+def _range_text(version: int, first: int, last: int) -> str:
+    """One ``(version, first, last)`` triple as an address or ``first-last``."""
+    address = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+    if first == last:
+        return str(address(first))
+    return f"{address(first)}-{address(last)}"
 
 
 @dataclass(frozen=True, slots=True)

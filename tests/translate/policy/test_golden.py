@@ -7,20 +7,21 @@ Set ``APIMGW_REGENERATE_GOLDEN=1`` to rewrite the ``.out.yaml`` files, then
 review the diff: a golden file is a claim about behaviour.
 
 Each case's first line is an XML comment saying what it shows. Every case
-is compiled with :data:`NAMED_VALUES`.
+is compiled with :data:`NAMED_VALUES`, those in :data:`SECRETS` secret, and
+shown with :func:`~gateway.translate.policy.describe` (the helper ``/config``
+uses), so the golden files also pin how steps are shown.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import MISSING, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import yaml
 from twisted.trial.unittest import SynchronousTestCase
 
-from gateway.translate.policy import SECTIONS, Base, CompiledDocument, Expression, compile_document
+from gateway.translate.policy import CompiledDocument, compile_document, describe
 
 TESTDATA = Path(__file__).parent / "testdata"
 REGENERATE = "APIMGW_REGENERATE_GOLDEN"
@@ -31,34 +32,13 @@ NAMED_VALUES = {
     "jwt-signing-key": "c2VjcmV0LXNpZ25pbmcta2V5",
     "idp": "https://login.example.com/contoso",
 }
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Expression):
-        return value.source
-    if isinstance(value, Base):
-        return "<base/>"
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    if is_dataclass(value) and not isinstance(value, type):
-        out: dict[str, Any] = {"policy": type(value).__name__}
-        for f in fields(value):
-            item = getattr(value, f.name)
-            if f.default is not MISSING and item == f.default:
-                continue
-            out[f.name] = _plain(item)
-        return out
-    return value
+#: The named values that are secret, as a signing key is in APIM.
+SECRETS = frozenset({"jwt-signing-key"})
 
 
 def canonical(document: CompiledDocument) -> str:
     """Sections in order (absent ones shown as ``inherited``), then problems."""
-    doc: dict[str, Any] = {}
-    for name in SECTIONS:
-        section = document.section(name)
-        doc[name] = "inherited" if section is None else _plain(section)
-    doc["problems"] = [f"{p.kind}: {p}" for p in document.problems]
-    return yaml.safe_dump(doc, sort_keys=False, width=1000, allow_unicode=True)
+    return yaml.safe_dump(describe(document), sort_keys=False, width=1000, allow_unicode=True)
 
 
 def _cases() -> list[Path]:
@@ -84,7 +64,7 @@ class PolicyGoldenTests(SynchronousTestCase):
 
 def _golden_test(case: Path) -> Callable[[PolicyGoldenTests], None]:
     def test(self: PolicyGoldenTests) -> None:
-        got = canonical(compile_document(case.read_text(), NAMED_VALUES))
+        got = canonical(compile_document(case.read_text(), NAMED_VALUES, SECRETS))
         expected = case.with_name(case.stem + ".out.yaml")
         if os.environ.get(REGENERATE):
             expected.write_text(got)
