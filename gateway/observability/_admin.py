@@ -29,6 +29,8 @@ from twisted.logger import ILogObserver, Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from gateway.routing import LiveGeneration
+
 from ._configdump import describe_generation
 from ._health import Health
 from ._metrics import GatewayMetrics
@@ -137,7 +139,7 @@ class AdminResource(Resource):
         self,
         metrics: GatewayMetrics,
         health: Health,
-        generations: Any,
+        generations: LiveGeneration,
         *,
         token: str | AdminToken | None = None,
     ) -> None:

@@ -10,12 +10,15 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from gateway.routing import Generation
+from gateway.translate import CertificateEntry
+
 
 def _time(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def describe_generation(generation: Any) -> dict[str, Any]:
+def describe_generation(generation: Generation) -> dict[str, Any]:
     """A JSON-ready description of one generation (no secrets)."""
     if generation is None:
         return {
@@ -74,7 +77,7 @@ def describe_generation(generation: Any) -> dict[str, Any]:
     }
 
 
-def _certificate(entry: Any, default: Any) -> dict[str, Any]:
+def _certificate(entry: CertificateEntry, default: Any) -> dict[str, Any]:
     """One certificate: what it is and where it is served; never its key."""
     return {
         "object": str(entry.ref),
@@ -92,7 +95,7 @@ def _certificate(entry: Any, default: Any) -> dict[str, Any]:
     }
 
 
-def _default_certificate(generation: Any) -> dict[str, Any] | None:
+def _default_certificate(generation: Generation) -> dict[str, Any] | None:
     """
     The certificate served for unknown or absent server names, when the
     gateway serves HTTPS: the configured default or the generated one.
