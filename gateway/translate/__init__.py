@@ -2,7 +2,9 @@
 Pure translation from source objects to one validated configuration.
 
 Merge and precedence rules live here ("last one wins" by the object's own
-modification time, then a stable tiebreak). No Twisted, no I/O, no clock.
+modification time, then a stable tiebreak), and so do the API management
+rules: each operation's compiled policy pipelines and the subscription
+key index. No Twisted, no I/O, no clock.
 """
 
 from ._certificates import DEFAULT_ROLE, InvalidCertificate, certificate_entry, covers
@@ -15,14 +17,35 @@ from ._config import (
     CertificateEntry,
     GatewayConfig,
     OperationSpec,
+    Pipelines,
     Problem,
     RouteEntry,
     Shadowing,
+)
+from ._pipelines import MASK, describe_pipeline
+from ._subscriptions import (
+    INVALID_KEY,
+    MISSING_KEY,
+    Access,
+    ApiAccess,
+    Denial,
+    SubscriptionEntry,
+    SubscriptionIndex,
 )
 from ._translate import InvalidObject, normalize_host, parse_backend, parse_template, translate
 
 __all__ = [
     "DEFAULT_ROLE",
+    "INVALID_KEY",
+    "MASK",
+    "MISSING_KEY",
+    "Access",
+    "ApiAccess",
+    "Denial",
+    "Pipelines",
+    "SubscriptionEntry",
+    "SubscriptionIndex",
+    "describe_pipeline",
     "InvalidCertificate",
     "certificate_entry",
     "covers",

@@ -7,9 +7,20 @@ never needs checking again on the request path.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from gateway.model import ObjectRef, Problem
+
+from ._subscriptions import ApiAccess, SubscriptionIndex
+from .policy import Pipeline
+
+#: An operation's (or an API's) effective pipelines by product context:
+#: the id of the product whose subscription the request came with, or
+#: ``None`` for a request in no product's context (no key, or a key scoped
+#: to the API or to all APIs). Built once per configuration; the proxy
+#: picks one with a single ``get``.
+Pipelines = Mapping[str | None, Pipeline]
 
 EXACT = "exact"
 PREFIX = "prefix"
@@ -63,6 +74,11 @@ class OperationSpec:
     method: str
     template: str
     segments: tuple[str, ...]
+    #: ``None``: no policy applies anywhere above this operation (the
+    #: proxy's plain path); else its effective pipeline per product
+    #: context (see :data:`Pipelines`). Excluded from the hash, not from
+    #: equality.
+    pipelines: Pipelines | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +108,19 @@ class RouteEntry:
         endpoints the proxy balances over, sorted (``backend`` still gives
         the ``Host`` header and the label); plain data, since the balancing
         state is runtime state (:mod:`gateway.upstream`).
+    :ivar access: for an API, what the subscription check needs (its id,
+        key names, products, ``subscriptionRequired``), answered against
+        :attr:`GatewayConfig.subscriptions`; ``None`` for a plain route
+        (Ingress and file routes are not APIM APIs: no key, no policy).
+    :ivar pipelines: the effective pipelines of an API *without*
+        operations (with operations they are on each
+        :class:`OperationSpec`); ``None`` when no policy applies, so the
+        plain path does nothing extra.
+    :ivar policy_error: set when a policy document this API's pipelines
+        are made of has a problem: the proxy answers every request of the
+        API with APIM's 500 envelope instead of running a partial
+        pipeline. The text names the policy objects (for the log), never
+        a secret.
     """
 
     host: str
@@ -108,6 +137,9 @@ class RouteEntry:
     https_redirect: bool = False
     endpoints: tuple[Backend, ...] | None = None
     schemes: frozenset[bytes] | None = None
+    access: ApiAccess | None = None
+    pipelines: Pipelines | None = field(default=None, hash=False)
+    policy_error: str | None = None
     #: ``(host, match, path)``: two routes with the same key conflict; the
     #: newer one wins.
     key: tuple[str, str, str] = field(init=False, repr=False, compare=False)
@@ -192,6 +224,13 @@ class GatewayConfig:
         covers the client's server name: the newest of those configured as
         default; ``None`` when none is (the TLS layer then serves a
         generated self-signed one).
+    :ivar subscriptions: the subscription key index of this generation
+        (key → subscription), with the APIM access rules
+        (:meth:`SubscriptionIndex.check`).
+    :ivar secrets: the values of the secret named values that compiled
+        pipelines hold, so that whatever shows a pipeline (``/config``,
+        :func:`~gateway.translate.describe_pipeline`) can mask them. Never
+        in ``repr``.
     """
 
     routes: tuple[RouteEntry, ...] = ()
@@ -199,3 +238,5 @@ class GatewayConfig:
     shadowed: tuple[Shadowing, ...] = ()
     certificates: tuple[CertificateEntry, ...] = ()
     default_certificate: ObjectRef | None = None
+    subscriptions: SubscriptionIndex = field(default_factory=lambda: SubscriptionIndex())
+    secrets: frozenset[str] = field(default=frozenset(), repr=False)

@@ -28,6 +28,8 @@ from gateway.model import (
     Subscription,
 )
 
+from ._pipelines import CompiledPolicy, PolicyTable, api_pipelines, build_policy_table
+from ._subscriptions import ApiAccess, SubscriptionIndex, build_index
 from ._certificates import (
     InvalidCertificate,
     certificate_entry,
@@ -226,10 +228,8 @@ def _precedence(entry: RouteEntry) -> tuple[float, ObjectRef]:
     return (-entry.modified, entry.origin)
 
 
-#: API management objects: they give no routes of their own. They are
-#: compiled into the APIs' pipelines and the subscription key index (issue
-#: 9); until then they are accepted and produce nothing, rather than being
-#: reported as unsupported.
+#: API management objects: they give no routes of their own; translation
+#: compiles them into the APIs' pipelines and the subscription key index.
 _MANAGEMENT = (Product, Subscription, NamedValue, Policy)
 
 
@@ -247,8 +247,6 @@ def _object_entries(obj: SourceObject) -> tuple[tuple[RouteEntry, ...], tuple[Pr
         problems: list[Problem] = []
         entries = _route_entries(obj.ref, obj.modified, body, problems)
         return tuple(entries), tuple(problems)
-    if isinstance(body, _MANAGEMENT):
-        return (), ()
     raise InvalidObject(f"unsupported object type {type(body).__name__}")
 
 
@@ -261,7 +259,9 @@ def translate(
     memo: BuildMemo | None = None,
 ) -> GatewayConfig:
     """
-    Validate every object, build route entries, and merge conflicts.
+    Validate every object, build route entries, and merge conflicts;
+    compile the policies into each API's pipelines and index the
+    subscription keys.
 
     An invalid object (or an invalid part of a route set) becomes a
     :class:`Problem` and is left out; everything else is served.
@@ -276,25 +276,46 @@ def translate(
         (if that has not expired), so a bad rotation does not take a host's
         certificate away; the problem is reported all the same.
     :param memo: reuse the entries of objects equal to those of the last
-        build (the result is the same with or without it; only faster when
-        one object among thousands changed).
+        build, and the compiled policy documents whose object and named
+        values did not change (the result is the same with or without it;
+        only faster when one object among thousands changed).
     """
     found: list[Problem] = list(problems)
     candidates: dict[tuple[str, str, str], list[RouteEntry]] = {}
     certificates: list[CertificateEntry] = []
     last_valid = {c.ref: c for c in previous.certificates} if previous is not None else {}
+    management: dict[type, list[SourceObject]] = {kind: [] for kind in _MANAGEMENT}
+    served: list[SourceObject] = []
     for obj in sorted(objects, key=lambda o: o.ref.order):
         body = obj.body
         if isinstance(body, Certificate):
             _certificate(obj, body, now, last_valid.get(obj.ref), certificates, found, memo)
-            continue
+        elif isinstance(body, _MANAGEMENT):
+            management[type(body)].append(obj)
+        else:
+            served.append(obj)
+    context = _Management.build(served, management, found, memo)
+    for obj in served:
+        body = obj.body
+        tag: object = "entries"
+        compute = lambda: _object_entries(obj)  # noqa: E731
+        if isinstance(body, Api):
+            # The API's entries with its access facts and pipelines, in one
+            # memo entry keyed by everything they depend on: the object
+            # (identity), its access facts (value) and the compiled policy
+            # documents involved (identity; the result holds them, so their
+            # ids stay unique while the entry lives). An unchanged API keeps
+            # the very same entries and operations, which the route
+            # table's memo reuses in turn.
+            access, involved = context.inputs(body)
+            tag = ("entries", access, tuple(map(id, involved)))
+            compute = lambda: context.attach(obj, body, access, involved)  # noqa: E731
         try:
-            entries, object_problems = remembered(
-                memo, obj, "entries", lambda: _object_entries(obj), (InvalidObject,)
-            )
+            result = remembered(memo, obj, tag, compute, (InvalidObject,))  # type: ignore[arg-type]
         except InvalidObject as e:
             found.append(Problem(obj.ref, str(e)))
             continue
+        entries, object_problems = result[0], result[1]
         found.extend(object_problems)
         for entry in entries:
             candidates.setdefault(entry.key, []).append(entry)
@@ -318,7 +339,127 @@ def translate(
         shadowed=tuple(shadowed),
         certificates=resolved,
         default_certificate=default,
+        subscriptions=context.index,
+        secrets=context.policies.secrets,
     )
+
+
+def _newest(objs: list[SourceObject], name: str, problems: list[Problem]) -> SourceObject:
+    """
+    One object among several with the same id: the newest, then the
+    smallest ref (the routes' rule); the others are reported.
+    """
+    ranked = sorted(objs, key=lambda o: (-o.modified, o.ref.order))
+    for loser in ranked[1:]:
+        problems.append(Problem(loser.ref, f"{ranked[0].ref} is newer for the same id "
+                                           f"{name!r}; this one is not applied"))
+    return ranked[0]
+
+
+def _by_name(objs: Iterable[SourceObject], problems: list[Problem]) -> dict[str, SourceObject]:
+    groups: dict[str, list[SourceObject]] = {}
+    for obj in objs:
+        groups.setdefault(obj.body.name, []).append(obj)  # type: ignore[union-attr]
+    return {name: _newest(group, name, problems) for name, group in sorted(groups.items())}
+
+
+class _Management:
+    """
+    The API management part of one translation: products, the compiled
+    policies, the subscription key index, and each API's access facts.
+    """
+
+    def __init__(self, products: dict[str, Product], policies: PolicyTable, index: SubscriptionIndex,
+                 apis: dict[str, Api]) -> None:
+        self.products = products
+        self.policies = policies
+        self.index = index
+        self.apis = apis
+        membership: dict[str, list[str]] = {}
+        for product_id, product in products.items():
+            if product.state != "published":
+                continue
+            for api_id in product.api_ids:
+                membership.setdefault(api_id, []).append(product_id)
+        self.membership = {a: tuple(sorted(p)) for a, p in membership.items()}
+
+    @classmethod
+    def build(cls, served: list[SourceObject], management: dict[type, list[SourceObject]],
+              problems: list[Problem], memo: BuildMemo | None) -> _Management:
+        api_objects = _by_name((o for o in served if isinstance(o.body, Api)), [])
+        apis: dict[str, Api] = {n: o.body for n, o in api_objects.items()}  # type: ignore[misc]
+        products = {n: o.body for n, o in _by_name(management[Product], problems).items()}
+        for name, product in products.items():
+            unknown = [a for a in product.api_ids if a not in apis]  # type: ignore[union-attr]
+            if unknown:
+                ref = next(o.ref for o in management[Product] if o.body is product)
+                problems.append(Problem(ref, f"no API {', '.join(map(repr, unknown))}; "
+                                             "left out of the product"))
+        named = {n: o.body for n, o in _by_name(management[NamedValue], problems).items()}
+        policies = build_policy_table(management[Policy], named, apis, products,  # type: ignore[arg-type]
+                                      problems, memo)
+        subscriptions = _by_name(management[Subscription], problems)
+        index = build_index(subscriptions.values(), products, frozenset(apis),  # type: ignore[arg-type]
+                            problems)
+        return cls(products, policies, index, apis)  # type: ignore[arg-type]
+
+    def access(self, api: Api) -> ApiAccess:
+        products = self.membership.get(api.name, ())
+        open_products = [p for p in products if not self.products[p].subscription_required]
+        return ApiAccess(
+            api_id=api.name,
+            subscription_required=api.subscription_required,
+            key_names=api.subscription_key_parameter_names,
+            products=products,
+            open_product=open_products[0] if open_products else None,
+        )
+
+    def inputs(self, api: Api) -> tuple[ApiAccess, tuple[CompiledPolicy | None, ...]]:
+        """
+        What an API's pipelines depend on: its access facts and the
+        compiled policies of its scopes, in :func:`api_pipelines`' order.
+        """
+        access = self.access(api)
+        table = self.policies
+        involved: tuple[CompiledPolicy | None, ...] = (
+            table.global_,
+            *(table.products.get(p) for p in access.products),
+            table.apis.get(api.name),
+            *(table.operations.get((api.name, op.name)) for op in api.operations),
+        )
+        return access, involved
+
+    def attach(
+        self,
+        obj: SourceObject,
+        api: Api,
+        access: ApiAccess,
+        involved: tuple[CompiledPolicy | None, ...],
+    ) -> tuple[tuple[RouteEntry, ...], tuple[Problem, ...], tuple[CompiledPolicy | None, ...]]:
+        """
+        The API's route entries with its access facts and pipelines (or
+        its policy error), its problems, and ``involved`` (kept with a
+        memoized result; see :func:`translate`).
+
+        :raises InvalidObject: the API itself is invalid.
+        """
+        entries, problems = _object_entries(obj)
+        pipelines, error = api_pipelines(api, access.products, involved)
+        operations = entries[0].operations if entries else None
+        if operations is not None and pipelines is not None:
+            operations = tuple(replace(op, pipelines=pipelines[op.name]) for op in operations)
+        attached = tuple(
+            replace(
+                entry,
+                access=access,
+                operations=operations,
+                pipelines=pipelines[""] if pipelines is not None and operations is None else None,
+                policy_error=error,
+            )
+            for entry in entries
+        )
+        return attached, problems, involved
+
 
 
 def _certificate(

@@ -40,15 +40,22 @@ from gateway.model import (
     Api,
     Body,
     Certificate,
+    NamedValue,
     ObjectRef,
     Operation,
+    Policy,
+    PolicyScope,
     Problem,
+    Product,
     Route,
     RouteSet,
     SourceObject,
+    Subscription,
+    SubscriptionScope,
 )
 from gateway.testing.certs import IssuedCertificate, private_key_pem, self_signed
-from gateway.translate import Backend, GatewayConfig, translate
+from gateway.translate import Backend, GatewayConfig, describe_pipeline, translate
+from gateway.translate.policy import Pipeline
 
 TESTDATA = Path(__file__).parent / "testdata" / "translate"
 
@@ -252,11 +259,49 @@ def _certificate(doc: Mapping[str, Any], builder: _CertificateBuilder, where: st
     )
 
 
+def _product(doc: Mapping[str, Any], ref: ObjectRef, where: str) -> Product:
+    _keys(doc, where, set(), {"name", "apis", "subscriptionRequired", "state"})
+    return Product(
+        name=str(doc.get("name", ref.name)),
+        api_ids=tuple(doc.get("apis", ())),
+        subscription_required=bool(doc.get("subscriptionRequired", True)),
+        state=str(doc.get("state", "published")),
+    )
+
+
+def _subscription(doc: Mapping[str, Any], ref: ObjectRef, where: str) -> Subscription:
+    _keys(doc, where, {"scope", "primaryKey"}, {"name", "secondaryKey", "state"})
+    return Subscription(
+        name=str(doc.get("name", ref.name)),
+        scope=SubscriptionScope.parse(str(doc["scope"])),
+        primary_key=str(doc["primaryKey"]),
+        secondary_key=None if doc.get("secondaryKey") is None else str(doc["secondaryKey"]),
+        state=str(doc.get("state", "active")),
+    )
+
+
+def _named_value(doc: Mapping[str, Any], ref: ObjectRef, where: str) -> NamedValue:
+    _keys(doc, where, {"value"}, {"name", "secret"})
+    return NamedValue(str(doc.get("name", ref.name)), str(doc["value"]),
+                      secret=bool(doc.get("secret", False)))
+
+
+def _policy(doc: Mapping[str, Any], where: str) -> Policy:
+    _keys(doc, where, {"xml"}, {"product", "api", "operation"})
+    product, api, operation = (str(doc.get(k, "")) for k in ("product", "api", "operation"))
+    scope = "operation" if operation else "api" if api else "product" if product else "global"
+    return Policy(PolicyScope(scope, product_id=product, api_id=api, operation_id=operation),
+                  str(doc["xml"]))
+
+
+_BODIES = ("api", "routes", "certificate", "product", "subscription", "namedValue", "policy")
+
+
 def _object(doc: Mapping[str, Any], builder: _CertificateBuilder, where: str) -> SourceObject:
-    _keys(doc, where, {"ref", "modified"}, {"api", "routes", "certificate"})
-    bodies = [k for k in ("api", "routes", "certificate") if k in doc]
+    _keys(doc, where, {"ref", "modified"}, set(_BODIES))
+    bodies = [k for k in _BODIES if k in doc]
     if len(bodies) != 1:
-        raise ValueError(f"{where}: give exactly one of api, routes, certificate")
+        raise ValueError(f"{where}: give exactly one of {', '.join(_BODIES)}")
     ref = parse_ref(doc["ref"])
     where = f"{where} ({ref})"
     body: Body
@@ -264,6 +309,14 @@ def _object(doc: Mapping[str, Any], builder: _CertificateBuilder, where: str) ->
         body = _api(doc["api"], ref, where)
     elif bodies[0] == "routes":
         body = _routes(doc["routes"], where)
+    elif bodies[0] == "product":
+        body = _product(doc["product"], ref, where)
+    elif bodies[0] == "subscription":
+        body = _subscription(doc["subscription"], ref, where)
+    elif bodies[0] == "namedValue":
+        body = _named_value(doc["namedValue"], ref, where)
+    elif bodies[0] == "policy":
+        body = _policy(doc["policy"], where)
     else:
         body = _certificate(doc["certificate"], builder, where)
     return SourceObject(ref, parse_time(doc["modified"]), body)
@@ -313,9 +366,12 @@ class _Renderer:
     ``repr`` (PEM chains, private keys, derived keys) never appear.
     """
 
-    def __init__(self, built: Mapping[str, IssuedCertificate]) -> None:
+    def __init__(self, built: Mapping[str, IssuedCertificate],
+                 secrets: frozenset[str] = frozenset()) -> None:
         #: Fingerprint → the id the certificate was built under.
         self._names = {issued.fingerprint: ident for ident, issued in built.items()}
+        #: Secret named values, masked wherever a pipeline is shown.
+        self._secrets = secrets
 
     def certificate_name(self, fingerprint: str) -> str:
         """The per-run fingerprint of a built certificate as ``<id>``."""
@@ -332,6 +388,14 @@ class _Renderer:
     def plain(self, value: Any, name: str = "") -> Any:
         if isinstance(value, ObjectRef):
             return str(value)
+        if isinstance(value, Pipeline):
+            return _Block(describe_pipeline(value, self._secrets))
+        if isinstance(value, Mapping):
+            # Pipelines by product context; ``None`` (no product) first.
+            return {
+                "(no product)" if k is None else str(k): self.plain(v)
+                for k, v in sorted(value.items(), key=lambda kv: (kv[0] is not None, kv[0] or ""))
+            }
         if isinstance(value, Backend):
             return value.url
         if isinstance(value, bytes):
@@ -381,7 +445,14 @@ def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
     return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
 
 
+class _Block(list):  # type: ignore[type-arg]
+    """A pipeline's lines: one per line, however short."""
+
+
 _Dumper.add_representer(list, _represent_list)
+_Dumper.add_representer(
+    _Block, lambda d, data: d.represent_sequence("tag:yaml.org,2002:seq", list(data), flow_style=False)
+)
 
 
 def canonical(config: GatewayConfig, built: Mapping[str, IssuedCertificate] = {}) -> str:
@@ -392,7 +463,7 @@ def canonical(config: GatewayConfig, built: Mapping[str, IssuedCertificate] = {}
     backends as URLs, certificates without PEM or key and named by the
     ``id`` they were built under. Top-level keys are always present.
     """
-    doc = _Renderer(built).fields(config, keep_defaults=True)
+    doc = _Renderer(built, config.secrets).fields(config, keep_defaults=True)
     return yaml.dump(doc, Dumper=_Dumper, sort_keys=True, width=1000, allow_unicode=True)
 
 

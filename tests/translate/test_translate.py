@@ -187,11 +187,11 @@ class DecodeProblemTests(SynchronousTestCase):
 class ManagementObjectTests(SynchronousTestCase):
     """Products, subscriptions, named values and policies in a translation's input."""
 
-    def test_managementObjectsSkipped(self) -> None:
+    def test_managementObjectsGiveNoRoutesOfTheirOwn(self) -> None:
         """
         Products, subscriptions, named values and policies give no route and
-        no "unsupported object type" problem: the table is the same as
-        without them (they are compiled into pipelines elsewhere, later).
+        no "unsupported object type" problem: the API's route is the same
+        one, now carrying its products, its pipelines and the key index.
         """
         from gateway.model import (
             NamedValue,
@@ -214,5 +214,11 @@ class ManagementObjectTests(SynchronousTestCase):
         alone = translate([api("users", "users")])
         config = translate([api("users", "users"), *managed])
         self.assertEqual(config.problems, ())
-        self.assertEqual(config.routes, alone.routes)
+        self.assertEqual([r.key for r in config.routes], [r.key for r in alone.routes])
+        (entry,) = config.routes
+        assert entry.access is not None and entry.pipelines is not None
+        self.assertEqual(entry.access.products, ("starter",))
+        self.assertEqual(sorted(entry.pipelines, key=str), [None, "starter"])
+        self.assertIsNone(alone.routes[0].pipelines)
+        self.assertEqual(len(config.subscriptions), 2)
         self.assertEqual(translate(managed).routes, ())
