@@ -298,7 +298,9 @@ def _add_reconciler(
     )
     top.reconciler.setServiceParent(top)
     if top.ingress is not None:
-        status = StatusStage([IngressStatusWriter(top.ingress, reactor=reactor)])
+        writer = IngressStatusWriter(top.ingress, reactor=reactor)
+        metrics.ingress.attach_status(writer)
+        status = StatusStage([writer])
         status.setServiceParent(top)
         top.reconciler.add_swap_listener(status.generation_swapped)
 

@@ -255,6 +255,14 @@ class IngressSourceStatus(_SourceCollector):
       failures an unreachable or refusing API server.
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._writer: Any = None
+
+    def attach_status(self, writer: Any) -> None:
+        """Count the status writes of ``writer`` (it has ``updates``)."""
+        self._writer = writer
+
     def collect_from(self, source: Any) -> Iterator[Metric]:
         translation = source.translation
         yield GaugeMetricFamily(
@@ -280,7 +288,7 @@ class IngressSourceStatus(_SourceCollector):
         yield CounterMetricFamily(
             "apimgw_ingress_status_updates",
             "Ingress status writes.",
-            value=source.status.updates if source.status is not None else 0,
+            value=self._writer.updates if self._writer is not None else 0,
         )
         families = {
             "synced": GaugeMetricFamily(

@@ -332,8 +332,6 @@ class IngressStatusWriter(MultiService):
         self._waiting: Deferred[Any] | None = None
         #: ``(ingress, reason, message)`` written as Events while leading.
         self._reported: set[tuple[str, str, str]] = set()
-        # The metrics collector reads the status writes through the source.
-        source.status = self
 
     def __repr__(self) -> str:
         return f"<IngressStatusWriter for {self._source!r}>"

@@ -133,3 +133,37 @@ class AccessLogTests(SynchronousTestCase):
     def test_unknown_format_refused(self) -> None:
         """An unknown format is a ValueError naming the setting."""
         self.assertRaises(ValueError, AccessLog, "xml")
+
+
+class IngressStatusMetricsTests(SynchronousTestCase):
+    """The Ingress collector reads the source and, separately, its status writer."""
+
+    def test_status_writes_come_from_the_writer(self) -> None:
+        """apimgw_ingress_status_updates_total counts the attached writer's writes (0 without one)."""
+
+        class Source:
+            translation = None
+            translations = 3
+            leading = True
+            running = True
+            informers: dict[str, object] = {}
+
+        class Writer:
+            updates = 7
+
+        metrics = GatewayMetrics(clock=lambda: 0.0)
+        metrics.ingress.attach(Source())
+
+        def scraped() -> dict[str, float]:
+            text = generate_latest(metrics.registry).decode()
+            return {
+                s.name: s.value
+                for family in text_string_to_metric_families(text)
+                for s in family.samples
+                if s.name.startswith("apimgw_ingress_")
+            }
+
+        self.assertEqual(scraped()["apimgw_ingress_status_updates_total"], 0)
+        metrics.ingress.attach_status(Writer())
+        self.assertEqual(scraped()["apimgw_ingress_status_updates_total"], 7)
+        self.assertEqual(scraped()["apimgw_ingress_translations_total"], 3)

@@ -113,9 +113,6 @@ class IngressSource(MultiService):
     :ivar election: the Lease election of the replica that writes status
         and Events (``None`` without one, or before start).
     :ivar identity: this replica's name in the election and in Events.
-    :ivar status: the status writer attached to this source's Ingresses,
-        set by :class:`gateway.status.IngressStatusWriter` (``None``
-        without one); only the metrics collector reads it.
     """
 
     _log = Logger()
@@ -185,7 +182,6 @@ class IngressSource(MultiService):
         self._memo = IngressMemo()
         self.translations = 0
         self.election: LeaderElection | None = None
-        self.status: Any = None
         #: Secrets referenced by served Ingresses; ``None`` until the first
         #: decoding (the first list keeps every TLS Secret, so starting
         #: up needs no GET per Secret; the unreferenced ones go right after).
