@@ -174,7 +174,9 @@ def build_policy_table(
         for loser in ranked[1:]:
             problems.append(Problem(loser.ref, f"{scope_id}: {winner.ref} is newer for the same "
                                                "scope; this policy is not applied"))
-        scope = winner.body.scope  # type: ignore[union-attr]
+        policy = winner.body
+        assert isinstance(policy, Policy)
+        scope = policy.scope
         missing = None
         if scope.scope == "product" and scope.product_id not in products:
             missing = f"no product {scope.product_id!r}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from typing import Iterable
+from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 from gateway.memo import BuildMemo, remembered
@@ -298,7 +298,7 @@ def translate(
     for obj in served:
         body = obj.body
         tag: object = "entries"
-        compute = lambda: _object_entries(obj)  # noqa: E731
+        compute: Callable[[], tuple[Any, ...]] = lambda: _object_entries(obj)  # noqa: E731
         if isinstance(body, Api):
             # The API's entries with its access facts and pipelines, in one
             # memo entry keyed by everything they depend on: the object

@@ -194,6 +194,7 @@ class ManagementObjectTests(SynchronousTestCase):
         one, now carrying its products, its pipelines and the key index.
         """
         from gateway.model import (
+            Body,
             NamedValue,
             Policy,
             PolicyScope,
@@ -203,7 +204,7 @@ class ManagementObjectTests(SynchronousTestCase):
             kind_of,
         )
 
-        bodies = [
+        bodies: list[Body] = [
             Product("starter", api_ids=("users",)),
             Subscription("s", SubscriptionScope("product", "starter"), "key-1", "key-2"),
             NamedValue("secret", "v", secret=True),
