@@ -58,6 +58,7 @@ def forward_request_headers(
     forwarded_proto: bytes,
     forwarded_host: bytes,
     request_id: bytes,
+    drop: bytes | None = None,
 ) -> list[tuple[bytes, bytes]]:
     """
     The header list to send to the backend.
@@ -65,6 +66,8 @@ def forward_request_headers(
     :param raw: the client's headers as ``(name, [values])`` pairs
         (twisted.web's ``getAllRawHeaders()``); repeated values are kept,
         each as its own header line, in order.
+    :param drop: one more header name (lower case) not to forward: the
+        subscription key's, which the backend must never see.
     :param host: the ``Host`` to send (the backend's authority, or the
         client's when the route preserves it).
     :param forwarded_for: the complete ``X-Forwarded-For`` value (any
@@ -79,7 +82,7 @@ def forward_request_headers(
             break
     for name, values in raw:
         lower = name.lower()
-        if lower in _REPLACED_ON_REQUEST or lower in named:
+        if lower in _REPLACED_ON_REQUEST or lower in named or lower == drop:
             continue
         for value in values:
             headers.append((name, value))

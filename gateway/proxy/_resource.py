@@ -15,6 +15,7 @@ import os
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote_plus
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer, IReactorTime
@@ -24,7 +25,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from gateway.routing import LiveGeneration
-from gateway.translate import KIND_API, Backend, RouteEntry
+from gateway.translate import KIND_API, Backend, Denial, RouteEntry
 from gateway.upstream import FAILURE_HOLD, BackendError, BackendPool, BackendTimeout, Exchange
 
 from ._contracts import ProxyHealth, ProxyObserver, ProxyRequest
@@ -35,6 +36,23 @@ STATUS_PATH = b"/status-0123456789abcdef"
 
 #: How backend failures are reported to clients.
 ERROR_MODES = ("apim", "http")
+
+
+def _take_query_key(query: bytes, prefix: bytes) -> tuple[str | None, bytes]:
+    """
+    The subscription key from the query (the first ``name=value`` whose
+    name matches, percent-decoded) and the query without any parameter of
+    that name, so the backend never sees it.
+    """
+    key: str | None = None
+    kept = []
+    for part in query.split(b"&"):
+        if part.startswith(prefix):
+            if key is None:
+                key = unquote_plus(part[len(prefix) :].decode("latin-1"))
+            continue
+        kept.append(part)
+    return key, b"&".join(kept)
 
 
 def _unchanged(target: str) -> str:
@@ -183,6 +201,26 @@ class ProxyResource(Resource):
         body = request.content
         if getattr(body, "exceeded", False):
             return self._answer(request, started, 413, _TOO_LARGE, entry.label)
+        access = entry.access
+        drop = None
+        if access is not None:
+            # An APIM API: the subscription key decides (header first, the
+            # query only without it); the key never reaches the backend.
+            values = request.requestHeaders.getRawHeaders(access.header)
+            if values:
+                key: str | None = values[0].decode("latin-1")
+                drop = access.header
+            elif query and access.query_prefix in query:
+                key, query = _take_query_key(query, access.query_prefix)
+            else:
+                key = None
+            verdict = generation.config.subscriptions.check(access, key)
+            if verdict.__class__ is Denial:
+                denial: Denial = verdict  # type: ignore[assignment]
+                body_bytes = envelope(denial.status, denial.message)
+                return self._answer(request, started, denial.status, body_bytes, entry.label)
+            if entry.policy_error is not None:
+                return self._policy_failed(request, started, entry)
         backend = entry.backend
         if entry.kind == KIND_API:
             target = (backend.base_path + match.rest) or "/"
@@ -206,6 +244,7 @@ class ProxyResource(Resource):
             forwarded_proto=self._scheme,
             forwarded_host=host_bytes,
             request_id=request_id,
+            drop=drop,
         )
         length = body.size if body is not None else 0
         endpoints = entry.endpoints
@@ -282,6 +321,23 @@ class ProxyResource(Resource):
             request, status, len(body), self._clock.seconds() - started, route, "-", "-"
         )
         return body
+
+    def _policy_failed(self, request: ProxyRequest, started: float, entry: RouteEntry) -> bytes:
+        """
+        The API's policies did not compile: 500 with the envelope rather
+        than a partial pipeline; the reason is in /config and the log line.
+        """
+        request_id = self._request_id(request)
+        activity_id = request_id.decode("latin-1")
+        self._log.error(
+            "{route}: not served, its policies have problems ({reason}) (activityId {activity_id})",
+            route=entry.label,
+            reason=entry.policy_error,
+            activity_id=activity_id,
+        )
+        request.setHeader(b"x-request-id", request_id)
+        body = envelope(500, "Internal server error", activityId=activity_id)
+        return self._answer(request, started, 500, body, entry.label)
 
     def backend_failed(
         self,

@@ -114,6 +114,15 @@ class ApiAccess:
     key_names: SubscriptionKeyNames = SubscriptionKeyNames()
     products: tuple[str, ...] = ()
     open_product: str | None = None
+    #: The key header's name, lower case, as bytes: read per request, so
+    #: encoded once per configuration.
+    header: bytes = field(init=False, repr=False, compare=False)
+    #: The key query parameter's name as bytes (``name=``), likewise.
+    query_prefix: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "header", self.key_names.header.lower().encode("latin-1"))
+        object.__setattr__(self, "query_prefix", self.key_names.query.encode("utf-8") + b"=")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,132 @@
+"""
+Subscription keys enforced by the real gateway, on real sockets, with a real
+backend: APIM's key rules, where the key is read, and that it never reaches
+the backend (issue 9).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+
+from .harness import GatewayTestCase
+
+KEYED = """\
+apis:
+  - name: orders
+    path: orders
+    serviceUrl: {backend}/api
+    subscriptionRequired: true
+  - name: catalog
+    path: catalog
+    serviceUrl: {backend}/api
+    subscriptionRequired: true
+    subscriptionKeyParameterNames: {{header: X-Catalog-Key, query: catalog-key}}
+  - name: public
+    path: public
+    serviceUrl: {backend}/api
+  - name: broken
+    path: broken
+    serviceUrl: {backend}/api
+products:
+  - {{name: starter, apis: [orders, catalog]}}
+subscriptions:
+  - {{name: contoso, scope: /products/starter, primaryKey: primary-key-0001, secondaryKey: second-key-0002}}
+  - {{name: orders-only, scope: /apis/orders, primaryKey: orders-key-0003}}
+  - {{name: paused, scope: /apis, primaryKey: paused-key-0004, state: suspended}}
+policies:
+  - scope: api
+    apiId: broken
+    xml: "<policies><inbound><no-such-policy/></inbound></policies>"
+"""
+
+MISSING = (
+    "Access denied due to missing subscription key. Make sure to include subscription key when "
+    "making requests to an API."
+)
+INVALID = (
+    "Access denied due to invalid subscription key. Make sure to provide a valid key for an "
+    "active subscription."
+)
+
+
+class SubscriptionKeyTests(GatewayTestCase):
+    """APIs that require a subscription are served only with a valid key."""
+
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        yield super().setUp()
+        self.write_config(KEYED.format(backend=self.backend_url))
+        yield self.wait_for(
+            lambda: len(self.gateway.reconciler.current.config.subscriptions) > 0
+        )
+
+    @inlineCallbacks
+    def test_no_key_is_401_missing(self) -> Any:
+        """No key for an API that requires one: 401 with APIM's 'missing' message."""
+        r = yield self.get("/orders/x")
+        self.assertEqual((r.status, r.json()), (401, {"statusCode": 401, "message": MISSING}))
+
+    @inlineCallbacks
+    def test_valid_keys_admitted_and_removed(self) -> Any:
+        """Primary and secondary keys of a product subscription, in the header, are admitted and not forwarded."""
+        for key in ("primary-key-0001", "second-key-0002"):
+            r = yield self.get("/orders/x", headers=[("Ocp-Apim-Subscription-Key", key)])
+            self.assertEqual(r.status, 200)
+            names = [k.lower() for k, _ in r.json()["headers"]]
+            self.assertNotIn("ocp-apim-subscription-key", names)
+            self.assertNotIn(key, str(r.json()))
+
+    @inlineCallbacks
+    def test_query_key_admitted_and_removed(self) -> Any:
+        """A key in the query (no header) is admitted; the backend sees the rest of the query only."""
+        r = yield self.get("/orders/x?a=1&subscription-key=orders-key-0003&b=2")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.json()["query"], "a=1&b=2")
+
+    @inlineCallbacks
+    def test_header_wins_over_query(self) -> Any:
+        """With a header, the query is not consulted: a bad header key is refused even with a good query key."""
+        r = yield self.get(
+            "/orders/x?subscription-key=orders-key-0003", headers=[("Ocp-Apim-Subscription-Key", "nope")]
+        )
+        self.assertEqual((r.status, r.json()["message"]), (401, INVALID))
+
+    @inlineCallbacks
+    def test_invalid_foreign_and_suspended_keys(self) -> Any:
+        """An unknown key, a key scoped to another API and a suspended subscription's key are 401 'invalid'."""
+        for path, key in [
+            ("/orders/x", "unknown-key"),
+            ("/catalog/x", "orders-key-0003"),
+            ("/orders/x", "paused-key-0004"),
+        ]:
+            header = "X-Catalog-Key" if path.startswith("/catalog") else "Ocp-Apim-Subscription-Key"
+            r = yield self.get(path, headers=[(header, key)])
+            self.assertEqual((path, key, r.status, r.json()["message"]), (path, key, 401, INVALID))
+
+    @inlineCallbacks
+    def test_api_specific_key_names(self) -> Any:
+        """An API's own key header and query names are used, and stripped."""
+        r = yield self.get("/catalog/x", headers=[("X-Catalog-Key", "primary-key-0001")])
+        self.assertEqual(r.status, 200)
+        self.assertNotIn("x-catalog-key", [k.lower() for k, _ in r.json()["headers"]])
+        r = yield self.get("/catalog/x?catalog-key=primary-key-0001")
+        self.assertEqual((r.status, r.json()["query"]), (200, ""))
+        r = yield self.get("/catalog/x", headers=[("Ocp-Apim-Subscription-Key", "primary-key-0001")])
+        self.assertEqual(r.status, 401)
+
+    @inlineCallbacks
+    def test_api_without_subscription_is_open(self) -> Any:
+        """An API that requires no subscription is served without a key."""
+        r = yield self.get("/public/x")
+        self.assertEqual(r.status, 200)
+
+    @inlineCallbacks
+    def test_policy_problem_is_500_not_a_partial_pipeline(self) -> Any:
+        """An API whose policy does not compile answers 500 with the envelope and an activityId."""
+        r = yield self.get("/broken/x")
+        body = r.json()
+        self.assertEqual((r.status, body["statusCode"], body["message"]), (500, 500, "Internal server error"))
+        self.assertTrue(self.logged(f"activityId {body['activityId']}"))
+        self.assertEqual(self.backend_site.connections, 0)
