@@ -729,7 +729,7 @@ class _Run:
                     else:
                         ctx.status = status
                 elif kind is SetBody:
-                    body = _text(step.body, ctx).encode("utf-8")  # type: ignore[union-attr]
+                    body = _text(step.body, ctx).encode("utf-8")  # type: ignore[union-attr, arg-type]
                     if self.response is not None:
                         self.response.body = body
                         self.response.message = None
@@ -853,9 +853,9 @@ def run_on_error(steps: tuple[Step, ...], ctx: PolicyRequest, failure: Failure) 
     outcome = _section(_Run(ctx, "on-error", response), steps)
     if outcome is PROCEED:
         return response
-    if isinstance(outcome, Failure):
-        return _envelope_response(500, "Internal server error")
-    return outcome
+    if isinstance(outcome, PolicyResponse):
+        return outcome
+    return _envelope_response(500, "Internal server error")
 
 
 def retry_delay(retry: Retry, ctx: PolicyRequest, retries_done: int,
