@@ -3,6 +3,12 @@ The effective configuration as JSON for the admin ``/config`` endpoint:
 every route with the source object it came from and what it shadows,
 problems, and certificates without their keys (subject, names, validity,
 fingerprint; never PEM).
+
+For APIM APIs it also shows what the gateway enforces: each API's access
+rules, each operation's effective policy pipeline per product context as
+readable lines (secret named values shown as ``***``), a policy problem
+that makes the API answer 500, and the subscriptions with key fingerprints
+(never a key).
 """
 
 from __future__ import annotations
@@ -11,7 +17,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from gateway.routing import Generation
-from gateway.translate import CertificateEntry
+from gateway.translate import (
+    ApiAccess,
+    CertificateEntry,
+    Pipelines,
+    SubscriptionEntry,
+    describe_pipeline,
+)
 
 
 def _time(seconds: float) -> str:
@@ -28,8 +40,10 @@ def describe_generation(generation: Generation) -> dict[str, Any]:
             "shadowed": [],
             "certificates": [],
             "defaultCertificate": None,
+            "subscriptions": [],
         }
     config = generation.config
+    secrets = config.secrets
     routes = []
     for entry in config.routes:
         route: dict[str, Any] = {
@@ -43,11 +57,22 @@ def describe_generation(generation: Generation) -> dict[str, Any]:
             "modified": _time(entry.modified),
             "shadows": [str(ref) for ref in entry.shadows],
         }
+        if entry.access is not None:
+            route["access"] = _access(entry.access)
+        if entry.policy_error is not None:
+            route["policyError"] = entry.policy_error
+        if entry.pipelines is not None:
+            route["pipelines"] = _pipelines(entry.pipelines, secrets)
         if entry.operations is not None:
-            route["operations"] = [
-                {"name": op.name, "method": op.method, "urlTemplate": op.template}
-                for op in entry.operations
-            ]
+            operations = []
+            for op in entry.operations:
+                operation: dict[str, Any] = {
+                    "name": op.name, "method": op.method, "urlTemplate": op.template,
+                }
+                if op.pipelines is not None:
+                    operation["pipelines"] = _pipelines(op.pipelines, secrets)
+                operations.append(operation)
+            route["operations"] = operations
         if entry.preserve_host:
             route["preserveHost"] = True
         if entry.https_redirect:
@@ -74,6 +99,47 @@ def describe_generation(generation: Generation) -> dict[str, Any]:
         ],
         "certificates": [_certificate(c, config.default_certificate) for c in config.certificates],
         "defaultCertificate": _default_certificate(generation),
+        "subscriptions": [_subscription(s) for s in config.subscriptions.entries],
+    }
+
+
+def _access(access: ApiAccess) -> dict[str, Any]:
+    """What the subscription check of one API looks at."""
+    return {
+        "api": access.api_id,
+        "subscriptionRequired": access.subscription_required,
+        "keyHeader": access.key_names.header,
+        "keyQuery": access.key_names.query,
+        "products": list(access.products),
+        "openProduct": access.open_product,
+    }
+
+
+def _pipelines(pipelines: Pipelines, secrets: frozenset[str]) -> list[dict[str, Any]]:
+    """
+    The effective pipeline per product context (``product`` ``null``: a
+    request in no product's context), as the lines of
+    :func:`~gateway.translate.describe_pipeline`, secrets masked. The
+    no-product context first, then by product id, so the dump is stable.
+    """
+    return [
+        {"product": product, "policies": list(describe_pipeline(pipeline, secrets))}
+        for product, pipeline in sorted(
+            pipelines.items(), key=lambda kv: (kv[0] is not None, kv[0] or "")
+        )
+    ]
+
+
+def _subscription(entry: SubscriptionEntry) -> dict[str, Any]:
+    """One subscription: its scope, state and key fingerprints; never a key."""
+    return {
+        "id": entry.id,
+        "object": str(entry.ref),
+        "state": entry.state,
+        "scope": entry.scope,
+        "products": list(entry.products),
+        "admittedKeys": entry.admitted_keys,
+        "keyFingerprints": list(entry.fingerprints),
     }
 
 
