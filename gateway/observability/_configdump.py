@@ -30,7 +30,7 @@ def _time(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def describe_generation(generation: Generation) -> dict[str, Any]:
+def describe_generation(generation: Generation | None) -> dict[str, Any]:
     """A JSON-ready description of one generation (no secrets)."""
     if generation is None:
         return {
