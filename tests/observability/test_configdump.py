@@ -197,4 +197,4 @@ class ApiManagementDumpTests(SynchronousTestCase):
         self.assertNotIn("pipelines", route)
         self.assertEqual(dump["subscriptions"], [])
         # Before the first generation the admin resource has none.
-        self.assertEqual(describe_generation(None)["subscriptions"], [])  # type: ignore[arg-type]
+        self.assertEqual(describe_generation(None)["subscriptions"], [])
