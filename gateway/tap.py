@@ -321,6 +321,13 @@ def _add_traffic(
     top.pool = pool
     access_log = AccessLog(proxy.access_log, proxy.redact_query)
     observer = RequestObserver(top.metrics, access_log)
+
+    def key_names_redacted(generation: Generation) -> None:
+        access_log.also_redact(
+            {e.access.key_names.query for e in generation.config.routes if e.access is not None}
+        )
+
+    top.reconciler.add_swap_listener(key_names_redacted)
     listeners = [("http", b"http", settings.listen.http)]
     if settings.listen.https:
         listeners.append(("https", b"https", settings.listen.https))
@@ -335,7 +342,7 @@ def _add_traffic(
             scheme=scheme,
             error_mode=proxy.error_mode,
             https_port=https_port,
-            redact=access_log.redact,
+            redact=lambda target: access_log.redact(target),
         )
         site = GatewaySite(resource, max_body=proxy.max_body)
         factory: Any = site

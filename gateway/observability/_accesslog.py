@@ -68,6 +68,18 @@ class AccessLog:
         self.redact = (
             QueryRedactor.from_setting(redact) if isinstance(redact, str) else QueryRedactor(redact)
         )
+        self._configured = self.redact.names
+
+    def also_redact(self, names: Iterable[str]) -> None:
+        """
+        Redact ``names`` too, besides the configured ones: the subscription
+        key query parameters the APIs of the live configuration name
+        (``subscriptionKeyParameterNames``), replaced at each generation.
+        Rebuilt once per configuration, never per line.
+        """
+        wanted = self._configured | {n.strip().lower() for n in names if n.strip()}
+        if wanted != self.redact.names:
+            self.redact = QueryRedactor(wanted)
 
     def emit(
         self,

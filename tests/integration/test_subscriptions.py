@@ -130,3 +130,14 @@ class SubscriptionKeyTests(GatewayTestCase):
         self.assertEqual((r.status, body["statusCode"], body["message"]), (500, 500, "Internal server error"))
         self.assertTrue(self.logged(f"activityId {body['activityId']}"))
         self.assertEqual(self.backend_site.connections, 0)
+
+    @inlineCallbacks
+    def test_api_key_query_name_redacted_in_the_access_log(self) -> Any:
+        """An API's own key query parameter is redacted in the access line like subscription-key."""
+        r = yield self.get(
+            "/catalog/x?catalog-key=primary-key-0001&page=2", headers=[("x-request-id", "cat-1")]
+        )
+        self.assertEqual(r.status, 200)
+        (line,) = [e["access_line"] for e in self.logged("request_id=cat-1") if "access_line" in e]
+        self.assertIn("/catalog/x?catalog-key=REDACTED&page=2 ", line)
+        self.assertEqual(self.logged("primary-key-0001"), [])
