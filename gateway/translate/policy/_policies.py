@@ -383,7 +383,11 @@ def _literals(nodes: list[Node], compiler: _Compiler, what: str) -> tuple[str, .
 # --- the policies -----------------------------------------------------------
 
 
-def _set_header(e: _Element, section: str) -> SetHeader | None:
+def _named_values(e: _Element) -> tuple[str, str, tuple[Text, ...]] | None:
+    """
+    ``name``, ``exists-action`` and the ``<value>`` children that
+    ``set-header`` and ``set-query-parameter`` share, checked alike.
+    """
     name = e.string("name", required=True)
     action = e.enum("exists-action", ("override", "skip", "append", "delete"), "override")
     values = _texts(e.children(("value",)), e.compiler)
@@ -392,20 +396,20 @@ def _set_header(e: _Element, section: str) -> SetHeader | None:
     if action != "delete" and not values:
         e.problem("needs at least one value element (or exists-action=\"delete\")")
         return None
+    return name, action, values
+
+
+def _set_header(e: _Element, section: str) -> SetHeader | None:
+    parts = _named_values(e)
+    if parts is None:
+        return None
     target = REQUEST if section in ("inbound", "backend") else RESPONSE
-    return SetHeader(target, name, action, values)
+    return SetHeader(target, *parts)
 
 
 def _set_query_parameter(e: _Element, section: str) -> SetQueryParameter | None:
-    name = e.string("name", required=True)
-    action = e.enum("exists-action", ("override", "skip", "append", "delete"), "override")
-    values = _texts(e.children(("value",)), e.compiler)
-    if name is None or action is None or values is None or e.failed:
-        return None
-    if action != "delete" and not values:
-        e.problem("needs at least one value element (or exists-action=\"delete\")")
-        return None
-    return SetQueryParameter(name, action, values)
+    parts = _named_values(e)
+    return None if parts is None else SetQueryParameter(*parts)
 
 
 def _rewrite_uri(e: _Element, section: str) -> RewriteUri | None:
