@@ -22,6 +22,8 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 
+from gateway.translate import ApiCall
+
 from ._body import BoundedBody
 
 __all__ = ["ProxyHealth", "ProxyObserver", "ProxyRequest"]
@@ -47,6 +49,9 @@ class ProxyRequest(Protocol):
     channel: Any
     #: called once if the client disconnects before the response is done
     on_client_gone: Callable[[Failure], None] | None
+    #: which API call this was (ids only), set once admitted; ``None`` for
+    #: plain routes and requests refused before the subscription check
+    api_call: ApiCall | None
 
     def getClientAddress(self) -> Any: ...
 

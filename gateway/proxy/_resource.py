@@ -25,7 +25,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from gateway.routing import LiveGeneration
-from gateway.translate import KIND_API, Backend, Denial, RouteEntry
+from gateway.translate import KIND_API, ApiCall, Backend, Denial, RouteEntry
 from gateway.upstream import FAILURE_HOLD, BackendError, BackendPool, BackendTimeout, Exchange
 
 from ._contracts import ProxyHealth, ProxyObserver, ProxyRequest
@@ -219,6 +219,13 @@ class ProxyResource(Resource):
                 denial: Denial = verdict  # type: ignore[assignment]
                 body_bytes = envelope(denial.status, denial.message)
                 return self._answer(request, started, denial.status, body_bytes, entry.label)
+            operation = match.operation
+            request.api_call = ApiCall(
+                access.api_id,
+                operation.name if operation is not None else None,
+                verdict.product_id,  # type: ignore[union-attr]
+                verdict.subscription_id,  # type: ignore[union-attr]
+            )
             if entry.policy_error is not None:
                 return self._policy_failed(request, started, entry)
         backend = entry.backend

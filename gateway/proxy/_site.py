@@ -29,6 +29,9 @@ class GatewayRequest(server.Request):
     exchange: Any = None
     #: Set by the proxy resource: called once if the client disconnects first.
     on_client_gone: Any = None
+    #: Set by the proxy resource for an APIM API call (a
+    #: :class:`gateway.translate.ApiCall`): read by the access log and metrics.
+    api_call: Any = None
 
     def process(self) -> None:
         self.site = self.channel.site

@@ -138,6 +138,27 @@ class Access:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiCall:
+    """
+    Which APIM API call a request was, for the access log and metrics: set
+    by the proxy on the request once the subscription check admitted it.
+    Ids only, never a key.
+
+    :ivar api: the API's id.
+    :ivar operation: the matched operation's name, ``None`` for an API
+        without operations.
+    :ivar product: the product context (``None``: none).
+    :ivar subscription: the subscription's id (``None``: no key, or an
+        ignored one).
+    """
+
+    api: str
+    operation: str | None
+    product: str | None
+    subscription: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Denial:
     """A refused request: the status and message of APIM's envelope."""
 
