@@ -12,7 +12,8 @@ from gateway.upstream import BackendError, BackendPool, BackendTimeout
 
 from ._contracts import ProxyHealth, ProxyObserver, ProxyRequest
 from ._listener import TrafficListener
-from ._resource import STATUS_PATH, ProxyResource, envelope
+from ._replies import envelope
+from ._resource import STATUS_PATH, ProxyResource
 from ._site import DEFAULT_MAX_BODY, GatewayRequest, GatewaySite
 
 __all__ = [

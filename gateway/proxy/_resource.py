@@ -10,11 +10,9 @@ pooled connection, a refused endpoint) are the backend client's
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import Callable
-from typing import Any
 from urllib.parse import unquote_plus
 
 from twisted.internet.defer import Deferred
@@ -24,12 +22,15 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from gateway.routing import LiveGeneration
-from gateway.translate import KIND_API, ApiCall, Backend, Denial, RouteEntry
+from gateway.routing import LiveGeneration, Match
+from gateway.translate import KIND_API, Access, ApiCall, Backend, Denial, Pipelines, RouteEntry
 from gateway.upstream import FAILURE_HOLD, BackendError, BackendPool, BackendTimeout, Exchange
 
 from ._contracts import ProxyHealth, ProxyObserver, ProxyRequest
 from ._headers import forward_request_headers, response_headers_to_forward
+from ._policies import JwtValidator, policy_request
+from ._policy_run import PolicyRun
+from ._replies import close_after_response, cut, envelope
 
 #: The upstream Helm chart's probe path, answered on the traffic port.
 STATUS_PATH = b"/status-0123456789abcdef"
@@ -57,13 +58,6 @@ def _take_query_key(query: bytes, prefix: bytes) -> tuple[str | None, bytes]:
 
 def _unchanged(target: str) -> str:
     return target
-
-
-def envelope(status: int, message: str, **extra: str) -> bytes:
-    """The APIM error body: ``{"statusCode": N, "message": "..."}``."""
-    body: dict[str, Any] = {"statusCode": status, "message": message}
-    body.update(extra)
-    return json.dumps(body, separators=(",", ":")).encode()
 
 
 _NOT_FOUND = envelope(404, "Resource not found")
@@ -110,6 +104,9 @@ class ProxyResource(Resource):
     :param https_port: the port HTTPS redirects point at (443 is left out of
         the URL), asked per redirect because a listener on port 0 knows its
         port only once it listens.
+    :param jwt: checks ``validate-jwt`` tokens (:class:`gateway.jwt`'s,
+        keys fetched in the background); ``None``: a pipeline that meets a
+        ``validate-jwt`` answers 500 (logged), never skips it.
     :param redact: hides secret query values (subscription keys, tokens)
         in the request targets this resource logs, as the access log does
         (:class:`gateway.observability.QueryRedactor`); default: none.
@@ -130,6 +127,7 @@ class ProxyResource(Resource):
         error_mode: str = "apim",
         https_port: Callable[[], int] | None = None,
         redact: Callable[[str], str] | None = None,
+        jwt: JwtValidator | None = None,
     ) -> None:
         super().__init__()
         if error_mode not in ERROR_MODES:
@@ -147,6 +145,7 @@ class ProxyResource(Resource):
         self.in_flight = 0
         self._idle_waiters: list[Deferred[None]] = []
         self._ids = RequestIds()
+        self._jwt = jwt
 
     # -- draining ---------------------------------------------------------
 
@@ -171,7 +170,7 @@ class ProxyResource(Resource):
     def render(self, request: ProxyRequest) -> bytes | int:  # type: ignore[override]
         started = self._clock.seconds()
         if self._health.draining:
-            _close_after_response(request)
+            close_after_response(request)
         path, _, query = request.uri.partition(b"?")
         if path == STATUS_PATH:
             return self._status(request)
@@ -228,6 +227,18 @@ class ProxyResource(Resource):
             )
             if entry.policy_error is not None:
                 return self._policy_failed(request, started, entry)
+            pipelines = operation.pipelines if operation is not None else entry.pipelines
+            if pipelines is not None:
+                return self._run_pipeline(
+                    request,
+                    started,
+                    generation.number,
+                    match,
+                    query,
+                    access.header,
+                    verdict,  # type: ignore[arg-type]
+                    pipelines,
+                )
         backend = entry.backend
         if entry.kind == KIND_API:
             target = (backend.base_path + match.rest) or "/"
@@ -277,6 +288,49 @@ class ProxyResource(Resource):
             balancer,
         )
         return NOT_DONE_YET
+
+    def _run_pipeline(
+        self,
+        request: ProxyRequest,
+        started: float,
+        generation_number: int,
+        match: Match,
+        query: bytes,
+        key_header: bytes,
+        access: Access,
+        pipelines: Pipelines,
+    ) -> bytes | int:
+        """
+        An operation with policies: the pipeline of the request's product
+        context decides (:class:`PolicyRun`); the subscription key header is
+        not shown to policies nor forwarded.
+        """
+        entry = match.entry
+        pipeline = pipelines.get(access.product_id)
+        request_id = self._request_id(request)
+        if pipeline is None:
+            # Translation builds a pipeline for every product context the
+            # subscription check can give: a missing one is a bug.
+            self._log.error(
+                "{route}: no pipeline for product context {product} (activityId {activity_id})",
+                route=entry.label,
+                product=access.product_id,
+                activity_id=request_id.decode("latin-1"),
+            )
+            request.setHeader(b"x-request-id", request_id)
+            body = envelope(500, "Internal server error", activityId=request_id.decode("latin-1"))
+            return self._answer(request, started, 500, body, entry.label)
+        ctx = policy_request(
+            request,
+            match.rest,
+            query,
+            match.params,
+            access.subscription_id,
+            access.product_id,
+            drop=key_header,
+        )
+        run = PolicyRun(self, request, entry, pipeline, ctx, started, request_id, generation_number)
+        return run.start(self._jwt)
 
     def _redirect_to_https(
         self,
@@ -402,21 +456,6 @@ def _without_port(host: str) -> str:
     return host.partition(":")[0]
 
 
-def _cut(request: ProxyRequest) -> None:
-    """
-    End a response whose headers went out but whose body cannot be
-    completed, so that the client sees it is truncated: on HTTP/1.1 close
-    the connection; on HTTP/2 reset the stream (closing it would end the
-    stream cleanly and pass the truncated body off as complete, and would
-    take the connection's other streams down).
-    """
-    channel = request.channel
-    if channel is not None and getattr(channel, "streamID", None) is not None:
-        channel.abortConnection()
-    else:
-        request.loseConnection()
-
-
 def _split_absolute(target: bytes) -> tuple[bytes | None, bytes]:
     """``http://host:port/p`` → (``host:port``, ``/p``); anything else unchanged."""
     scheme, sep, rest = target.partition(b"://")
@@ -424,19 +463,6 @@ def _split_absolute(target: bytes) -> tuple[bytes | None, bytes]:
         return None, target
     authority, slash, path = rest.partition(b"/")
     return authority, slash + path if slash else b"/"
-
-
-def _close_after_response(request: ProxyRequest) -> None:
-    """
-    While draining: ask the keep-alive client to reconnect (to another
-    replica). HTTP/2 has no ``Connection`` header (the h2 library strips
-    it) and its channel is a stream, not a connection: its connection is
-    closed once idle, at the end of the drain.
-    """
-    request.setHeader(b"connection", b"close")
-    channel = request.channel
-    if channel is not None and hasattr(channel, "persistent"):
-        channel.persistent = False
 
 
 class _Exchange:
@@ -493,7 +519,7 @@ class _Exchange:
         if not response_headers.hasHeader(b"x-request-id"):
             response_headers.setRawHeaders(b"x-request-id", [self.request_id])
         if self.resource._health.draining:
-            _close_after_response(request)
+            close_after_response(request)
         self.producer = producer
         request.registerProducer(producer, True)
 
@@ -525,7 +551,7 @@ class _Exchange:
                 error=reason.getErrorMessage(),
             )
             self.resource._observer.backend_error(self.entry.backend.url, "broken")
-            _cut(request)
+            cut(request)
             self._end(request.code)
             return
         self.resource.backend_failed(request, self.started, self.entry, self.request_id, reason)

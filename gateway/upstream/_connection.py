@@ -240,11 +240,9 @@ class Connection(Protocol):
         # keep-alive requests share one timer per connection.
         timer = self._timer
         if timer is None:
-            self._timer = self._pool._reactor.callLater(
-                self._pool.response_timeout, self._timed_out
-            )
+            self._timer = self._pool._reactor.callLater(ex._timeout, self._timed_out)
         else:
-            timer.reset(self._pool.response_timeout)
+            timer.reset(ex._timeout)
         transport = self.transport
         transport.write(ex._head)
         body = ex._body
@@ -261,7 +259,7 @@ class Connection(Protocol):
         self._timer = None
         ex = self._exchange
         if ex is not None and ex._state < STREAMING:
-            timeout = self._pool.response_timeout
+            timeout = ex._timeout
             self._fail(
                 backend_failure(
                     BackendResponseTimeout(f"no response from {ex._where()} within {timeout:g} s")

@@ -113,6 +113,7 @@ class Exchange:
         "_state",
         "_retried",
         "_paused",
+        "_timeout",
     )
 
     def __init__(
@@ -125,6 +126,7 @@ class Exchange:
         body_length: int,
         sink: ResponseSink,
         balancer: Balancer | None,
+        timeout: float,
     ) -> None:
         self._pool = pool
         self._backend = backend
@@ -143,6 +145,9 @@ class Exchange:
         self._state = CONNECTING
         self._retried = False
         self._paused = False
+        #: seconds from writing the request to the end of the response
+        #: headers (the pool's, or a ``forward-request`` policy's)
+        self._timeout = timeout
 
     def cancel(self) -> None:
         """

@@ -120,6 +120,7 @@ class BackendPool:
         body_length: int,
         sink: ResponseSink,
         balancer: Balancer | None = None,
+        response_timeout: float | None = None,
     ) -> Exchange:
         """
         Send one request to ``backend`` and stream the response to ``sink``.
@@ -141,6 +142,9 @@ class BackendPool:
             holding ``body_length`` bytes, or ``None``.
         :param balancer: the balancer ``backend`` was picked from (the
             route's endpoints, from :attr:`balancers`), or ``None``.
+        :param response_timeout: seconds for the response headers, for this
+            request only (a ``forward-request timeout``); ``None``: the
+            pool's :attr:`response_timeout`.
         :return: the exchange, to cancel it if the client goes away.
         """
         parts = [method, b" ", target, b" HTTP/1.1\r\n"]
@@ -161,7 +165,17 @@ class BackendPool:
                 parts.append(body.read(body_length))
             else:
                 large = body
-        ex = Exchange(self, backend, method, b"".join(parts), large, body_length, sink, balancer)
+        ex = Exchange(
+            self,
+            backend,
+            method,
+            b"".join(parts),
+            large,
+            body_length,
+            sink,
+            balancer,
+            self.response_timeout if response_timeout is None else response_timeout,
+        )
         self._dispatch(ex, backend)
         return ex
 

@@ -14,7 +14,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from gateway.model import ObjectRef
 from gateway.proxy import ProxyResource
-from gateway.proxy._resource import _cut, _Exchange, _without_port
+from gateway.proxy._replies import cut as _cut
+from gateway.proxy._resource import _Exchange, _without_port
 from gateway.translate import KIND_ROUTE, PREFIX, RouteEntry, parse_backend
 from gateway.upstream import FAILURE_HOLD, BackendConnectError, BackendPool
 

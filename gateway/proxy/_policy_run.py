@@ -1,0 +1,559 @@
+"""
+Serving one request through its API's compiled pipeline.
+
+The plain path (:mod:`._resource`) forwards and streams; an API operation
+with pipelines comes here instead, so the plain path pays nothing for
+policies. :class:`PolicyRun` drives the executor (:mod:`._policies`, pure
+and synchronous) and does the I/O the executor leaves to its caller:
+
+* ``inbound`` → a response to send at once, a failure (``on-error``), or
+  on to ``backend``;
+* ``backend`` → a :class:`~._policies.BackendPlan`: forward what the
+  request view says (method, target, headers, body, ``set-backend-service``)
+  with the ``forward-request`` timeout; a failed attempt (no connection, no
+  response in time, an error status with ``fail-on-error-status-code``)
+  is retried as the enclosing ``retry`` says, waiting through the reactor
+  clock, never blocking; when attempts are spent, ``on-error`` runs;
+* ``outbound`` runs on the backend's status and headers before a byte goes
+  to the client; the body then streams as on the plain path, unless a
+  policy replaced it (``set-body``) or answered instead
+  (``return-response``), in which case the backend exchange is cancelled.
+
+Nothing here parses or compiles configuration: the pipeline, its steps and
+their derived tables were built once per generation.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.python.failure import Failure as TwistedFailure
+from twisted.web.server import NOT_DONE_YET
+
+from gateway.translate import Backend, InvalidObject, RouteEntry, parse_backend
+from gateway.translate.policy import ExpressionRuntimeError, Pipeline
+from gateway.upstream import FAILURE_HOLD, BackendError, BackendTimeout, Exchange
+
+from ._contracts import ProxyRequest
+from ._headers import forward_request_headers, response_headers_to_forward
+from ._policies import (
+    PROCEED,
+    BackendPlan,
+    Failure,
+    PolicyExecutionError,
+    PolicyRequest,
+    PolicyResponse,
+    retry_delay,
+    run_backend,
+    run_inbound,
+    run_on_error,
+    run_outbound,
+)
+from ._replies import close_after_response, cut, envelope
+
+if TYPE_CHECKING:
+    from gateway.upstream import Balancer
+
+    from ._resource import ProxyResource
+
+__all__ = ["PolicyRun"]
+
+#: Characters left as they are in a request target built by policies
+#: (RFC 3986 ``pchar``, ``/``, ``?`` and ``%`` of existing escapes).
+_TARGET_SAFE = "/?%:@!$&'()*+,;=-._~"
+
+#: An HTTP method is a token (RFC 9110 §9.1).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+#: Base URLs of ``set-backend-service``, parsed once per distinct URL.
+_BACKENDS: dict[str, Backend] = {}
+_BACKENDS_LIMIT = 4096
+
+
+def _backend_of(url: str) -> Backend:
+    backend = _BACKENDS.get(url)
+    if backend is None:
+        backend = parse_backend(url)
+        if len(_BACKENDS) >= _BACKENDS_LIMIT:
+            _BACKENDS.clear()
+        _BACKENDS[url] = backend
+    return backend
+
+
+def _header_bytes(text: str) -> bytes:
+    """A header name or value set by a policy, refused if it could split the message."""
+    if "\r" in text or "\n" in text or "\0" in text:
+        raise ValueError(f"a header holds a line break or NUL: {text[:40]!r}")
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8")
+
+
+def _target_bytes(base_path: str, ctx: PolicyRequest) -> bytes:
+    path = (base_path + ctx.path) or "/"
+    target = f"{path}?{query}" if (query := ctx.query_string()) else path
+    try:
+        raw = target.encode("ascii")
+    except UnicodeEncodeError:
+        raw = b""
+    if raw and not any(c <= 0x20 or c == 0x7F for c in raw):
+        return raw
+    return quote(target, safe=_TARGET_SAFE).encode("ascii")
+
+
+class PolicyRun:
+    """
+    One request through its pipeline, and the
+    :class:`~gateway.upstream.ResponseSink` of its backend attempts.
+
+    States: inbound/backend run synchronously in :meth:`start`; then at
+    most one backend exchange or retry wait at a time; ``streaming`` once
+    the response headers went to the client; ``done`` once the client's
+    response is complete (or the client left).
+    """
+
+    __slots__ = (
+        "resource",
+        "request",
+        "entry",
+        "pipeline",
+        "ctx",
+        "started",
+        "request_id",
+        "activity_id",
+        "plan",
+        "retries",
+        "backend",
+        "backend_exchange",
+        "producer",
+        "streaming",
+        "done",
+        "counted",
+        "generation_number",
+        "_timer",
+    )
+
+    def __init__(
+        self,
+        resource: ProxyResource,
+        request: ProxyRequest,
+        entry: RouteEntry,
+        pipeline: Pipeline,
+        ctx: PolicyRequest,
+        started: float,
+        request_id: bytes,
+        generation_number: int,
+    ) -> None:
+        self.resource = resource
+        self.request = request
+        self.entry = entry
+        self.pipeline = pipeline
+        self.ctx = ctx
+        self.started = started
+        self.request_id = request_id
+        self.activity_id = request_id.decode("latin-1")
+        self.plan: BackendPlan | None = None
+        self.retries = 0
+        self.backend: Backend = entry.backend
+        self.backend_exchange: Exchange | None = None
+        self.producer: IPushProducer | None = None
+        self.streaming = False
+        self.done = False
+        #: counted in the resource's in-flight requests (while forwarding)
+        self.counted = False
+        #: the generation the request was matched in (endpoint balancers)
+        self.generation_number = generation_number
+        self._timer: IDelayedCall | None = None
+
+    # -- inbound and backend ------------------------------------------------
+
+    def start(self, jwt: Any) -> int:
+        """Run inbound and backend; answer or forward. Returns ``NOT_DONE_YET``."""
+        ctx = self.ctx
+        pipeline = self.pipeline
+        try:
+            outcome = run_inbound(pipeline.inbound, ctx, jwt)
+            if outcome is PROCEED:
+                planned = run_backend(pipeline.backend, ctx)
+                if isinstance(planned, BackendPlan):
+                    if planned.forward is None:
+                        # No forward-request: APIM answers an empty 200 and
+                        # runs outbound on it.
+                        self._outbound(PolicyResponse(200, "OK", [], b""))
+                        return NOT_DONE_YET
+                    self.plan = planned
+                    self.request.on_client_gone = self.client_gone
+                    self.resource.in_flight += 1
+                    self.counted = True
+                    self._forward()
+                    return NOT_DONE_YET
+                outcome = planned
+            if isinstance(outcome, Failure):
+                outcome = run_on_error(pipeline.on_error, ctx, outcome)
+            elif isinstance(outcome, PolicyResponse) and ctx.response_headers:
+                # The CORS headers of an actual cross-origin request go on
+                # whatever answers it.
+                outcome.headers.extend(ctx.response_headers)
+            self._send(outcome)  # type: ignore[arg-type]
+        except PolicyExecutionError as error:
+            self._bug(error)
+        return NOT_DONE_YET
+
+    def _forward(self) -> None:
+        """One attempt: send what the request view says to the backend."""
+        self._timer = None
+        ctx = self.ctx
+        resource = self.resource
+        entry = self.entry
+        plan = self.plan
+        assert plan is not None and plan.forward is not None
+        balancer: Balancer | None = None
+        try:
+            if ctx.backend_url is not None:
+                backend = _backend_of(ctx.backend_url)
+                base_path = backend.base_path
+            else:
+                backend = entry.backend
+                base_path = backend.base_path
+                if entry.endpoints is not None:
+                    balancer = resource._pool.balancers.of(entry.endpoints, self.generation_number)
+                    picked = balancer.pick(resource._clock.seconds())
+                    if picked is None:
+                        self._attempt_failed(
+                            "BackendConnectionFailure",
+                            "the backend has no ready endpoint",
+                        )
+                        return
+                    backend = picked
+            method = ctx.method
+            if not _TOKEN.fullmatch(method):
+                raise ValueError(f"set-method gave an invalid method {method[:40]!r}")
+            target = _target_bytes(base_path, ctx)
+            raw = [(_header_bytes(n), [_header_bytes(v)]) for n, v in ctx.headers]
+        except (InvalidObject, ValueError) as error:
+            self._bug(error)
+            return
+        request = self.request
+        host = (request.requestHeaders.getRawHeaders(b"host") or [b""])[0]
+        client = request.getClientAddress()
+        forwarded_for = (getattr(client, "host", "") or "").encode("ascii")
+        previous = request.requestHeaders.getRawHeaders(b"x-forwarded-for")
+        if previous:
+            forwarded_for = b", ".join(previous) + b", " + forwarded_for
+        headers = forward_request_headers(
+            raw,
+            host=host
+            if entry.preserve_host and ctx.backend_url is None
+            else backend.authority.encode("ascii"),
+            forwarded_for=forwarded_for,
+            forwarded_proto=resource._scheme,
+            forwarded_host=host,
+            request_id=self.request_id,
+        )
+        body: Any = ctx.body
+        length = len(body) if body is not None else 0
+        if body is None:
+            content = request.content
+            length = content.size if content is not None else 0
+            if length:
+                body = content.file  # type: ignore[union-attr]
+                body.seek(0)
+        self.backend = backend
+        self.backend_exchange = resource._pool.request(
+            backend,
+            method.encode("ascii"),
+            target,
+            headers,
+            body if length else None,
+            length,
+            self,
+            balancer,
+            response_timeout=float(plan.forward.timeout),
+        )
+
+    # -- the backend's response (ResponseSink) -------------------------------
+
+    def response_started(
+        self,
+        status: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        producer: IPushProducer,
+    ) -> None:
+        plan = self.plan
+        assert plan is not None and plan.forward is not None
+        if plan.forward.fail_on_error_status_code and status >= 400:
+            self._cancel_backend()
+            self._attempt_failed(
+                "BackendError", f"The backend responded with status code {status}."
+            )
+            return
+        response = PolicyResponse(
+            status,
+            reason.decode("latin-1") or None,
+            [
+                (name.lower().decode("latin-1"), value.decode("latin-1"))
+                for name, value in response_headers_to_forward(headers)
+            ],
+        )
+        try:
+            outcome = run_outbound(self.pipeline.outbound, self.ctx, response)
+        except PolicyExecutionError as error:
+            self._cancel_backend()
+            self._bug(error)
+            return
+        if outcome is PROCEED and response.body is None and response.message is None:
+            self._stream(response, producer)
+            return
+        # A policy answered, replaced the body, or failed: the backend's
+        # body is not wanted.
+        self._cancel_backend()
+        if isinstance(outcome, Failure):
+            outcome = self._on_error(outcome)
+        if outcome is PROCEED:
+            outcome = response
+        self._send(outcome)  # type: ignore[arg-type]
+
+    def _stream(self, response: PolicyResponse, producer: IPushProducer) -> None:
+        request = self.request
+        try:
+            encoded = [(_header_bytes(n), _header_bytes(v)) for n, v in response.headers]
+        except ValueError as error:
+            self._cancel_backend()
+            self._bug(error)
+            return
+        reason = response.reason
+        request.setResponseCode(
+            response.status, reason.encode("latin-1", "replace") if reason else None
+        )
+        response_headers = request.responseHeaders
+        for name, value in encoded:
+            response_headers.addRawHeader(name, value)
+        if not response_headers.hasHeader(b"x-request-id"):
+            response_headers.setRawHeaders(b"x-request-id", [self.request_id])
+        if self.resource._health.draining:
+            close_after_response(request)
+        self.streaming = True
+        self.producer = producer
+        request.registerProducer(producer, True)
+
+    def body_received(self, data: bytes) -> None:
+        if self.streaming:
+            self.request.write(data)
+
+    def response_finished(self) -> None:
+        if not self.streaming or self.done:
+            return
+        request = self.request
+        if self.producer is not None:
+            request.unregisterProducer()
+            self.producer = None
+        if not request.startedWriting:
+            request.write(b"")
+        request.finish()
+        self._end(request.code)
+
+    def response_failed(self, reason: TwistedFailure) -> None:
+        if self.done:
+            return
+        resource = self.resource
+        if self.streaming:
+            if self.producer is not None:
+                self.request.unregisterProducer()
+                self.producer = None
+            resource._log.warn(
+                "Backend {backend} broke off the response to {request_id}: {error}",
+                backend=self.backend.url,
+                request_id=self.activity_id,
+                error=reason.getErrorMessage(),
+            )
+            resource._observer.backend_error(self.backend.url, "broken")
+            cut(self.request)
+            self._end(self.request.code)
+            return
+        error = reason.value
+        timeout = isinstance(error, BackendTimeout)
+        resource._log.error(
+            "Backend {backend} failed for {method} {path} (activityId {activity_id}): {error}",
+            backend=self.backend.url,
+            method=self.ctx.method,
+            path=resource._redact(self.request.uri.decode("latin-1")),
+            activity_id=self.activity_id,
+            error=str(error) if isinstance(error, BackendError) else repr(error),
+        )
+        resource._observer.backend_error(self.backend.url, "timeout" if timeout else "error")
+        self.backend_exchange = None
+        if timeout:
+            self._attempt_failed("Timeout", str(error), timeout=True)
+        else:
+            self._attempt_failed("BackendConnectionFailure", str(error))
+
+    def endpoint_failed(self, failed: Backend, retry_on: Backend, reason: TwistedFailure) -> None:
+        """The backend client moved the request to another endpoint (see the plain path)."""
+        self.backend = retry_on
+        resource = self.resource
+        resource._log.warn(
+            "Endpoint {failed} of {route} refused the connection ({error}): held for {hold:.0f} s, "
+            "retrying on {backend}",
+            failed=failed.authority,
+            route=self.entry.label,
+            error=reason.getErrorMessage(),
+            hold=FAILURE_HOLD,
+            backend=retry_on.authority,
+        )
+        resource._observer.backend_error(failed.url, "endpoint")
+
+    # -- failures, retries, on-error -----------------------------------------
+
+    def _attempt_failed(self, reason: str, message: str, timeout: bool = False) -> None:
+        """
+        An attempt failed: retry if the plan's ``retry`` says so (its
+        condition sees ``context.LastError``), else run ``on-error``.
+        """
+        resource = self.resource
+        if resource._error_mode == "http":
+            status = 504 if timeout else 502
+            answer = "Gateway timeout" if timeout else "Bad gateway"
+        else:
+            status, answer = 500, "Internal server error"
+        failure = Failure(
+            "forward-request",
+            reason,
+            message,
+            "backend",
+            PolicyResponse(status, None, [("content-type", "application/json")], None, answer),
+        )
+        self.ctx.last_error = failure
+        plan = self.plan
+        if plan is not None and plan.retry is not None:
+            try:
+                delay = retry_delay(plan.retry, self.ctx, self.retries)
+            except ExpressionRuntimeError as error:
+                failure = Failure(
+                    "retry",
+                    "ExpressionValueEvaluationFailure",
+                    f"Expression evaluation failed. {error}",
+                    "backend",
+                    PolicyResponse(
+                        500,
+                        None,
+                        [("content-type", "application/json")],
+                        None,
+                        "Internal server error",
+                    ),
+                )
+                delay = None
+            if delay is not None:
+                self.retries += 1
+                if delay <= 0:
+                    self._forward()
+                else:
+                    self._timer = resource._clock.callLater(delay, self._forward)  # type: ignore[arg-type, misc]
+                return
+        try:
+            response = self._on_error(failure)
+        except PolicyExecutionError as error:
+            self._bug(error)
+            return
+        self._send(response)
+
+    def _on_error(self, failure: Failure) -> PolicyResponse:
+        return run_on_error(self.pipeline.on_error, self.ctx, failure)
+
+    def _cancel_backend(self) -> None:
+        exchange = self.backend_exchange
+        self.backend_exchange = None
+        if exchange is not None:
+            exchange.cancel()
+
+    def client_gone(self, reason: TwistedFailure) -> None:
+        """The client disconnected first: stop the backend side and any retry wait."""
+        if self.done:
+            return
+        self._cancel_backend()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._end(499)
+
+    # -- answering -----------------------------------------------------------
+
+    def _send(self, response: PolicyResponse) -> None:
+        """Answer with ``response`` (a literal body, or APIM's envelope)."""
+        if self.done:
+            return
+        request = self.request
+        try:
+            encoded = [(_header_bytes(n), _header_bytes(v)) for n, v in response.headers]
+        except ValueError as error:
+            self._bug(error)
+            return
+        body = response.body
+        if body is None:
+            body = (
+                envelope(response.status, response.message, activityId=self.activity_id)
+                if response.message is not None
+                else b""
+            )
+        reason = response.reason
+        request.setResponseCode(
+            response.status, reason.encode("latin-1", "replace") if reason else None
+        )
+        headers = request.responseHeaders
+        for name, value in encoded:
+            if name.lower() not in (b"content-length", b"transfer-encoding"):
+                headers.addRawHeader(name, value)
+        headers.setRawHeaders(b"content-length", [b"%d" % len(body)])
+        if not headers.hasHeader(b"x-request-id"):
+            headers.setRawHeaders(b"x-request-id", [self.request_id])
+        request.write(body)
+        request.finish()
+        self._end(response.status)
+
+    def _outbound(self, response: PolicyResponse) -> None:
+        """Outbound on a response the gateway made itself (no forward-request)."""
+        outcome = run_outbound(self.pipeline.outbound, self.ctx, response)
+        if isinstance(outcome, Failure):
+            outcome = self._on_error(outcome)
+        self._send(response if outcome is PROCEED else outcome)  # type: ignore[arg-type]
+
+    def _bug(self, error: Exception) -> None:
+        """Something the pipeline must not do, or a bug: 500, logged, never skipped."""
+        self.resource._log.error(
+            "{route}: the policy pipeline cannot run this request: {error} (activityId {activity_id})",
+            route=self.entry.label,
+            error=error,
+            activity_id=self.activity_id,
+        )
+        if self.streaming:
+            cut(self.request)
+            self._end(self.request.code)
+            return
+        self._send(
+            PolicyResponse(
+                500, None, [("content-type", "application/json")], None, "Internal server error"
+            )
+        )
+
+    def _end(self, status: int) -> None:
+        if self.done:
+            return
+        self.done = True
+        request = self.request
+        request.on_client_gone = None
+        resource = self.resource
+        if self.counted:
+            resource._request_ended()
+        resource._observer.request_done(
+            request,
+            status,
+            request.sentLength,
+            resource._clock.seconds() - self.started,
+            self.entry.label,
+            self.backend.url if self.plan is not None else "-",
+            self.activity_id,
+        )

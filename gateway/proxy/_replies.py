@@ -1,0 +1,49 @@
+"""
+How the proxy ends a response: APIM's error envelope, a truncation the
+client can see, and asking a keep-alive client to reconnect while draining.
+Shared by the plain path and the policy path.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ._contracts import ProxyRequest
+
+__all__ = ["close_after_response", "cut", "envelope"]
+
+
+def envelope(status: int, message: str, **extra: str) -> bytes:
+    """The APIM error body: ``{"statusCode": N, "message": "..."}``."""
+    body: dict[str, Any] = {"statusCode": status, "message": message}
+    body.update(extra)
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def cut(request: ProxyRequest) -> None:
+    """
+    End a response whose headers went out but whose body cannot be
+    completed, so that the client sees it is truncated: on HTTP/1.1 close
+    the connection; on HTTP/2 reset the stream (closing it would end the
+    stream cleanly and pass the truncated body off as complete, and would
+    take the connection's other streams down).
+    """
+    channel = request.channel
+    if channel is not None and getattr(channel, "streamID", None) is not None:
+        channel.abortConnection()
+    else:
+        request.loseConnection()
+
+
+def close_after_response(request: ProxyRequest) -> None:
+    """
+    While draining: ask the keep-alive client to reconnect (to another
+    replica). HTTP/2 has no ``Connection`` header (the h2 library strips
+    it) and its channel is a stream, not a connection: its connection is
+    closed once idle, at the end of the drain.
+    """
+    request.setHeader(b"connection", b"close")
+    channel = request.channel
+    if channel is not None and hasattr(channel, "persistent"):
+        channel.persistent = False
