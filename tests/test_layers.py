@@ -43,6 +43,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "gateway.routing": frozenset({"gateway.translate", "gateway.model", "gateway.memo"}),
     "gateway.tls": frozenset({"gateway.routing", "gateway.translate", "gateway.model"}),
     "gateway.upstream": frozenset({"gateway.translate", "gateway.model", "gateway.ready"}),
+    # Runtime state of validate-jwt (the JWKS cache), beside the proxy.
+    "gateway.jwt": frozenset({"gateway.translate"}),
     "gateway.proxy": frozenset(
         {
             "gateway.routing",

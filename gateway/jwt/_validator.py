@@ -1,0 +1,184 @@
+"""
+The request-time check of a ``validate-jwt`` step: synchronous, no I/O.
+
+The signature is verified with the step's ``issuer-signing-keys`` (parsed
+once per step object) and the keys :class:`~gateway.jwt.OpenIdKeys` holds
+for the step's ``openid-config`` URLs; then the claims are checked
+(:mod:`._claims`). A token whose ``kid`` no key has is refused at once,
+and the cache is asked to refresh those URLs in the background, so a
+rotated key is picked up without blocking a request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from joserfc.errors import JoseError
+from joserfc.jwk import Key
+from joserfc.jws import JWSRegistry, extract_compact, verify_compact
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from gateway.translate.policy import PolicyContext, ValidateJwt
+
+from . import _messages as msg
+from ._claims import ClaimRules, check_claims
+from ._keys import KeySet, step_keys
+
+__all__ = ["SUPPORTED_ALGORITHMS", "KeySource", "TokenValidator"]
+
+#: The algorithms a token may be signed with (APIM's list, minus
+#: encrypted tokens): RSA PKCS#1 and PSS, ECDSA, HMAC.
+SUPPORTED_ALGORITHMS = frozenset({
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+    "ES256", "ES384", "ES512", "HS256", "HS384", "HS512",
+})
+
+# Our own registry: the supported algorithms only, and unknown header
+# parameters allowed (identity providers add their own, e.g. ``x5t``).
+_REGISTRY = JWSRegistry(algorithms=sorted(SUPPORTED_ALGORITHMS), strict_check_header=False)
+_ALGORITHMS = {name: JWSRegistry.algorithms[name] for name in SUPPORTED_ALGORITHMS}
+
+
+class KeySource(Protocol):
+    """Where the keys of ``openid-config`` URLs come from (:class:`~gateway.jwt.OpenIdKeys`)."""
+
+    def keys(self, url: str) -> KeySet | None:
+        """The URL's last good keys, ``None`` before the first successful fetch."""
+
+    def unknown_kid(self, url: str) -> None:
+        """A token named a ``kid`` none of the URL's keys has: refresh soon, in the background."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """What a step needs beyond its fields, computed once per step object."""
+
+    keys: KeySet
+    urls: tuple[str, ...]
+    rules: ClaimRules
+
+
+class TokenValidator:
+    """
+    Validates tokens for the policy executor (its ``JwtValidator``).
+
+    :param openid: the cache of the ``openid-config`` keys.
+    :param clock: the time a token's ``exp`` and ``nbf`` are compared with.
+    """
+
+    _log = Logger()
+    _LIMIT = 65536
+
+    def __init__(self, openid: KeySource, clock: IReactorTime) -> None:
+        self._openid = openid
+        self._clock = clock
+        self._prepared: dict[int, tuple[ValidateJwt, _Prepared]] = {}
+
+    def _prepare(self, step: ValidateJwt) -> _Prepared:
+        """
+        The step's keys and claim rules, cached by the step's identity (the
+        step kept alive with it): pipelines are built once per
+        configuration, so this parses each step's keys once per generation.
+        """
+        entry = self._prepared.get(id(step))
+        if entry is not None and entry[0] is step:
+            return entry[1]
+        keys, problems = step_keys(step.issuer_signing_keys)
+        for problem in problems:
+            self._log.warn("validate-jwt: an issuer signing key is left out: {problem}",
+                           problem=problem)
+        prepared = _Prepared(keys, step.openid_config_urls, ClaimRules.of(step))
+        if len(self._prepared) >= self._LIMIT:
+            self._prepared.clear()
+        self._prepared[id(step)] = (step, prepared)
+        return prepared
+
+    def validate(self, token: str, step: ValidateJwt,
+                 request: PolicyContext) -> Mapping[str, object] | str:
+        """The token's claims, or the message saying why it is refused."""
+        prepared = self._prepare(step)
+        try:
+            obj = extract_compact(token.encode("ascii"), registry=_REGISTRY)
+            header: dict[str, Any] = obj.protected
+            _REGISTRY.check_header(header)
+        except UnicodeEncodeError:
+            return msg.malformed("not ASCII")
+        except (JoseError, ValueError, TypeError) as error:
+            return msg.malformed(_reason(error))
+        alg = header.get("alg")
+        if alg == "none":
+            if step.require_signed_tokens:
+                return msg.unsigned()
+            if obj.segments["signature"]:
+                return msg.malformed("an unsigned token carries a signature")
+        elif alg not in _ALGORITHMS:
+            return msg.algorithm_not_supported(alg)
+        else:
+            failure = self._verify(obj, alg, header.get("kid"), prepared)
+            if failure is not None:
+                return failure
+        try:
+            claims = json.loads(obj.payload)
+        except (ValueError, UnicodeDecodeError):
+            return msg.malformed("the payload is not JSON")
+        if not isinstance(claims, dict):
+            return msg.malformed("the payload is not a JSON object")
+        failure = check_claims(claims, prepared.rules, self._clock.seconds(), request)
+        if failure is not None:
+            return failure
+        return claims
+
+    def _verify(self, obj: Any, alg: str, kid: object, prepared: _Prepared) -> str | None:
+        """``None`` when a key verifies the signature, else the message."""
+        sets: list[KeySet] = [prepared.keys]
+        fetched_any = False
+        for url in prepared.urls:
+            keys = self._openid.keys(url)
+            if keys is not None:
+                sets.append(keys)
+                fetched_any = True
+        candidates: list[Key] = []
+        if isinstance(kid, str):
+            for keys in sets:
+                candidates.extend(keys.by_kid.get(kid, ()))
+            matched = bool(candidates)
+            for keys in sets:
+                candidates.extend(keys.kidless)
+        else:
+            matched = True
+            for keys in sets:
+                candidates.extend(keys.keys)
+        if not matched:
+            for url in prepared.urls:
+                self._openid.unknown_kid(url)
+        if not candidates:
+            if prepared.urls and not fetched_any and not prepared.keys.keys:
+                return msg.keys_not_fetched()
+            if not matched:
+                return msg.unknown_kid(kid)
+            return msg.no_keys()
+        model = _ALGORITHMS[alg]
+        tried = 0
+        for key in candidates:
+            try:
+                model.check_key(key)
+            except (JoseError, ValueError):
+                continue
+            tried += 1
+            try:
+                if verify_compact(obj, model, key):
+                    return None
+            except (JoseError, ValueError, TypeError):
+                continue
+        if not matched:
+            return msg.unknown_kid(kid)
+        return msg.signature_invalid(tried, kid if isinstance(kid, str) else None)
+
+
+def _reason(error: Exception) -> str:
+    text = str(error) or type(error).__name__
+    return text if len(text) <= 80 else text[:77] + "..."
