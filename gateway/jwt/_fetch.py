@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, ResponseDone
@@ -22,6 +23,8 @@ __all__ = ["Fetch", "FetchError", "http_fetch"]
 
 #: ``fetch(url)`` → a Deferred firing with the body of a 200 response.
 Fetch = Callable[[str], "Deferred[bytes]"]
+
+_DONE = Failure(ResponseDone())
 
 _HEADERS = Headers({b"accept": [b"application/json"], b"user-agent": [b"apimgw"]})
 
@@ -50,7 +53,7 @@ class _Body(Protocol):
             return
         self.parts.append(data)
 
-    def connectionLost(self, reason: Failure = ResponseDone()) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = _DONE) -> None:
         if self.done.called:
             return
         if reason.check(ResponseDone):
@@ -59,16 +62,18 @@ class _Body(Protocol):
             self.done.errback(reason)
 
 
-def http_fetch(reactor: Any, timeout: float = 10.0, max_bytes: int = 1 << 20) -> Fetch:
+def http_fetch(reactor: Any, timeout: float = 10.0, max_bytes: int = 1 << 20,
+               clock: IReactorTime | None = None) -> Fetch:
     """
     The real fetch: ``twisted.web.client.Agent`` on ``reactor`` (verified
     TLS, a fresh connection per fetch: they are hourly), at most
-    ``timeout`` seconds for the whole exchange and ``max_bytes`` of body.
+    ``timeout`` seconds for the whole exchange (measured on ``clock``,
+    the reactor unless given) and ``max_bytes`` of body.
     """
     agent = Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(), connectTimeout=timeout)
 
     def fetch(url: str) -> Deferred[bytes]:
-        requested = agent.request(b"GET", url.encode("ascii"), _HEADERS)
+        responded = agent.request(b"GET", url.encode("ascii"), _HEADERS)
 
         def got(response: IResponse) -> Deferred[bytes]:
             if response.code != 200:
@@ -88,8 +93,25 @@ def http_fetch(reactor: Any, timeout: float = 10.0, max_bytes: int = 1 << 20) ->
             response.deliverBody(body)
             return done
 
-        requested.addCallback(got)
-        requested.addTimeout(timeout, reactor)
+        requested: Deferred[bytes] = responded.addCallback(got)  # type: ignore[assignment]
+        # Deferred.addTimeout would not do: cancelling Agent's request fails
+        # it with ResponseNeverReceived, not CancelledError.
+        timed_out: list[bool] = []
+
+        def expire() -> None:
+            timed_out.append(True)
+            requested.cancel()
+
+        timer = (clock if clock is not None else reactor).callLater(timeout, expire)
+
+        def done(result: object) -> object:
+            if timer.active():
+                timer.cancel()
+            if timed_out and isinstance(result, Failure):
+                raise FetchError(f"timed out after {timeout:g} s")
+            return result
+
+        requested.addBoth(done)
         return requested
 
     return fetch
@@ -98,5 +120,5 @@ def http_fetch(reactor: Any, timeout: float = 10.0, max_bytes: int = 1 << 20) ->
 class _Discard(Protocol):
     """Reads and drops a body we will not use, so the connection closes cleanly."""
 
-    def connectionLost(self, reason: Failure = ResponseDone()) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = _DONE) -> None:
         pass

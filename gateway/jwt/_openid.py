@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -181,7 +181,7 @@ class OpenIdKeys:
         source.fetches += 1
         fetching = self._fetch_keys(source.url)
         source.inflight = fetching
-        fetching.addCallbacks(self._fetched, self._failed, (source,), None, (source,), None)
+        fetching.addCallbacks(self._fetched, self._failed, callbackArgs=(source,), errbackArgs=(source,))
         fetching.addBoth(self._finished, source, fetching)
 
     def _fetch_keys(self, url: str) -> Deferred[KeySet]:
@@ -195,11 +195,8 @@ class OpenIdKeys:
                 raise MalformedDocument("the discovery document has no http(s) jwks_uri")
             return self._fetch(jwks_uri)
 
-        try:
-            started = self._fetch(url)
-        except Exception:
-            started = Deferred()
-            started.errback()
+        # maybeDeferred: a fetch that raises at once fails this fetch only.
+        started: Deferred[bytes] = maybeDeferred(self._fetch, url)
         return started.addCallback(discovered).addCallback(
             lambda body: jwks_keys(_json(body, "JWKS")))
 

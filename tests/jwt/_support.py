@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from joserfc import jwt
 from joserfc.jwk import ECKey, Key, OctKey, RSAKey
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IListeningPort
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
@@ -150,8 +150,9 @@ class IdentityProvider(Resource):
         self.port = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
 
     def stop(self) -> Deferred[None]:
+        if self.port is None or not self.port.connected:  # type: ignore[attr-defined]
+            return succeed(None)
         for request in self.pending:
             if not request.finished and request.channel is not None:
                 request.channel.transport.abortConnection()  # type: ignore[union-attr]
-        assert self.port is not None
         return self.port.stopListening()  # type: ignore[return-value]

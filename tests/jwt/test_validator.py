@@ -13,8 +13,7 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from gateway.jwt import KeySet, TokenValidator, jwks_keys
-from gateway.jwt import _validator
+from gateway.jwt import KeySet, TokenValidator, _validator, jwks_keys
 from gateway.translate.policy import Expression, JwtClaim, JwtKey, ValidateJwt
 
 from ._support import (
