@@ -40,6 +40,11 @@ SUPPORTED_ALGORITHMS = frozenset({
 # Our own registry: the supported algorithms only, and unknown header
 # parameters allowed (identity providers add their own, e.g. ``x5t``).
 _REGISTRY = JWSRegistry(algorithms=sorted(SUPPORTED_ALGORITHMS), strict_check_header=False)
+# joserfc's defaults (512-byte header, 1024-byte signature) would refuse
+# tokens whose header carries an ``x5c`` chain or that are signed with an
+# 8192-bit RSA key; these limits still bound the work a token can cause.
+_REGISTRY.max_header_length = 8192
+_REGISTRY.max_signature_length = 2048
 _ALGORITHMS = {name: JWSRegistry.algorithms[name] for name in SUPPORTED_ALGORITHMS}
 
 
@@ -152,13 +157,11 @@ class TokenValidator:
             matched = True
             for keys in sets:
                 candidates.extend(keys.keys)
-        if not matched:
-            for url in prepared.urls:
-                self._openid.unknown_kid(url)
         if not candidates:
             if prepared.urls and not fetched_any and not prepared.keys.keys:
                 return msg.keys_not_fetched()
             if not matched:
+                self._refresh(prepared)
                 return msg.unknown_kid(kid)
             return msg.no_keys()
         model = _ALGORITHMS[alg]
@@ -175,8 +178,19 @@ class TokenValidator:
             except (JoseError, ValueError, TypeError):
                 continue
         if not matched:
+            self._refresh(prepared)
             return msg.unknown_kid(kid)
         return msg.signature_invalid(tried, kid if isinstance(kid, str) else None)
+
+
+    def _refresh(self, prepared: _Prepared) -> None:
+        """
+        A ``kid`` no key has and no key without a ``kid`` verified: the
+        provider may have rotated its keys, so ask for a background
+        refresh (the cache coalesces and rate-limits these).
+        """
+        for url in prepared.urls:
+            self._openid.unknown_kid(url)
 
 
 def _reason(error: Exception) -> str:

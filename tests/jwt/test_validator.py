@@ -8,6 +8,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import replace
 
+from joserfc import jwt
 from joserfc.jwk import OKPKey
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
@@ -20,6 +21,7 @@ from ._support import (
     AUDIENCE,
     ISSUER,
     NOW,
+    claims,
     ec_key,
     jwk,
     rsa_key,
@@ -131,6 +133,18 @@ class ValidatorTests(SynchronousTestCase):
         self.assertIn("signing key was not found", message)
         self.assertIn("kid: 'k2'", message)
         self.assertEqual(self.openid.asked, [URL])
+
+    def test_kidless_key_verifies_without_refresh(self) -> None:
+        """A token with a kid that a key without id verifies is accepted; no refresh is asked."""
+        self.openid.sets[URL] = jwks_keys({"keys": [jwk(EC, "ec1", "ES256")]})
+        s = step(openid_config_urls=(URL,))
+        self.assertIsInstance(self.check(sign(RSA, "RS256", kid="issuer-kid"), s), dict)
+        self.assertEqual(self.openid.asked, [])
+
+    def test_large_header(self) -> None:
+        """A header carrying an x5c-sized value (over joserfc's 512-byte default) is accepted."""
+        token = jwt.encode({"alg": "RS256", "x5c": ["A" * 3000]}, claims(), RSA, algorithms=["RS256"])
+        self.assertIsInstance(self.check(token), dict)
 
     def test_keys_not_fetched_yet(self) -> None:
         """Before the first fetch of the step's URL, tokens are refused with a message saying so."""
