@@ -13,6 +13,10 @@ after the other:
   stock        twisted.web.proxy.ReverseProxyResource (bench/stock_proxy.py)
   apimgw-none  apimgw, TELEMETRY_LOGS_STD=none
   apimgw-text  apimgw, TELEMETRY_LOGS_STD=text, log written to /dev/null
+  apimgw-policy apimgw, access log none, an APIM API with a typical
+               pipeline: subscription key check + set-header + rewrite-uri
+               (wrk sends the key and the operation's path; compare with
+               apimgw-none for the added cost)
 
 Each proxy is started, polled until it answers with the backend's body,
 warmed up, measured, and stopped by its PID (SIGTERM, then SIGKILL). The
@@ -59,14 +63,48 @@ from _common import (
 
 STATUS_PATH = "/status-0123456789abcdef"
 
-CASES = ("backend", "nginx", "stock", "apimgw-none", "apimgw-text")
-ALIASES = {"apimgw": ("apimgw-none", "apimgw-text"), "all": CASES}
+#: The policy case's API: a subscription key, a header set and the URL
+#: rewritten from the operation's template parameter on every request.
+POLICY_CONFIG = """\
+apis:
+  - name: bench
+    path: bench
+    serviceUrl: http://{host}:{port}
+    subscriptionRequired: true
+    operations:
+      - {{name: get-item, method: GET, urlTemplate: "/items/{{id}}"}}
+subscriptions:
+  - {{name: bench, scope: /apis, primaryKey: bench-key-0001}}
+policies:
+  - scope: api
+    apiId: bench
+    xml: |
+      <policies>
+        <inbound>
+          <base />
+          <set-header name="X-Bench" exists-action="override"><value>1</value></set-header>
+          <rewrite-uri template="/things/{{id}}" />
+        </inbound>
+        <backend><base /></backend>
+        <outbound><base /></outbound>
+        <on-error><base /></on-error>
+      </policies>
+"""
+
+#: Cases whose wrk requests differ from ``GET /``: (target, headers).
+CASE_REQUESTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "apimgw-policy": ("/bench/items/42", ("Ocp-Apim-Subscription-Key: bench-key-0001",)),
+}
+
+CASES = ("backend", "nginx", "stock", "apimgw-none", "apimgw-text", "apimgw-policy")
+ALIASES = {"apimgw": ("apimgw-none", "apimgw-text", "apimgw-policy"), "all": CASES}
 LABELS = {
     "backend": "backend alone (nginx)",
     "nginx": "nginx reverse proxy",
     "stock": "Twisted ReverseProxyResource",
     "apimgw-none": "apimgw, access log none",
     "apimgw-text": "apimgw, access log text",
+    "apimgw-policy": "apimgw, key + set-header + rewrite-uri",
 }
 
 
@@ -166,13 +204,21 @@ def cpu_plan() -> tuple[int | None, int | None, str]:
     except AttributeError:
         usable = list(range(os.cpu_count() or 1))
     if len(usable) < 2:
-        return None, None, (
-            f"only {len(usable)} usable CPU: nothing pinned; wrk, the backend and the "
-            "proxy share it, so the figures are not comparable with the design's table"
+        return (
+            None,
+            None,
+            (
+                f"only {len(usable)} usable CPU: nothing pinned; wrk, the backend and the "
+                "proxy share it, so the figures are not comparable with the design's table"
+            ),
         )
-    return usable[0], usable[1], (
-        f"wrk and backend on CPU {usable[0]}, proxy on CPU {usable[1]} "
-        f"({len(usable)} usable CPUs)"
+    return (
+        usable[0],
+        usable[1],
+        (
+            f"wrk and backend on CPU {usable[0]}, proxy on CPU {usable[1]} "
+            f"({len(usable)} usable CPUs)"
+        ),
     )
 
 
@@ -195,15 +241,19 @@ def wait_ready(
     timeout: float,
     ready_path: str = "/",
     log: Path | None = None,
+    case: str = "",
 ) -> None:
     """
-    Poll until ``ready_path`` answers 200 and ``/`` answers 200 with the
-    backend's body; fail when the process exits or ``timeout`` passes.
+    Poll until ``ready_path`` answers 200 and the case's request (``/``
+    for most) answers 200 with the backend's body; fail when the process
+    exits or ``timeout`` passes.
     """
     deadline = time.monotonic() + timeout
     last = "no answer"
+    target, header_lines = CASE_REQUESTS.get(case, ("/", ()))
+    headers = dict(line.split(": ", 1) for line in header_lines)
     checks = [(ready_path, None)] if ready_path != "/" else []
-    checks.append(("/", BODY.encode()))
+    checks.append((target, BODY.encode()))
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             detail = f"\n{tail(log)}" if log else ""
@@ -212,7 +262,7 @@ def wait_ready(
             for path, body in checks:
                 conn = http.client.HTTPConnection(LOCALHOST, port, timeout=1.0)
                 try:
-                    conn.request("GET", path)
+                    conn.request("GET", path, headers=headers if path == target else {})
                     response = conn.getresponse()
                     data = response.read()
                 finally:
@@ -261,9 +311,7 @@ def parse_wrk(output: str) -> dict[str, Any]:
     m = re.search(r"^\s*(\d+) requests in ", output, re.MULTILINE)
     if m:
         result["requests"] = int(m.group(1))
-    m = re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
-    )
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     if m:
         result["socket_errors"] = dict(
             zip(("connect", "read", "write", "timeout"), map(int, m.groups()), strict=True)
@@ -288,19 +336,21 @@ class Wrk:
         self.cpu = cpu
         self.procs = procs
 
-    def argv(self, port: int, seconds: int) -> list[str]:
+    def argv(self, port: int, seconds: int, case: str = "") -> list[str]:
+        target, headers = CASE_REQUESTS.get(case, ("/", ()))
         return [
             self.path,
             f"-t{self.threads}",
             f"-c{self.connections}",
             f"-d{seconds}s",
             "--latency",
-            f"http://{LOCALHOST}:{port}/",
+            *[arg for header in headers for arg in ("-H", header)],
+            f"http://{LOCALHOST}:{port}{target}",
         ]
 
-    def run(self, port: int, seconds: int) -> str:
+    def run(self, port: int, seconds: int, case: str = "") -> str:
         proc = self.procs.start(
-            pinned(self.argv(port, seconds), self.cpu),
+            pinned(self.argv(port, seconds, case), self.cpu),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
@@ -371,8 +421,9 @@ class Settings:
     stamp: str
 
 
-def _apimgw_argv(settings: Settings, http_port: int, admin_port: int, config: Path,
-                 backend_port: int) -> list[str]:
+def _apimgw_argv(
+    settings: Settings, http_port: int, admin_port: int, config: Path, backend_port: int
+) -> list[str]:
     """
     The apimgw command. ``--apimgw-cmd`` is either the twistd to run (the
     plugin arguments are appended) or, when it contains ``{...}``
@@ -445,8 +496,21 @@ def profile_case(
     log = settings.out_dir / f"proxy-{settings.stamp}-{name}.py-spy.log"
     with open(log, "wb") as err:
         spy = procs.start(
-            [py_spy, "record", "--pid", str(pid), "--duration", str(seconds),
-             "--rate", "200", "--nonblocking", "--format", "flamegraph", "-o", str(out)],
+            [
+                py_spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(seconds),
+                "--rate",
+                "200",
+                "--nonblocking",
+                "--format",
+                "flamegraph",
+                "-o",
+                str(out),
+            ],
             stdout=err,
             stderr=subprocess.STDOUT,
         )
@@ -455,7 +519,7 @@ def profile_case(
         if spy.poll() is not None:
             print(f"  --profile: py-spy could not attach, skipped: {tail(log, 400)}", flush=True)
             return None
-        wrk.run(port, seconds)
+        wrk.run(port, seconds, name)
         spy.wait(timeout=seconds + 30)
     except subprocess.TimeoutExpired:
         print("  --profile: py-spy did not finish, skipped", flush=True)
@@ -498,9 +562,7 @@ def _cpu_seconds(pid: int) -> float | None:
     return total
 
 
-def measure(
-    result: CaseResult, wrk: Wrk, port: int, settings: Settings, pid: int
-) -> None:
+def measure(result: CaseResult, wrk: Wrk, port: int, settings: Settings, pid: int) -> None:
     """
     Warm up, then run wrk ``settings.repeat`` times; the result is the run
     with the median req/s (all runs are kept in ``result.runs``). Each run
@@ -509,12 +571,12 @@ def measure(
     and per request.
     """
     if settings.warmup > 0:
-        wrk.run(port, settings.warmup)
+        wrk.run(port, settings.warmup, result.name)
     runs = []
     for _ in range(settings.repeat):
         before = _cpu_seconds(pid)
         started = time.monotonic()
-        text = wrk.run(port, settings.duration)
+        text = wrk.run(port, settings.duration, result.name)
         elapsed = time.monotonic() - started
         after = _cpu_seconds(pid)
         parsed = parse_wrk(text)
@@ -559,14 +621,26 @@ def start_proxy(
     """
     if name == "nginx":
         proc, log, argv = start_nginx(
-            procs, nginx, workdir, "nginx-proxy", "nginx-proxy.conf.in", cpu,
-            port=port, backend_port=backend_port,
+            procs,
+            nginx,
+            workdir,
+            "nginx-proxy",
+            "nginx-proxy.conf.in",
+            cpu,
+            port=port,
+            backend_port=backend_port,
         )
         return proc, log, "/", argv
     if name == "stock":
         argv = pinned(
-            [sys.executable, str(BENCH_DIR / "stock_proxy.py"),
-             "--port", str(port), "--backend-port", str(backend_port)],
+            [
+                sys.executable,
+                str(BENCH_DIR / "stock_proxy.py"),
+                "--port",
+                str(port),
+                "--backend-port",
+                str(backend_port),
+            ],
             cpu,
         )
         log = workdir / "stock.log"
@@ -576,14 +650,19 @@ def start_proxy(
 
     access_log = name.split("-", 1)[1]
     config = workdir / "apimgw.yaml"
-    config.write_text(
-        "routes:\n"
-        "  - path: /\n"
-        "    pathType: Prefix\n"
-        f"    backend: http://{LOCALHOST}:{backend_port}\n"
-    )
-    env = {k: v for k, v in os.environ.items()
-           if k.upper().replace(".", "_") != "TELEMETRY_LOGS_STD"}
+    if access_log == "policy":
+        access_log = "none"
+        config.write_text(POLICY_CONFIG.format(host=LOCALHOST, port=backend_port))
+    else:
+        config.write_text(
+            "routes:\n"
+            "  - path: /\n"
+            "    pathType: Prefix\n"
+            f"    backend: http://{LOCALHOST}:{backend_port}\n"
+        )
+    env = {
+        k: v for k, v in os.environ.items() if k.upper().replace(".", "_") != "TELEMETRY_LOGS_STD"
+    }
     env["TELEMETRY_LOGS_STD"] = access_log
     # Stop promptly: no drain delay and a short grace (nothing is in flight
     # once wrk has finished).
@@ -643,7 +722,7 @@ def run_case(
                 name, procs, settings, nginx, workdir, port, backend_port, proxy_cpu
             )
             print(f"  pid {proc.pid}: {shlex.join(result.command)}", flush=True)
-            wait_ready(proc, port, settings.ready_timeout, ready_path, log)
+            wait_ready(proc, port, settings.ready_timeout, ready_path, log, name)
             measure(result, wrk, port, settings, proc.pid)
             if settings.profile and name.startswith("apimgw"):
                 result.profile = profile_case(procs, wrk, settings, name, proc.pid, port)
@@ -723,16 +802,20 @@ def print_table(results: dict[str, CaseResult], plan: str, wrk_cmd: str) -> None
         if r.error:
             print(_row([r.label, "failed"] + [""] * (len(_COLUMNS) - 2)))
             continue
-        print(_row([
-            r.label,
-            f"{r.requests_per_sec:,.0f}",
-            f"{r.p50_ms:.2f}",
-            f"{r.p99_ms:.2f}",
-            "" if r.cpu_share is None else f"{r.cpu_share:.0%}",
-            "" if r.cpu_us_per_request is None else f"{r.cpu_us_per_request:.1f}",
-            str(r.non_2xx_3xx),
-            str(r.errors),
-        ]))
+        print(
+            _row(
+                [
+                    r.label,
+                    f"{r.requests_per_sec:,.0f}",
+                    f"{r.p50_ms:.2f}",
+                    f"{r.p99_ms:.2f}",
+                    "" if r.cpu_share is None else f"{r.cpu_share:.0%}",
+                    "" if r.cpu_us_per_request is None else f"{r.cpu_us_per_request:.1f}",
+                    str(r.non_2xx_3xx),
+                    str(r.errors),
+                ]
+            )
+        )
     found = ratios(results)
     if found:
         print()
@@ -800,25 +883,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of wrk before each case")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="measurements per case; the median (by req/s) is reported")
-    parser.add_argument("--only", type=parse_cases, default=list(CASES),
-                        help="comma-separated cases to run, e.g. backend,nginx,stock")
-    parser.add_argument("--apimgw-cmd", default=default_twistd,
-                        help="twistd to run apimgw with (default: %(default)s), or a whole "
-                             "command with {http} {admin} {config} placeholders")
-    parser.add_argument("--apimgw-from", choices=("tree", "installed"), default="tree",
-                        help="run the gateway from this checkout (PYTHONPATH, the default) or "
-                             "as installed with pip install .")
-    parser.add_argument("--ready-timeout", type=float, default=30.0,
-                        help="seconds to wait for a proxy to answer")
-    parser.add_argument("--profile", action="store_true",
-                        help="also record a py-spy flame graph of each apimgw case")
-    parser.add_argument("--profile-duration", type=int, default=None,
-                        help="seconds of py-spy recording (default: --duration, at most 10)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measurements per case; the median (by req/s) is reported",
+    )
+    parser.add_argument(
+        "--only",
+        type=parse_cases,
+        default=list(CASES),
+        help="comma-separated cases to run, e.g. backend,nginx,stock",
+    )
+    parser.add_argument(
+        "--apimgw-cmd",
+        default=default_twistd,
+        help="twistd to run apimgw with (default: %(default)s), or a whole "
+        "command with {http} {admin} {config} placeholders",
+    )
+    parser.add_argument(
+        "--apimgw-from",
+        choices=("tree", "installed"),
+        default="tree",
+        help="run the gateway from this checkout (PYTHONPATH, the default) or "
+        "as installed with pip install .",
+    )
+    parser.add_argument(
+        "--ready-timeout", type=float, default=30.0, help="seconds to wait for a proxy to answer"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also record a py-spy flame graph of each apimgw case",
+    )
+    parser.add_argument(
+        "--profile-duration",
+        type=int,
+        default=None,
+        help="seconds of py-spy recording (default: --duration, at most 10)",
+    )
     parser.add_argument("--out-dir", type=Path, default=BENCH_DIR / "out")
-    parser.add_argument("--keep-temp", action="store_true",
-                        help="keep the temporary directory (configs and logs)")
+    parser.add_argument(
+        "--keep-temp", action="store_true", help="keep the temporary directory (configs and logs)"
+    )
     args = parser.parse_args(argv)
     if args.threads > args.connections or min(args.duration, args.threads, args.repeat) < 1:
         parser.error("need --duration >= 1, --repeat >= 1 and 1 <= --threads <= --connections")
@@ -851,7 +958,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         backend_port = free_port()
         backend, backend_log, _ = start_nginx(
-            procs, nginx, workdir, "nginx-backend", "nginx-backend.conf.in", load_cpu,
+            procs,
+            nginx,
+            workdir,
+            "nginx-backend",
+            "nginx-backend.conf.in",
+            load_cpu,
             port=backend_port,
         )
         print(f"backend: pid {backend.pid} on {LOCALHOST}:{backend_port}", flush=True)
@@ -859,7 +971,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         for name in args.only:
             results[name] = run_case(
-                name, procs, wrk, settings, nginx, workdir, backend_port, backend.pid,
+                name,
+                procs,
+                wrk,
+                settings,
+                nginx,
+                workdir,
+                backend_port,
+                backend.pid,
                 proxy_cpu,
             )
             if backend.poll() is not None:
@@ -874,8 +993,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         procs.stop_all()
         remove_workdir(workdir, args.keep_temp)
 
-    wrk_cmd = shlex.join(["wrk", f"-t{args.threads}", f"-c{args.connections}",
-                          f"-d{args.duration}s", "--latency", f"http://{LOCALHOST}:PORT/"])
+    wrk_cmd = shlex.join(
+        [
+            "wrk",
+            f"-t{args.threads}",
+            f"-c{args.connections}",
+            f"-d{args.duration}s",
+            "--latency",
+            f"http://{LOCALHOST}:PORT/",
+        ]
+    )
     print_table(results, plan, wrk_cmd)
     report = {
         "timestamp": stamp,

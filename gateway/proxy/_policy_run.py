@@ -65,6 +65,10 @@ __all__ = ["PolicyRun"]
 #: (RFC 3986 ``pchar``, ``/``, ``?`` and ``%`` of existing escapes).
 _TARGET_SAFE = "/?%:@!$&'()*+,;=-._~"
 
+#: Statuses that never carry a body nor, for 1xx and 204, a Content-Length
+#: (RFC 9110 §8.6).
+_NO_BODY = frozenset({100, 101, 102, 103, 204, 304})
+
 #: An HTTP method is a token (RFC 9110 §9.1).
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
@@ -292,6 +296,12 @@ class PolicyRun:
                 "BackendError", f"The backend responded with status code {status}."
             )
             return
+        ctx = self.ctx
+        if not self.pipeline.outbound and ctx.status is None and not ctx.response_headers:
+            # Nothing changes the response (the common case): stream it as
+            # the plain path does, without a response view.
+            self._stream_as_is(status, reason, headers, producer)
+            return
         response = PolicyResponse(
             status,
             reason.decode("latin-1") or None,
@@ -319,7 +329,7 @@ class PolicyRun:
         self._send(outcome)  # type: ignore[arg-type]
 
     def _stream(self, response: PolicyResponse, producer: IPushProducer) -> None:
-        request = self.request
+        """Send the (changed) status and headers, then stream the backend's body."""
         try:
             encoded = [(_header_bytes(n), _header_bytes(v)) for n, v in response.headers]
         except ValueError as error:
@@ -327,11 +337,26 @@ class PolicyRun:
             self._bug(error)
             return
         reason = response.reason
-        request.setResponseCode(
-            response.status, reason.encode("latin-1", "replace") if reason else None
+        self._stream_as_is(
+            response.status,
+            reason.encode("latin-1", "replace") if reason else b"",
+            encoded,
+            producer,
+            filtered=True,
         )
+
+    def _stream_as_is(
+        self,
+        status: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        producer: IPushProducer,
+        filtered: bool = False,
+    ) -> None:
+        request = self.request
+        request.setResponseCode(status, reason or None)
         response_headers = request.responseHeaders
-        for name, value in encoded:
+        for name, value in headers if filtered else response_headers_to_forward(headers):
             response_headers.addRawHeader(name, value)
         if not response_headers.hasHeader(b"x-request-id"):
             response_headers.setRawHeaders(b"x-request-id", [self.request_id])
@@ -507,7 +532,10 @@ class PolicyRun:
         for name, value in encoded:
             if name.lower() not in (b"content-length", b"transfer-encoding"):
                 headers.addRawHeader(name, value)
-        headers.setRawHeaders(b"content-length", [b"%d" % len(body)])
+        if response.status in _NO_BODY:
+            body = b""
+        else:
+            headers.setRawHeaders(b"content-length", [b"%d" % len(body)])
         if not headers.hasHeader(b"x-request-id"):
             headers.setRawHeaders(b"x-request-id", [self.request_id])
         request.write(body)
