@@ -22,6 +22,7 @@ from twisted.web import http
 
 from gateway.dispatch import streamline
 from gateway.echo import EchoBackend
+from gateway.jwt import OpenIdKeys, OpenIdKeysService, TokenValidator, http_fetch
 from gateway.model import Store
 from gateway.observability import (
     AccessLog,
@@ -135,6 +136,8 @@ class Gateway(MultiService):
     health: Health
     listeners: dict[str, Any]
     pool: BackendPool
+    #: The ``validate-jwt`` key cache of ``openid-config`` URLs.
+    openid_keys: OpenIdKeys
     #: The cloud source, when ``config.service.endpoint`` is set.
     cloud: CloudSource | None = None
     #: The Kubernetes Ingress source, when ``k8s.ingress.enabled`` is true.
@@ -328,6 +331,13 @@ def _add_traffic(
         )
 
     top.reconciler.add_swap_listener(key_names_redacted)
+    # validate-jwt: keys of openid-config URLs are fetched in the background
+    # when a generation names them, never on a request.
+    openid_keys = OpenIdKeys(reactor, http_fetch(reactor))
+    OpenIdKeysService(openid_keys).setServiceParent(top)
+    top.reconciler.add_swap_listener(lambda generation: openid_keys.watch(generation.config))
+    top.openid_keys = openid_keys
+    jwt = TokenValidator(openid_keys, reactor)
     listeners = [("http", b"http", settings.listen.http)]
     if settings.listen.https:
         listeners.append(("https", b"https", settings.listen.https))
@@ -343,6 +353,7 @@ def _add_traffic(
             error_mode=proxy.error_mode,
             https_port=https_port,
             redact=lambda target: access_log.redact(target),
+            jwt=jwt,
         )
         site = GatewaySite(resource, max_body=proxy.max_body)
         factory: Any = site

@@ -10,7 +10,8 @@ seconds; a failed fetch is retried with exponential backoff and the last
 good keys stay in use (a malformed document counts as a failure). A token
 signed with a ``kid`` the cache does not know asks for one early refresh
 (:meth:`OpenIdKeys.unknown_kid`): coalesced with a fetch already running,
-and at most once per ``unknown_kid_interval`` per URL, so a stream of
+and at most once per ``unknown_kid_interval`` per URL (the first one
+at any time), so a stream of
 tokens with made-up ``kid`` values cannot turn into a stream of fetches.
 """
 
@@ -48,6 +49,8 @@ class _Source:
     failures: int = 0
     fetches: int = 0
     started_at: float | None = None
+    #: when a token with an unknown ``kid`` last started a refresh
+    kid_refresh_at: float | None = None
     inflight: Deferred[KeySet] | None = None
     timer: IDelayedCall | None = field(default=None, repr=False)
 
@@ -81,8 +84,11 @@ class OpenIdKeys:
     :param refresh_interval: seconds between refreshes of a URL whose last
         fetch succeeded (APIM: one hour).
     :param unknown_kid_interval: a token with an unknown ``kid`` starts a
-        refresh only when no fetch of the URL started in these last
-        seconds.
+        refresh only when no other unknown ``kid`` started one in these
+        last seconds (counted from the last such refresh, not from the
+        periodic ones, as Microsoft.IdentityModel's ``RequestRefresh``
+        does: a key rotated just after a periodic fetch is still fetched at
+        once).
     :param retry_initial: first wait after a failed fetch; it doubles
         with each further failure, up to ``retry_max`` (and never beyond
         ``refresh_interval``).
@@ -129,9 +135,10 @@ class OpenIdKeys:
         source = self._sources.get(url)
         if source is None or source.inflight is not None:
             return
-        if (source.started_at is not None
-                and self._clock.seconds() - source.started_at < self.unknown_kid_interval):
+        now = self._clock.seconds()
+        if source.kid_refresh_at is not None and now - source.kid_refresh_at < self.unknown_kid_interval:
             return
+        source.kid_refresh_at = now
         self._log.info("validate-jwt: a token names an unknown key id; refreshing the keys of {url}",
                        url=url)
         self._start(source)
