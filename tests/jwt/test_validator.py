@@ -107,6 +107,42 @@ class ValidatorTests(SynchronousTestCase):
         s = step(issuer_signing_keys=(), openid_config_urls=(URL,))
         self.assertIsInstance(self.check(sign(EC, "ES256", kid="ec1"), s), dict)
 
+    def test_verified_token_skips_the_signature_check(self) -> None:
+        """A token seen before for the same step and keys is not verified again; claims still are."""
+        calls = []
+        real = _validator.verify_compact
+
+        def counting(*args: object) -> object:
+            calls.append(1)
+            return real(*args)  # type: ignore[arg-type]
+
+        self.patch(_validator, "verify_compact", counting)
+        token = sign(RSA, "RS256", exp=int(NOW) + 100)
+        s = step()
+        self.assertIsInstance(self.check(token, s), dict)
+        self.assertIsInstance(self.check(token, s), dict)
+        self.assertEqual(len(calls), 1)
+        self.clock.advance(101)
+        self.assertIn("IDX10223", self.refused(token, s))
+        self.assertIsInstance(self.check(token, step(clock_skew=200)), dict)
+        self.assertEqual(len(calls), 2, "another step object verifies afresh")
+
+    def test_verified_token_refused_once_its_key_is_rotated_out(self) -> None:
+        """A verified token is checked again when the OpenID keys change: its key gone, it is refused."""
+        self.openid.sets[URL] = jwks_keys({"keys": [jwk(RSA, "k1", "RS256")]})
+        s = step(issuer_signing_keys=(), openid_config_urls=(URL,))
+        token = sign(RSA, "RS256", kid="k1")
+        self.assertIsInstance(self.check(token, s), dict)
+        self.openid.sets[URL] = jwks_keys({"keys": [jwk(OTHER_RSA, "k2", "RS256")]})
+        self.assertIn("signing key was not found", self.refused(token, s))
+
+    def test_verified_token_not_shared_between_steps(self) -> None:
+        """A token verified for one step is not accepted by a step with other keys."""
+        token = sign(RSA, "RS256")
+        self.assertIsInstance(self.check(token), dict)
+        other = step(issuer_signing_keys=(rsa_n_e(OTHER_RSA),))
+        self.assertIn("Signature validation failed", self.refused(token, other))
+
     def test_wrong_signature(self) -> None:
         """A token signed by another key is refused: signature validation failed."""
         message = self.refused(sign(OTHER_RSA, "RS256"))
