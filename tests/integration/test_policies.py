@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import http.client
+import socket
+
+from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
 
 from .harness import GatewayTestCase
 
@@ -159,6 +164,35 @@ POLICIES: dict[str, tuple[str, str]] = {
 </policies>
 """,
     ),
+    "waiting": (
+        "",
+        """
+<policies>
+  <inbound />
+  <backend>
+    <retry condition="@(context.LastError.Reason == &quot;BackendError&quot;)" count="3" interval="30">
+      <forward-request fail-on-error-status-code="true" />
+    </retry>
+  </backend>
+  <outbound />
+</policies>
+""",
+    ),
+    "slow": (
+        "",
+        """
+<policies>
+  <inbound />
+  <backend><forward-request timeout="1" /></backend>
+  <outbound>
+    <set-header name="X-Seen" exists-action="override"><value>yes</value></set-header>
+  </outbound>
+  <on-error>
+    <set-header name="X-Reason" exists-action="override"><value>@(context.LastError.Reason)</value></set-header>
+  </on-error>
+</policies>
+""",
+    ),
     "moved": (
         "",
         """
@@ -291,3 +325,65 @@ class PolicyTests(GatewayTestCase):
         """set-backend-service sends the request to the new base URL."""
         r = yield self.get("/moved/x?q=1")
         self.assertEqual((r.status, r.json()["path"], r.json()["query"]), (200, "/elsewhere/x", "q=1"))
+
+    @inlineCallbacks
+    def test_retry_resends_the_request_body(self) -> Any:
+        """Each attempt of a retried POST carries the whole client body again."""
+        body = b"x" * 200_000
+        resource = self.backend_site.resource
+        render = resource.render
+        lengths = []
+
+        def recording(request: Any) -> Any:
+            request.content.seek(0)
+            lengths.append(len(request.content.read()))
+            request.content.seek(0)
+            return render(request)
+
+        self.patch(resource, "render", recording)
+        r = yield self.request("POST", "/failing/x?status=500", body=body)
+        self.assertEqual(r.status, 503)
+        self.assertEqual(lengths, [len(body)] * 3)
+
+    @inlineCallbacks
+    def test_client_leaving_during_a_retry_wait(self) -> Any:
+        """The client goes away while a retry waits: the wait is cancelled, nothing stays in flight, 499 is logged."""
+        sock = socket.create_connection(("127.0.0.1", self.port))
+        sock.sendall(b"GET /waiting/x?status=500 HTTP/1.1\r\nHost: x\r\nx-request-id: gone-1\r\n\r\n")
+        resource = self.gateway.listeners["http"].resource
+        yield self.wait_for(lambda: self.backend_site.connections >= 1 and resource.in_flight == 1)
+        yield deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual(resource.in_flight, 1, "waiting 30 s before the retry")
+        sock.close()
+        yield self.wait_for(lambda: resource.in_flight == 0)
+        self.assertTrue(self.logged('"GET /waiting/x?status=500 HTTP/1.1" 499'))
+        self.assertEqual(self.backend_site.connections, 1, "no attempt after the client left")
+        pending = [c for c in reactor.getDelayedCalls() if c.active() and c.getTime() - reactor.seconds() > 20]
+        self.assertEqual([c for c in pending if "_forward" in repr(c.func)], [])
+
+    @inlineCallbacks
+    def test_forward_request_timeout(self) -> Any:
+        """forward-request timeout="1" applies to that request: on-error sees Timeout; a quick answer passes outbound."""
+        r = yield self.get("/slow/x?sleep=3000")
+        self.assertEqual((r.status, r.header("x-reason")), (500, "Timeout"))
+        self.assertEqual(r.json()["message"], "Internal server error")
+        r = yield self.get("/slow/x?sleep=10")
+        self.assertEqual((r.status, r.header("x-seen")), (200, "yes"))
+
+    @inlineCallbacks
+    def test_large_response_streams_through_outbound(self) -> Any:
+        """A 5 MB response whose headers outbound changes streams whole, with the backend's length."""
+        size = 5_000_000
+        r = yield self.get(f"/slow/x?size={size}")
+        self.assertEqual((r.status, len(r.body), r.header("x-seen")), (200, size, "yes"))
+        self.assertEqual(r.header("content-length"), str(size))
+
+    @inlineCallbacks
+    def test_head_of_a_gateway_answer(self) -> Any:
+        """HEAD on a return-response: the status and length of the body, and no body."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        self.addCleanup(conn.close)
+        r = yield self.request("HEAD", "/answer/x", conn=conn)
+        self.assertEqual((r.status, r.body, r.header("content-length")), (418, b"", "15"))
+        r = yield self.get("/answer/x", conn=conn)
+        self.assertEqual((r.status, r.body), (418, b"short and stout"), "same connection, in step")
