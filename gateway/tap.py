@@ -195,7 +195,14 @@ def build_gateway(
     synced = _add_sources(top, settings, reactor, extra_sources, environ=options._environ)
     sni = _sni_builder(settings.proxy, reactor) if settings.listen.https else None
     _add_reconciler(top, reactor, synced, sni)
-    admin = AdminResource(top.metrics, top.health, top.reconciler, token=settings.admin.token)
+    _add_openid_keys(top, reactor)
+    admin = AdminResource(
+        top.metrics,
+        top.health,
+        top.reconciler,
+        token=settings.admin.token,
+        sections={"openidKeys": top.openid_keys.describe},
+    )
     top.listeners["admin"] = AdminListener(reactor, settings.admin.listen, admin)
     top.listeners["admin"].setServiceParent(top)
     _add_traffic(top, settings, reactor, sni)
@@ -308,6 +315,18 @@ def _add_reconciler(
         top.reconciler.add_swap_listener(status.generation_swapped)
 
 
+def _add_openid_keys(top: Gateway, reactor: Any) -> None:
+    """
+    validate-jwt's key cache: the keys of the ``openid-config`` URLs a
+    generation names are fetched in the background at its swap, never on a
+    request.
+    """
+    openid_keys = OpenIdKeys(reactor, http_fetch(reactor))
+    OpenIdKeysService(openid_keys).setServiceParent(top)
+    top.reconciler.add_swap_listener(lambda generation: openid_keys.watch(generation.config))
+    top.openid_keys = openid_keys
+
+
 def _add_traffic(
     top: Gateway, settings: GatewaySettings, reactor: Any, sni: SNIMapBuilder | None
 ) -> None:
@@ -331,13 +350,7 @@ def _add_traffic(
         )
 
     top.reconciler.add_swap_listener(key_names_redacted)
-    # validate-jwt: keys of openid-config URLs are fetched in the background
-    # when a generation names them, never on a request.
-    openid_keys = OpenIdKeys(reactor, http_fetch(reactor))
-    OpenIdKeysService(openid_keys).setServiceParent(top)
-    top.reconciler.add_swap_listener(lambda generation: openid_keys.watch(generation.config))
-    top.openid_keys = openid_keys
-    jwt = TokenValidator(openid_keys, reactor)
+    jwt = TokenValidator(top.openid_keys, reactor)
     listeners = [("http", b"http", settings.listen.http)]
     if settings.listen.https:
         listeners.append(("https", b"https", settings.listen.https))

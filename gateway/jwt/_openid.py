@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import random
+from datetime import datetime, timezone
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +61,13 @@ def _json(body: bytes, what: str) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
         raise MalformedDocument(f"the {what} is not JSON") from error
+
+
+def _when(seconds: float | None) -> str | None:
+    """Epoch seconds as RFC 3339 UTC text, as the rest of ``/config`` shows times."""
+    if seconds is None:
+        return None
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _describe_failure(failure: Failure) -> str:
@@ -262,16 +270,19 @@ class OpenIdKeys:
                 d.callback(None)
 
     def describe(self) -> dict[str, dict[str, object]]:
-        """Per watched URL: keys held, fetch counts and times, the last error (for ``/config``)."""
+        """
+        Per watched URL: keys held, fetch counts, the times of the last good
+        fetch and failure (RFC 3339, UTC), the last error (for ``/config``).
+        """
         return {
             url: {
                 "keys": len(s.keys.keys) if s.keys is not None else None,
                 "kids": sorted(s.keys.by_kid) if s.keys is not None else [],
-                "fetched_at": s.fetched_at,
+                "fetchedAt": _when(s.fetched_at),
                 "fetches": s.fetches,
                 "failures": s.failures,
-                "last_error": s.last_error,
-                "failed_at": s.failed_at,
+                "lastError": s.last_error,
+                "failedAt": _when(s.failed_at),
                 "fetching": s.inflight is not None,
             }
             for url, s in sorted(self._sources.items())

@@ -18,6 +18,7 @@ import hmac
 import ipaddress
 import json
 import os
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -142,16 +143,21 @@ class AdminResource(Resource):
         generations: LiveGeneration,
         *,
         token: str | AdminToken | None = None,
+        sections: Mapping[str, Callable[[], object]] | None = None,
     ) -> None:
         """
         :param generations: has ``current``, the live generation (the reconciler).
         :param token: ``gateway.admin.token`` (empty or ``None``: ``/config``
             is open), or an :class:`AdminToken`.
+        :param sections: more top-level entries of ``/config``, each asked
+            for its JSON-ready state at every request (runtime state that is
+            not part of a generation, e.g. ``openidKeys``); no secrets.
         """
         super().__init__()
         self._metrics = metrics
         self._health = health
         self._generations = generations
+        self._sections = dict(sections or {})
         if isinstance(token, str):
             token = AdminToken(token) if token.strip() else None
         self._token = token
@@ -173,6 +179,8 @@ class AdminResource(Resource):
                     return refusal
             request.setHeader(b"content-type", b"application/json")
             dump = describe_generation(self._generations.current)
+            for name, describe in self._sections.items():
+                dump[name] = describe()
             return json.dumps(dump, indent=2, sort_keys=True).encode() + b"\n"
         return self._text(request, 404, "not found: try /metrics, /healthz, /readyz, /config")
 

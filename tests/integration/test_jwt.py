@@ -172,3 +172,10 @@ class ValidateJwtTests(GatewayTestCase):
         r = yield self.bearer(token)
         self.assertEqual(r.status, 200)
         self.assertEqual(self.idp.jwks_hits(), 2)
+
+    @inlineCallbacks
+    def test_config_shows_the_key_cache(self) -> Any:
+        """/config lists each openid-config URL with its key ids and fetch counts."""
+        r = yield self.admin("/config")
+        state = r.json()["openidKeys"][self.idp.url]
+        self.assertEqual((sorted(state["kids"]), state["fetches"]), (["e1", "r1"], 1))

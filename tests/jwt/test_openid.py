@@ -67,7 +67,7 @@ class OpenIdKeysTests(TestCase):
         self.assertIn("Signature validation failed",
                       self.validate(sign(rsa_key(), "RS256", kid="r1")))
         described = self.keys.describe()[self.idp.url]
-        self.assertEqual((described["keys"], described["kids"], described["last_error"]),
+        self.assertEqual((described["keys"], described["kids"], described["lastError"]),
                          (2, ["e1", "r1"], None))
 
     @inlineCallbacks
@@ -159,13 +159,13 @@ class OpenIdKeysTests(TestCase):
             self.assertEqual(warned[0]["url"], self.idp.url)
             self.assertIn(reason, warned[0]["reason"])
             self.assertIsInstance(self.validate(token), dict, mode)
-            reasons.append(self.keys.describe()[self.idp.url]["last_error"])
+            reasons.append(self.keys.describe()[self.idp.url]["lastError"])
         self.assertEqual(self.keys.describe()[self.idp.url]["failures"], 3)
         self.idp.mode = "ok"
         self.clock.advance(RETRY_MAX)
         yield self.keys.idle()
         described = self.keys.describe()[self.idp.url]
-        self.assertEqual((described["failures"], described["last_error"]), (0, None))
+        self.assertEqual((described["failures"], described["lastError"]), (0, None))
         self.assertIsInstance(self.validate(token), dict)
 
     @inlineCallbacks
@@ -178,7 +178,7 @@ class OpenIdKeysTests(TestCase):
         yield self.keys.idle()
         described = self.keys.describe()[url]
         self.assertEqual(described["failures"], 1)
-        self.assertIn("refused", str(described["last_error"]).lower())
+        self.assertIn("refused", str(described["lastError"]).lower())
         token = sign(self.rsa, "RS256", kid="r1", exp=int(NOW) + 86400)
         self.assertIsInstance(self.validate(token), dict)
         self.assertEqual(len(self.clock.getDelayedCalls()), 1)
