@@ -18,7 +18,7 @@ import xml.etree.ElementTree as ElementTree
 from typing import Any, Iterable
 from urllib.parse import urlsplit
 
-from cloudproto import ENTITY_LISTS
+from cloudproto import DEFAULT_KEY_NAMES, ENTITY_LISTS, KEY_NAME_PARTS, key_name_error
 
 from ._errors import ApiError
 
@@ -56,16 +56,6 @@ _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _SEGMENT = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@%-]+$")
 _METHOD = re.compile(r"^[A-Z][A-Z0-9!#$%&'*+.^_`|~-]*$")
 _PARAM = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
-#: An HTTP field name (RFC 9110 ``token``): what a subscription key header may be called.
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-#: A subscription key query parameter name: RFC 3986 unreserved characters
-#: only. The gateway finds the parameter by its literal ``name=`` in the raw
-#: query string, so a name that a client has to percent-encode (or one with
-#: ``&``, ``=``, ``+``, ``#``) would never match.
-_QUERY_NAME = re.compile(r"^[A-Za-z0-9._~-]+$")
-#: APIM's default ``subscriptionKeyParameterNames`` (also the gateway's).
-_KEY_NAMES = {"header": "Ocp-Apim-Subscription-Key", "query": "subscription-key"}
-_MAX_KEY_NAME = 100
 _IGNORED = frozenset({"id", "name", "revision", "modified"})
 _SUBSCRIPTION_STATES = ("active", "suspended", "submitted", "rejected", "cancelled", "expired")
 _PRODUCT_STATES = ("published", "notPublished")
@@ -155,21 +145,20 @@ def _key_names(body: dict[str, Any]) -> dict[str, str]:
     """
     An API's ``subscriptionKeyParameterNames`` (APIM's ``{header, query}``):
     where a request carries its subscription key. A name not given is
-    APIM's default, so what is stored (and answered) is always both.
+    APIM's default, so what is stored (and answered) is always both. The
+    rules for a name are the wire protocol's (:func:`cloudproto.key_name_error`),
+    which the gateway applies too.
     """
     raw = body.get("subscriptionKeyParameterNames")
     if raw is None:
-        return dict(_KEY_NAMES)
-    field = "subscriptionKeyParameterNames"
-    b = _Body(raw, tuple(_KEY_NAMES), prefix=field + ".")
+        return dict(DEFAULT_KEY_NAMES)
+    b = _Body(raw, KEY_NAME_PARTS, prefix="subscriptionKeyParameterNames.")
     names: dict[str, str] = {}
-    for key, pattern, what in (
-        ("header", _TOKEN, "an HTTP header name (letters, digits and !#$%&'*+.^_`|~-)"),
-        ("query", _QUERY_NAME, "a query parameter name of letters, digits, '.', '_', '~' or '-'"),
-    ):
-        value = b.string(key, _KEY_NAMES[key], max_length=_MAX_KEY_NAME, allow_empty=False)
-        if not pattern.match(value):
-            raise ApiError.invalid(b.name(key), f"must be {what}, not {value!r}")
+    for key in KEY_NAME_PARTS:
+        value = b.string(key, DEFAULT_KEY_NAMES[key])
+        error = key_name_error(key, value)
+        if error is not None:
+            raise ApiError.invalid(b.name(key), error)
         names[key] = value
     return names
 

@@ -25,8 +25,8 @@ The field names are those :mod:`configservice` delivers (its
 * policy ``{scope: global|product|api|operation, productId, apiId,
   operationId, format, value}``, its id the scope's (``apis/a/operations/o``);
 * API ``subscriptionKeyParameterNames: {header, query}`` (optional, as is
-  each of the two; APIM's defaults otherwise). The header must be an HTTP
-  token, the query name unreserved URI characters, as the service checks.
+  each of the two; APIM's defaults otherwise), each name by the rules of
+  :func:`cloudproto.key_name_error`, which the service applies too.
 
 A field of the wrong type, an unknown state or scope, or a policy whose
 scope does not match its id keeps the entity out with a problem naming the
@@ -37,11 +37,10 @@ these entities a lenient reading fails open.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from cloudproto import parse_time
+from cloudproto import KEY_NAME_PARTS, key_name_error, parse_time
 from gateway.model import (
     POLICY_FORMATS,
     PRODUCT_STATES,
@@ -319,21 +318,14 @@ def _choice(value: Any, choices: tuple[str, ...], name: str, default: str) -> st
     raise _Malformed(f"{name} must be one of {', '.join(choices)}, not {text!r}")
 
 
-#: An HTTP field name (RFC 9110 ``token``). A key header named otherwise
-#: could never arrive (and one outside Latin-1 cannot even be encoded).
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-#: A key query parameter name: RFC 3986 unreserved characters. The proxy
-#: finds the parameter by its literal ``name=`` in the raw query, so a name
-#: that needs percent-encoding (or holds ``&``, ``=``, ``+``) never matches.
-_QUERY_NAME = re.compile(r"^[A-Za-z0-9._~-]+$")
-
-
 def _key_names(value: Any) -> SubscriptionKeyNames:
     """
     An API's ``subscriptionKeyParameterNames``; absent parts keep APIM's
-    defaults. The service refuses names outside these grammars; one
-    arriving anyway (an older or broken service) keeps the API out rather
-    than have it look for its key where no request can put one.
+    defaults. The rules for a name are the wire protocol's
+    (:func:`cloudproto.key_name_error`), which the service applies before
+    storing; a name breaking them arriving anyway (an older or broken
+    service) keeps the API out rather than have it look for its key where
+    no request can put one.
     """
     if value is None:
         return SubscriptionKeyNames()
@@ -342,12 +334,15 @@ def _key_names(value: Any) -> SubscriptionKeyNames:
             f"subscriptionKeyParameterNames must be an object, not {type(value).__name__}")
     defaults = SubscriptionKeyNames()
     names = {}
-    for key, pattern, what in (("header", _TOKEN, "an HTTP header name"),
-                               ("query", _QUERY_NAME, "letters, digits, '.', '_', '~' or '-'")):
+    for key in KEY_NAME_PARTS:
         name = f"subscriptionKeyParameterNames.{key}"
         given = value.get(key)
-        text = getattr(defaults, key) if given is None else _text(given, name)
-        if not pattern.match(text):
-            raise _Malformed(f"{name} must be {what}, not {text!r}")
+        if given is None:
+            names[key] = getattr(defaults, key)
+            continue
+        text = _text(given, name)
+        error = key_name_error(key, text)
+        if error is not None:
+            raise _Malformed(f"{name} {error}")
         names[key] = text
     return SubscriptionKeyNames(**names)

@@ -6,9 +6,11 @@ values, because every node carries its position: an operator who mistypes a
 field is told the line, not just "invalid configuration".
 
 Only the *structure* is checked here (types, required fields, unknown keys,
-duplicate names, readable certificate files). Whether a URL, host or path
-makes sense is for translation, which reports it per object and serves the
-rest; rejecting it here would reject the whole file for one bad route.
+duplicate names, readable certificate files), and an API's subscription key
+names, by the rules the configuration service applies too
+(:func:`cloudproto.key_name_error`). Whether a URL, host or path makes
+sense is for translation, which reports it per object and serves the rest;
+rejecting it here would reject the whole file for one bad route.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from cloudproto import KEY_NAME_PARTS, key_name_error
 from gateway.model import (
     POLICY_FORMATS,
     POLICY_SCOPES,
@@ -87,7 +90,6 @@ _API_KEYS = (
     "protocols",
     "subscriptionKeyParameterNames",
 )
-_KEY_NAMES_KEYS = ("header", "query")
 _OPERATION_KEYS = ("name", "method", "urlTemplate")
 _ROUTE_KEYS = ("host", "path", "pathType", "backend", "preserveHost", "httpsRedirect")
 _CERTIFICATE_KEYS = ("name", "hosts", "certFile", "cert", "keyFile", "key")
@@ -340,18 +342,30 @@ def _api(node: Node, where: str) -> Api:
 
 
 def _key_names(api: _Mapping) -> SubscriptionKeyNames:
-    """An API's ``subscriptionKeyParameterNames``; an absent name keeps APIM's default."""
+    """
+    An API's ``subscriptionKeyParameterNames``; an absent name keeps APIM's
+    default. A name is checked by the rules the configuration service and
+    the cloud decoder apply (:func:`cloudproto.key_name_error`): a header
+    that is not an HTTP token, or a query name the gateway could not find
+    as written in a query string, would never match a request.
+    """
     node = api.get("subscriptionKeyParameterNames")
     if node is None:
         return SubscriptionKeyNames()
-    mapping = _mapping(node, _join(api.where, "subscriptionKeyParameterNames"), _KEY_NAMES_KEYS)
+    mapping = _mapping(node, _join(api.where, "subscriptionKeyParameterNames"), KEY_NAME_PARTS)
     defaults = SubscriptionKeyNames()
     names = {}
-    for key in _KEY_NAMES_KEYS:
+    for key in KEY_NAME_PARTS:
         value = mapping.optional_string(key)
-        if value is not None and not value.strip():
+        if value is None:
+            names[key] = getattr(defaults, key)
+            continue
+        if not value.strip():
             raise _Invalid.at(mapping.values[key], _join(mapping.where, key), "must not be blank")
-        names[key] = value or getattr(defaults, key)
+        error = key_name_error(key, value)
+        if error is not None:
+            raise _Invalid.at(mapping.values[key], _join(mapping.where, key), error)
+        names[key] = value
     return SubscriptionKeyNames(**names)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import TestCase
 
+from cloudproto import DEFAULT_KEY_NAMES
 from gateway.model import ObjectRef, Problem, SubscriptionKeyNames
 from gateway.sources.cloud._decode import Decoder, parse_modified
 from gateway.sources.cloud._mirror import Mirror
@@ -234,6 +235,7 @@ class ManagementEntityTests(TestCase):
             "equals": {"query": "a=b"},
             "plus": {"query": "a+b"},
             "emptyquery": {"query": ""},
+            "longquery": {"query": "k" * 101},
             "notobject": "X-Key",
         }
         apis = {api_id: _api(id=api_id, subscriptionKeyParameterNames=names)
@@ -247,12 +249,22 @@ class ManagementEntityTests(TestCase):
             self.assertTrue(message.startswith("the cloud API is left out: "
                                                "subscriptionKeyParameterNames"), message)
         self.assertEqual(messages["space"], "the cloud API is left out: "
-                         "subscriptionKeyParameterNames.header must be an HTTP header name, "
-                         "not 'X Key'")
+                         "subscriptionKeyParameterNames.header must be an HTTP header name "
+                         "(letters, digits and !#$%&'*+.^_`|~-), not 'X Key'")
         self.assertIn("subscriptionKeyParameterNames.query must be letters, digits",
                       messages["amp"])
         self.assertIn("must not be empty", messages["emptyquery"])
         self.assertIn("must be an object, not str", messages["notobject"])
+        self.assertIn("query must be at most 100 characters", messages["longquery"])
+
+    def test_keyNameDefaultsAgree(self) -> None:
+        """
+        The model's default key names (what an API without them gets) are
+        the wire protocol's, which the service stores for a part not given.
+        """
+        self.assertEqual(dict(DEFAULT_KEY_NAMES),
+                         {"header": SubscriptionKeyNames().header,
+                          "query": SubscriptionKeyNames().query})
 
     def test_malformed(self) -> None:
         """

@@ -993,6 +993,55 @@ class ManagementObjectErrorTests(SynchronousTestCase):
             "apis[0].subscriptionKeyParameterNames.header: must not be blank",
         )
 
+    def test_key_names_that_never_match(self) -> None:
+        """
+        A key name no request could carry is refused on its line, by the
+        rules the configuration service and the cloud decoder share: a
+        header that is not an HTTP token (a space, a colon, a character
+        outside ASCII; one outside Latin-1 could not even be encoded), a
+        query name the gateway could not find as ``name=`` in a raw query
+        (``&``, ``=``, ``+``, a space, a character needing
+        percent-encoding), and a name over 100 characters.
+        """
+        api = "apis:\n  - name: a\n    path: a\n    serviceUrl: http://a\n"
+        header = "must be an HTTP header name (letters, digits and !#$%&'*+.^_`|~-), not "
+        query = ("must be letters, digits, '.', '_', '~' or '-' (a query parameter name the "
+                 "gateway can find as written), not ")
+        for part, name, rule in [
+            ("header", "X Key", header),
+            ("header", "X-Key:", header),
+            ("header", "X-Kéy", header),
+            ("header", "\u2603", header),
+            ("query", "a&b", query),
+            ("query", "a=b", query),
+            ("query", "a+b", query),
+            ("query", "my key", query),
+            ("query", "schlüssel", query),
+        ]:
+            self.assertError(
+                api + f"    subscriptionKeyParameterNames:\n      {part}: \"{name}\"\n", 6,
+                f"apis[0].subscriptionKeyParameterNames.{part}: {rule}{name!r}",
+            )
+        self.assertError(
+            api + "    subscriptionKeyParameterNames:\n      query: k\n      header: " + "X" * 101
+            + "\n", 7,
+            "apis[0].subscriptionKeyParameterNames.header: must be at most 100 characters",
+        )
+
+    def test_key_names_accepted(self) -> None:
+        """Any HTTP token is a header name, and unreserved characters a query name."""
+        objects = parse(
+            """\
+            apis:
+              - name: a
+                path: a
+                serviceUrl: http://a
+                subscriptionKeyParameterNames: {header: "X_Key.v2~!#$%&'*+^`|", query: a.b_c~d-9}
+            """
+        )
+        names = objects[0].body.subscription_key_parameter_names
+        self.assertEqual((names.header, names.query), ("X_Key.v2~!#$%&'*+^`|", "a.b_c~d-9"))
+
 
 def _no_file(path: str) -> str:
     raise FileNotFoundError(2, "No such file")
