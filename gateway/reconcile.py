@@ -154,9 +154,9 @@ class Reconciler(Service):
         problems = frozenset(config.problems)
         for problem in sorted(problems - self._reported, key=str):
             self._log.error(
-                "Configuration problem in {object}: {message} (left out; everything else is served)",
+                "Configuration problem in {object}: {problem} (left out; everything else is served)",
                 object=str(problem.ref),
-                message=problem.message,
+                problem=problem.message,
             )
         self._reported = problems
         self._log.info(

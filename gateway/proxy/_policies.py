@@ -188,7 +188,7 @@ class PolicyRequest:
     __slots__ = (
         "method", "path", "headers", "ip_address", "params", "variables", "subscription_id",
         "product_id", "backend_url", "body", "last_error", "status", "response_headers",
-        "_raw_query", "_query", "_ip",
+        "_raw_query", "_query", "_ip", "cors_preflight",
     )
 
     def __init__(
@@ -218,6 +218,9 @@ class PolicyRequest:
         self._raw_query = query
         self._query: list[tuple[str, str]] | None = None
         self._ip: tuple[int, int] | None = None
+        #: ``False`` when an ``OPTIONS`` operation accepted the request:
+        #: ``cors`` then treats it as an actual request (APIM forwards it).
+        self.cors_preflight = True
 
     def header(self, name: str) -> str | None:
         """The request header's values joined with ``,`` (APIM's form), or ``None``."""
@@ -530,7 +533,7 @@ def _cors(ctx: PolicyRequest, step: Cors, state: list[bool]) -> None:
     origin_ok = sets.any_origin or origin.lower().rstrip("/") in sets.origins
     allow_origin = "*" if sets.any_origin and not step.allow_credentials else origin
     requested = ctx.header("access-control-request-method")
-    if ctx.method == "OPTIONS" and requested is not None:
+    if ctx.method == "OPTIONS" and requested is not None and ctx.cors_preflight:
         wanted = ctx.header("access-control-request-headers")
         asked = [h.strip().lower() for h in wanted.split(",") if h.strip()] if wanted else []
         ok = (origin_ok and (sets.any_method or requested.strip().upper() in sets.methods)

@@ -33,7 +33,7 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.python.failure import Failure as TwistedFailure
 from twisted.web.server import NOT_DONE_YET
 
-from gateway.translate import Backend, InvalidObject, RouteEntry, parse_backend
+from gateway.translate import Backend, Denial, InvalidObject, RouteEntry, parse_backend
 from gateway.translate.policy import ExpressionRuntimeError, Pipeline
 from gateway.upstream import FAILURE_HOLD, BackendError, BackendTimeout, Exchange
 
@@ -138,6 +138,7 @@ class PolicyRun:
         "done",
         "counted",
         "generation_number",
+        "denied",
         "_timer",
     )
 
@@ -151,6 +152,7 @@ class PolicyRun:
         started: float,
         request_id: bytes,
         generation_number: int,
+        denied: Denial | None = None,
     ) -> None:
         self.resource = resource
         self.request = request
@@ -171,6 +173,9 @@ class PolicyRun:
         self.counted = False
         #: the generation the request was matched in (endpoint balancers)
         self.generation_number = generation_number
+        #: a keyless preflight's subscription denial: the answer if inbound
+        #: does not answer the preflight itself
+        self.denied = denied
         self._timer: IDelayedCall | None = None
 
     # -- inbound and backend ------------------------------------------------
@@ -181,6 +186,12 @@ class PolicyRun:
         pipeline = self.pipeline
         try:
             outcome = run_inbound(pipeline.inbound, ctx, jwt)
+            if outcome is PROCEED and self.denied is not None:
+                denied = self.denied
+                outcome = PolicyResponse(
+                    denied.status, None, [("content-type", "application/json")], None,
+                    denied.message,
+                )
             if outcome is PROCEED:
                 planned = run_backend(pipeline.backend, ctx)
                 if isinstance(planned, BackendPlan):
@@ -519,11 +530,14 @@ class PolicyRun:
             return
         body = response.body
         if body is None:
-            body = (
-                envelope(response.status, response.message, activityId=self.activity_id)
-                if response.message is not None
-                else b""
-            )
+            if response.message is None:
+                body = b""
+            elif response.status >= 500:
+                body = envelope(response.status, response.message, activityId=self.activity_id)
+            else:
+                # APIM's refusals (ip-filter, check-header, validate-jwt,
+                # subscription keys) carry no activityId; its 5xx do.
+                body = envelope(response.status, response.message)
         reason = response.reason
         request.setResponseCode(
             response.status, reason.encode("latin-1", "replace") if reason else None

@@ -203,6 +203,13 @@ class ProxyResource(Resource):
         access = entry.access
         drop = None
         if access is not None:
+            operation = match.operation
+            preflight = method == "OPTIONS" and _is_preflight(request)
+            if operation is None and entry.operations is not None:
+                # An OPTIONS no operation accepts: only a CORS preflight,
+                # answered by the API-level policies (as APIM does).
+                if not preflight or entry.pipelines is None:
+                    return self._answer(request, started, 404, _NOT_FOUND, entry.label)
             # An APIM API: the subscription key decides (header first, the
             # query only without it); the key never reaches the backend.
             values = request.requestHeaders.getRawHeaders(access.header)
@@ -214,11 +221,17 @@ class ProxyResource(Resource):
             else:
                 key = None
             verdict = generation.config.subscriptions.check(access, key)
+            pipelines = operation.pipelines if operation is not None else entry.pipelines
+            denied: Denial | None = None
             if verdict.__class__ is Denial:
                 denial: Denial = verdict  # type: ignore[assignment]
-                body_bytes = envelope(denial.status, denial.message)
-                return self._answer(request, started, denial.status, body_bytes, entry.label)
-            operation = match.operation
+                if not (preflight and pipelines is not None and entry.policy_error is None):
+                    body_bytes = envelope(denial.status, denial.message)
+                    return self._answer(request, started, denial.status, body_bytes, entry.label)
+                # A browser never sends a key on a preflight: the policies
+                # (cors) answer it without one; if they let it through
+                # instead, the denial is the answer.
+                denied, verdict = denial, _NO_SUBSCRIPTION
             request.api_call = ApiCall(
                 access.api_id,
                 operation.name if operation is not None else None,
@@ -227,7 +240,6 @@ class ProxyResource(Resource):
             )
             if entry.policy_error is not None:
                 return self._policy_failed(request, started, entry)
-            pipelines = operation.pipelines if operation is not None else entry.pipelines
             if pipelines is not None:
                 return self._run_pipeline(
                     request,
@@ -238,6 +250,8 @@ class ProxyResource(Resource):
                     access.header,
                     verdict,  # type: ignore[arg-type]
                     pipelines,
+                    denied,
+                    preflight and (operation is None or operation.method != "OPTIONS"),
                 )
         backend = entry.backend
         if entry.kind == KIND_API:
@@ -299,11 +313,19 @@ class ProxyResource(Resource):
         key_header: bytes,
         access: Access,
         pipelines: Pipelines,
+        denied: Denial | None,
+        preflight: bool,
     ) -> bytes | int:
         """
         An operation with policies: the pipeline of the request's product
         context decides (:class:`PolicyRun`); the subscription key header is
         not shown to policies nor forwarded.
+
+        :param denied: a keyless CORS preflight's subscription denial, sent
+            if the policies let the request through rather than answer it.
+        :param preflight: a CORS preflight the ``cors`` policy may answer
+            (``False`` for a request an ``OPTIONS`` operation accepted:
+            APIM forwards those to the backend).
         """
         entry = match.entry
         pipeline = pipelines.get(access.product_id)
@@ -329,7 +351,10 @@ class ProxyResource(Resource):
             access.product_id,
             drop=key_header,
         )
-        run = PolicyRun(self, request, entry, pipeline, ctx, started, request_id, generation_number)
+        ctx.cors_preflight = preflight
+        run = PolicyRun(
+            self, request, entry, pipeline, ctx, started, request_id, generation_number, denied
+        )
         return run.start(self._jwt)
 
     def _redirect_to_https(
@@ -442,6 +467,16 @@ class ProxyResource(Resource):
             entry.backend.url,
             activity_id,
         )
+
+
+#: The verdict of a keyless CORS preflight whose key check is deferred.
+_NO_SUBSCRIPTION = Access(None, None)
+
+
+def _is_preflight(request: ProxyRequest) -> bool:
+    """A CORS preflight (Fetch standard): ``OPTIONS`` with ``Origin`` and ``Access-Control-Request-Method``."""
+    headers = request.requestHeaders
+    return headers.hasHeader(b"origin") and headers.hasHeader(b"access-control-request-method")
 
 
 def _default_https_port() -> int:

@@ -100,9 +100,14 @@ class OperationTrie:
             return None
         return found, values
 
+    def lists_path(self, rest: str) -> bool:
+        """Whether an operation of any method accepts the path ``rest``."""
+        segments = rest[1:].split("/") if len(rest) > 1 else []
+        return _walk(self._root, segments, 0, None, []) is not None
+
 
 def _walk(
-    node: _OpNode, segments: list[str], index: int, method: str, values: list[str]
+    node: _OpNode, segments: list[str], index: int, method: str | None, values: list[str]
 ) -> CompiledOperation | None:
     """
     Depth-first, literal child before param child: the first operation found
@@ -111,6 +116,9 @@ def _walk(
     times the branching actually configured, never by a combinatorial search.
     """
     if index == len(segments):
+        if method is None:
+            # Any method: is the path listed at all?
+            return next(iter(node.methods.values()), None)
         found = node.methods.get(method)
         if found is None:
             found = node.methods.get(_ANY_METHOD)

@@ -71,7 +71,9 @@ class Match:
         for an API at ``/``); for :data:`~gateway.translate.KIND_ROUTE`, the
         whole request path, unchanged.
     :ivar operation: the matched operation; ``None`` when the entry has no
-        operations.
+        operations, or for an ``OPTIONS`` request to a path of an API whose
+        operations list it only for other methods (a possible CORS
+        preflight: the proxy answers it at the API level or with 404).
     :ivar params: the captured ``{param}`` values, empty when none.
     """
 
@@ -113,6 +115,12 @@ class _Target:
         rest = below if self.is_api else path
         found = self.operations.match(below, method)
         if found is None:
+            if method == "OPTIONS" and self.is_api and self.operations.lists_path(below):
+                # No operation accepts it, but an operation of another
+                # method has this path: it may be a CORS preflight, which
+                # APIM answers at the API level; the proxy decides
+                # (operation None on an API with operations).
+                return Match(self.entry, rest, None, _NO_PARAMS)
             return None
         operation, values = found
         params = dict(zip(operation.names, values, strict=True)) if values else _NO_PARAMS

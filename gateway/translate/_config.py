@@ -112,10 +112,11 @@ class RouteEntry:
         key names, products, ``subscriptionRequired``), answered against
         :attr:`GatewayConfig.subscriptions`; ``None`` for a plain route
         (Ingress and file routes are not APIM APIs: no key, no policy).
-    :ivar pipelines: the effective pipelines of an API *without*
-        operations (with operations they are on each
-        :class:`OperationSpec`); ``None`` when no policy applies, so the
-        plain path does nothing extra.
+    :ivar pipelines: the effective pipelines of the API level (global,
+        product, API scopes): what an API *without* operations runs; for
+        an API with operations (each :class:`OperationSpec` has its own),
+        what a CORS preflight that no operation accepts runs. ``None``
+        when no policy applies, so the plain path does nothing extra.
     :ivar policy_error: set when a policy document this API's pipelines
         are made of has a problem: the proxy answers every request of the
         API with APIM's 500 envelope instead of running a partial

@@ -209,8 +209,8 @@ def api_pipelines(
     involved: tuple[CompiledPolicy | None, ...],
 ) -> tuple[dict[str, Mapping[str | None, Pipeline]] | None, str | None]:
     """
-    The pipelines of one API: ``({operation or "": {product or None:
-    pipeline}}, None)``, or ``(None, None)`` when no document applies, or
+    The pipelines of one API: ``({operation name, and "" for the API
+    level: {product or None: pipeline}}, None)``, or ``(None, None)`` when no document applies, or
     ``(None, error)`` when one that applies has problems.
 
     :param contexts: the API's published products (besides no product).
@@ -230,8 +230,11 @@ def api_pipelines(
     op_docs = involved[2 + len(contexts):]
     api_document = api_doc.document if api_doc is not None else None
     out: dict[str, Mapping[str | None, Pipeline]] = {}
-    targets = [(op.name, op_doc) for op, op_doc in zip(api.operations, op_docs, strict=True)] \
-        if api.operations else [("", None)]
+    # "" is the API level (no operation scope): the pipeline of an API
+    # without operations, and for one with operations the pipeline of a
+    # CORS preflight no operation accepts (APIM answers it at the API).
+    targets = [(op.name, op_doc) for op, op_doc in zip(api.operations, op_docs, strict=True)]
+    targets.append(("", None))
     for name, op_doc in targets:
         op_document = op_doc.document if op_doc is not None else None
         plain = assemble([global_, None, api_document, op_document])

@@ -453,7 +453,7 @@ class _Management:
                 entry,
                 access=access,
                 operations=operations,
-                pipelines=pipelines[""] if pipelines is not None and operations is None else None,
+                pipelines=pipelines[""] if pipelines is not None else None,
                 policy_error=error,
             )
             for entry in entries

@@ -9,8 +9,7 @@ response header is checked, and so is whether the backend was called.
 The reference is APIM's cors policy page
 (learn.microsoft.com/azure/api-management/cors-policy). Where apimgw
 answers differently from it the test says so in its docstring and is
-marked ``todo`` (the expected value is APIM's); see the module's findings
-in the commit message and the report that came with it.
+marked ``todo`` (the expected value is APIM's).
 """
 
 from __future__ import annotations
@@ -157,6 +156,7 @@ apis:
       - {{name: list-items, method: GET, urlTemplate: /items}}
       - {{name: preflight-items, method: OPTIONS, urlTemplate: /items}}
   - {{name: keyed, path: keyed, serviceUrl: "{backend}/api", subscriptionRequired: true}}
+  - {{name: keyednocors, path: keyednocors, serviceUrl: "{backend}/api", subscriptionRequired: true}}
 subscriptions:
   - {{name: web, scope: /apis/keyed, primaryKey: web-key-0001}}
 policies:
@@ -171,6 +171,19 @@ DOCUMENTS = {
     "ops": SIMPLE,
     "custom": SIMPLE,
     "keyed": SIMPLE,
+    "keyednocors": """
+<policies>
+  <inbound>
+    <choose>
+      <when condition="@(context.Request.Headers.GetValueOrDefault(&quot;X-Never&quot;, &quot;&quot;) == &quot;1&quot;)">
+        <cors><allowed-origins><origin>*</origin></allowed-origins></cors>
+      </when>
+    </choose>
+  </inbound>
+  <backend><forward-request /></backend>
+  <outbound />
+</policies>
+""",
 }
 
 
@@ -509,9 +522,8 @@ class CorsTests(GatewayTestCase):
         APIM answers a CORS preflight at the API even when no OPTIONS
         operation exists (its cors page: the preflight logic runs unless
         an OPTIONS operation matches). apimgw matches operations by
-        method first, finds no OPTIONS operation and answers 404
-        "Resource not found" before any policy runs, so browsers can
-        never send a non-simple request to an API with operations.
+        method first; a preflight no operation accepts is answered by the
+        API-level policies (global, product, API scopes).
         """
         r = yield self.request("OPTIONS", "/ops/items/7",
                                headers=preflight("https://app.contoso.com", "DELETE", "Content-Type"))
@@ -523,9 +535,6 @@ class CorsTests(GatewayTestCase):
         })
         self.assertBackendNotCalled()
 
-    test_preflight_on_api_without_options_operation.todo = (  # type: ignore[attr-defined]
-        "finding: apimgw answers 404 to a preflight on an API without an OPTIONS operation"
-    )
 
     @inlineCallbacks
     def test_preflight_on_path_no_operation_has(self) -> Any:
@@ -540,17 +549,13 @@ class CorsTests(GatewayTestCase):
         APIM: "If a request matches an operation with an OPTIONS method
         defined in the API, preflight request processing logic associated
         with the cors policy will not be executed": the OPTIONS operation
-        runs its pipeline and is forwarded. apimgw answers the preflight
-        in the cors step whatever the operation.
+        runs its pipeline and is forwarded.
         """
         r = yield self.request("OPTIONS", "/custom/items",
                                headers=preflight("https://app.contoso.com", "POST", "Content-Type"))
         self.assertEqual(r.status, 200)
         self.assertEqual(r.json()["method"], "OPTIONS")
 
-    test_options_operation_handles_its_own_preflight.todo = (  # type: ignore[attr-defined]
-        "finding: the cors step answers a preflight that an OPTIONS operation should handle"
-    )
 
     @inlineCallbacks
     def test_preflight_on_api_requiring_subscription(self) -> Any:
@@ -560,17 +565,30 @@ class CorsTests(GatewayTestCase):
         API-scope cors policy without a key (its "common configuration
         issues" name only the product scope, where the key decides the
         product, as a case where cors does not work with a header key).
-        apimgw checks the key before any policy: 401 "missing".
+        apimgw defers the key check of a preflight: the policies of the
+        no-product context answer it, and only if they let it through is
+        the 401 sent.
         """
+        # (The actual request would send the key header too; this API's
+        # cors allows only content-type, which the preflight asks for.)
         r = yield self.request("OPTIONS", "/keyed/x",
-                               headers=preflight("https://app.contoso.com", "GET",
-                                                 "Ocp-Apim-Subscription-Key"))
+                               headers=preflight("https://app.contoso.com", "POST", "Content-Type"))
         self.assertEqual(r.status, 200, r.body)
         self.assertEqual(r.header("access-control-allow-origin"), "https://app.contoso.com")
 
-    test_preflight_on_api_requiring_subscription.todo = (  # type: ignore[attr-defined]
-        "finding: the subscription key is checked before the cors preflight (401)"
-    )
+
+    @inlineCallbacks
+    def test_keyless_preflight_no_policy_answers_is_refused(self) -> Any:
+        """
+        A keyless preflight to an API requiring a key whose policies do not
+        answer it (its cors sits in a branch not taken) gets the 401 the key
+        check deferred, and never reaches the backend.
+        """
+        r = yield self.request("OPTIONS", "/keyednocors/x",
+                               headers=preflight("https://app.contoso.com", "POST", "Content-Type"))
+        self.assertEqual(r.status, 401)
+        self.assertIn("missing subscription key", r.json()["message"])
+        self.assertBackendNotCalled()
 
     @inlineCallbacks
     def test_actual_request_with_key_on_api_requiring_subscription(self) -> Any:

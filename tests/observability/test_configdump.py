@@ -122,7 +122,11 @@ class ApiManagementDumpTests(SynchronousTestCase):
         operation's own where ``<base/>`` stands, and the default backend.
         """
         route = _route(self.dump, "api:orders")
-        self.assertNotIn("pipelines", route)  # with operations, they are per operation
+        # The API level (for CORS preflights no operation accepts): no
+        # operation's policy in it.
+        api_level = route["pipelines"][0]["policies"]
+        self.assertNotIn("X-Op", str(api_level))
+        self.assertIn("X-Token", str(api_level))
         operations = {op["name"]: op for op in route["operations"]}
         get = operations["get"]["pipelines"]
         self.assertEqual([p["product"] for p in get], [None, "starter"])

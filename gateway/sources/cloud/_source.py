@@ -346,10 +346,10 @@ class CloudSource(Service):
         if isinstance(error, Refused):
             self.auth_failures += 1
             self._log.error(
-                "The configuration service refused the gateway's token ({status}: {message}); "
+                "The configuration service refused the gateway's token ({status}: {detail}); "
                 "{serving}; retrying in {delay:.1f} s",
                 status=error.status,
-                message=error.message,
+                detail=error.message,
                 serving=self._serving(),
                 delay=delay,
             )

@@ -287,11 +287,11 @@ class Informer(Service):
                 # Never retry the stale version: list again. A first 410 is
                 # answered at once; repeated ones back off like failures.
                 self._log.info(
-                    "Informer {informer}: resource version {version} expired ({message}); listing "
+                    "Informer {informer}: resource version {version} expired ({detail}); listing "
                     "again",
                     informer=repr(self),
                     version=self.resource_version,
-                    message=e.message,
+                    detail=e.message,
                 )
                 self.resource_version = None
                 need_list = True
