@@ -6,7 +6,8 @@ one), so several gateways can run in one test process. The per-request
 metrics (request count and latency) are plain integers in dicts, turned
 into Prometheus samples only when ``/metrics`` is scraped: on the request
 path an update is a dict lookup, a bisect and three increments, with no
-lock (the reactor thread is the only writer).
+lock (the reactor thread is the only writer). An APIM API call adds one
+more dict lookup and four increments (:class:`ApiCallStats`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from prometheus_client.core import (
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )
+
+#: The ``le`` labels of :data:`LATENCY_BUCKETS`, then ``+Inf``.
+_BOUNDS = (*(repr(float(b)) for b in LATENCY_BUCKETS), "+Inf")
 
 _STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
 
@@ -53,6 +57,8 @@ class GatewayMetrics:
         r = self.registry
         self.requests = RequestStats()
         r.register(self.requests)
+        self.api_calls = ApiCallStats()
+        r.register(self.api_calls)
         self.certificates = CertificateExpiry(clock)
         r.register(self.certificates)
         self.cloud = CloudStatus(clock)
@@ -109,9 +115,20 @@ class GatewayMetrics:
             registry=r,
         )
 
-    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        """Count one answered request and its duration."""
-        self.requests.observe(route, method, status, seconds)
+    def observe_request(
+        self, route: str, method: str, status: int, seconds: float, api_call: Any = None
+    ) -> None:
+        """
+        Count one answered request and its duration; an APIM API call (a
+        :class:`gateway.translate.ApiCall`, ``None`` for a plain route or a
+        request refused before the subscription check) is counted per API
+        call too.
+        """
+        # One bisect serves both histograms.
+        bucket = bisect_left(LATENCY_BUCKETS, seconds)
+        self.requests.observe(route, method, status, seconds, bucket)
+        if api_call is not None:
+            self.api_calls.observe(api_call, status, seconds, bucket)
 
     def handshake(self, outcome: str) -> None:
         """Count one TLS handshake (called by the TLS factory, once per connection)."""
@@ -325,6 +342,14 @@ class _Latency:
         self.total = 0.0
         self.count = 0
 
+    def cumulative(self) -> list[tuple[str, int]]:
+        """The buckets as Prometheus wants them: (``le`` bound, cumulative count)."""
+        running, buckets = 0, []
+        for bound, count in zip(_BOUNDS, self.buckets):
+            running += count
+            buckets.append((bound, running))
+        return buckets
+
 
 class RequestStats:
     """
@@ -336,14 +361,22 @@ class RequestStats:
         self.counts: dict[tuple[str, str, int], int] = {}
         self.latency: dict[str, _Latency] = {}
 
-    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+    def observe(
+        self, route: str, method: str, status: int, seconds: float, bucket: int | None = None
+    ) -> None:
+        """
+        :param bucket: ``bisect_left(LATENCY_BUCKETS, seconds)`` when the
+            caller has it already.
+        """
         key = (route, method, status // 100)
         counts = self.counts
         counts[key] = counts.get(key, 0) + 1
         latency = self.latency.get(route)
         if latency is None:
             latency = self.latency[route] = _Latency()
-        latency.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        if bucket is None:
+            bucket = bisect_left(LATENCY_BUCKETS, seconds)
+        latency.buckets[bucket] += 1
         latency.total += seconds
         latency.count += 1
 
@@ -365,11 +398,104 @@ class RequestStats:
             "Time from the complete request to the end of the response, by route.",
             labels=["route"],
         )
-        bounds = [*(repr(float(b)) for b in LATENCY_BUCKETS), "+Inf"]
         for route, latency in sorted(self.latency.items()):
-            cumulative, buckets = 0, []
-            for bound, count in zip(bounds, latency.buckets):
-                cumulative += count
-                buckets.append((bound, cumulative))
-            duration.add_metric([route], buckets, latency.total)
+            duration.add_metric([route], latency.cumulative(), latency.total)
+        yield duration
+
+
+class _ApiSeries:
+    """
+    The counts of one (api, operation, product, subscription), by status
+    code, and the latency of its (api, operation), bound once so that a
+    request makes one lookup for both.
+    """
+
+    __slots__ = ("codes", "latency")
+
+    def __init__(self, latency: _Latency) -> None:
+        self.codes: dict[int, int] = {}
+        self.latency = latency
+
+
+class ApiCallStats:
+    """
+    ``apimgw_api_requests_total`` (api, operation, product, subscription,
+    code) and ``apimgw_api_request_duration_seconds`` (api, operation): the
+    APIM API calls the subscription check admitted, as a custom collector.
+
+    Every label value but ``code`` is an id from the configuration (the
+    proxy's :class:`gateway.translate.ApiCall`), never something the client
+    sent, so the series are bounded by the configuration: a client cannot
+    mint a series. ``code`` is the status answered, not its class: within
+    a class the per-subscription distinctions are the ones operators need
+    (429 from a rate limit or quota against 401/403/404; 502 against 504).
+    Absent parts are ``-`` (no operation, no product context, no
+    subscription). Series stay once seen, like every counter: a removed
+    API's counts remain until the process restarts.
+    """
+
+    def __init__(self) -> None:
+        self.series: dict[tuple[str, str, str, str], _ApiSeries] = {}
+        self.latency: dict[tuple[str, str], _Latency] = {}
+
+    def observe(self, call: Any, status: int, seconds: float, bucket: int | None = None) -> None:
+        """
+        Count one admitted API call (a :class:`gateway.translate.ApiCall`).
+
+        :param bucket: ``bisect_left(LATENCY_BUCKETS, seconds)`` when the
+            caller has it already.
+        """
+        # The label tuple, not the ApiCall: a frozen dataclass hashes by
+        # building this very tuple, a new one per request, at twice the cost.
+        key = (call.api, call.operation, call.product, call.subscription)
+        series = self.series.get(key)
+        if series is None:
+            series = self._bind(key)
+        codes = series.codes
+        codes[status] = codes.get(status, 0) + 1
+        latency = series.latency
+        if bucket is None:
+            bucket = bisect_left(LATENCY_BUCKETS, seconds)
+        latency.buckets[bucket] += 1
+        latency.total += seconds
+        latency.count += 1
+
+    def _bind(self, key: tuple[Any, Any, Any, Any]) -> _ApiSeries:
+        """The series of a label tuple seen for the first time (once per tuple)."""
+        api, operation = key[0], key[1] or "-"
+        latency = self.latency.get((api, operation))
+        if latency is None:
+            latency = self.latency[(api, operation)] = _Latency()
+        series = self.series[key] = _ApiSeries(latency)
+        return series
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "apimgw_api_requests",
+            "APIM API calls admitted by the subscription check, by API, operation, product "
+            "context and subscription id (- when none; ids from the configuration, never a "
+            "key) and status code.",
+            labels=["api", "operation", "product", "subscription", "code"],
+        )
+        # Summed by label values: an id spelled "-" and an absent part are one series.
+        rows: dict[tuple[str, ...], int] = {}
+        for (api, operation, product, subscription), series in self.series.items():
+            labels = (api, operation or "-", product or "-", subscription or "-")
+            for code, count in series.codes.items():
+                row: tuple[str, ...] = (*labels, str(code))
+                rows[row] = rows.get(row, 0) + count
+        for row, count in sorted(rows.items()):
+            requests.add_metric(list(row), count)
+        yield requests
+        duration = HistogramMetricFamily(
+            "apimgw_api_request_duration_seconds",
+            "Time from the complete request to the end of the response of admitted APIM API "
+            "calls, by API and operation (- when none).",
+            labels=["api", "operation"],
+        )
+        for (api, operation), latency in sorted(self.latency.items()):
+            duration.add_metric([api, operation], latency.cumulative(), latency.total)
         yield duration

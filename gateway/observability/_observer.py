@@ -1,6 +1,10 @@
 """
 What happens after each answered request: a metric update and an access
 log line. One object so the proxy makes one call per request.
+
+An APIM API call (``request.api_call``, a :class:`gateway.translate.ApiCall`)
+adds its api, operation, product and subscription ids to both; they come
+from the configuration and never include a key.
 """
 
 from __future__ import annotations
@@ -30,7 +34,10 @@ class RequestObserver:
         request_id: str,
     ) -> None:
         method = request.method.decode("ascii", "replace")
-        self.metrics.observe_request(route, method, status, duration)
+        # ids from the configuration, set by the proxy once the subscription
+        # check admitted an APIM API call; None otherwise (and on test doubles)
+        call = getattr(request, "api_call", None)
+        self.metrics.observe_request(route, method, status, duration, call)
         if self.access_log.enabled:
             client = request.getClientAddress()
             host = request.requestHeaders.getRawHeaders(b"host")
@@ -46,6 +53,7 @@ class RequestObserver:
                 route=route,
                 backend=backend,
                 request_id=request_id,
+                api_call=call,
             )
 
     def backend_error(self, backend: str, kind: str) -> None:

@@ -141,3 +141,81 @@ class SubscriptionKeyTests(GatewayTestCase):
         (line,) = [e["access_line"] for e in self.logged("request_id=cat-1") if "access_line" in e]
         self.assertIn("/catalog/x?catalog-key=REDACTED&page=2 ", line)
         self.assertEqual(self.logged("primary-key-0001"), [])
+
+    @inlineCallbacks
+    def test_access_log_and_metrics_carry_ids_never_the_key(self) -> Any:
+        """
+        An admitted call's access line and /metrics carry the api, operation,
+        product and subscription ids; the key, sent in the header or the
+        query, shows in neither. A refused request carries no ids and is not
+        counted per API call.
+        """
+        r = yield self.get(
+            "/orders/x?page=1",
+            headers=[("Ocp-Apim-Subscription-Key", "primary-key-0001"), ("x-request-id", "ids-1")],
+        )
+        self.assertEqual(r.status, 200)
+        r = yield self.get(
+            "/orders/x?subscription-key=orders-key-0003", headers=[("x-request-id", "ids-2")]
+        )
+        self.assertEqual(r.status, 200)
+        r = yield self.get("/public/x", headers=[("x-request-id", "ids-3")])
+        self.assertEqual(r.status, 200)
+        r = yield self.get("/orders/x")
+        self.assertEqual(r.status, 401)  # refused before admission: no ids
+
+        def line(request_id: str) -> str:
+            (found,) = [
+                e["access_line"] for e in self.logged(f"request_id={request_id}") if "access_line" in e
+            ]
+            return found
+
+        self.assertTrue(
+            line("ids-1").endswith(
+                " api=orders operation=- product=starter subscription=contoso"
+            ),
+            line("ids-1"),
+        )
+        self.assertTrue(
+            line("ids-2").endswith(" api=orders operation=- product=- subscription=orders-only"),
+            line("ids-2"),
+        )
+        self.assertIn("/orders/x?subscription-key=REDACTED ", line("ids-2"))
+        self.assertTrue(
+            line("ids-3").endswith(" api=public operation=- product=- subscription=-"),
+            line("ids-3"),
+        )
+        (refused,) = [
+            e["access_line"]
+            for e in self.logged('"GET /orders/x HTTP/1.1" 401 ')
+            if "access_line" in e
+        ]
+        self.assertTrue(refused.endswith(" api=- operation=- product=- subscription=-"), refused)
+        for key in ("primary-key-0001", "orders-key-0003"):
+            self.assertEqual(self.logged(key), [])
+
+        metrics = yield self.admin("/metrics")
+        text = metrics.body.decode()
+        series = sorted(x for x in text.splitlines() if x.startswith("apimgw_api_requests_total{"))
+        self.assertEqual(
+            series,
+            [
+                (
+                    'apimgw_api_requests_total{api="orders",code="200",operation="-",product="-",'
+                    'subscription="orders-only"} 1.0'
+                ),
+                (
+                    'apimgw_api_requests_total{api="orders",code="200",operation="-",'
+                    'product="starter",subscription="contoso"} 1.0'
+                ),
+                (
+                    'apimgw_api_requests_total{api="public",code="200",operation="-",product="-",'
+                    'subscription="-"} 1.0'
+                ),
+            ],
+        )
+        self.assertIn(
+            'apimgw_api_request_duration_seconds_count{api="orders",operation="-"} 2.0', text
+        )
+        for key in ("primary-key-0001", "orders-key-0003"):
+            self.assertNotIn(key, text)

@@ -106,14 +106,18 @@ class AccessLogTests(SynchronousTestCase):
         return [e for e in self.events if e.get("log_namespace") == "apimgw.access"]
 
     def test_text_line(self) -> None:
-        """The text format is one info line with method, path, status, bytes, duration, route, backend and request id."""
+        """
+        The text format is one info line with method, path, status, bytes,
+        duration, route, backend, request id, then the API call's ids (``-``
+        when not an API call).
+        """
         self.emit("text")
         (event,) = self.access_events()
         self.assertEqual(event["log_level"], LogLevel.info)
         self.assertEqual(
             formatEvent(event),
             '10.0.0.1 "GET /echo/x?y=1 HTTP/1.1" 200 12 1.500ms host=h route=api:echo '
-            "backend=http://b:1 request_id=rid-1",
+            "backend=http://b:1 request_id=rid-1 api=- operation=- product=- subscription=-",
         )
 
     def test_json_line(self) -> None:
