@@ -226,6 +226,10 @@ class ProxyResource(Resource):
             if verdict.__class__ is Denial:
                 denial: Denial = verdict  # type: ignore[assignment]
                 if not (preflight and pipelines is not None and entry.policy_error is None):
+                    # Counted per API too (no product, no subscription).
+                    request.api_call = ApiCall(
+                        access.api_id, operation.name if operation is not None else None, None, None
+                    )
                     body_bytes = envelope(denial.status, denial.message)
                     return self._answer(request, started, denial.status, body_bytes, entry.label)
                 # A browser never sends a key on a preflight: the policies

@@ -147,8 +147,8 @@ class SubscriptionKeyTests(GatewayTestCase):
         """
         An admitted call's access line and /metrics carry the api, operation,
         product and subscription ids; the key, sent in the header or the
-        query, shows in neither. A refused request carries no ids and is not
-        counted per API call.
+        query, shows in neither. A refused request carries its api (no
+        product, no subscription) and is counted per API with its 401.
         """
         r = yield self.get(
             "/orders/x?page=1",
@@ -162,7 +162,7 @@ class SubscriptionKeyTests(GatewayTestCase):
         r = yield self.get("/public/x", headers=[("x-request-id", "ids-3")])
         self.assertEqual(r.status, 200)
         r = yield self.get("/orders/x")
-        self.assertEqual(r.status, 401)  # refused before admission: no ids
+        self.assertEqual(r.status, 401)  # refused: the api only
 
         def line(request_id: str) -> str:
             (found,) = [
@@ -190,7 +190,7 @@ class SubscriptionKeyTests(GatewayTestCase):
             for e in self.logged('"GET /orders/x HTTP/1.1" 401 ')
             if "access_line" in e
         ]
-        self.assertTrue(refused.endswith(" api=- operation=- product=- subscription=-"), refused)
+        self.assertTrue(refused.endswith(" api=orders operation=- product=- subscription=-"), refused)
         for key in ("primary-key-0001", "orders-key-0003"):
             self.assertEqual(self.logged(key), [])
 
@@ -207,6 +207,10 @@ class SubscriptionKeyTests(GatewayTestCase):
                 (
                     'apimgw_api_requests_total{api="orders",code="200",operation="-",'
                     'product="starter",subscription="contoso"} 1.0'
+                ),
+                (
+                    'apimgw_api_requests_total{api="orders",code="401",operation="-",product="-",'
+                    'subscription="-"} 1.0'
                 ),
                 (
                     'apimgw_api_requests_total{api="public",code="200",operation="-",product="-",'
