@@ -475,9 +475,9 @@ class ApiCallStats:
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
             "apimgw_api_requests",
-            "APIM API calls admitted by the subscription check, by API, operation, product "
-            "context and subscription id (- when none; ids from the configuration, never a "
-            "key) and status code.",
+            "APIM API calls (refused subscription checks included, with no product or "
+            "subscription), by API, operation, product context and subscription id (- when "
+            "none; ids from the configuration, never a key) and status code.",
             labels=["api", "operation", "product", "subscription", "code"],
         )
         # Summed by label values: an id spelled "-" and an absent part are one series.
@@ -492,8 +492,8 @@ class ApiCallStats:
         yield requests
         duration = HistogramMetricFamily(
             "apimgw_api_request_duration_seconds",
-            "Time from the complete request to the end of the response of admitted APIM API "
-            "calls, by API and operation (- when none).",
+            "Time from the complete request to the end of the response of APIM API calls, "
+            "by API and operation (- when none).",
             labels=["api", "operation"],
         )
         for (api, operation), latency in sorted(self.latency.items()):

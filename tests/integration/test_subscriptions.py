@@ -219,7 +219,7 @@ class SubscriptionKeyTests(GatewayTestCase):
             ],
         )
         self.assertIn(
-            'apimgw_api_request_duration_seconds_count{api="orders",operation="-"} 2.0', text
+            'apimgw_api_request_duration_seconds_count{api="orders",operation="-"} 3.0', text
         )
         for key in ("primary-key-0001", "orders-key-0003"):
             self.assertNotIn(key, text)
