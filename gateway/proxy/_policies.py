@@ -188,7 +188,7 @@ class PolicyRequest:
     __slots__ = (
         "method", "path", "headers", "ip_address", "params", "variables", "subscription_id",
         "product_id", "backend_url", "body", "last_error", "status", "response_headers",
-        "_raw_query", "_query", "_ip", "cors_preflight",
+        "_raw_query", "_query", "_ip", "cors_preflight", "original_method",
     )
 
     def __init__(
@@ -203,6 +203,9 @@ class PolicyRequest:
         product_id: str | None = None,
     ) -> None:
         self.method = method
+        #: the method as received: a method set by a policy is checked
+        #: before it goes on a request line (``is`` tells them apart)
+        self.original_method = method
         self.path = path
         self.headers: list[tuple[str, str]] = headers if headers is not None else []
         self.ip_address = ip_address
@@ -377,13 +380,18 @@ def _set_header(headers: list[tuple[str, str]], step: SetHeader, lower: str,
     if action == "delete":
         headers[:] = [h for h in headers if h[0] != lower]
         return
-    present = any(n == lower for n, _ in headers)
-    if action == "skip" and present:
-        return
-    values = [(lower, _text(v, ctx)) for v in step.values]
-    if action == "override" and present:
-        headers[:] = [h for h in headers if h[0] != lower]
-    headers.extend(values)
+    present = False
+    for n, _ in headers:
+        if n == lower:
+            present = True
+            break
+    if present:
+        if action == "skip":
+            return
+        if action == "override":
+            headers[:] = [h for h in headers if h[0] != lower]
+    for v in step.values:
+        headers.append((lower, v if v.__class__ is str else _text(v, ctx)))
 
 
 def _lower_name(step: SetHeader | CheckHeader) -> str:
@@ -820,11 +828,20 @@ def run_backend(steps: tuple[Step, ...], ctx: PolicyRequest) -> BackendPlan | Po
     to forward. Steps after ``forward-request`` are not run (APIM runs
     nothing useful there: the response belongs to ``outbound``).
     """
+    if len(steps) == 1 and steps[0].__class__ is ForwardRequest:
+        # The common section (APIM's default global backend): nothing to
+        # run, and the plan is the same for every request.
+        plan: BackendPlan = _derived(steps[0], _plain_plan)
+        return plan
     run = _Run(ctx, "backend")
     outcome = _section(run, steps)
     if outcome is PROCEED:
         return run.plan if run.plan is not None else BackendPlan(None)
     return outcome  # type: ignore[return-value]
+
+
+def _plain_plan(step: ForwardRequest) -> BackendPlan:
+    return BackendPlan(step)
 
 
 def run_outbound(steps: tuple[Step, ...], ctx: PolicyRequest,

@@ -97,6 +97,22 @@ def _header_bytes(text: str) -> bytes:
         return text.encode("utf-8")
 
 
+def _request_headers(pairs: list[tuple[str, str]]) -> list[tuple[bytes, list[bytes]]]:
+    """
+    The view's headers as twisted.web's raw form: one check over all of
+    them for characters that could split the message (the usual case: none,
+    all Latin-1), then a plain encode; else header by header.
+    """
+    try:
+        raw = [(n.encode("latin-1"), [v.encode("latin-1")]) for n, v in pairs]
+    except UnicodeEncodeError:
+        return [(_header_bytes(n), [_header_bytes(v)]) for n, v in pairs]
+    for _, (value,) in raw:
+        if b"\r" in value or b"\n" in value or b"\0" in value:
+            return [(_header_bytes(n), [_header_bytes(v)]) for n, v in pairs]
+    return raw
+
+
 def _target_bytes(base_path: str, ctx: PolicyRequest) -> bytes:
     path = (base_path + ctx.path) or "/"
     target = f"{path}?{query}" if (query := ctx.query_string()) else path
@@ -245,10 +261,10 @@ class PolicyRun:
                         return
                     backend = picked
             method = ctx.method
-            if not _TOKEN.fullmatch(method):
+            if method is not ctx.original_method and not _TOKEN.fullmatch(method):
                 raise ValueError(f"set-method gave an invalid method {method[:40]!r}")
             target = _target_bytes(base_path, ctx)
-            raw = [(_header_bytes(n), [_header_bytes(v)]) for n, v in ctx.headers]
+            raw = _request_headers(ctx.headers)
         except (InvalidObject, ValueError) as error:
             self._bug(error)
             return

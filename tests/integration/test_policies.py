@@ -193,6 +193,18 @@ POLICIES: dict[str, tuple[str, str]] = {
 </policies>
 """,
     ),
+    "splitting": (
+        "",
+        """
+<policies>
+  <inbound>
+    <set-header name="X-Injected" exists-action="override"><value>a&#13;&#10;X-Evil: 1</value></set-header>
+  </inbound>
+  <backend><forward-request /></backend>
+  <outbound />
+</policies>
+""",
+    ),
     "moved": (
         "",
         """
@@ -387,3 +399,11 @@ class PolicyTests(GatewayTestCase):
         self.assertEqual((r.status, r.body, r.header("content-length")), (418, b"", "15"))
         r = yield self.get("/answer/x", conn=conn)
         self.assertEqual((r.status, r.body), (418, b"short and stout"), "same connection, in step")
+
+    @inlineCallbacks
+    def test_header_value_with_a_line_break_is_never_sent(self) -> Any:
+        """A policy value holding CR LF answers 500 (logged); the backend gets nothing."""
+        r = yield self.get("/splitting/x")
+        self.assertEqual((r.status, r.json()["message"]), (500, "Internal server error"))
+        self.assertEqual(self.backend_site.connections, 0)
+        self.assertTrue(self.logged("a header holds a line break"))

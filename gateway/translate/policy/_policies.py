@@ -75,6 +75,10 @@ NOT_ENFORCED = "not-enforced"
 
 _NAMED_VALUE = re.compile(r"\{\{([A-Za-z0-9._-]+)\}\}")
 
+#: An HTTP field name (RFC 9110 §5.1: a token). A header name a policy
+#: sets is checked here, once, so none can split a message at run time.
+_FIELD_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
 
 @dataclass(frozen=True, slots=True)
 class PolicyProblem:
@@ -402,6 +406,9 @@ def _named_values(e: _Element) -> tuple[str, str, tuple[Text, ...]] | None:
 def _set_header(e: _Element, section: str) -> SetHeader | None:
     parts = _named_values(e)
     if parts is None:
+        return None
+    if not _FIELD_NAME.fullmatch(parts[0]):
+        e.problem(f"must be an HTTP header name (a token), not {parts[0][:40]!r}", "name")
         return None
     target = REQUEST if section in ("inbound", "backend") else RESPONSE
     return SetHeader(target, *parts)

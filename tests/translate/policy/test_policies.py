@@ -180,6 +180,16 @@ class HeaderTests(PolicyCase):
             "policies/inbound/set-header[4]: needs at least one value element (or exists-action=\"delete\")",
         ])
 
+    def test_set_header_name_must_be_a_token(self) -> None:
+        """A header name that is not an HTTP token (a space, a line break) is refused, so none can split a message."""
+        self.assertEqual(self.problems(
+            '<set-header name="X Bad"><value>1</value></set-header>'
+            '<set-header name="X-Ok&#13;&#10;Evil: 1"><value>1</value></set-header>', "outbound"), [
+            "policies/outbound/set-header[1]/@name: must be an HTTP header name (a token), not 'X Bad'",
+            "policies/outbound/set-header[2]/@name: must be an HTTP header name (a token), "
+            "not 'X-Ok\\r\\nEvil: 1'",
+        ])
+
     def test_set_query_parameter(self) -> None:
         """set-query-parameter has set-header's attributes; inbound and backend only."""
         self.assertEqual(self.step('<set-query-parameter name="v" exists-action="skip"><value>2</value></set-query-parameter>'),
