@@ -35,7 +35,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from gateway.translate import Backend, Denial, InvalidObject, RouteEntry, parse_backend
 from gateway.translate.policy import ExpressionRuntimeError, Pipeline
-from gateway.upstream import FAILURE_HOLD, BackendError, BackendTimeout, Exchange
+from gateway.upstream import Exchange
 
 from ._contracts import ProxyRequest
 from ._headers import forward_request_headers, response_headers_to_forward
@@ -417,47 +417,23 @@ class PolicyRun:
             if self.producer is not None:
                 self.request.unregisterProducer()
                 self.producer = None
-            resource._log.warn(
-                "Backend {backend} broke off the response to {request_id}: {error}",
-                backend=self.backend.url,
-                request_id=self.activity_id,
-                error=reason.getErrorMessage(),
-            )
-            resource._observer.backend_error(self.backend.url, "broken")
+            resource.report_broken_response(self.backend, self.activity_id, reason)
             cut(self.request)
             self._end(self.request.code)
             return
-        error = reason.value
-        timeout = isinstance(error, BackendTimeout)
-        resource._log.error(
-            "Backend {backend} failed for {method} {path} (activityId {activity_id}): {error}",
-            backend=self.backend.url,
-            method=self.ctx.method,
-            path=resource._redact(self.request.uri.decode("latin-1")),
-            activity_id=self.activity_id,
-            error=str(error) if isinstance(error, BackendError) else repr(error),
+        timeout = resource.report_backend_failure(
+            self.request, self.backend, self.activity_id, reason
         )
-        resource._observer.backend_error(self.backend.url, "timeout" if timeout else "error")
         self.backend_exchange = None
         if timeout:
-            self._attempt_failed("Timeout", str(error), timeout=True)
+            self._attempt_failed("Timeout", str(reason.value), timeout=True)
         else:
-            self._attempt_failed("BackendConnectionFailure", str(error))
+            self._attempt_failed("BackendConnectionFailure", str(reason.value))
 
     def endpoint_failed(self, failed: Backend, retry_on: Backend, reason: TwistedFailure) -> None:
         """The backend client moved the request to another endpoint (see the plain path)."""
         self.backend = retry_on
-        resource = self.resource
-        resource._log.warn(
-            "Endpoint {failed} of {route} refused the connection ({error}): held for {hold:.0f} s, "
-            "retrying on {backend}",
-            failed=failed.authority,
-            route=self.entry.label,
-            error=reason.getErrorMessage(),
-            hold=FAILURE_HOLD,
-            backend=retry_on.authority,
-        )
-        resource._observer.backend_error(failed.url, "endpoint")
+        self.resource.report_endpoint_moved(self.entry.label, failed, retry_on, reason)
 
     # -- failures, retries, on-error -----------------------------------------
 
@@ -467,11 +443,7 @@ class PolicyRun:
         condition sees ``context.LastError``), else run ``on-error``.
         """
         resource = self.resource
-        if resource._error_mode == "http":
-            status = 504 if timeout else 502
-            answer = "Gateway timeout" if timeout else "Bad gateway"
-        else:
-            status, answer = 500, "Internal server error"
+        status, answer = resource.failure_answer(timeout)
         failure = Failure(
             "forward-request",
             reason,

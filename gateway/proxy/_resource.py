@@ -429,6 +429,58 @@ class ProxyResource(Resource):
         body = envelope(500, "Internal server error", activityId=activity_id)
         return self._answer(request, started, 500, body, entry.label)
 
+    def failure_answer(self, timeout: bool) -> tuple[int, str]:
+        """The status and message a failed backend is answered with (``error_mode``)."""
+        if self._error_mode == "http":
+            return (504, "Gateway timeout") if timeout else (502, "Bad gateway")
+        return 500, "Internal server error"
+
+    def report_backend_failure(
+        self, request: ProxyRequest, backend: Backend, activity_id: str, reason: Failure
+    ) -> bool:
+        """
+        Log and count a backend that failed before any response byte.
+
+        :return: whether it was a timeout.
+        """
+        error = reason.value
+        timeout = isinstance(error, BackendTimeout)
+        self._log.error(
+            "Backend {backend} failed for {method} {path} (activityId {activity_id}): {error}",
+            backend=backend.url,
+            method=request.method.decode("ascii", "replace"),
+            path=self._redact(request.uri.decode("latin-1")),
+            activity_id=activity_id,
+            error=str(error) if isinstance(error, BackendError) else repr(error),
+        )
+        self._observer.backend_error(backend.url, "timeout" if timeout else "error")
+        return timeout
+
+    def report_broken_response(self, backend: Backend, activity_id: str, reason: Failure) -> None:
+        """Log and count a backend that broke off a response whose headers went out."""
+        self._log.warn(
+            "Backend {backend} broke off the response to {request_id}: {error}",
+            backend=backend.url,
+            request_id=activity_id,
+            error=reason.getErrorMessage(),
+        )
+        self._observer.backend_error(backend.url, "broken")
+
+    def report_endpoint_moved(
+        self, route: str, failed: Backend, retry_on: Backend, reason: Failure
+    ) -> None:
+        """Log and count an endpoint the backend client put on hold, the request moved on."""
+        self._log.warn(
+            "Endpoint {failed} of {route} refused the connection ({error}): held for {hold:.0f} s, "
+            "retrying on {backend}",
+            failed=failed.authority,
+            route=route,
+            error=reason.getErrorMessage(),
+            hold=FAILURE_HOLD,
+            backend=retry_on.authority,
+        )
+        self._observer.backend_error(failed.url, "endpoint")
+
     def backend_failed(
         self,
         request: ProxyRequest,
@@ -439,23 +491,8 @@ class ProxyResource(Resource):
     ) -> None:
         """The backend failed before any response byte: answer with the envelope."""
         activity_id = request_id.decode("latin-1")
-        error = reason.value
-        timeout = isinstance(error, BackendTimeout)
-        kind = "timeout" if timeout else "error"
-        if self._error_mode == "http":
-            status = 504 if timeout else 502
-            message = "Gateway timeout" if timeout else "Bad gateway"
-        else:
-            status, message = 500, "Internal server error"
-        self._log.error(
-            "Backend {backend} failed for {method} {path} (activityId {activity_id}): {error}",
-            backend=entry.backend.url,
-            method=request.method.decode("ascii", "replace"),
-            path=self._redact(request.uri.decode("latin-1")),
-            activity_id=activity_id,
-            error=str(error) if isinstance(error, BackendError) else repr(error),
-        )
-        self._observer.backend_error(entry.backend.url, kind)
+        timeout = self.report_backend_failure(request, entry.backend, activity_id, reason)
+        status, message = self.failure_answer(timeout)
         body = envelope(status, message, activityId=activity_id)
         request.setResponseCode(status)
         request.setHeader(b"content-type", b"application/json")
@@ -583,13 +620,9 @@ class _Exchange:
             self.producer = None
             # Headers went out already: the only honest signal left is to
             # cut the connection, so the client sees a truncated response.
-            self.resource._log.warn(
-                "Backend {backend} broke off the response to {request_id}: {error}",
-                backend=self.entry.backend.url,
-                request_id=self.request_id.decode("latin-1"),
-                error=reason.getErrorMessage(),
+            self.resource.report_broken_response(
+                self.entry.backend, self.request_id.decode("latin-1"), reason
             )
-            self.resource._observer.backend_error(self.entry.backend.url, "broken")
             cut(request)
             self._end(request.code)
             return
@@ -603,17 +636,7 @@ class _Exchange:
         ``retry_on``.
         """
         self.backend = retry_on
-        resource = self.resource
-        resource._log.warn(
-            "Endpoint {failed} of {route} refused the connection ({error}): held for {hold:.0f} s, "
-            "retrying on {backend}",
-            failed=failed.authority,
-            route=self.entry.label,
-            error=reason.getErrorMessage(),
-            hold=FAILURE_HOLD,
-            backend=retry_on.authority,
-        )
-        resource._observer.backend_error(failed.url, "endpoint")
+        self.resource.report_endpoint_moved(self.entry.label, failed, retry_on, reason)
 
     def client_gone(self, reason: Failure) -> None:
         """The client disconnected first: abort the backend side."""
