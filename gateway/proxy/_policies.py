@@ -37,11 +37,12 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from http import HTTPStatus
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote, unquote_plus
+
+from twisted.internet.defer import Deferred
 
 from gateway.translate.policy import (
     REQUEST,
@@ -69,6 +70,9 @@ from gateway.translate.policy import (
     Text,
     ValidateJwt,
 )
+
+from ._limits import CounterCall, Counters, Postponed, limit_step
+from ._outcomes import Failure, PolicyResponse, Stop, envelope_response, joined, phrase
 
 __all__ = [
     "PROCEED",
@@ -102,44 +106,6 @@ class Proceed:
 
 
 PROCEED = Proceed()
-
-
-@dataclass(slots=True)
-class PolicyResponse:
-    """
-    The response view: the backend's response in ``outbound``, the answer
-    of a short-circuit or of ``on-error``.
-
-    :ivar headers: ``(lower-case name, value)`` pairs in order.
-    :ivar body: a literal body, or ``None``: the backend's (outbound) or,
-        with :attr:`message`, APIM's envelope.
-    :ivar message: the envelope's message when :attr:`body` is ``None``.
-    """
-
-    status: int
-    reason: str | None = None
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes | None = None
-    message: str | None = None
-
-    def header(self, name: str) -> str | None:
-        """The header's values joined with ``,``, or ``None``."""
-        return _joined(self.headers, name.lower())
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """
-    A policy failed: what ``context.LastError`` shows in ``on-error``
-    (:class:`~gateway.translate.policy.LastError`), and the response sent
-    when there is no ``on-error`` section (or it changes nothing).
-    """
-
-    source: str
-    reason: str
-    message: str
-    section: str
-    response: PolicyResponse
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +154,8 @@ class PolicyRequest:
     __slots__ = (
         "method", "path", "headers", "ip_address", "params", "variables", "subscription_id",
         "product_id", "backend_url", "body", "last_error", "status", "response_headers",
-        "_raw_query", "_query", "_ip", "cors_preflight", "original_method",
+        "_raw_query", "_query", "_ip", "cors_preflight", "original_method", "api_id",
+        "operation_id", "response_status", "postponed",
     )
 
     def __init__(
@@ -221,6 +188,16 @@ class PolicyRequest:
         self._raw_query = query
         self._query: list[tuple[str, str]] | None = None
         self._ip: tuple[int, int] | None = None
+        #: the API and operation the request matched (nested limits of
+        #: ``rate-limit`` and ``quota`` name them)
+        self.api_id: str | None = None
+        self.operation_id: str | None = None
+        #: ``context.Response.StatusCode``: set once there is a response
+        self.response_status: int | None = None
+        #: counter increments APIM makes after the response
+        #: (``rate-limit-by-key`` with an expression ``increment-condition``,
+        #: ``quota`` bandwidth): see :func:`postponed_increments`
+        self.postponed: list[Postponed] | None = None
         #: ``False`` when an ``OPTIONS`` operation accepted the request:
         #: ``cors`` then treats it as an actual request (APIM forwards it).
         self.cors_preflight = True
@@ -310,11 +287,6 @@ def policy_request(
 # --- helpers ---------------------------------------------------------------
 
 
-def _joined(headers: list[tuple[str, str]], lower: str) -> str | None:
-    values = [v for n, v in headers if n == lower]
-    return ",".join(values) if values else None
-
-
 def _text(value: Text, ctx: PolicyRequest) -> str:
     return value if isinstance(value, str) else value.text(ctx)
 
@@ -349,22 +321,11 @@ _NAMES: dict[type, str] = {
 }
 
 
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""
-
-
-def _envelope_response(status: int, message: str) -> PolicyResponse:
-    return PolicyResponse(status, _phrase(status), [("content-type", "application/json")], None, message)
-
-
-class _Stop(Exception):
-    """Raised inside a section to end the whole pipeline with an outcome."""
-
-    def __init__(self, outcome: PolicyResponse | Failure) -> None:
-        self.outcome = outcome
+_Stop = Stop
+_envelope_response = envelope_response
+_LIMITS = (RateLimit, RateLimitByKey, Quota)
+_joined = joined
+_phrase = phrase
 
 
 def _fail(step: Step, section: str, reason: str, message: str, response: PolicyResponse) -> _Stop:
@@ -497,6 +458,14 @@ def _rewrite(ctx: PolicyRequest, step: RewriteUri) -> None:
     ctx.query = new + kept
 
 
+def _add_response_headers(ctx: PolicyRequest, headers: list[tuple[str, str]]) -> None:
+    """Headers for whatever response goes out (CORS, limit counts), after any noted before."""
+    if ctx.response_headers is None:
+        ctx.response_headers = headers
+    else:
+        ctx.response_headers.extend(headers)
+
+
 # --- cors --------------------------------------------------------------------
 
 
@@ -575,7 +544,7 @@ def _cors(ctx: PolicyRequest, step: Cors, state: list[bool]) -> None:
         headers.append(("access-control-expose-headers", sets.expose))
     if allow_origin != "*":
         headers.append(("vary", "Origin"))
-    ctx.response_headers = headers
+    _add_response_headers(ctx, headers)
 
 
 # --- check-header, ip-filter, validate-jwt ----------------------------------
@@ -758,10 +727,10 @@ class _Run:
                 elif kind is Retry:
                     if self._retry(step):  # type: ignore[arg-type]
                         return True
-                elif kind in (RateLimit, RateLimitByKey, Quota):
+                elif kind in _LIMITS:
                     raise PolicyExecutionError(
-                        f"{_NAMES[kind]} is not enforced yet and must never be in a served "
-                        "pipeline (translation keeps such APIs out)")
+                        f"{_NAMES[kind]} met by the runner without counters (use "
+                        "run_inbound_counted for a section with limits)")
                 else:
                     raise PolicyExecutionError(f"unknown step {kind.__name__}")
             except ExpressionRuntimeError as error:
@@ -769,6 +738,44 @@ class _Run:
                             f"Expression evaluation failed. {error}",
                             _envelope_response(500, "Internal server error")) from None
         return False
+
+    def counted_steps(self, steps: tuple[Step, ...]) -> Generator[CounterCall, Any, None]:
+        """
+        :meth:`steps` for an ``inbound`` section with limit policies: a
+        generator that yields each limit's counter calls to the driver
+        (:func:`run_inbound_counted`) and is sent their verdicts. Every other
+        step runs through :meth:`steps`, one at a time.
+        """
+        ctx = self.ctx
+        for step in steps:
+            kind = step.__class__
+            try:
+                if kind in _LIMITS:
+                    yield from limit_step(step, ctx, self.section)  # type: ignore[arg-type]
+                elif kind is Choose:
+                    for branch in step.branches:  # type: ignore[union-attr]
+                        c = branch.condition
+                        if c if isinstance(c, bool) else c.evaluate(ctx):
+                            yield from self.counted_steps(branch.steps)
+                            break
+                    else:
+                        yield from self.counted_steps(step.otherwise)  # type: ignore[union-attr]
+                elif kind is Retry:
+                    # Attempts back to back, as :meth:`_retry` outside backend.
+                    yield from self.counted_steps(step.steps)  # type: ignore[union-attr]
+                    done = 0
+                    while done < step.count:  # type: ignore[union-attr]
+                        c = step.condition  # type: ignore[union-attr]
+                        if not (c if isinstance(c, bool) else c.evaluate(ctx)):
+                            break
+                        done += 1
+                        yield from self.counted_steps(step.steps)  # type: ignore[union-attr]
+                else:
+                    self.steps((step,))
+            except ExpressionRuntimeError as error:
+                raise _fail(step, self.section, "ExpressionValueEvaluationFailure",
+                            f"Expression evaluation failed. {error}",
+                            _envelope_response(500, "Internal server error")) from None
 
     def _retry(self, step: Retry) -> bool:
         """
@@ -822,6 +829,59 @@ def run_inbound(steps: tuple[Step, ...], ctx: PolicyRequest,
     return outcome
 
 
+def has_limits(steps: tuple[Step, ...]) -> bool:
+    """Whether a section holds a limit policy (at any depth): computed once per section."""
+    found: bool = _derived(steps, _find_limits)
+    return found
+
+
+def _find_limits(steps: tuple[Step, ...]) -> bool:
+    for step in steps:
+        kind = step.__class__
+        if kind in _LIMITS:
+            return True
+        if kind is Choose and (
+            any(_find_limits(b.steps) for b in step.branches)  # type: ignore[union-attr]
+            or _find_limits(step.otherwise)  # type: ignore[union-attr]
+        ):
+            return True
+        if kind is Retry and _find_limits(step.steps):  # type: ignore[union-attr]
+            return True
+    return False
+
+
+def run_inbound_counted(
+    steps: tuple[Step, ...], ctx: PolicyRequest, jwt: JwtValidator | None, counters: Counters
+) -> Proceed | PolicyResponse | Failure | Deferred[Proceed | PolicyResponse | Failure]:
+    """
+    :func:`run_inbound` for a section with limit policies: each counter call
+    goes to ``counters``; a store that answers at once (local counters)
+    keeps the whole run synchronous, one that answers later (Redis) makes
+    the outcome a Deferred.
+
+    :raises PolicyExecutionError: the pipeline must not be run (500); in the
+        Deferred case, its errback.
+    """
+    run = _Run(ctx, "inbound", jwt=jwt)
+    return _drive(run, run.counted_steps(steps), counters, None)
+
+
+def _drive(run: _Run, steps: Generator[CounterCall, Any, None], counters: Counters,
+           value: Any) -> Any:
+    while True:
+        try:
+            call = steps.send(value)
+        except StopIteration:
+            if run.cors[0]:
+                return PolicyResponse(200, "OK", [], b"")
+            return PROCEED
+        except _Stop as stop:
+            return stop.outcome
+        value = call.perform(counters)
+        if isinstance(value, Deferred):
+            return value.addCallback(lambda verdict: _drive(run, steps, counters, verdict))
+
+
 def run_backend(steps: tuple[Step, ...], ctx: PolicyRequest) -> BackendPlan | PolicyResponse | Failure:
     """
     Run the ``backend`` section up to its ``forward-request`` and say how
@@ -856,6 +916,7 @@ def run_outbound(steps: tuple[Step, ...], ctx: PolicyRequest,
         response.status, response.reason = ctx.status
     if ctx.response_headers:
         response.headers.extend(ctx.response_headers)
+    ctx.response_status = response.status
     return _section(_Run(ctx, "outbound", response), steps)
 
 
@@ -868,6 +929,7 @@ def run_on_error(steps: tuple[Step, ...], ctx: PolicyRequest, failure: Failure) 
     ctx.last_error = failure
     base = failure.response
     response = PolicyResponse(base.status, base.reason, list(base.headers), base.body, base.message)
+    ctx.response_status = response.status
     if ctx.response_headers:
         response.headers.extend(ctx.response_headers)
     outcome = _section(_Run(ctx, "on-error", response), steps)

@@ -29,6 +29,7 @@ import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.python.failure import Failure as TwistedFailure
 from twisted.web.server import NOT_DONE_YET
@@ -39,6 +40,7 @@ from gateway.upstream import Exchange
 
 from ._contracts import ProxyRequest
 from ._headers import forward_request_headers, response_headers_to_forward
+from ._limits import apply_postponed
 from ._policies import (
     PROCEED,
     BackendPlan,
@@ -46,9 +48,11 @@ from ._policies import (
     PolicyExecutionError,
     PolicyRequest,
     PolicyResponse,
+    has_limits,
     retry_delay,
     run_backend,
     run_inbound,
+    run_inbound_counted,
     run_on_error,
     run_outbound,
 )
@@ -200,8 +204,46 @@ class PolicyRun:
         """Run inbound and backend; answer or forward. Returns ``NOT_DONE_YET``."""
         ctx = self.ctx
         pipeline = self.pipeline
+        counters = self.resource._counters
+        if has_limits(pipeline.inbound):
+            if counters is None:
+                self._bug(PolicyExecutionError("a limit policy and no counter store"))
+                return NOT_DONE_YET
+            try:
+                counted = run_inbound_counted(pipeline.inbound, ctx, jwt, counters)
+            except PolicyExecutionError as error:
+                self._bug(error)
+                return NOT_DONE_YET
+            if isinstance(counted, Deferred):
+                # The counters answer later (Redis): go on from there; a
+                # client leaving meanwhile ends the request at once.
+                self.request.on_client_gone = self.client_gone
+                self.resource.in_flight += 1
+                self.counted = True
+                counted.addCallback(self._after_inbound)
+                counted.addErrback(self._counters_failed)
+                return NOT_DONE_YET
+            return self._after_inbound(counted)
         try:
             outcome = run_inbound(pipeline.inbound, ctx, jwt)
+        except PolicyExecutionError as error:
+            self._bug(error)
+            return NOT_DONE_YET
+        return self._after_inbound(outcome)
+
+    def _counters_failed(self, reason: TwistedFailure) -> None:
+        if isinstance(reason.value, PolicyExecutionError):
+            self._bug(reason.value)
+        else:
+            self._bug(PolicyExecutionError(f"counter store failed: {reason.getErrorMessage()}"))
+
+    def _after_inbound(self, outcome: Any) -> int:
+        """Inbound's outcome: answer, or run backend and forward."""
+        if self.done:
+            return NOT_DONE_YET
+        ctx = self.ctx
+        pipeline = self.pipeline
+        try:
             if outcome is PROCEED and self.denied is not None:
                 denied = self.denied
                 outcome = PolicyResponse(
@@ -218,8 +260,9 @@ class PolicyRun:
                         return NOT_DONE_YET
                     self.plan = planned
                     self.request.on_client_gone = self.client_gone
-                    self.resource.in_flight += 1
-                    self.counted = True
+                    if not self.counted:
+                        self.resource.in_flight += 1
+                        self.counted = True
                     self._forward()
                     return NOT_DONE_YET
                 outcome = planned
@@ -576,6 +619,15 @@ class PolicyRun:
         request = self.request
         request.on_client_gone = None
         resource = self.resource
+        ctx = self.ctx
+        if ctx.postponed and resource._counters is not None:
+            ctx.response_status = status
+            content = request.content
+            sent = (content.size if content is not None else 0) + request.sentLength
+            for problem in apply_postponed(ctx, resource._counters, sent):
+                resource._log.warn("{route}: {problem} (activityId {activity_id})",
+                                   route=self.entry.label, problem=problem,
+                                   activity_id=self.activity_id)
         if self.counted:
             resource._request_ended()
         resource._observer.request_done(

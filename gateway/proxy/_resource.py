@@ -28,6 +28,7 @@ from gateway.upstream import FAILURE_HOLD, BackendError, BackendPool, BackendTim
 
 from ._contracts import ProxyHealth, ProxyObserver, ProxyRequest
 from ._headers import forward_request_headers, response_headers_to_forward
+from ._limits import Counters
 from ._policies import JwtValidator, policy_request
 from ._policy_run import PolicyRun
 from ._replies import close_after_response, cut, envelope
@@ -107,6 +108,9 @@ class ProxyResource(Resource):
     :param jwt: checks ``validate-jwt`` tokens (:class:`gateway.jwt`'s,
         keys fetched in the background); ``None``: a pipeline that meets a
         ``validate-jwt`` answers 500 (logged), never skips it.
+    :param counters: the counter store of ``rate-limit``, ``rate-limit-by-key``
+        and ``quota`` (:mod:`gateway.counters`); ``None``: an API with a limit
+        policy answers 500 (logged).
     :param redact: hides secret query values (subscription keys, tokens)
         in the request targets this resource logs, as the access log does
         (:class:`gateway.observability.QueryRedactor`); default: none.
@@ -128,6 +132,7 @@ class ProxyResource(Resource):
         https_port: Callable[[], int] | None = None,
         redact: Callable[[str], str] | None = None,
         jwt: JwtValidator | None = None,
+        counters: Counters | None = None,
     ) -> None:
         super().__init__()
         if error_mode not in ERROR_MODES:
@@ -146,6 +151,7 @@ class ProxyResource(Resource):
         self._idle_waiters: list[Deferred[None]] = []
         self._ids = RequestIds()
         self._jwt = jwt
+        self._counters = counters
 
     # -- draining ---------------------------------------------------------
 
@@ -356,6 +362,10 @@ class ProxyResource(Resource):
             drop=key_header,
         )
         ctx.cors_preflight = preflight
+        call = request.api_call
+        if call is not None:
+            ctx.api_id = call.api
+            ctx.operation_id = call.operation
         run = PolicyRun(
             self, request, entry, pipeline, ctx, started, request_id, generation_number, denied
         )

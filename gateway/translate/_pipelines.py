@@ -106,7 +106,9 @@ def compile_policy(
     )
 
     def compute() -> tuple[SourceObject, CompiledPolicy]:
-        document = compile_document(body.xml, {name: value for name, value, _ in used})
+        document = compile_document(
+            body.xml, {name: value for name, value, _ in used}, scope=body.scope.id
+        )
         secrets = {name: value for name, value, secret in used if secret}
         problems = tuple(
             Problem(obj.ref, _mask(f"{body.scope.id}: {p}" + (

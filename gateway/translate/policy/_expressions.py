@@ -15,7 +15,8 @@ The subset (``docs/policies.md`` is the user's copy of this list):
   ``context.Subscription.Id``, ``context.Variables["name"]``,
   ``context.Variables.GetValueOrDefault<T>("name"[, default])`` with ``T``
   one of ``string``, ``int``, ``bool``, ``context.Variables.ContainsKey("name")``,
-  ``context.LastError.Source|Reason|Message|Section``;
+  ``context.LastError.Source|Reason|Message|Section``,
+  ``context.Response.StatusCode`` (an error before there is a response);
 * string literals (C# escapes, ``@"verbatim"``), integers, ``true``,
   ``false``, ``null``;
 * ``==`` ``!=`` ``<`` ``>`` ``<=`` ``>=`` ``&&`` ``||`` ``!``, parentheses,
@@ -84,6 +85,10 @@ class PolicyContext(Protocol):
 
     @property
     def last_error(self) -> LastError | None: ...
+
+    @property
+    def response_status(self) -> int | None:
+        """The response's status code (outbound, on-error, postponed increments); ``None`` before."""
 
     def header(self, name: str) -> str | None:
         """The request header's values joined with ``,`` (APIM's form), or ``None``."""
@@ -457,6 +462,11 @@ class _Parser:
             raise _unsupported(f"context.Subscription.{field_.value}", field_)
         if name.value == "Variables":
             return self.variables()
+        if name.value == "Response":
+            field_ = self.member()
+            if field_.value == "StatusCode":
+                return _Compiled(_response_status, INT)
+            raise _unsupported(f"context.Response.{field_.value}", field_)
         if name.value == "LastError":
             field_ = self.member()
             attribute = {"Source": "source", "Reason": "reason", "Message": "message",
@@ -677,6 +687,14 @@ def _variable(key: Evaluator) -> Evaluator:
 def _contains_key(key: Evaluator) -> Evaluator:
     """``context.Variables.ContainsKey(key)``."""
     return lambda ctx: to_text(key(ctx)) in ctx.variables
+
+
+def _response_status(ctx: PolicyContext) -> object:
+    """``context.Response.StatusCode``: the response's status; an error before there is one."""
+    status = ctx.response_status
+    if status is None:
+        raise ExpressionRuntimeError("context.Response is not available before the response")
+    return status
 
 
 def _last_error(attribute: str) -> Evaluator:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from ._expressions import BOOL, Expression, ExpressionError, compile_expression, is_expression
 from ._steps import (
+    LimitTarget,
     BASE,
     REQUEST,
     RESPONSE,
@@ -146,6 +147,10 @@ class _Compiler:
     named_values: Mapping[str, str]
     secrets: Collection[str] = frozenset()
     problems: list[PolicyProblem] = field(default_factory=list)
+    #: the document's scope id (``global``, ``products/p``, ``apis/a``,
+    #: ``apis/a/operations/o``) when known: the limit policies' counters
+    #: are per scope, and some policies are allowed at some scopes only
+    scope: str | None = None
 
     def problem(self, path: str, message: str, kind: str = INVALID) -> None:
         self.problems.append(PolicyProblem(path, self.scrub(message), kind))
@@ -787,21 +792,68 @@ _LIMIT_NAMES = ("retry-after-header-name", "retry-after-variable-name",
                 "total-calls-header-name")
 
 
-def _not_enforced(e: _Element) -> None:
-    e.problem(f"{e.node.tag} is parsed but not yet enforced by apimgw", kind=NOT_ENFORCED)
+def _targets(e: _Element, quota: bool) -> tuple[LimitTarget, ...]:
+    """
+    The nested ``<api>`` elements (each maybe with ``<operation>``
+    elements) of ``rate-limit`` or ``quota``. APIM names an API or an
+    operation by ``id`` or ``name`` (``id`` wins); apimgw's ids are the
+    names, so either is compared with the API's id / the operation's name.
+    """
+    out: list[LimitTarget] = []
+
+    def one(node: Node, api: str | None) -> str | None:
+        sub = _Element(node, e.compiler)
+        ident = sub.string("id")
+        name = sub.string("name")
+        target = ident or name
+        if not target:
+            sub.problem("needs id or name")
+        calls = sub.integer("calls", low=1, required=not quota)
+        period = sub.integer("renewal-period", low=0 if quota else 1,
+                             high=None if quota else 300, required=not quota)
+        bandwidth = sub.integer("bandwidth", low=1) if quota else None
+        if quota and calls is None and bandwidth is None and not sub.failed:
+            sub.problem("needs calls, bandwidth, or both")
+        children = sub.children(("operation",) if api is None else ())
+        sub.finish()
+        if target and not sub.failed:
+            if api is None:
+                out.append(LimitTarget(target, None, calls, period, bandwidth))
+            else:
+                out.append(LimitTarget(api, target, calls, period, bandwidth))
+        if api is None and target:
+            for child in children:
+                one(child, target)
+        return target
+
+    for node in e.children(("api",)):
+        one(node, None)
+    return tuple(out)
+
+
+def _scope_allows(e: _Element, allowed: tuple[str, ...]) -> None:
+    """APIM's scopes for the limit policies (the compiler's scope id, when known)."""
+    scope = e.compiler.scope
+    if scope is None:
+        return
+    kind = "global" if scope == "global" else scope.split("/")[0]
+    kind = {"products": "product", "apis": "operation" if "/operations/" in scope else "api"}.get(
+        kind, kind)
+    if kind not in allowed:
+        e.problem(f"{e.node.tag} is allowed at {', '.join(allowed)} scope only (APIM), "
+                  f"not at {kind} scope")
 
 
 def _rate_limit(e: _Element, section: str) -> RateLimit | None:
     calls = e.integer("calls", required=True, low=1)
     period = e.integer("renewal-period", required=True, low=1, high=300)
     names = [e.string(n) for n in _LIMIT_NAMES]
-    if e.children(("api",)):
-        e.problem("per-API and per-operation limits are not supported", kind=UNSUPPORTED)
-    failed = e.failed
-    _not_enforced(e)
-    if failed:
+    targets = _targets(e, quota=False)
+    _scope_allows(e, ("product", "api", "operation"))
+    if e.failed:
         return None
-    return RateLimit(calls, period, *names)  # type: ignore[arg-type]
+    return RateLimit(calls, period, *names, targets=targets,  # type: ignore[arg-type, misc]
+                     scope=e.compiler.scope or "")
 
 
 def _rate_limit_by_key(e: _Element, section: str) -> RateLimitByKey | None:
@@ -814,9 +866,7 @@ def _rate_limit_by_key(e: _Element, section: str) -> RateLimitByKey | None:
     increment = e.integer("increment-count", 1, low=1)
     names = [e.string(n) for n in _LIMIT_NAMES]
     e.children(())
-    failed = e.failed
-    _not_enforced(e)
-    if failed:
+    if e.failed:
         return None
     return RateLimitByKey(calls, period, key, condition, increment, *names)  # type: ignore[arg-type]
 
@@ -827,13 +877,11 @@ def _quota(e: _Element, section: str) -> Quota | None:
     period = e.integer("renewal-period", required=True, low=0)
     if calls is None and bandwidth is None and not e.failed:
         e.problem("needs calls, bandwidth, or both")
-    if e.children(("api",)):
-        e.problem("per-API and per-operation quotas are not supported", kind=UNSUPPORTED)
-    failed = e.failed
-    _not_enforced(e)
-    if failed:
+    targets = _targets(e, quota=True)
+    _scope_allows(e, ("product",))
+    if e.failed:
         return None
-    return Quota(period, calls, bandwidth)  # type: ignore[arg-type]
+    return Quota(period, calls, bandwidth, targets, e.compiler.scope or "")  # type: ignore[arg-type]
 
 
 _ALL = SECTIONS
@@ -904,7 +952,8 @@ def _section(node: Node, compiler: _Compiler) -> tuple[Step | Base, ...]:
 
 
 def compile_document(text: str, named_values: Mapping[str, str] = {},
-                     secrets: Collection[str] = frozenset()) -> CompiledDocument:
+                     secrets: Collection[str] = frozenset(),
+                     scope: str | None = None) -> CompiledDocument:
     """
     Compile one scope's policy document. Never raises: whatever is wrong is
     in :attr:`CompiledDocument.problems`, and a document with any
@@ -916,8 +965,11 @@ def compile_document(text: str, named_values: Mapping[str, str] = {},
         value, but their ``repr``, :func:`describe` and problem messages
         show ``{{name}}``. A secret that becomes a number, a boolean or an
         IP address (``count="{{n}}"``) is converted and shows as that.
+    :param scope: the document's scope id (:attr:`gateway.model.PolicyScope.id`):
+        stamped on ``rate-limit`` and ``quota`` steps (their counters are per
+        scope) and checked against the scopes APIM allows them at.
     """
-    compiler = _Compiler(named_values, secrets)
+    compiler = _Compiler(named_values, secrets, scope=scope)
     try:
         root = parse_xml(text)
     except XmlError as error:

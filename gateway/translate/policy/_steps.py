@@ -357,8 +357,31 @@ class Retry:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitTarget:
+    """
+    A nested ``<api>`` (and its ``<operation>``) of ``rate-limit`` or
+    ``quota``: a limit of its own for the calls of one API or operation,
+    counted independently of the enclosing one.
+
+    :ivar api: the API's id (APIM's ``id``, else ``name``: apimgw's API
+        ids are their names).
+    :ivar operation: the operation's name, ``None`` for the whole API.
+    """
+
+    api: str
+    operation: str | None
+    calls: int | None
+    renewal_period: int | None
+    bandwidth: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RateLimit:
-    """``rate-limit``: parsed, not yet enforced (a problem says so)."""
+    """
+    ``rate-limit``: ``calls`` per sliding ``renewal_period`` seconds, per
+    subscription, counted per policy scope (:attr:`scope`, e.g.
+    ``products/starter``), plus the nested :attr:`targets`.
+    """
 
     calls: int
     renewal_period: int
@@ -367,11 +390,19 @@ class RateLimit:
     remaining_calls_header_name: str | None = None
     remaining_calls_variable_name: str | None = None
     total_calls_header_name: str | None = None
+    targets: tuple[LimitTarget, ...] = ()
+    scope: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class RateLimitByKey:
-    """``rate-limit-by-key``: parsed, not yet enforced (a problem says so)."""
+    """
+    ``rate-limit-by-key``: ``calls`` per sliding ``renewal_period`` per
+    value of ``counter_key``, one counter per key value for every scope
+    (APIM). An ``increment_condition`` that is an expression is evaluated,
+    and the call counted, after the response (APIM postpones it to the end
+    of outbound so that it may read ``context.Response``).
+    """
 
     calls: int
     renewal_period: int
@@ -387,11 +418,17 @@ class RateLimitByKey:
 
 @dataclass(frozen=True, slots=True)
 class Quota:
-    """``quota``: parsed, not yet enforced (a problem says so)."""
+    """
+    ``quota``: ``calls`` and/or ``bandwidth`` (kilobytes) per fixed
+    ``renewal_period`` (0: never renews), per subscription, at product
+    scope, plus the nested :attr:`targets`.
+    """
 
     renewal_period: int
     calls: int | None = None
     bandwidth: int | None = None
+    targets: tuple[LimitTarget, ...] = ()
+    scope: str = ""
 
 
 Step = Union[

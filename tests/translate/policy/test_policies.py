@@ -8,6 +8,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from gateway.translate.policy import (
+    LimitTarget,
     NOT_ENFORCED,
     REQUEST,
     RESPONSE,
@@ -425,29 +426,68 @@ class FlowTests(PolicyCase):
             "policies/inbound/choose/when/set-header/@exists-action: must be one of override, skip, append, delete",
         ])
 
-    def test_rate_limits_parsed_not_enforced(self) -> None:
-        """rate-limit, rate-limit-by-key and quota compile, each with a "not yet enforced" problem."""
-        document = compiled("inbound",
-                            '<rate-limit calls="10" renewal-period="60" remaining-calls-header-name="x-left"/>'
-                            '<rate-limit-by-key calls="5" renewal-period="30" counter-key="@(context.Request.IpAddress)"/>'
-                            '<quota calls="1000" renewal-period="3600"/>')
-        self.assertEqual([(str(p), p.kind) for p in document.problems], [
-            ("policies/inbound/rate-limit: rate-limit is parsed but not yet enforced by apimgw", NOT_ENFORCED),
-            ("policies/inbound/rate-limit-by-key: rate-limit-by-key is parsed but not yet enforced by apimgw",
-             NOT_ENFORCED),
-            ("policies/inbound/quota: quota is parsed but not yet enforced by apimgw", NOT_ENFORCED),
-        ])
+    def test_rate_limits_parsed(self) -> None:
+        """rate-limit, rate-limit-by-key and quota compile into steps with APIM's defaults."""
+        document = compile_document(
+            "<policies><inbound>"
+            '<rate-limit calls="10" renewal-period="60" remaining-calls-header-name="x-left"/>'
+            '<rate-limit-by-key calls="5" renewal-period="30" counter-key="@(context.Request.IpAddress)"/>'
+            '<quota calls="1000" renewal-period="3600"/>'
+            "</inbound></policies>", scope="products/starter")
+        self.assertEqual(document.problems, ())
         assert document.inbound is not None
         rate, by_key, quota = document.inbound
-        self.assertEqual(rate, RateLimit(10, 60, remaining_calls_header_name="x-left"))
+        self.assertEqual(rate, RateLimit(10, 60, remaining_calls_header_name="x-left",
+                                         scope="products/starter"))
         assert isinstance(by_key, RateLimitByKey)
         self.assertEqual((by_key.calls, by_key.renewal_period, by_key.increment_count), (5, 30, 1))
-        self.assertEqual(quota, Quota(3600, 1000, None))
+        self.assertEqual(quota, Quota(3600, 1000, None, scope="products/starter"))
+
+    def test_nested_api_and_operation_limits(self) -> None:
+        """<api> and <operation> inside rate-limit and quota become targets (id wins over name)."""
+        document = compile_document(
+            "<policies><inbound>"
+            '<rate-limit calls="20" renewal-period="90">'
+            '<api name="Orders" id="orders" calls="10" renewal-period="60">'
+            '<operation name="get-order" calls="5" renewal-period="30"/></api></rate-limit>'
+            '<quota calls="100" renewal-period="0">'
+            '<api name="orders" bandwidth="40"><operation id="list" calls="7"/></api></quota>'
+            "</inbound></policies>", scope="products/starter")
+        self.assertEqual(document.problems, ())
+        assert document.inbound is not None
+        rate, quota = document.inbound
+        self.assertEqual(rate.targets, (  # type: ignore[union-attr]
+            LimitTarget("orders", None, 10, 60), LimitTarget("orders", "get-order", 5, 30)))
+        self.assertEqual(quota.targets, (  # type: ignore[union-attr]
+            LimitTarget("orders", None, None, None, 40), LimitTarget("orders", "list", 7, None)))
+
+    def test_limit_scopes(self) -> None:
+        """As APIM: rate-limit not at global scope, quota at product scope only."""
+        def problems(text: str, scope: str) -> list[str]:
+            return [str(p) for p in compile_document(
+                f"<policies><inbound>{text}</inbound></policies>", scope=scope).problems]
+
+        self.assertEqual(problems('<rate-limit calls="1" renewal-period="1"/>', "global"), [
+            "policies/inbound/rate-limit: rate-limit is allowed at product, api, operation scope "
+            "only (APIM), not at global scope"])
+        self.assertEqual(problems('<rate-limit calls="1" renewal-period="1"/>', "apis/a/operations/o"), [])
+        self.assertEqual(problems('<quota calls="1" renewal-period="1"/>', "apis/a"), [
+            "policies/inbound/quota: quota is allowed at product scope only (APIM), not at api scope"])
+        self.assertEqual(problems('<rate-limit-by-key calls="1" renewal-period="1" counter-key="k"/>',
+                                  "global"), [])
+
+    def test_nested_limit_bad(self) -> None:
+        """A nested api without id or name, or a rate limit without calls, is reported by path."""
+        self.assertEqual(self.problems(
+            '<rate-limit calls="5" renewal-period="10"><api calls="1" renewal-period="1"/>'
+            '<api id="a" renewal-period="1"/></rate-limit>'), [
+            "policies/inbound/rate-limit/api[1]: needs id or name",
+            "policies/inbound/rate-limit/api[2]/@calls: is required",
+        ])
 
     def test_rate_limit_bad(self) -> None:
-        """A bad limit is reported as invalid besides "not yet enforced"."""
+        """A bad limit is reported as invalid, by attribute."""
         self.assertEqual(self.problems('<rate-limit calls="0" renewal-period="301"/>'), [
             "policies/inbound/rate-limit/@calls: must be at least 1, not 0",
             "policies/inbound/rate-limit/@renewal-period: must be between 1 and 300, not 301",
-            "policies/inbound/rate-limit: rate-limit is parsed but not yet enforced by apimgw",
         ])
