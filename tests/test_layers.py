@@ -45,6 +45,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "gateway.upstream": frozenset({"gateway.translate", "gateway.model", "gateway.ready"}),
     # Runtime state of validate-jwt (the JWKS cache), beside the proxy.
     "gateway.jwt": frozenset({"gateway.translate"}),
+    # Runtime state of rate-limit and quota (local and Redis counters).
+    "gateway.counters": frozenset({"gateway.ready"}),
     "gateway.proxy": frozenset(
         {
             "gateway.routing",
