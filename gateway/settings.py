@@ -152,7 +152,44 @@ SETTINGS: tuple[Setting, ...] = (
     ),
 )
 
-_PREFIXES = ("gateway.", "k8s.", "config.", "telemetry.", "net.", "runtime.")
+_RATE_LIMIT_SETTINGS = (
+    Setting(
+        "rate-limit.redis.url",
+        "redis-url",
+        "",
+        "Redis for the rate-limit and quota counters shared by every replica: redis://[:password@]"
+        "host:port/db or rediss:// (TLS); empty: each replica counts alone (local counters)",
+    ),
+    Setting("rate-limit.redis.password", None, "", "Redis password (or in the URL)"),
+    Setting(
+        "rate-limit.redis.ca",
+        None,
+        "",
+        "PEM file of the certificate authorities a rediss:// server is checked against; empty: the "
+        "system trust store",
+    ),
+    Setting(
+        "rate-limit.redis.namespace",
+        None,
+        "default",
+        "prefix of the counter keys (apimgw:<namespace>:...): one per gateway deployment sharing a "
+        "Redis",
+    ),
+    Setting(
+        "rate-limit.redis.timeout",
+        None,
+        "0.25",
+        "seconds a counter check may wait for Redis before the request is decided by the local "
+        "counters",
+    ),
+)
+SETTINGS = SETTINGS + _RATE_LIMIT_SETTINGS
+
+_PREFIXES = (
+    "gateway.", "k8s.", "config.", "telemetry.", "net.", "runtime.", "rate-limit.",
+    # the shell-safe form of rate-limit.* read back with "_" as "."
+    "rate.limit.",
+)
 _BY_NAME = {s.name: s for s in SETTINGS}
 _BY_SHELL = {s.shell_name: s for s in SETTINGS}
 
@@ -424,6 +461,44 @@ class IngressSourceSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimitSettings:
+    """
+    Where the rate-limit and quota counters live.
+
+    :ivar redis_url: empty: local counters (each replica counts alone).
+    :ivar timeout: seconds a check waits for Redis before the local
+        counters decide that request.
+    """
+
+    redis_url: str
+    password: str
+    ca: str
+    namespace: str
+    timeout: float
+
+    @classmethod
+    def parse(cls, values: Mapping[str, str]) -> RateLimitSettings:
+        url = _text(values, "rate-limit.redis.url")
+        if url and not url.startswith(("redis://", "rediss://")):
+            raise SettingError(
+                f"rate-limit.redis.url must start with redis:// or rediss://, not {url[:40]!r}"
+            )
+        namespace = _text(values, "rate-limit.redis.namespace")
+        if not namespace or any(c in namespace for c in " :{}"):
+            raise SettingError(
+                f"rate-limit.redis.namespace must be a word without spaces, colons or braces, "
+                f"not {namespace!r}"
+            )
+        return cls(
+            redis_url=url,
+            password=_text(values, "rate-limit.redis.password"),
+            ca=_text(values, "rate-limit.redis.ca"),
+            namespace=namespace,
+            timeout=_number(values, "rate-limit.redis.timeout", float, positive=True),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class GatewaySettings:
     """
     Every setting of one gateway, typed and validated.
@@ -438,6 +513,7 @@ class GatewaySettings:
     file: FileSettings
     cloud: CloudSettings | None
     ingress: IngressSourceSettings | None
+    rate_limit: RateLimitSettings
 
     @classmethod
     def parse(cls, values: Mapping[str, str]) -> GatewaySettings:
@@ -453,4 +529,5 @@ class GatewaySettings:
             file=FileSettings.parse(values),
             cloud=CloudSettings.parse(values),
             ingress=IngressSourceSettings.parse(values),
+            rate_limit=RateLimitSettings.parse(values),
         )

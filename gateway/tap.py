@@ -22,6 +22,13 @@ from twisted.web import http
 
 from gateway.dispatch import streamline
 from gateway.echo import EchoBackend
+from gateway.counters import (
+    Counters,
+    CountersService,
+    FallbackCounters,
+    LocalCounters,
+    RedisCounters,
+)
 from gateway.jwt import OpenIdKeys, OpenIdKeysService, TokenValidator, http_fetch
 from gateway.model import Store
 from gateway.observability import (
@@ -41,6 +48,7 @@ from gateway.settings import (
     GatewaySettings,
     IngressSourceSettings,
     ProxySettings,
+    RateLimitSettings,
     SettingError,
     read_environment,
 )
@@ -136,6 +144,8 @@ class Gateway(MultiService):
     health: Health
     listeners: dict[str, Any]
     pool: BackendPool
+    #: The rate-limit and quota counters (local, or Redis with fallback).
+    counters: Any
     #: The ``validate-jwt`` key cache of ``openid-config`` URLs.
     openid_keys: OpenIdKeys
     #: The cloud source, when ``config.service.endpoint`` is set.
@@ -327,6 +337,30 @@ def _add_openid_keys(top: Gateway, reactor: Any) -> None:
     top.openid_keys = openid_keys
 
 
+def _counters(top: Gateway, settings: RateLimitSettings, reactor: Any) -> Counters:
+    """
+    The rate-limit and quota counters: local to this replica, or a Redis
+    shared by every replica with the local ones as fallback.
+    """
+    local = LocalCounters(reactor)
+    if not settings.redis_url:
+        CountersService(local).setServiceParent(top)
+        top.counters = local
+        return local
+    redis = RedisCounters(
+        reactor,
+        settings.redis_url,
+        password=settings.password or None,
+        namespace=settings.namespace,
+        command_timeout=settings.timeout,
+        ca_file=settings.ca or None,
+    )
+    counters = FallbackCounters(redis, local, on_fallback=top.metrics.ratelimit_fallback.inc)
+    CountersService(counters).setServiceParent(top)
+    top.counters = counters
+    return counters
+
+
 def _add_traffic(
     top: Gateway, settings: GatewaySettings, reactor: Any, sni: SNIMapBuilder | None
 ) -> None:
@@ -351,6 +385,7 @@ def _add_traffic(
 
     top.reconciler.add_swap_listener(key_names_redacted)
     jwt = TokenValidator(top.openid_keys, reactor)
+    counters = _counters(top, settings.rate_limit, reactor)
     listeners = [("http", b"http", settings.listen.http)]
     if settings.listen.https:
         listeners.append(("https", b"https", settings.listen.https))
@@ -367,6 +402,7 @@ def _add_traffic(
             https_port=https_port,
             redact=lambda target: access_log.redact(target),
             jwt=jwt,
+            counters=counters,
         )
         site = GatewaySite(resource, max_body=proxy.max_body)
         factory: Any = site

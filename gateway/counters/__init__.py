@@ -17,12 +17,14 @@ from ._errors import RedisAuthError, RedisError, RedisTimeout, RedisUnavailable
 from ._fallback import FallbackCounters
 from ._local import Entry, LocalCounters
 from ._redis import RedisCounters
+from ._service import CountersService
 from ._url import RedisAddress, parse_redis_url
 from ._verdict import NEVER, Counters, Verdict
 
 __all__ = [
     "NEVER",
     "Counters",
+    "CountersService",
     "Entry",
     "FallbackCounters",
     "LocalCounters",

@@ -109,6 +109,12 @@ class GatewayMetrics:
         self.in_flight = Gauge(
             "apimgw_requests_in_flight", "Requests being proxied right now.", registry=r
         )
+        self.ratelimit_fallback = Counter(
+            "apimgw_ratelimit_fallback",
+            "Limit checks decided by this replica's local counters because the configured Redis "
+            "did not answer (the limits were per replica for these).",
+            registry=r,
+        )
         self.backend_connections = Counter(
             "apimgw_backend_connections_opened",
             "New backend connections opened (reused keep-alive connections are not counted).",
