@@ -4,7 +4,7 @@ are issued, without waiting for earlier replies, and Redis answers in
 order, so a FIFO of waiting Deferreds matches replies to commands.
 
 Timeouts cost one timer per connection, not one per command: a watchdog
-sleeps until the oldest unanswered command's deadline. Replies come in
+sleeps until the earliest deadline of the unanswered commands. Replies come in
 order, so if the oldest is late, Redis (or the path to it) is stuck: the
 connection is aborted and every waiting command fails with
 :class:`RedisTimeout` — the client reconnects, and the fallback decides
@@ -54,8 +54,11 @@ class RedisProtocol(Protocol):
         d: Deferred[Reply] = Deferred()
         deadline = self._clock.seconds() + timeout
         self._waiting.append((d, deadline))
-        if self._watchdog is None:
+        watchdog = self._watchdog
+        if watchdog is None:
             self._watchdog = self._clock.callLater(timeout, self._check)
+        elif watchdog.getTime() > deadline:  # a shorter timeout than the ones before
+            watchdog.reset(timeout)
         assert self.transport is not None
         self.transport.write(encode(args))
         return d
@@ -81,7 +84,9 @@ class RedisProtocol(Protocol):
         self._watchdog = None
         if not self._waiting:
             return
-        deadline = self._waiting[0][1]
+        # Usually the oldest command's; but a short command may follow a
+        # long one (the handshake's): any overdue reply means a stuck link.
+        deadline = min(d for _, d in self._waiting)
         now = self._clock.seconds()
         if deadline <= now:
             self._abort(RedisTimeout("Redis did not answer in time"))

@@ -16,10 +16,12 @@ second :class:`LocalCounters`, so it expires by itself). Going back to
 Redis is a replay, then the switch:
 
 1. read the namespace's epoch marker (created if missing: it is missing
-   after Redis lost its data — restart without persistence, flush);
-2. if Redis kept its data, replay the journal (what Redis has not seen);
-   if it lost it, replay the whole shadow (everything this replica
-   admitted in windows still open, Redis-decided or not);
+   after Redis lost its data — restart without persistence, flush); the
+   gateway remembers the marker it saw last;
+2. if Redis kept its data (same marker), replay the journal (what Redis
+   has not seen); if it lost it (another marker, or none remembered), replay
+   the whole shadow (everything this replica admitted in windows still
+   open, Redis-decided or not);
 3. once every replayed ``add`` has landed, replay what was admitted
    locally meanwhile, and switch: Redis decides again.
 
@@ -222,7 +224,9 @@ class FallbackCounters:
         d.addBoth(self._recovered)
 
     def _replay(self, epoch: str) -> Deferred[int]:
-        lost_data = self._epoch is not None and epoch != self._epoch
+        # An unknown epoch (the first read raced the outage) counts as lost
+        # data: replaying the whole shadow can only over-count.
+        lost_data = epoch != self._epoch
         journal, self._journal = self._journal, LocalCounters(self._clock)
         entries = list((self._local if lost_data else journal).entries())
 
