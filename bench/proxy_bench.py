@@ -91,13 +91,46 @@ policies:
       </policies>
 """
 
+#: The policy case plus a per-subscription rate-limit that never refuses
+#: (its cost is the counter check, not 429s): at product scope, as APIM
+#: users put it.
+LIMIT_CONFIG = POLICY_CONFIG.replace(
+    "subscriptions:\n  - {{name: bench, scope: /apis, primaryKey: bench-key-0001}}",
+    "products:\n  - {{name: gold, apis: [bench]}}\n"
+    "subscriptions:\n  - {{name: bench, scope: /products/gold, primaryKey: bench-key-0001}}",
+) + """\
+  - scope: product
+    productId: gold
+    xml: |
+      <policies>
+        <inbound>
+          <base />
+          <rate-limit calls="1000000000" renewal-period="60" />
+        </inbound>
+        <backend><base /></backend>
+        <outbound><base /></outbound>
+        <on-error><base /></on-error>
+      </policies>
+"""
+
+_KEYED = ("/bench/items/42", ("Ocp-Apim-Subscription-Key: bench-key-0001",))
+
 #: Cases whose wrk requests differ from ``GET /``: (target, headers).
 CASE_REQUESTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "apimgw-policy": ("/bench/items/42", ("Ocp-Apim-Subscription-Key: bench-key-0001",)),
+    "apimgw-policy": _KEYED,
+    "apimgw-limit-local": _KEYED,
+    "apimgw-limit-redis": _KEYED,
 }
 
-CASES = ("backend", "nginx", "stock", "apimgw-none", "apimgw-text", "apimgw-policy")
-ALIASES = {"apimgw": ("apimgw-none", "apimgw-text", "apimgw-policy"), "all": CASES}
+CASES = (
+    "backend", "nginx", "stock", "apimgw-none", "apimgw-text", "apimgw-policy",
+    "apimgw-limit-local", "apimgw-limit-redis",
+)
+ALIASES = {
+    "apimgw": ("apimgw-none", "apimgw-text", "apimgw-policy"),
+    "limits": ("apimgw-policy", "apimgw-limit-local", "apimgw-limit-redis"),
+    "all": CASES[:6],
+}
 LABELS = {
     "backend": "backend alone (nginx)",
     "nginx": "nginx reverse proxy",
@@ -105,6 +138,8 @@ LABELS = {
     "apimgw-none": "apimgw, access log none",
     "apimgw-text": "apimgw, access log text",
     "apimgw-policy": "apimgw, key + set-header + rewrite-uri",
+    "apimgw-limit-local": "apimgw-policy + rate-limit, local counters",
+    "apimgw-limit-redis": "apimgw-policy + rate-limit, Redis counters",
 }
 
 
@@ -650,9 +685,19 @@ def start_proxy(
 
     access_log = name.split("-", 1)[1]
     config = workdir / "apimgw.yaml"
+    extra_env: dict[str, str] = {}
     if access_log == "policy":
         access_log = "none"
         config.write_text(POLICY_CONFIG.format(host=LOCALHOST, port=backend_port))
+    elif access_log.startswith("limit-"):
+        config.write_text(LIMIT_CONFIG.format(host=LOCALHOST, port=backend_port))
+        if access_log == "limit-redis":
+            url = os.environ.get("APIMGW_BENCH_REDIS_URL", "")
+            if not url:
+                raise BenchError("apimgw-limit-redis needs APIMGW_BENCH_REDIS_URL "
+                                 "(run bench/ratelimit_bench.py)")
+            extra_env["RATE_LIMIT_REDIS_URL"] = url
+        access_log = "none"
     else:
         config.write_text(
             "routes:\n"
@@ -664,6 +709,7 @@ def start_proxy(
         k: v for k, v in os.environ.items() if k.upper().replace(".", "_") != "TELEMETRY_LOGS_STD"
     }
     env["TELEMETRY_LOGS_STD"] = access_log
+    env.update(extra_env)
     # Stop promptly: no drain delay and a short grace (nothing is in flight
     # once wrk has finished).
     env["GATEWAY_SHUTDOWN_DELAY"] = "0"
@@ -892,7 +938,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         type=parse_cases,
-        default=list(CASES),
+        default=list(ALIASES["all"]),
         help="comma-separated cases to run, e.g. backend,nginx,stock",
     )
     parser.add_argument(

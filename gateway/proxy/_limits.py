@@ -146,8 +146,14 @@ def _target_key(base: str, target: LimitTarget) -> str:
     return key if target.operation is None else f"{key}/operations/{target.operation}"
 
 
-def _seconds(retry_after: float) -> int:
-    """Whole seconds to wait, at least 1 (the window moves on by then)."""
+def _seconds(retry_after: float, period: float = 0.0) -> int:
+    """
+    Whole seconds to wait, at least 1. The store says ``inf`` when no wait
+    would admit the call (``increment-count`` above ``calls``): the
+    period is then the honest hint.
+    """
+    if not math.isfinite(retry_after):
+        retry_after = period
     return max(1, math.ceil(retry_after))
 
 
@@ -171,7 +177,7 @@ def quota_message(what: str, retry_after: float | None) -> str:
 def _rate_exceeded(step: RateLimit | RateLimitByKey, ctx: Any, section: str,
                    verdict: Verdict) -> Stop:
     """429 with ``Retry-After`` (or the policy's header name) and APIM's message."""
-    seconds = _seconds(verdict.retry_after)
+    seconds = _seconds(verdict.retry_after, step.renewal_period)
     response = envelope_response(429, f"Rate limit is exceeded. Try again in {seconds} seconds.")
     response.headers.append(((step.retry_after_header_name or "Retry-After").lower(), str(seconds)))
     if step.retry_after_variable_name:
@@ -182,7 +188,7 @@ def _rate_exceeded(step: RateLimit | RateLimitByKey, ctx: Any, section: str,
 
 def _quota_exceeded(what: str, period: int, verdict: Verdict, section: str) -> Stop:
     """403 with ``Retry-After`` and APIM's message (no wait when the quota never renews)."""
-    retry = verdict.retry_after if period > 0 else None
+    retry = verdict.retry_after if period > 0 and math.isfinite(verdict.retry_after) else None
     message = quota_message(what, retry)
     response = envelope_response(403, message)
     if retry is not None:

@@ -142,6 +142,12 @@ class LimitTableTests(SynchronousTestCase):
             self.assertEqual(apply_postponed(ctx, self.counters, 0), [])
         self.assertEqual(self.statuses(steps, 1), [429])
 
+    def test_increment_count_above_calls(self) -> None:
+        """increment-count above calls can never be admitted: 429 with the period as the wait (not infinity)."""
+        steps = inbound('<rate-limit-by-key calls="2" renewal-period="30" counter-key="k" increment-count="5"/>')
+        failure = self.run_(steps)
+        self.assertEqual(failure.response.message, "Rate limit is exceeded. Try again in 30 seconds.")
+
     def test_literal_false_condition_never_counts(self) -> None:
         steps = inbound('<rate-limit-by-key calls="1" renewal-period="60" counter-key="k" '
                         'increment-condition="false"/>')
