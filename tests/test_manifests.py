@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from twisted.trial.unittest import SynchronousTestCase
 
+from gateway.counters import parse_redis_url
 from gateway.settings import SETTINGS
 from gateway.testing._kuberbac import Rule, rules_for_service_account
 from gateway.testing.certs import self_signed
@@ -30,6 +31,8 @@ _K8S = _REPO / "k8s"
 _EXAMPLES = "examples"
 #: The kustomize Component that makes the gateway watch all namespaces.
 _CLUSTER_WIDE = "cluster-wide"
+#: The kustomize Component that adds a Redis for shared rate-limit counters.
+_REDIS = "redis"
 _RBAC_KINDS = ("Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
 _STATUS_PATH = "/status-0123456789abcdef"
 _DEFAULTS = {s.name: s.default for s in SETTINGS}
@@ -1194,3 +1197,490 @@ class ExampleTests(SynchronousTestCase):
             )
         certificates = [obj.body for obj in result.objects if obj.ref.kind == "certificate"]
         self.assertEqual([c.hosts for c in certificates], [("www.contoso.com",)])
+
+
+def _redis_kustomization() -> dict[str, Any]:
+    (kustomization,) = _documents(f"{_REDIS}/kustomization.yaml")
+    return kustomization
+
+
+def _redis_resources() -> list[dict[str, Any]]:
+    """The objects the Redis Component's ``resources`` add."""
+    return [
+        doc for name in _redis_kustomization()["resources"] for doc in _documents(f"{_REDIS}/{name}")
+    ]
+
+
+def _redis_one(kind: str) -> dict[str, Any]:
+    (found,) = [d for d in _redis_resources() if d["kind"] == kind]
+    return found
+
+
+def _redis_container(deployment: dict[str, Any] | None = None) -> dict[str, Any]:
+    pod = (deployment or _redis_one("Deployment"))["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    return container
+
+
+def _redis_secret_generator() -> dict[str, Any]:
+    """The Component's one ``secretGenerator`` entry."""
+    (generator,) = _redis_kustomization()["secretGenerator"]
+    return generator
+
+
+def _redis_placeholder() -> tuple[str, str]:
+    """The generated Secret's key and its placeholder value."""
+    (literal,) = _redis_secret_generator()["literals"]
+    key, value = literal.split("=", 1)
+    return key, value
+
+
+def _merge_named(base: list[dict[str, Any]], patch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """
+    A strategic merge of a list whose merge key is ``name`` (``containers``,
+    ``env``): an entry of the patch merges into the base's entry of the same
+    name, or is added. (kustomize adds new entries first; order is not
+    compared here.) A ``null`` deletes a key, as in :func:`_merge`.
+    """
+    merged = [dict(entry) for entry in base]
+    for entry in patch:
+        matches = [i for i, e in enumerate(merged) if e["name"] == entry["name"]]
+        if matches:
+            (i,) = matches
+            merged[i] = _merge(merged[i], {k: v for k, v in entry.items() if k != "name"})
+            merged[i]["name"] = entry["name"]
+        else:
+            merged.append({k: v for k, v in entry.items() if v is not None})
+    return merged
+
+
+def redis_gateway_deployment() -> dict[str, Any]:
+    """
+    The gateway Deployment of ``k8s/`` with the Redis Component's patch
+    applied without kustomize: the patch's containers merge by name and
+    their ``env`` entries merge by name. Only ``path`` patches of the
+    Deployment ``apimgw`` touching ``containers[].env`` are understood;
+    anything else fails, so this never misreads the Component.
+    """
+    deployment = _deployment()
+    for entry in _redis_kustomization().get("patches") or []:
+        if set(entry) != {"path"}:
+            raise AssertionError(f"{_REDIS}: unsupported patch entry {entry!r}")
+        (patch,) = _documents(f"{_REDIS}/{entry['path']}")
+        key = (patch["kind"], patch["metadata"]["name"])
+        if key != ("Deployment", deployment["metadata"]["name"]):
+            raise AssertionError(f"{_REDIS}: unexpected patch target {key!r}")
+        patch_spec = patch["spec"]["template"]["spec"]
+        if set(patch_spec) != {"containers"}:
+            raise AssertionError(f"{_REDIS}: unsupported pod patch {sorted(patch_spec)}")
+        pod = deployment["spec"]["template"]["spec"]
+        containers = [dict(c) for c in pod["containers"]]
+        for patched in patch_spec["containers"]:
+            if set(patched) != {"name", "env"}:
+                raise AssertionError(f"{_REDIS}: unsupported container patch {sorted(patched)}")
+            (i,) = [i for i, c in enumerate(containers) if c["name"] == patched["name"]]
+            containers[i]["env"] = _merge_named(containers[i].get("env", []), patched["env"])
+        deployment = {
+            **deployment,
+            "spec": {
+                **deployment["spec"],
+                "template": {
+                    **deployment["spec"]["template"],
+                    "spec": {**pod, "containers": containers},
+                },
+            },
+        }
+    return deployment
+
+
+def _labels_match(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def _secret_refs(container: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """A container's env entries from Secrets: variable → (Secret, key)."""
+    return {
+        e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+        for e in container.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+
+
+class RedisComponentTests(SynchronousTestCase):
+    """
+    ``k8s/redis/``: the kustomize Component adding a Redis for the shared
+    rate-limit counters, read and composed without kustomize.
+    """
+
+    def test_filesParse(self) -> None:
+        """
+        The kustomization is a ``Component``; it lists every YAML file of the
+        directory once, each holding named objects without a namespace; a
+        README explains it.
+        """
+        kustomization = _redis_kustomization()
+        self.assertEqual(kustomization["kind"], "Component")
+        self.assertEqual(kustomization["apiVersion"], "kustomize.config.k8s.io/v1alpha1")
+        listed = list(kustomization["resources"]) + [p["path"] for p in kustomization["patches"]]
+        self.assertEqual(len(listed), len(set(listed)))
+        directory = _K8S / _REDIS
+        self.assertEqual(
+            set(listed), {p.name for p in directory.glob("*.yaml")} - {"kustomization.yaml"}
+        )
+        for name in listed:
+            for doc in _documents(f"{_REDIS}/{name}"):
+                self.assertTrue(doc.get("apiVersion"), name)
+                self.assertTrue(doc.get("kind"), name)
+                self.assertTrue(doc.get("metadata", {}).get("name"), name)
+                self.assertNotIn("namespace", doc["metadata"], name)
+        self.assertTrue((directory / "README.md").is_file())
+
+    def test_objects(self) -> None:
+        """
+        It adds the Deployment, Service and NetworkPolicy ``apimgw-redis``
+        and generates the Secret ``apimgw-redis``; none clashes with an
+        object of the base.
+        """
+        added = sorted((d["kind"], d["metadata"]["name"]) for d in _redis_resources())
+        self.assertEqual(
+            added,
+            [
+                ("Deployment", "apimgw-redis"),
+                ("NetworkPolicy", "apimgw-redis"),
+                ("Service", "apimgw-redis"),
+            ],
+        )
+        self.assertEqual(_redis_secret_generator()["name"], "apimgw-redis")
+        base = {(d["kind"], d["metadata"]["name"]) for d in _shipped()}
+        self.assertEqual(base & (set(added) | {("Secret", "apimgw-redis")}), set())
+
+    def test_redisDeployment(self) -> None:
+        """
+        One replica of ``redis:7-alpine`` (a tag, never ``latest``), recreated
+        rather than surged, with no persistence, a password from the
+        generated Secret, resource requests and limits, and exec probes.
+        """
+        deployment = _redis_one("Deployment")
+        self.assertEqual(deployment["spec"]["replicas"], 1)
+        self.assertEqual(deployment["spec"]["strategy"], {"type": "Recreate"})
+        container = _redis_container()
+        self.assertEqual(container["image"], "redis:7-alpine")
+        script = " ".join(container["command"] + container["args"])
+        self.assertIn('--save ""', script)
+        self.assertIn("--appendonly no", script)
+        self.assertIn('--requirepass "$REDIS_PASSWORD"', script)
+        self.assertIn("--maxmemory ", script)
+        key, _ = _redis_placeholder()
+        name = _redis_secret_generator()["name"]
+        self.assertEqual(
+            _secret_refs(container),
+            {"REDIS_PASSWORD": (name, key), "REDISCLI_AUTH": (name, key)},
+        )
+        resources = container["resources"]
+        self.assertTrue(resources["requests"]["cpu"])
+        self.assertEqual(resources["requests"]["memory"], resources["limits"]["memory"])
+        for probe in ("readinessProbe", "livenessProbe"):
+            command = " ".join(container[probe]["exec"]["command"])
+            self.assertIn("redis-cli", command, probe)
+            self.assertIn("ping", command, probe)
+            self.assertNotIn("-a ", command, probe)
+        self.assertIn("PONG", " ".join(container["readinessProbe"]["exec"]["command"]))
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        self.assertEqual(ports, {"redis": 6379})
+
+    def test_placeholderRefused(self) -> None:
+        """
+        The generated Secret holds a placeholder, which the container
+        refuses to start with; the placeholder is nowhere else.
+        """
+        _, placeholder = _redis_placeholder()
+        self.assertIn("placeholder", placeholder)
+        script = _redis_container()["args"][0]
+        self.assertIn(f'[ "$REDIS_PASSWORD" = "{placeholder}" ]', script)
+        self.assertIn("exit 1", script.split("exec redis-server")[0])
+        self.assertNotIn(placeholder, (_K8S / _REDIS / "deployment-patch.yaml").read_text())
+        self.assertNotIn(placeholder, (_K8S / _REDIS / "networkpolicy.yaml").read_text())
+
+    def test_redisRunsLockedDown(self) -> None:
+        """
+        Non-root, no privilege escalation, all capabilities dropped, a
+        read-only root filesystem with an emptyDir at /data, no
+        ServiceAccount token, no service links.
+        """
+        pod = _redis_one("Deployment")["spec"]["template"]["spec"]
+        self.assertIs(pod["automountServiceAccountToken"], False)
+        self.assertIs(pod["enableServiceLinks"], False)
+        self.assertIs(pod["securityContext"]["runAsNonRoot"], True)
+        self.assertGreater(pod["securityContext"]["runAsUser"], 0)
+        security = _redis_container()["securityContext"]
+        self.assertIs(security["runAsNonRoot"], True)
+        self.assertIs(security["allowPrivilegeEscalation"], False)
+        self.assertIs(security["readOnlyRootFilesystem"], True)
+        self.assertEqual(security["capabilities"]["drop"], ["ALL"])
+        (mount,) = _redis_container()["volumeMounts"]
+        self.assertEqual(mount["mountPath"], "/data")
+        (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        self.assertIn("emptyDir", volume)
+
+    def test_serviceSelectsRedisOnly(self) -> None:
+        """
+        The ClusterIP Service selects the Redis pods, on 6379; the Redis pods
+        carry none of the labels the gateway's Services, PodDisruptionBudget
+        and Deployment select, so they never join the gateway.
+        """
+        service = _redis_one("Service")
+        self.assertEqual(service["spec"]["type"], "ClusterIP")
+        deployment = _redis_one("Deployment")
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        self.assertTrue(_labels_match(service["spec"]["selector"], labels))
+        self.assertTrue(_labels_match(deployment["spec"]["selector"]["matchLabels"], labels))
+        (port,) = service["spec"]["ports"]
+        self.assertEqual(port["port"], 6379)
+        ports = {p["name"]: p["containerPort"] for p in _redis_container()["ports"]}
+        self.assertEqual(ports.get(port["targetPort"], port["targetPort"]), 6379)
+        gateway_selectors = [
+            _one("service.yaml", "Service", "apimgw")["spec"]["selector"],
+            _one("service.yaml", "Service", "apimgw-admin")["spec"]["selector"],
+            _one("pdb.yaml", "PodDisruptionBudget", "apimgw")["spec"]["selector"]["matchLabels"],
+            _deployment()["spec"]["selector"]["matchLabels"],
+        ]
+        for selector in gateway_selectors:
+            self.assertFalse(_labels_match(selector, labels), selector)
+
+    def test_networkPolicyAdmitsOnlyTheGateway(self) -> None:
+        """
+        The NetworkPolicy selects the Redis pods, and its one ingress rule
+        admits pods with the gateway's pod labels (of this namespace: no
+        namespaceSelector, no ipBlock) on TCP 6379 only. The Redis pods are
+        not among those it admits; it allows no egress.
+        """
+        policy = _redis_one("NetworkPolicy")
+        self.assertEqual(policy["apiVersion"], "networking.k8s.io/v1")
+        spec = policy["spec"]
+        redis_labels = _redis_one("Deployment")["spec"]["template"]["metadata"]["labels"]
+        gateway_labels = _deployment()["spec"]["template"]["metadata"]["labels"]
+        self.assertTrue(_labels_match(spec["podSelector"]["matchLabels"], redis_labels))
+        self.assertEqual(sorted(spec["policyTypes"]), ["Egress", "Ingress"])
+        self.assertEqual(spec.get("egress") or [], [])
+        (rule,) = spec["ingress"]
+        (peer,) = rule["from"]
+        self.assertEqual(set(peer), {"podSelector"})
+        selector = peer["podSelector"]["matchLabels"]
+        self.assertTrue(_labels_match(selector, gateway_labels))
+        self.assertFalse(_labels_match(selector, redis_labels))
+        self.assertEqual(rule["ports"], [{"protocol": "TCP", "port": 6379}])
+
+    def test_gatewayPointsAtTheService(self) -> None:
+        """
+        The patched gateway sets ``RATE_LIMIT_REDIS_URL`` to the Service's
+        name and port, without a password, and ``RATE_LIMIT_REDIS_PASSWORD``
+        from the generated Secret's key; both are known settings, not in the
+        ConfigMap (where their dotted name would win); the base's variables
+        are unchanged.
+        """
+        (container,) = [
+            c
+            for c in redis_gateway_deployment()["spec"]["template"]["spec"]["containers"]
+            if c["name"] == "apimgw"
+        ]
+        env = {e["name"]: e for e in container["env"]}
+        url = env["RATE_LIMIT_REDIS_URL"]["value"]
+        address = parse_redis_url(url)
+        service = _redis_one("Service")
+        self.assertEqual(address.host, service["metadata"]["name"])
+        self.assertEqual(address.port, service["spec"]["ports"][0]["port"])
+        self.assertIsNone(address.password)
+        self.assertIsNone(address.username)
+        self.assertFalse(address.tls)
+        key, _ = _redis_placeholder()
+        self.assertEqual(
+            _secret_refs(container)["RATE_LIMIT_REDIS_PASSWORD"],
+            (_redis_secret_generator()["name"], key),
+        )
+        for name in ("RATE_LIMIT_REDIS_URL", "RATE_LIMIT_REDIS_PASSWORD"):
+            self.assertIsNotNone(_setting_name(name), name)
+            self.assertNotIn(_setting_name(name), {_setting_name(k) for k in _configmap()})
+        added = [e for e in container["env"] if e["name"].startswith("RATE_LIMIT_REDIS_")]
+        self.assertEqual(len(added), 2)
+        self.assertEqual([e for e in container["env"] if e not in added], _container()["env"])
+
+    def test_noPlaintextPassword(self) -> None:
+        """
+        No container of the composition has a password as a plain ``value``:
+        every variable naming a password or Redis's auth comes from a Secret,
+        and the URL carries none.
+        """
+        containers = [
+            *redis_gateway_deployment()["spec"]["template"]["spec"]["containers"],
+            _redis_container(),
+        ]
+        for container in containers:
+            for entry in container.get("env", []):
+                if "PASSWORD" in entry["name"].upper() or "AUTH" in entry["name"].upper():
+                    if entry["name"] == "config.service.auth":
+                        continue
+                    self.assertNotIn("value", entry, entry["name"])
+                    self.assertIn("secretKeyRef", entry["valueFrom"], entry["name"])
+                if "value" in entry and entry["value"].startswith(("redis://", "rediss://")):
+                    self.assertIsNone(parse_redis_url(entry["value"]).password, entry["name"])
+
+
+class RedisBuildTests(_Kubectl):
+    """
+    ``kubectl kustomize`` of a kustomization holding ``k8s/`` and the Redis
+    Component, as its README shows. Skipped where kubectl is not installed.
+    """
+
+    def _build_with(self, *extra: tuple[str, dict[str, Any], dict[str, str]]) -> list[dict[str, Any]]:
+        """
+        Build ``k8s/`` with the Redis Component and, after it, each of
+        ``extra``: Components of ours, ``(directory, kustomization, files)``.
+        """
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir(parents=True)
+        components = [os.path.relpath(_K8S / _REDIS, directory)]
+        for name, kustomization, files in extra:
+            (directory / name).mkdir()
+            (directory / name / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+            for file_name, text in files.items():
+                (directory / name / file_name).write_text(text)
+            components.append(name)
+        top = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": [os.path.relpath(_K8S, directory)],
+            "components": components,
+        }
+        (directory / "kustomization.yaml").write_text(yaml.safe_dump(top))
+        return self._build(directory)
+
+    def _gateway(self, built: list[dict[str, Any]]) -> dict[str, Any]:
+        (deployment,) = [
+            d for d in built if d["kind"] == "Deployment" and d["metadata"]["name"] == "apimgw"
+        ]
+        containers = deployment["spec"]["template"]["spec"]["containers"]
+        (container,) = [c for c in containers if c["name"] == "apimgw"]
+        return container
+
+    def _redis(self, built: list[dict[str, Any]]) -> dict[str, Any]:
+        (deployment,) = [
+            d
+            for d in built
+            if d["kind"] == "Deployment" and d["metadata"]["name"] == "apimgw-redis"
+        ]
+        return deployment
+
+    def test_builds(self) -> None:
+        """
+        It builds into the base's objects, the Component's and one Secret
+        ``apimgw-redis-<hash>``, which both Deployments' secretKeyRefs name.
+        """
+        built = self._build_with()
+        (secret,) = [d for d in built if d["kind"] == "Secret"]
+        name = secret["metadata"]["name"]
+        self.assertTrue(name.startswith("apimgw-redis-"), name)
+        self.assertEqual(
+            sorted((d["kind"], d["metadata"]["name"]) for d in built),
+            sorted(
+                [(d["kind"], d["metadata"]["name"]) for d in _shipped() + _redis_resources()]
+                + [("Secret", name)]
+            ),
+        )
+        key, _ = _redis_placeholder()
+        self.assertIn(key, secret["data"])
+        self.assertEqual(
+            _secret_refs(self._gateway(built))["RATE_LIMIT_REDIS_PASSWORD"], (name, key)
+        )
+        for ref in _secret_refs(_redis_container(self._redis(built))).values():
+            self.assertEqual(ref, (name, key))
+
+    def test_asComposed(self) -> None:
+        """
+        kustomize's gateway env and Redis objects are those composed without
+        it (up to the Secret's hash suffix and the env order), which the
+        kustomize-free tests rely on.
+        """
+        built = self._build_with()
+        (secret,) = [d for d in built if d["kind"] == "Secret"]
+        generated = _redis_secret_generator()["name"]
+
+        def unhashed(env: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            text = json.dumps(env).replace(secret["metadata"]["name"], generated)
+            return sorted(json.loads(text), key=lambda e: e["name"])
+
+        (composed,) = [
+            c
+            for c in redis_gateway_deployment()["spec"]["template"]["spec"]["containers"]
+            if c["name"] == "apimgw"
+        ]
+        self.assertEqual(unhashed(self._gateway(built)["env"]), unhashed(composed["env"]))
+        for kind in ("Service", "NetworkPolicy"):
+            (found,) = [
+                d for d in built if d["kind"] == kind and d["metadata"]["name"] == "apimgw-redis"
+            ]
+            self.assertEqual(found, _redis_one(kind))
+        self.assertEqual(
+            unhashed(_redis_container(self._redis(built))["env"]),
+            unhashed(_redis_container()["env"]),
+        )
+
+    def test_passwordComponentReplacesThePlaceholder(self) -> None:
+        """
+        README.md's password Component (a ``secretGenerator`` with
+        ``behavior: replace`` from a file, listed after ``k8s/redis``)
+        replaces the placeholder; the password is in the Secret only.
+        """
+        password = "0123456789abcdef0123456789abcdef"
+        built = self._build_with(
+            (
+                "password",
+                {
+                    "apiVersion": "kustomize.config.k8s.io/v1alpha1",
+                    "kind": "Component",
+                    "secretGenerator": [
+                        {
+                            "name": "apimgw-redis",
+                            "behavior": "replace",
+                            "files": ["password=redis-password"],
+                        }
+                    ],
+                },
+                {"redis-password": password},
+            )
+        )
+        (secret,) = [d for d in built if d["kind"] == "Secret"]
+        self.assertEqual(base64.b64decode(secret["data"]["password"]).decode(), password)
+        others = yaml.safe_dump_all([d for d in built if d["kind"] != "Secret"])
+        self.assertNotIn(password, others)
+        self.assertEqual(
+            _secret_refs(self._gateway(built))["RATE_LIMIT_REDIS_PASSWORD"][0],
+            secret["metadata"]["name"],
+        )
+
+    def test_externalSecretComponent(self) -> None:
+        """
+        README.md's Component deleting the generated Secret leaves no Secret,
+        and the references name ``apimgw-redis``, the Secret made with
+        ``kubectl create secret``.
+        """
+        built = self._build_with(
+            (
+                "external-secret",
+                {
+                    "apiVersion": "kustomize.config.k8s.io/v1alpha1",
+                    "kind": "Component",
+                    "patches": [
+                        {
+                            "patch": "$patch: delete\napiVersion: v1\nkind: Secret\n"
+                            "metadata:\n  name: apimgw-redis\n"
+                        }
+                    ],
+                },
+                {},
+            )
+        )
+        self.assertEqual([d for d in built if d["kind"] == "Secret"], [])
+        self.assertEqual(
+            _secret_refs(self._gateway(built))["RATE_LIMIT_REDIS_PASSWORD"],
+            ("apimgw-redis", "password"),
+        )
