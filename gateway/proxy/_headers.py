@@ -8,7 +8,7 @@ either direction; neither are the headers a ``Connection`` header names.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 HOP_BY_HOP = frozenset(
     {
@@ -90,6 +90,53 @@ def forward_request_headers(
     headers.append((b"X-Forwarded-Proto", forwarded_proto))
     headers.append((b"X-Forwarded-Host", forwarded_host))
     headers.append((b"x-request-id", request_id))
+    return headers
+
+
+#: The request headers the proxy replaces, as the policy view's text names.
+_REPLACED_TEXT = frozenset(name.decode("ascii") for name in _REPLACED_ON_REQUEST)
+
+
+def forward_view_headers(
+    pairs: list[tuple[str, str]],
+    *,
+    host: bytes,
+    forwarded_for: bytes,
+    forwarded_proto: bytes,
+    forwarded_host: bytes,
+    request_id: bytes,
+) -> list[tuple[bytes, bytes]]:
+    """
+    :func:`forward_request_headers` for the policy view's headers:
+    ``(lower-case name, value)`` text pairs, as policies left them, in one
+    pass (the same rules: hop-by-hop and ``Connection``-named headers
+    dropped, ``Host`` and ``X-Forwarded-*`` set by the proxy).
+
+    :raises ValueError: a value holds CR, LF or NUL (a policy put it there:
+        sending it would split the message).
+    """
+    named: set[str] = set()
+    for name, value in pairs:
+        if name == "connection":
+            for token in value.split(","):
+                token = token.strip().lower()
+                if token and token not in ("keep-alive", "close"):
+                    named.add(token)
+    headers: list[tuple[bytes, bytes]] = [(b"Host", host)]
+    append = headers.append
+    for name, value in pairs:
+        if name in _REPLACED_TEXT or name in named:
+            continue
+        if "\r" in value or "\n" in value or "\0" in value:
+            raise ValueError(f"a header holds a line break or NUL: {name}")
+        try:
+            append((name.encode("latin-1"), value.encode("latin-1")))
+        except UnicodeEncodeError:
+            append((name.encode("utf-8"), value.encode("utf-8")))
+    append((b"X-Forwarded-For", forwarded_for))
+    append((b"X-Forwarded-Proto", forwarded_proto))
+    append((b"X-Forwarded-Host", forwarded_host))
+    append((b"x-request-id", request_id))
     return headers
 
 

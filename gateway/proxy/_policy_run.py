@@ -39,7 +39,7 @@ from gateway.translate.policy import ExpressionRuntimeError, Pipeline
 from gateway.upstream import Exchange
 
 from ._contracts import ProxyRequest
-from ._headers import forward_request_headers, response_headers_to_forward
+from ._headers import forward_view_headers, response_headers_to_forward
 from ._limits import apply_postponed
 from ._policies import (
     PROCEED,
@@ -101,22 +101,6 @@ def _header_bytes(text: str) -> bytes:
         return text.encode("utf-8")
 
 
-def _request_headers(pairs: list[tuple[str, str]]) -> list[tuple[bytes, list[bytes]]]:
-    """
-    The view's headers as twisted.web's raw form: one check over all of
-    them for characters that could split the message (the usual case: none,
-    all Latin-1), then a plain encode; else header by header.
-    """
-    try:
-        raw = [(n.encode("latin-1"), [v.encode("latin-1")]) for n, v in pairs]
-    except UnicodeEncodeError:
-        return [(_header_bytes(n), [_header_bytes(v)]) for n, v in pairs]
-    for _, (value,) in raw:
-        if b"\r" in value or b"\n" in value or b"\0" in value:
-            return [(_header_bytes(n), [_header_bytes(v)]) for n, v in pairs]
-    return raw
-
-
 def _target_bytes(base_path: str, ctx: PolicyRequest) -> bytes:
     path = (base_path + ctx.path) or "/"
     target = f"{path}?{query}" if (query := ctx.query_string()) else path
@@ -159,6 +143,8 @@ class PolicyRun:
         "counted",
         "generation_number",
         "denied",
+        "host",
+        "forwarded_for",
         "_timer",
     )
 
@@ -173,6 +159,8 @@ class PolicyRun:
         request_id: bytes,
         generation_number: int,
         denied: Denial | None = None,
+        host: bytes = b"",
+        forwarded_for: bytes = b"",
     ) -> None:
         self.resource = resource
         self.request = request
@@ -196,6 +184,10 @@ class PolicyRun:
         #: a keyless preflight's subscription denial: the answer if inbound
         #: does not answer the preflight itself
         self.denied = denied
+        #: the request's Host and the complete X-Forwarded-For, as the
+        #: resource worked them out
+        self.host = host
+        self.forwarded_for = forwarded_for
         self._timer: IDelayedCall | None = None
 
     # -- inbound and backend ------------------------------------------------
@@ -307,27 +299,21 @@ class PolicyRun:
             if method is not ctx.original_method and not _TOKEN.fullmatch(method):
                 raise ValueError(f"set-method gave an invalid method {method[:40]!r}")
             target = _target_bytes(base_path, ctx)
-            raw = _request_headers(ctx.headers)
+            request = self.request
+            host = self.host
+            headers = forward_view_headers(
+                ctx.headers,
+                host=host
+                if entry.preserve_host and ctx.backend_url is None
+                else backend.authority.encode("ascii"),
+                forwarded_for=self.forwarded_for,
+                forwarded_proto=resource._scheme,
+                forwarded_host=host,
+                request_id=self.request_id,
+            )
         except (InvalidObject, ValueError) as error:
             self._bug(error)
             return
-        request = self.request
-        host = (request.requestHeaders.getRawHeaders(b"host") or [b""])[0]
-        client = request.getClientAddress()
-        forwarded_for = (getattr(client, "host", "") or "").encode("ascii")
-        previous = request.requestHeaders.getRawHeaders(b"x-forwarded-for")
-        if previous:
-            forwarded_for = b", ".join(previous) + b", " + forwarded_for
-        headers = forward_request_headers(
-            raw,
-            host=host
-            if entry.preserve_host and ctx.backend_url is None
-            else backend.authority.encode("ascii"),
-            forwarded_for=forwarded_for,
-            forwarded_proto=resource._scheme,
-            forwarded_host=host,
-            request_id=self.request_id,
-        )
         body: Any = ctx.body
         length = len(body) if body is not None else 0
         if body is None:

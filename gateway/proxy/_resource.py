@@ -262,6 +262,7 @@ class ProxyResource(Resource):
                     pipelines,
                     denied,
                     preflight and (operation is None or operation.method != "OPTIONS"),
+                    host,
                 )
         backend = entry.backend
         if entry.kind == KIND_API:
@@ -273,11 +274,7 @@ class ProxyResource(Resource):
             target_bytes += b"?" + query
         request_id = self._request_id(request)
         client = request.getClientAddress()
-        client_host = getattr(client, "host", "") or ""
-        forwarded_for = client_host.encode("ascii")
-        previous = request.requestHeaders.getRawHeaders(b"x-forwarded-for")
-        if previous:
-            forwarded_for = b", ".join(previous) + b", " + forwarded_for
+        forwarded_for = _forwarded_for(request, getattr(client, "host", "") or "")
         host_bytes = host.encode("latin-1")
         headers = forward_request_headers(
             request.requestHeaders.getAllRawHeaders(),
@@ -325,6 +322,7 @@ class ProxyResource(Resource):
         pipelines: Pipelines,
         denied: Denial | None,
         preflight: bool,
+        host: str,
     ) -> bytes | int:
         """
         An operation with policies: the pipeline of the request's product
@@ -367,7 +365,17 @@ class ProxyResource(Resource):
             ctx.api_id = call.api
             ctx.operation_id = call.operation
         run = PolicyRun(
-            self, request, entry, pipeline, ctx, started, request_id, generation_number, denied
+            self,
+            request,
+            entry,
+            pipeline,
+            ctx,
+            started,
+            request_id,
+            generation_number,
+            denied,
+            host.encode("latin-1"),
+            _forwarded_for(request, ctx.ip_address),
         )
         return run.start(self._jwt)
 
@@ -522,6 +530,15 @@ class ProxyResource(Resource):
 
 #: The verdict of a keyless CORS preflight whose key check is deferred.
 _NO_SUBSCRIPTION = Access(None, None)
+
+
+def _forwarded_for(request: ProxyRequest, client_host: str) -> bytes:
+    """The complete ``X-Forwarded-For``: any incoming value, then the client's address."""
+    forwarded_for = client_host.encode("ascii")
+    previous = request.requestHeaders.getRawHeaders(b"x-forwarded-for")
+    if previous:
+        forwarded_for = b", ".join(previous) + b", " + forwarded_for
+    return forwarded_for
 
 
 def _is_preflight(request: ProxyRequest) -> bool:
