@@ -89,6 +89,7 @@ SOURCES_ALLOWED: dict[str, frozenset[str]] = {
     "cloud": frozenset(),
     "kubernetes": frozenset(),
     "ingress": frozenset({"kubernetes"}),
+    "gatewayapi": frozenset(),
 }
 
 

@@ -1,0 +1,214 @@
+"""
+A Gateway's listeners: validation, TLS certificate references, conflicts
+and ``allowedRoutes`` — which listeners exist for routes to attach to, and
+the per-listener conditions the Gateway's status reports.
+
+Core conformance rules (``Listener``, ``ListenerStatus`` in the v1 API):
+
+* Protocols ``HTTP`` and ``HTTPS`` are served; any other is
+  ``Accepted=False UnsupportedProtocol``.
+* Listeners sharing a port must agree on the protocol
+  (``Conflicted=True ProtocolConflict``) and differ in hostname
+  (``HostnameConflict``); a conflicted listener is not programmed.
+* ``HTTPS`` terminates TLS with ``tls.certificateRefs``: core Secrets of
+  type ``kubernetes.io/tls``; another namespace needs a ReferenceGrant
+  (``RefNotPermitted``); missing or malformed is
+  ``InvalidCertificateRef``. No usable certificate: not programmed.
+* ``allowedRoutes.kinds`` defaults to ``HTTPRoute``; kinds we do not
+  serve give ``ResolvedRefs=False InvalidRouteKinds`` and are left out of
+  ``supportedKinds``.
+* ``allowedRoutes.namespaces.from``: ``Same`` (default), ``All``, or
+  ``Selector`` over the route namespace's labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._grants import Reference, permitted
+from ._kube import GROUP, KubeObject, generation, key, meta, spec
+from ._selectors import InvalidSelector, selector_matches
+from ._types import Condition
+
+__all__ = ["ListenerState", "resolve_listeners"]
+
+_PROTOCOLS = ("HTTP", "HTTPS")
+_ROUTE_KINDS = ((GROUP, "HTTPRoute"),)
+_TLS_SECRET_TYPE = "kubernetes.io/tls"
+
+
+@dataclass
+class ListenerState:
+    """One listener while resolving: its spec, its verdict, and what attached."""
+
+    gateway: str
+    namespace: str
+    name: str
+    port: int
+    protocol: str
+    hostname: str | None
+    allowed_from: str
+    selector: Mapping[str, Any] | None
+    kinds: tuple[str, ...]
+    generation: int | None
+    conditions: list[Condition] = field(default_factory=list)
+    certificates: tuple[str, ...] = ()
+    programmed: bool = False
+    attached: set[str] = field(default_factory=set)
+
+    def admits_namespace(self, namespace: str, labels: Mapping[str, str]) -> bool:
+        """``allowedRoutes.namespaces``: may a route of ``namespace`` attach?"""
+        if self.allowed_from == "All":
+            return True
+        if self.allowed_from == "Selector":
+            try:
+                return self.selector is not None and selector_matches(self.selector, labels)
+            except InvalidSelector:
+                return False
+        return namespace == self.namespace
+
+    def admits_kind(self, kind: str) -> bool:
+        return kind in self.kinds
+
+
+def _condition(state: ListenerState, kind: str, ok: bool, reason: str, message: str = "") -> None:
+    state.conditions.append(Condition(kind, ok, reason, message, state.generation))
+
+
+def _secret_problem(secret: KubeObject | None) -> str | None:
+    if secret is None:
+        return "not found"
+    if secret.get("type") != _TLS_SECRET_TYPE:
+        return f"type is not {_TLS_SECRET_TYPE}"
+    data = secret.get("data") or {}
+    if not data.get("tls.crt") or not data.get("tls.key"):
+        return "tls.crt or tls.key missing"
+    return None
+
+
+def _certificates(
+    state: ListenerState,
+    tls: Mapping[str, Any],
+    secrets: Mapping[str, KubeObject],
+    grants: Iterable[KubeObject],
+) -> tuple[tuple[str, ...], str | None, str]:
+    """The usable certificate Secrets, and the first problem (reason, message)."""
+    usable: list[str] = []
+    reason: str | None = None
+    message = ""
+    if (tls.get("mode") or "Terminate") != "Terminate":
+        return (), "UnsupportedValue", "HTTPS listeners only terminate TLS"
+    for ref in tls.get("certificateRefs") or ():
+        group, kind = ref.get("group") or "", ref.get("kind") or "Secret"
+        namespace = ref.get("namespace") or state.namespace
+        target = f"{namespace}/{ref.get('name', '')}"
+        if (group, kind) != ("", "Secret"):
+            problem = ("InvalidCertificateRef", f"{group}/{kind} {target}: only core Secrets")
+        elif not permitted(
+            Reference(GROUP, "Gateway", state.namespace, "", "Secret", namespace, ref.get("name", "")),
+            grants,
+        ):
+            problem = ("RefNotPermitted", f"Secret {target}: no ReferenceGrant allows it")
+        elif (why := _secret_problem(secrets.get(target))) is not None:
+            problem = ("InvalidCertificateRef", f"Secret {target}: {why}")
+        else:
+            usable.append(target)
+            continue
+        if reason is None:
+            reason, message = problem
+    if not tls.get("certificateRefs") and reason is None:
+        reason, message = "InvalidCertificateRef", "no certificateRefs"
+    return tuple(usable), reason, message
+
+
+def _kinds(allowed: Mapping[str, Any], protocol: str) -> tuple[tuple[str, ...], bool]:
+    """``supportedKinds`` and whether every listed kind is one we serve."""
+    listed = allowed.get("kinds")
+    if not listed:
+        return ("HTTPRoute",) if protocol in _PROTOCOLS else (), True
+    kinds = []
+    for entry in listed:
+        pair = (entry.get("group", GROUP) or "", entry.get("kind"))
+        if pair in _ROUTE_KINDS and pair[1] not in kinds:
+            kinds.append(pair[1])
+    return tuple(kinds), len(kinds) == len(listed)
+
+
+def resolve_listeners(
+    gateway: KubeObject,
+    secrets: Mapping[str, KubeObject],
+    grants: Iterable[KubeObject],
+) -> list[ListenerState]:
+    """Every listener of ``gateway``, validated, with its conditions (routes not attached yet)."""
+    grants = tuple(grants)
+    namespace = meta(gateway).get("namespace", "")
+    states: list[ListenerState] = []
+    for listener in spec(gateway).get("listeners") or ():
+        allowed = listener.get("allowedRoutes") or {}
+        namespaces = allowed.get("namespaces") or {}
+        protocol = listener.get("protocol", "")
+        kinds, kinds_ok = _kinds(allowed, protocol)
+        state = ListenerState(
+            gateway=key(gateway),
+            namespace=namespace,
+            name=listener.get("name", ""),
+            port=int(listener.get("port", 0)),
+            protocol=protocol,
+            hostname=(listener.get("hostname") or None) and listener["hostname"].lower(),
+            allowed_from=namespaces.get("from") or "Same",
+            selector=namespaces.get("selector"),
+            kinds=kinds,
+            generation=generation(gateway),
+        )
+        states.append(state)
+        refs_reason, refs_message = (None, "") if kinds_ok else (
+            "InvalidRouteKinds",
+            "only HTTPRoute is served",
+        )
+        accepted = protocol in _PROTOCOLS
+        if protocol == "HTTPS":
+            state.certificates, reason, message = _certificates(
+                state, listener.get("tls") or {}, secrets, grants
+            )
+            if reason is not None and refs_reason is None:
+                refs_reason, refs_message = reason, message
+        state.programmed = accepted and (protocol != "HTTPS" or bool(state.certificates))
+        if accepted:
+            _condition(state, "Accepted", True, "Accepted")
+        else:
+            _condition(state, "Accepted", False, "UnsupportedProtocol", f"protocol {protocol!r} is not served")
+        state.conditions.append(Condition(
+            "ResolvedRefs",
+            refs_reason is None,
+            refs_reason or "ResolvedRefs",
+            refs_message,
+            state.generation,
+        ))
+    _mark_conflicts(states)
+    for state in states:
+        if state.programmed:
+            _condition(state, "Programmed", True, "Programmed")
+        else:
+            _condition(state, "Programmed", False, "Invalid")
+    return states
+
+
+def _mark_conflicts(states: list[ListenerState]) -> None:
+    """``Conflicted`` on every listener: same port with another protocol, or the same hostname twice."""
+    for state in states:
+        reason = None
+        for other in states:
+            if other is state or other.port != state.port:
+                continue
+            if other.protocol != state.protocol:
+                reason = "ProtocolConflict"
+                break
+            if other.hostname == state.hostname:
+                reason = reason or "HostnameConflict"
+        if reason is None:
+            state.conditions.append(Condition("Conflicted", False, "NoConflicts", "", state.generation))
+        else:
+            state.programmed = False
+            state.conditions.append(Condition("Conflicted", True, reason, "", state.generation))

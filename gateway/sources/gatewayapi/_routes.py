@@ -1,0 +1,143 @@
+"""
+One HTTPRoute against our Gateways: which listeners each ``parentRef``
+attaches it to, on which hostnames, and the per-parent status.
+
+The checks run in the order a user reads the reasons (``RouteConditionReason``
+in the v1 API): the parent (Gateway of ours; ``sectionName`` and ``port``
+naming listeners: else ``NoMatchingParent``), then the listeners' consent
+(``allowedRoutes`` namespaces and kinds: else ``NotAllowedByListeners``),
+then hostnames (an intersection with at least one listener: else
+``NoMatchingListenerHostname``), then the rules themselves (none servable:
+``UnsupportedValue``). ``ResolvedRefs`` is reported beside ``Accepted``: a
+route with a bad backend is still accepted, and that backend's share of
+traffic is answered 500.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ._hostnames import effective_hostnames
+from ._kube import GROUP, KubeObject, creation_time, generation, key, meta, spec
+from ._listeners import ListenerState
+from ._matches import UnsupportedRule, read_filters, read_matches
+from ._backends import read_backends
+from ._types import Condition, ParentRef, ResolvedRule, RouteParentStatus
+
+__all__ = ["Attachment", "RouteContext", "attach_route"]
+
+
+@dataclass(frozen=True)
+class RouteContext:
+    """What every route is resolved against (one input bundle, not a dozen parameters)."""
+
+    gateways: Mapping[str, list[ListenerState]]
+    namespace_labels: Mapping[str, Mapping[str, str]]
+    services: Mapping[str, KubeObject]
+    grants: Sequence[KubeObject]
+    controller_name: str
+    dns_suffix: str
+
+
+@dataclass
+class Attachment:
+    """A route's result: its parent statuses and the rules it adds, per listener and host."""
+
+    parents: list[RouteParentStatus] = field(default_factory=list)
+    rules: list[tuple[ListenerState, str | None, ResolvedRule]] = field(default_factory=list)
+
+
+def _rules(route: KubeObject, ctx: RouteContext) -> tuple[list[ResolvedRule], list[str]]:
+    """The route's servable rules (flattened per match) and why the others are not."""
+    namespace = meta(route).get("namespace", "")
+    served: list[ResolvedRule] = []
+    problems: list[str] = []
+    for index, rule in enumerate(spec(route).get("rules") or ()):
+        try:
+            matches = read_matches(rule)
+            filters = read_filters(rule, matches)
+            for ref in rule.get("backendRefs") or ():
+                if ref.get("filters"):
+                    raise UnsupportedRule("filters on a backendRef are not supported")
+        except UnsupportedRule as e:
+            problems.append(f"rule {index}: {e}")
+            continue
+        backends = read_backends(
+            rule.get("backendRefs") or (), namespace, ctx.services, ctx.grants, ctx.dns_suffix
+        )
+        for match_index, match in enumerate(matches):
+            served.append(
+                ResolvedRule(key(route), index, match_index, match, filters, backends, creation_time(route))
+            )
+    return served, problems
+
+
+def _resolved_refs(rules: Sequence[ResolvedRule]) -> tuple[bool, str, str]:
+    for rule in rules:
+        for backend in rule.backends:
+            if backend.problem is not None:
+                return False, backend.problem, f"rule {rule.rule}: backend {backend.service}"
+    return True, "ResolvedRefs", ""
+
+
+def attach_route(route: KubeObject, ctx: RouteContext) -> Attachment:
+    """Resolve one HTTPRoute against every one of its parentRefs that names a Gateway of ours."""
+    namespace = meta(route).get("namespace", "")
+    observed = generation(route)
+    hostnames = spec(route).get("hostnames") or ()
+    rules, problems = _rules(route, ctx)
+    refs_ok, refs_reason, refs_message = _resolved_refs(rules)
+    result = Attachment()
+    for raw in spec(route).get("parentRefs") or ():
+        if (raw.get("group", GROUP), raw.get("kind", "Gateway")) != (GROUP, "Gateway"):
+            continue
+        parent = ParentRef(
+            raw.get("name", ""), raw.get("namespace") or namespace, raw.get("sectionName"), raw.get("port")
+        )
+        listeners = ctx.gateways.get(f"{parent.namespace}/{parent.name}")
+        if listeners is None:
+            continue  # not a Gateway of ours: its controller reports on it
+
+        def status(ok: bool, reason: str, message: str = "") -> None:
+            conditions = [
+                Condition("Accepted", ok, reason, message, observed),
+                Condition("ResolvedRefs", refs_ok, refs_reason, refs_message, observed),
+            ]
+            if ok and problems:
+                conditions.append(
+                    Condition("PartiallyInvalid", True, "UnsupportedValue", "; ".join(problems), observed)
+                )
+            result.parents.append(RouteParentStatus(parent, ctx.controller_name, tuple(conditions)))
+
+        named = [
+            state
+            for state in listeners
+            if parent.section_name in (None, state.name) and parent.port in (None, state.port)
+        ]
+        if not named or not any(state.programmed for state in named):
+            status(False, "NoMatchingParent", "no listener of the Gateway matches sectionName/port")
+            continue
+        labels = ctx.namespace_labels.get(namespace, {})
+        allowed = [
+            state
+            for state in named
+            if state.programmed and state.admits_namespace(namespace, labels) and state.admits_kind("HTTPRoute")
+        ]
+        if not allowed:
+            status(False, "NotAllowedByListeners", "no listener allows routes from this namespace")
+            continue
+        hosts = [(state, effective_hostnames(state.hostname, hostnames)) for state in allowed]
+        hosts = [(state, found) for state, found in hosts if found]
+        if not hosts:
+            status(False, "NoMatchingListenerHostname", "no hostname intersects a listener's")
+            continue
+        if not rules:
+            status(False, "UnsupportedValue", "; ".join(problems) or "no rules")
+            continue
+        status(True, "Accepted")
+        for state, found in hosts:
+            state.attached.add(key(route))
+            for host in found:
+                result.rules.extend((state, host, rule) for rule in rules)
+    return result
