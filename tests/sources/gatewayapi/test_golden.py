@@ -124,6 +124,8 @@ def _plain(value: Any) -> Any:
                 out[f.name] = item
         return out
     if isinstance(value, tuple):
+        if all(isinstance(v, tuple) and len(v) == 2 for v in value):
+            return [f"{name}: {text}" for name, text in value]  # header (name, value) pairs
         return [_plain(v) for v in value]
     return value
 
