@@ -1,0 +1,581 @@
+"""
+Our HTTP/1.1 server protocol on httptools (llhttp, the parser Node.js uses),
+in place of twisted.web's ``HTTPChannel`` for HTTP/1.1 connections (issue 11).
+
+It feeds the same :class:`~gateway.proxy.ProxyResource` as the twisted.web
+site: the resource renders an :class:`~gateway.proxy._h1request.H1Request`,
+which implements :class:`~gateway.proxy.ProxyRequest`.
+
+Strict per RFC 9110/9112. llhttp (without its leniency flags) already
+refuses obs-fold, bare CR or LF, invalid header names and values, control
+characters in the target, a repeated or malformed ``Content-Length``,
+``Content-Length`` with ``Transfer-Encoding``, a final transfer coding other
+than chunked, and oversize chunk sizes. This module adds what llhttp leaves
+to the server: a missing or repeated ``Host`` on HTTP/1.1 and an invalid
+``Host`` value (RFC 9112 §3.2), transfer codings we do not implement (501,
+§6.1), ``Transfer-Encoding`` in an HTTP/1.0 request (§6.1: faulty framing),
+request-target forms (§3.2), versions other than 1.0 and 1.1 (505), unknown
+expectations (417, RFC 9110 §10.1.1), trailing whitespace in field values
+(§5.5), and the size limits (414, 431) and timeouts (408) of
+:class:`~gateway.proxy.H1Limits`. Every refused request is answered with
+the APIM error envelope and ``Connection: close``, in order after the
+answers to the requests before it, and never reaches the resource.
+
+Pipelining: requests are parsed as they arrive and queued; the resource
+renders one at a time, in order; the connection stops reading once
+``max_pipelined`` requests wait. Request bodies are collected into a
+:class:`~gateway.proxy._body.BoundedBody` before rendering, as with
+twisted.web (streaming them to the backend is part 2 of issue 11).
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+from collections import deque
+from typing import Any
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
+from twisted.web.resource import Resource
+from zope.interface import implementer
+
+from ._body import BoundedBody
+from ._h1limits import H1Limits
+from ._h1request import H1Request
+from ._replies import envelope
+
+__all__ = ["H1Channel", "H1Server"]
+
+#: ``Host`` (RFC 9112 §3.2, RFC 3986 §3.2.2): an IP literal in brackets or a
+#: reg-name (unreserved, pct-encoded, sub-delims), then an optional port.
+#: Empty is allowed (a target without authority). Compiled once.
+_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?\Z")
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+# Phases of the read-side timer.
+_HEADER = 1
+_BODY = 2
+_KEEPALIVE = 3
+_LINGER = 4
+
+
+class _Reject(Exception):
+    """Raised from a parser callback: answer ``status`` and close."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
+
+
+#: llhttp's own refusals, as statuses: all 400 (RFC 9112 §2.2, §6.3),
+#: except a method llhttp does not know, which is 501 when it is a token
+#: (RFC 9110 §9.1) and 400 when it is not even that (binary input, TLS).
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ ")
+
+
+@implementer(IPushProducer)
+class H1Channel(Protocol):
+    """
+    One client connection speaking HTTP/1.1 (and 1.0).
+
+    Registered with its transport as a push producer: when the client reads
+    slower than the response is produced, the transport pauses the channel,
+    which pauses the producer the resource registered on the request.
+    """
+
+    _log = Logger()
+
+    transport: Any
+
+    def __init__(self, server: H1Server) -> None:
+        self.server = server
+        self.limits = server.limits
+        self.clock = server.clock
+        self.resource = server.resource
+        self.parser = HttpRequestParser(self)
+        #: requests received and not yet answered, oldest first
+        self.queue: deque[H1Request] = deque()
+        #: ``False`` once the connection is to close after the current answer
+        self.persistent = True
+        self.peer: Any = None
+        self._local: Any = None
+        # The message being parsed.
+        self._url = b""
+        self._headers: Headers | None = None
+        self._header_count = 0
+        self._header_bytes = 0
+        self._hosts = 0
+        self._te: list[bytes] | None = None
+        self._expect: list[bytes] | None = None
+        self._in_head = False
+        self._head_seen = 0
+        self._body_of: H1Request | None = None
+        # Connection state.
+        self._broken = False  # input is discarded from now on
+        self._gone = False
+        self._advancing = False
+        self._reading_paused = False
+        self._send_paused = False
+        self._producer: IPushProducer | None = None
+        self._read_timer: IDelayedCall | None = None
+        self._read_phase = 0
+        self._send_timer: IDelayedCall | None = None
+
+    # -- Twisted protocol ----------------------------------------------------------
+
+    def connectionMade(self) -> None:  # noqa: N802
+        transport = self.transport
+        self.peer = transport.getPeer()
+        transport.registerProducer(self, True)
+        set_no_delay = getattr(transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
+        # nginx's client_header_timeout also counts from the accept.
+        self._arm_read(_HEADER, self.limits.header_timeout)
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        if self._broken:
+            return
+        if self._in_head:
+            self._head_seen += len(data)
+        try:
+            self.parser.feed_data(data)
+        except HttpParserUpgrade:
+            # Upgrade (WebSocket) is not served yet (part 2 of issue 11):
+            # the request is answered as a plain one (RFC 9110 §7.8 lets a
+            # server ignore Upgrade), then the connection closes, since
+            # whatever follows is not HTTP/1.1.
+            if self.queue:
+                self.queue[-1].keep_alive = False
+            self._broken = True
+        except HttpParserError as e:
+            cause = e.__context__
+            if isinstance(cause, _Reject):
+                self._reject(cause.status, cause.message)
+            elif cause is not None:
+                self._log.failure("HTTP/1.1 parser callback failed", Failure(cause))
+                self._reject(500, "Internal server error")
+            else:
+                self._reject(*_parser_refusal(e, data))
+        else:
+            if self._in_head:
+                limits = self.limits
+                if self._head_seen > limits.max_target + limits.max_header_bytes:
+                    # A header line llhttp is still collecting: its parts are
+                    # buffered by httptools until the line ends.
+                    self._reject(431, "Request header fields too large")
+            elif self._body_of is not None:
+                self._arm_read(_BODY, self.limits.body_timeout)
+        self._advance()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
+        self._gone = self._broken = True
+        self._cancel_timers()
+        self.server.channels.discard(self)
+        self._producer = None
+        queue, self.queue = self.queue, deque()
+        for request in queue:
+            request.client_gone(reason)
+
+    # -- IPushProducer (the transport's write buffer) ------------------------------
+
+    def pauseProducing(self) -> None:  # noqa: N802
+        self._send_paused = True
+        if self._producer is not None:
+            self._producer.pauseProducing()
+        if self._send_timer is None:
+            self._send_timer = self.clock.callLater(self.limits.send_timeout, self._send_timeout)
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        self._send_paused = False
+        timer = self._send_timer
+        if timer is not None:
+            self._send_timer = None
+            if timer.active():
+                timer.cancel()
+        if self._producer is not None:
+            self._producer.resumeProducing()
+
+    def stopProducing(self) -> None:  # noqa: N802
+        """The transport is going away: ``connectionLost`` follows."""
+
+    # -- httptools callbacks ---------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = Headers()
+        self._header_count = self._header_bytes = self._hosts = 0
+        self._te = self._expect = None
+        self._in_head = True
+        self._head_seen = 0
+        if self._read_phase != _HEADER:
+            self._arm_read(_HEADER, self.limits.header_timeout)
+
+    def on_url(self, part: bytes) -> None:
+        # llhttp may hand the target over in pieces across reads.
+        url = self._url = self._url + part
+        if len(url) > self.limits.max_target:
+            raise _Reject(414, "URI too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        count = self._header_count = self._header_count + 1
+        size = self._header_bytes = self._header_bytes + len(name) + len(value) + 4
+        limits = self.limits
+        if count > limits.max_headers or size > limits.max_header_bytes:
+            raise _Reject(431, "Request header fields too large")
+        if self._body_of is not None:
+            return  # a trailer field: counted, then dropped (RFC 9110 §6.5.1)
+        if value and value[-1] in (32, 9):
+            # llhttp strips leading whitespace only (RFC 9110 §5.5: OWS
+            # around the value is not part of it).
+            value = value.rstrip(b" \t")
+        length = len(name)
+        if length == 4:
+            if name.lower() == b"host":
+                self._hosts += 1
+        elif length == 17:
+            if name.lower() == b"transfer-encoding":
+                if self._te is None:
+                    self._te = []
+                self._te.append(value)
+        elif length == 6:
+            if name.lower() == b"expect":
+                if self._expect is None:
+                    self._expect = []
+                self._expect.append(value)
+        self._headers.addRawHeader(name, value)  # type: ignore[union-attr]
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        parser = self.parser
+        version = parser.get_http_version()
+        if version == "1.1":
+            proto = b"HTTP/1.1"
+        elif version == "1.0":
+            proto = b"HTTP/1.0"
+        elif version[:1] >= "2":
+            raise _Reject(505, "HTTP version not supported")
+        else:
+            raise _Reject(400, "Bad request: HTTP/1.0 or HTTP/1.1 only")
+        method = parser.get_method()
+        headers: Headers = self._headers  # type: ignore[assignment]
+        hosts = self._hosts
+        if hosts > 1 or (hosts == 0 and proto == b"HTTP/1.1"):
+            raise _Reject(400, "Bad request: exactly one Host header required")
+        if hosts and _HOST.match(headers.getRawHeaders(b"host")[0]) is None:  # type: ignore[index]
+            raise _Reject(400, "Bad request: invalid Host header")
+        url = self._url
+        if url[:1] != b"/" and not (
+            url[:7].lower() == b"http://"
+            or url[:8].lower() == b"https://"
+            or (url == b"*" and method == b"OPTIONS")
+        ):
+            if method == b"CONNECT":
+                raise _Reject(501, "CONNECT not implemented")
+            raise _Reject(400, "Bad request: invalid request target")
+        length: int | None = None
+        chunked = False
+        if self._te is not None:
+            if proto == b"HTTP/1.0":
+                raise _Reject(400, "Bad request: Transfer-Encoding in an HTTP/1.0 request")
+            codings = [c.strip().lower() for c in b",".join(self._te).split(b",")]
+            if codings != [b"chunked"]:
+                raise _Reject(501, "Transfer coding not implemented")
+            chunked = True
+        else:
+            declared = headers.getRawHeaders(b"content-length")
+            if declared:
+                # One value of digits only: llhttp checked.
+                length = int(declared[0])
+        expect = self._expect
+        if expect is not None and (len(expect) > 1 or expect[0].lower() != b"100-continue"):
+            raise _Reject(417, "Expectation failed")
+        request = H1Request(
+            self,
+            method,
+            url,
+            proto,
+            headers,
+            BoundedBody(self.limits.max_body, length),
+            parser.should_keep_alive(),  # read here: after the message it says False
+        )
+        self.queue.append(request)
+        if chunked or length:
+            self._body_of = request
+            self._arm_read(_BODY, self.limits.body_timeout)
+            # A refused size gets no 100: the answer comes at once.
+            request.expect_continue = (
+                expect is not None and proto == b"HTTP/1.1" and not request.content.exceeded  # type: ignore[union-attr]
+            )
+        else:
+            self._read_phase = 0
+
+    def on_body(self, data: bytes) -> None:
+        request = self._body_of
+        if request is not None:
+            request.content.write(data)  # type: ignore[union-attr]
+
+    def on_message_complete(self) -> None:
+        self._body_of = None
+        self._read_phase = 0
+        queue = self.queue
+        if queue:
+            queue[-1].complete = True
+            if len(queue) >= self.limits.max_pipelined and not self._reading_paused:
+                self._reading_paused = True
+                self.transport.pauseProducing()
+
+    # -- answering ---------------------------------------------------------------------
+
+    def _advance(self) -> None:
+        """Answer the queued requests in order, as far as they are ready."""
+        if self._advancing:
+            return
+        self._advancing = True
+        try:
+            queue = self.queue
+            while queue and not self._gone:
+                request = queue[0]
+                if request.rendered:
+                    break  # its answer is in progress
+                if request.error is not None:
+                    request.rendered = True
+                    self._answer_error(request, *request.error)
+                    continue
+                if not request.complete:
+                    content = request.content
+                    if content is None or not content.exceeded:
+                        if request.expect_continue:
+                            # Its turn, and its body is wanted (RFC 9110 §10.1.1).
+                            request.expect_continue = False
+                            self.transport.write(_CONTINUE)
+                        break
+                    # Over the size limit: answered now, the body never read.
+                request.rendered = True
+                self._render(request)
+        finally:
+            self._advancing = False
+
+    def _render(self, request: H1Request) -> None:
+        try:
+            body = self.resource.render(request)  # type: ignore[arg-type]
+        except Exception:
+            self._log.failure("Rendering {uri!r} failed", uri=request.uri)
+            if request.channel is None or request.finished:
+                return
+            if request.startedWriting:
+                self.close_now()
+            else:
+                request.responseHeaders = Headers()
+                self._answer_error(request, 500, "Internal server error")
+            return
+        if isinstance(body, bytes):
+            if not request.responseHeaders.hasHeader(b"content-length"):
+                request.setHeader(b"content-length", b"%d" % len(body))
+            request.write(body)
+            request.finish()
+        # else NOT_DONE_YET: the resource finishes it later.
+
+    def _answer_error(self, request: H1Request, status: int, message: str) -> None:
+        body = envelope(status, message)
+        self.persistent = False
+        request.keep_alive = False
+        request.code = status
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"content-length", b"%d" % len(body))
+        request.write(body)
+        request.finish()
+
+    def request_done(self, request: H1Request) -> None:
+        """Called by ``request.finish()``: the answer went out completely."""
+        queue = self.queue
+        if queue and queue[0] is request:
+            queue.popleft()
+        self._producer = None
+        if self._gone:
+            return
+        if not self.persistent:
+            self._close_after(request)
+            return
+        if self._reading_paused and len(queue) < self.limits.max_pipelined:
+            self._reading_paused = False
+            self.transport.resumeProducing()
+        if queue:
+            self._advance()
+        elif not self._in_head and self._body_of is None:
+            self._arm_read(_KEEPALIVE, self.limits.keepalive_timeout)
+
+    def producer_registered(self, request: H1Request, producer: IPushProducer) -> None:
+        self._producer = producer
+        if self._send_paused:
+            producer.pauseProducing()
+
+    def producer_unregistered(self, request: H1Request) -> None:
+        self._producer = None
+
+    # -- refusing and closing ----------------------------------------------------------
+
+    def _reject(self, status: int, message: str) -> None:
+        """
+        Stop parsing; answer ``status`` after the answers to the requests
+        before this one, then close.
+        """
+        started = self._in_head
+        self._broken = True
+        self.persistent = False
+        self._in_head = False
+        self._read_phase = 0
+        self._log.debug(
+            "HTTP/1.1 request from {client} refused: {status} {message}",
+            client=str(self.peer),
+            status=status,
+            message=message,
+        )
+        request = self._body_of
+        self._body_of = None
+        if request is not None:
+            if request.rendered:
+                return  # answered already (its body was over the limit)
+            request.error = (status, message)
+            return
+        if status == 408 and not started and not self.queue:
+            # Nothing of a request arrived (nginx closes silently too).
+            self.close_now()
+            return
+        stub = H1Request(self, b"", b"", b"HTTP/1.1", Headers(), None, False)  # type: ignore[arg-type]
+        stub.error = (status, message)
+        stub.complete = True
+        self.queue.append(stub)
+
+    def _close_after(self, request: H1Request) -> None:
+        """
+        Close after the last answer. If input may still be arriving (a body
+        we did not read, a refused request), close our side only and drain
+        what comes for ``linger`` seconds, so the client reads the answer
+        before the close (a close with unread input sends a reset that can
+        destroy it, RFC 9112 §9.6).
+        """
+        unread = self._broken or not request.complete or self._in_head or self._body_of is not None
+        self._broken = True
+        transport = self.transport
+        half_close = getattr(transport, "loseWriteConnection", None)
+        if not unread or half_close is None:
+            self.close_now()
+            return
+        transport.unregisterProducer()
+        half_close()
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resumeProducing()
+        self._arm_read(_LINGER, self.limits.linger)
+
+    def close_now(self) -> None:
+        """Close the connection once what was written is sent."""
+        self._broken = True
+        self.persistent = False
+        transport = self.transport
+        if transport is None or self._gone:
+            return
+        # A TLS transport closes only once no producer is registered.
+        transport.unregisterProducer()
+        transport.loseConnection()
+
+    def local_address(self) -> Any:
+        address = self._local
+        if address is None:
+            address = self._local = self.transport.getHost()
+        return address
+
+    # -- timers ---------------------------------------------------------------------------
+
+    def _arm_read(self, phase: int, delay: float) -> None:
+        self._read_phase = phase
+        timer = self._read_timer
+        if timer is not None and timer.active():
+            timer.reset(delay)
+        else:
+            self._read_timer = self.clock.callLater(delay, self._read_timeout)
+
+    def _read_timeout(self) -> None:
+        self._read_timer = None
+        phase, self._read_phase = self._read_phase, 0
+        if self._gone or phase == 0:
+            return
+        if phase == _KEEPALIVE:
+            self.close_now()
+        elif phase == _LINGER:
+            self.transport.abortConnection()
+        else:
+            # A slow header section or body (the slowloris family).
+            self._reject(408, "Request timeout")
+            self._advance()
+
+    def _send_timeout(self) -> None:
+        self._send_timer = None
+        if not self._gone:
+            self._log.info(
+                "Client {client} read nothing for {timeout} s: connection aborted",
+                client=str(self.peer),
+                timeout=self.limits.send_timeout,
+            )
+            self.transport.abortConnection()
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._read_timer, self._send_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._read_timer = self._send_timer = None
+
+    def is_idle(self) -> bool:
+        """No request in progress (between requests of a keep-alive connection)."""
+        return not self.queue and not self._in_head and self._body_of is None
+
+
+def _parser_refusal(error: HttpParserError, data: bytes) -> tuple[int, str]:
+    from httptools import HttpParserInvalidMethodError
+
+    if isinstance(error, HttpParserInvalidMethodError):
+        if _TOKEN.match(data) is not None:
+            return 501, "Method not implemented"
+        return 400, "Bad request"
+    return 400, f"Bad request: {error}"
+
+
+class H1Server(Factory):
+    """
+    Builds :class:`H1Channel` connections for one resource (the proxy's),
+    and tracks them so a drain can close the idle ones (as
+    :meth:`GatewaySite.close_idle_connections <gateway.proxy.GatewaySite.close_idle_connections>`).
+
+    :param clock: schedules the timeouts.
+    """
+
+    def __init__(
+        self, resource: Resource, clock: IReactorTime, limits: H1Limits | None = None
+    ) -> None:
+        self.resource = resource
+        self.clock = clock
+        self.limits = limits if limits is not None else H1Limits()
+        self.channels: weakref.WeakSet[H1Channel] = weakref.WeakSet()
+
+    def buildProtocol(self, addr: Any) -> H1Channel:  # noqa: N802
+        channel = H1Channel(self)
+        channel.factory = self
+        self.channels.add(channel)
+        return channel
+
+    def close_idle_connections(self) -> int:
+        """Close every connection between requests. Returns how many."""
+        closed = 0
+        for channel in list(self.channels):
+            if channel.is_idle() and not channel._gone:
+                channel.close_now()
+                closed += 1
+        return closed

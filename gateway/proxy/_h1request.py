@@ -1,0 +1,274 @@
+"""
+The request object of our HTTP/1.1 server (:mod:`._h1`): what the proxy
+resource renders (:class:`~gateway.proxy.ProxyRequest`), and the response
+framing on the way out.
+
+It is not a twisted.web ``Request``: only the attributes and methods of the
+``ProxyRequest`` Protocol (which is what :class:`~gateway.proxy.ProxyResource`
+and the policy path use), so a type checker verifies the two stay in step.
+Headers are twisted.web's :class:`Headers`, so header code is shared with
+the HTTP/2 path.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.python.failure import Failure
+from twisted.web.http import RESPONSES
+from twisted.web.http_headers import Headers
+
+from gateway.translate import ApiCall
+
+from ._body import BoundedBody
+
+if TYPE_CHECKING:
+    from ._h1 import H1Channel
+
+__all__ = ["H1Request"]
+
+#: Responses that never have a body (RFC 9110 §6.4.1, §15.3.5, §15.4.5).
+_NO_BODY_CODES = frozenset({204, 304})
+
+
+def _status_line(code: int, message: bytes | None) -> bytes:
+    reason = message if message is not None else RESPONSES.get(code, b"Unknown")
+    return b"HTTP/1.1 %d %s\r\n" % (code, reason)
+
+
+class H1Request:
+    """
+    One HTTP/1.1 request and its response.
+
+    Created by the channel once the header section is complete and valid;
+    the body (``content``) is filled as it arrives, and the resource renders
+    the request once it is complete (or at once, when the body is refused
+    for its size: it is then never read).
+
+    The response always says ``HTTP/1.1`` (RFC 9110 §2.5: a server sends its
+    own version); to an HTTP/1.0 client it is never chunked: a body of
+    unknown length is delimited by the close instead.
+    """
+
+    __slots__ = (
+        "channel",
+        "method",
+        "uri",
+        "clientproto",
+        "requestHeaders",
+        "responseHeaders",
+        "content",
+        "code",
+        "code_message",
+        "sentLength",
+        "startedWriting",
+        "finished",
+        "on_client_gone",
+        "api_call",
+        "exchange",
+        "keep_alive",
+        "complete",
+        "rendered",
+        "expect_continue",
+        "error",
+        "_chunked",
+        "_no_body",
+        "_producer",
+    )
+
+    def __init__(
+        self,
+        channel: H1Channel,
+        method: bytes,
+        uri: bytes,
+        clientproto: bytes,
+        headers: Headers,
+        content: BoundedBody,
+        keep_alive: bool,
+    ) -> None:
+        self.channel: Any = channel
+        self.method = method
+        self.uri = uri
+        self.clientproto = clientproto
+        self.requestHeaders = headers
+        self.responseHeaders = Headers()
+        self.content: BoundedBody | None = content
+        self.code = 200
+        self.code_message: bytes | None = None
+        self.sentLength = 0
+        self.startedWriting = 0
+        self.finished = False
+        self.on_client_gone: Any = None
+        self.api_call: ApiCall | None = None
+        #: set by the proxy resource's policy path (as on ``GatewayRequest``)
+        self.exchange: Any = None
+        #: what the client asked for (``Connection``, the protocol version)
+        self.keep_alive = keep_alive
+        #: the whole request (body included) has been received
+        self.complete = False
+        #: handed to the resource
+        self.rendered = False
+        #: ``Expect: 100-continue`` not answered yet
+        self.expect_continue = False
+        #: a refusal (status, message) found in this request: answered
+        #: instead of rendering it
+        self.error: tuple[int, str] | None = None
+        self._chunked = False
+        self._no_body = method == b"HEAD"
+        self._producer: IPushProducer | None = None
+
+    # -- what the resource reads ---------------------------------------------
+
+    def getClientAddress(self) -> Any:  # noqa: N802
+        channel = self.channel
+        return channel.peer if channel is not None else None
+
+    def getRequestHostname(self) -> bytes:  # noqa: N802
+        """The Host header's name without its port, else the local address."""
+        values = self.requestHeaders.getRawHeaders(b"host")
+        if values and values[0]:
+            host = values[0]
+            if host[:1] == b"[":
+                end = host.find(b"]")
+                return host[: end + 1] if end > 0 else host
+            return host.partition(b":")[0]
+        channel = self.channel
+        address = channel.local_address() if channel is not None else None
+        return str(getattr(address, "host", "")).encode("ascii", "replace")
+
+    # -- the response ------------------------------------------------------------
+
+    def setResponseCode(self, code: int, message: bytes | None = None) -> None:  # noqa: N802
+        if self.startedWriting:
+            return
+        self.code = code
+        self.code_message = message
+
+    def setHeader(self, name: bytes, value: bytes) -> None:  # noqa: N802
+        self.responseHeaders.setRawHeaders(name, [value])
+
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:  # noqa: N802
+        """
+        Register the producer of the response body: paused while the client
+        reads slower than it produces. Push producers only (the proxy's
+        backend exchange is one).
+        """
+        if not streaming:
+            raise ValueError("H1Request accepts push (streaming) producers only")
+        self._producer = producer
+        channel = self.channel
+        if channel is not None:
+            channel.producer_registered(self, producer)
+
+    def unregisterProducer(self) -> None:  # noqa: N802
+        self._producer = None
+        channel = self.channel
+        if channel is not None:
+            channel.producer_unregistered(self)
+
+    def write(self, data: bytes) -> None:
+        if self.finished:
+            return
+        channel = self.channel
+        if channel is None:
+            return
+        if not self.startedWriting:
+            self.startedWriting = 1
+            head = self._head()
+            if data and not self._no_body:
+                self.sentLength += len(data)
+                if self._chunked:
+                    channel.transport.writeSequence([head, b"%x\r\n" % len(data), data, b"\r\n"])
+                elif len(data) < 16384:
+                    channel.transport.write(head + data)
+                else:
+                    channel.transport.writeSequence([head, data])
+            else:
+                channel.transport.write(head)
+            return
+        if not data or self._no_body:
+            return
+        self.sentLength += len(data)
+        if self._chunked:
+            channel.transport.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
+        else:
+            channel.transport.write(data)
+
+    def finish(self) -> None:
+        if self.finished:
+            return
+        channel = self.channel
+        if channel is None:
+            self.finished = True
+            return
+        if not self.startedWriting:
+            headers = self.responseHeaders
+            if not headers.hasHeader(b"content-length") and self._body_allowed():
+                # Nothing written: an empty body, said with a length rather
+                # than an empty chunked body.
+                headers.setRawHeaders(b"content-length", [b"0"])
+            self.write(b"")
+        if self._chunked:
+            channel.transport.write(b"0\r\n\r\n")
+        self.finished = True
+        self._producer = None
+        channel.request_done(self)
+
+    def loseConnection(self) -> None:  # noqa: N802
+        """Close the connection now (a broken response: the client sees it truncated)."""
+        channel = self.channel
+        if channel is not None:
+            channel.close_now()
+
+    # -- channel side ------------------------------------------------------------
+
+    def client_gone(self, reason: Failure) -> None:
+        """The connection is gone: detach, and tell the resource once if it still cares."""
+        self.channel = None
+        callback = self.on_client_gone
+        self.on_client_gone = None
+        if callback is not None and not self.finished:
+            callback(reason)
+
+    def _body_allowed(self) -> bool:
+        code = self.code
+        return not (code in _NO_BODY_CODES or code < 200)
+
+    def _head(self) -> bytes:
+        """
+        The status line and header section, deciding the framing: the
+        resource's ``Content-Length``; else chunked to an HTTP/1.1 client;
+        else (HTTP/1.0) the end of the body is the close.
+        """
+        channel = self.channel
+        headers = self.responseHeaders
+        raw = headers._rawHeaders  # read-only use: one pass over the headers
+        keep = self.keep_alive and channel.persistent and self.complete and self.error is None
+        connection = raw.get(b"Connection")
+        if connection is not None:
+            if any(b"close" in value.lower() for value in connection):
+                keep = False
+            del raw[b"Connection"]
+        if not self._body_allowed():
+            self._no_body = True
+        elif b"Content-Length" not in raw and not self._no_body:
+            if self.clientproto == b"HTTP/1.1":
+                self._chunked = True
+            else:
+                keep = False
+        lines = [_status_line(self.code, self.code_message)]
+        for name, values in raw.items():
+            if name == b"Transfer-Encoding":
+                continue  # the framing is ours to choose
+            for value in values:
+                lines.append(b"%s: %s\r\n" % (name, value))
+        if self._chunked:
+            lines.append(b"Transfer-Encoding: chunked\r\n")
+        if not keep:
+            lines.append(b"Connection: close\r\n")
+            channel.persistent = False
+        elif self.clientproto == b"HTTP/1.0":
+            lines.append(b"Connection: keep-alive\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines)
