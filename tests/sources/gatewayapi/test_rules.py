@@ -1,0 +1,382 @@
+"""
+Unit tests of the Gateway API resolver's tricky rules: hostname
+intersection with wildcards, the precedence order, ReferenceGrant matching,
+``allowedRoutes`` selectors, and the route conditions the golden files do
+not reach.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from gateway.sources.gatewayapi import (
+    GatewayApiInputs,
+    HostRoutes,
+    InvalidSelector,
+    Match,
+    Reference,
+    ResolvedRule,
+    RuleFilters,
+    effective_hostnames,
+    host_matches,
+    intersect,
+    permitted,
+    precedence,
+    resolve,
+    selector_matches,
+    specificity,
+)
+
+GROUP = "gateway.networking.k8s.io"
+
+
+class HostnameTests(SynchronousTestCase):
+    def test_wildcard_matches_one_or_more_labels_but_not_the_suffix(self) -> None:
+        """``*.example.com`` matches ``a.example.com`` and ``a.b.example.com``, not ``example.com``."""
+        self.assertTrue(host_matches("*.example.com", "a.example.com"))
+        self.assertTrue(host_matches("*.example.com", "a.b.example.com"))
+        self.assertFalse(host_matches("*.example.com", "example.com"))
+        self.assertFalse(host_matches("*.example.com", "aexample.com"))
+        self.assertTrue(host_matches(None, "anything.test"))
+
+    def test_intersection_keeps_the_more_specific_name(self) -> None:
+        """Exact beats wildcard, the longer wildcard beats the shorter, in either position."""
+        self.assertEqual(intersect("*.wildcard.io", "foo.bar.wildcard.io"), "foo.bar.wildcard.io")
+        self.assertEqual(intersect("very.specific.com", "*.specific.com"), "very.specific.com")
+        self.assertEqual(intersect("*.foo.example.com", "*.example.com"), "*.foo.example.com")
+        self.assertEqual(intersect("*.example.com", "*.foo.example.com"), "*.foo.example.com")
+        self.assertEqual(intersect(None, "*.example.com"), "*.example.com")
+        self.assertEqual(intersect("a.example.com", "a.example.com"), "a.example.com")
+
+    def test_no_intersection(self) -> None:
+        """Disjoint names, a wildcard's bare suffix, and unrelated wildcards do not intersect."""
+        self.assertIsNone(intersect("*.wildcard.io", "wildcard.io"))
+        self.assertIsNone(intersect("very.specific.com", "*.other.com"))
+        self.assertIsNone(intersect("*.a.com", "*.b.com"))
+        self.assertIsNone(intersect("a.com", "b.com"))
+
+    def test_route_without_hostnames_takes_the_listeners(self) -> None:
+        """No route hostnames: the listener's hostname (or any host) is served."""
+        self.assertEqual(effective_hostnames("*.example.com", []), ("*.example.com",))
+        self.assertEqual(effective_hostnames(None, []), (None,))
+
+    def test_intersections_are_deduplicated_in_order(self) -> None:
+        """Several route names narrowing to the same listener name give it once."""
+        got = effective_hostnames("abc.foo.example.com", ["bar.com", "*.example.com", "*.foo.example.com"])
+        self.assertEqual(got, ("abc.foo.example.com",))
+
+    def test_specificity_order(self) -> None:
+        """Exact names first (longest first), then wildcards (longest first), then any host."""
+        names = [None, "*.example.com", "a.example.com", "*.foo.example.com", "bb.example.com"]
+        self.assertEqual(
+            sorted(names, key=specificity),
+            ["bb.example.com", "a.example.com", "*.foo.example.com", "*.example.com", None],
+        )
+
+
+def _rule(match: Match, route: str = "ns/r", rule: int = 0, index: int = 0, created: float = 0.0) -> ResolvedRule:
+    return ResolvedRule(route, rule, index, match, RuleFilters(), (), created)
+
+
+class PrecedenceTests(SynchronousTestCase):
+    def _order(self, *rules: ResolvedRule) -> list[ResolvedRule]:
+        return sorted(rules, key=precedence)
+
+    def test_exact_before_regex_before_longer_prefix_before_shorter(self) -> None:
+        """Exact, then RegularExpression, then the longest prefix."""
+        exact = _rule(Match("Exact", "/a"))
+        regex = _rule(Match("RegularExpression", "/a.*"))
+        long = _rule(Match("PathPrefix", "/a/b"))
+        short = _rule(Match("PathPrefix", "/"))
+        self.assertEqual(self._order(short, long, regex, exact), [exact, regex, long, short])
+
+    def test_method_then_headers_then_query(self) -> None:
+        """On the same path: a method, then more headers, then more query parameters."""
+        from gateway.sources.gatewayapi import HeaderMatch, QueryMatch
+
+        plain = _rule(Match())
+        method = _rule(Match(method="GET"))
+        headers = _rule(Match(headers=(HeaderMatch("a", "1"), HeaderMatch("b", "2"))))
+        one_header = _rule(Match(headers=(HeaderMatch("a", "1"),)))
+        query = _rule(Match(query=(QueryMatch("q", "1"),)))
+        self.assertEqual(
+            self._order(plain, query, one_header, headers, method),
+            [method, headers, one_header, query, plain],
+        )
+
+    def test_ties_go_to_the_oldest_route_then_name_then_rule_order(self) -> None:
+        """Oldest creationTimestamp, then namespace/name, then rule and match order."""
+        old = _rule(Match(), route="z/old", created=1.0)
+        new_a = _rule(Match(), route="a/new", created=2.0)
+        new_b = _rule(Match(), route="b/new", created=2.0)
+        new_b_later = _rule(Match(), route="b/new", rule=1, created=2.0)
+        self.assertEqual(self._order(new_b_later, new_b, new_a, old), [old, new_a, new_b, new_b_later])
+
+    def test_host_routes_are_grouped_most_specific_first(self) -> None:
+        """A resolution lists a listener's hostnames exact first, then wildcards, then any."""
+        result = resolve(
+            _inputs(
+                _route("r1", hostnames=["*.example.com"]),
+                _route("r2", hostnames=["a.example.com"]),
+                _route("r3"),
+            )
+        )
+        hosts: tuple[HostRoutes, ...] = result.listeners[0].hosts
+        self.assertEqual([h.host for h in hosts], ["a.example.com", "*.example.com", None])
+
+
+class ReferenceGrantTests(SynchronousTestCase):
+    grant = {
+        "metadata": {"name": "g", "namespace": "backend"},
+        "spec": {
+            "from": [{"group": GROUP, "kind": "HTTPRoute", "namespace": "app"}],
+            "to": [{"group": "", "kind": "Service", "name": "web"}],
+        },
+    }
+
+    def _ref(self, **changes: str) -> Reference:
+        values = dict(
+            from_group=GROUP, from_kind="HTTPRoute", from_namespace="app",
+            to_group="", to_kind="Service", to_namespace="backend", to_name="web",
+        )
+        values.update(changes)
+        return Reference(**values)
+
+    def test_same_namespace_needs_no_grant(self) -> None:
+        """A reference inside one namespace is always allowed."""
+        self.assertTrue(permitted(self._ref(from_namespace="backend"), []))
+
+    def test_grant_allows_the_listed_reference(self) -> None:
+        """From the listed namespace and kind, to the listed name: allowed."""
+        self.assertTrue(permitted(self._ref(), [self.grant]))
+
+    def test_grant_is_specific(self) -> None:
+        """Another source namespace or kind, another target name or kind: refused."""
+        for change in (
+            {"from_namespace": "other"},
+            {"from_kind": "GRPCRoute"},
+            {"to_name": "db"},
+            {"to_kind": "Secret"},
+        ):
+            self.assertFalse(permitted(self._ref(**change), [self.grant]), change)
+
+    def test_grant_must_live_in_the_target_namespace(self) -> None:
+        """A grant in the referring namespace grants nothing."""
+        misplaced = {**self.grant, "metadata": {"name": "g", "namespace": "app"}}
+        self.assertFalse(permitted(self._ref(), [misplaced]))
+
+    def test_grant_without_a_name_covers_every_object_of_the_kind(self) -> None:
+        """``to`` without ``name``: every Service of the namespace."""
+        broad = {**self.grant, "spec": {**self.grant["spec"], "to": [{"group": "", "kind": "Service"}]}}
+        self.assertTrue(permitted(self._ref(to_name="db"), [broad]))
+
+
+class SelectorTests(SynchronousTestCase):
+    def test_match_labels_and_expressions(self) -> None:
+        """matchLabels and every matchExpressions operator are ANDed."""
+        labels = {"team": "web", "env": "prod"}
+        self.assertTrue(selector_matches({"matchLabels": {"team": "web"}}, labels))
+        self.assertFalse(selector_matches({"matchLabels": {"team": "db"}}, labels))
+        expressions = [
+            ({"key": "env", "operator": "In", "values": ["prod", "qa"]}, True),
+            ({"key": "env", "operator": "NotIn", "values": ["prod"]}, False),
+            ({"key": "team", "operator": "Exists"}, True),
+            ({"key": "missing", "operator": "DoesNotExist"}, True),
+            ({"key": "missing", "operator": "Exists"}, False),
+        ]
+        for expression, expected in expressions:
+            self.assertEqual(selector_matches({"matchExpressions": [expression]}, labels), expected, expression)
+
+    def test_empty_selector_matches_everything(self) -> None:
+        """As in Kubernetes, ``{}`` selects every namespace."""
+        self.assertTrue(selector_matches({}, {}))
+
+    def test_malformed_selector_is_refused(self) -> None:
+        """An unknown operator raises rather than guessing."""
+        self.assertRaises(
+            InvalidSelector, selector_matches, {"matchExpressions": [{"key": "a", "operator": "Near"}]}, {}
+        )
+
+    def test_selector_listener_admits_labelled_namespaces_only(self) -> None:
+        """``from: Selector``: a route in a namespace without the label is NotAllowedByListeners."""
+        gateway = _gateway(allowed={"namespaces": {"from": "Selector", "selector": {"matchLabels": {"ok": "yes"}}}})
+        inputs = _inputs(
+            _route("in", namespace="labelled"), _route("out", namespace="plain"), gateway=gateway,
+            namespaces=(_namespace("labelled", {"ok": "yes"}), _namespace("plain", {})),
+        )
+        statuses = {r.route: r.parents[0].conditions[0] for r in resolve(inputs).routes}
+        self.assertEqual(statuses["labelled/in"].reason, "Accepted")
+        self.assertEqual(statuses["plain/out"].reason, "NotAllowedByListeners")
+
+
+class RouteStatusTests(SynchronousTestCase):
+    def _accepted(self, route: dict[str, Any], **extra: Any) -> tuple[str, str]:
+        result = resolve(_inputs(route, **extra))
+        conditions = result.routes[0].parents[0].conditions
+        return conditions[0].reason, conditions[1].reason
+
+    def test_unknown_section_name_is_no_matching_parent(self) -> None:
+        """A sectionName naming no listener: Accepted=False NoMatchingParent."""
+        route = _route("r", parent={"name": "gw", "sectionName": "nope"})
+        self.assertEqual(self._accepted(route)[0], "NoMatchingParent")
+
+    def test_port_mismatch_is_no_matching_parent(self) -> None:
+        """A port no listener has: Accepted=False NoMatchingParent."""
+        route = _route("r", parent={"name": "gw", "port": 8080})
+        self.assertEqual(self._accepted(route)[0], "NoMatchingParent")
+
+    def test_missing_service_is_backend_not_found(self) -> None:
+        """The route is accepted; ResolvedRefs=False BackendNotFound; the backend has no URL."""
+        route = _route("r", backend="missing")
+        self.assertEqual(self._accepted(route), ("Accepted", "BackendNotFound"))
+        backend = resolve(_inputs(route)).listeners[0].hosts[0].rules[0].backends[0]
+        self.assertIsNone(backend.url)
+
+    def test_other_backend_kind_is_invalid_kind(self) -> None:
+        """A backendRef to another kind: ResolvedRefs=False InvalidKind."""
+        route = _route("r")
+        route["spec"]["rules"][0]["backendRefs"][0]["kind"] = "Pod"
+        self.assertEqual(self._accepted(route)[1], "InvalidKind")
+
+    def test_unsupported_filter_drops_the_rule(self) -> None:
+        """An unsupported filter drops its rule: PartiallyInvalid, or not Accepted when none is left."""
+        route = _route("r")
+        route["spec"]["rules"].append(
+            {"filters": [{"type": "RequestMirror"}], "backendRefs": [{"name": "svc", "port": 80}]}
+        )
+        result = resolve(_inputs(route))
+        conditions = result.routes[0].parents[0].conditions
+        self.assertEqual([c.type for c in conditions], ["Accepted", "ResolvedRefs", "PartiallyInvalid"])
+        self.assertEqual(len(result.listeners[0].hosts[0].rules), 1)
+        route["spec"]["rules"].pop(0)
+        self.assertEqual(self._accepted(route)[0], "UnsupportedValue")
+
+    def test_observed_generation_is_reported(self) -> None:
+        """Every condition carries the object's metadata.generation."""
+        route = _route("r")
+        route["metadata"]["generation"] = 7
+        result = resolve(_inputs(route))
+        self.assertEqual({c.observed_generation for c in result.routes[0].parents[0].conditions}, {7})
+
+    def test_foreign_class_is_ignored(self) -> None:
+        """A Gateway of another controller's class is neither resolved nor reported."""
+        gateway = _gateway()
+        gateway["spec"]["gatewayClassName"] = "theirs"
+        result = resolve(_inputs(_route("r"), gateway=gateway))
+        self.assertEqual((result.listeners, result.gateways, result.routes), ((), (), ()))
+
+
+class ListenerTests(SynchronousTestCase):
+    def _listeners(self, *listeners: dict[str, Any], secrets: tuple[dict[str, Any], ...] = (), grants: tuple[dict[str, Any], ...] = ()) -> Any:
+        gateway = _gateway()
+        gateway["spec"]["listeners"] = list(listeners)
+        return resolve(_inputs(gateway=gateway, secrets=secrets, grants=grants)).gateways[0]
+
+    def test_https_needs_a_usable_secret(self) -> None:
+        """A missing Secret: ResolvedRefs=False InvalidCertificateRef, not programmed."""
+        status = self._listeners(
+            {"name": "https", "port": 443, "protocol": "HTTPS", "tls": {"certificateRefs": [{"name": "cert"}]}}
+        )
+        conditions = {c.type: c for c in status.listeners[0].conditions}
+        self.assertEqual(conditions["ResolvedRefs"].reason, "InvalidCertificateRef")
+        self.assertFalse(conditions["Programmed"].status)
+
+    def test_cross_namespace_secret_needs_a_grant(self) -> None:
+        """A Secret of another namespace: RefNotPermitted without a grant, used with one."""
+        listener = {
+            "name": "https", "port": 443, "protocol": "HTTPS",
+            "tls": {"certificateRefs": [{"name": "cert", "namespace": "certs"}]},
+        }
+        secret = {
+            "metadata": {"name": "cert", "namespace": "certs"},
+            "type": "kubernetes.io/tls",
+            "data": {"tls.crt": "eA==", "tls.key": "eA=="},
+        }
+        status = self._listeners(listener, secrets=(secret,))
+        self.assertEqual({c.type: c for c in status.listeners[0].conditions}["ResolvedRefs"].reason, "RefNotPermitted")
+        grant = {
+            "metadata": {"name": "g", "namespace": "certs"},
+            "spec": {"from": [{"group": GROUP, "kind": "Gateway", "namespace": "ns"}], "to": [{"group": "", "kind": "Secret"}]},
+        }
+        status = self._listeners(listener, secrets=(secret,), grants=(grant,))
+        self.assertTrue({c.type: c for c in status.listeners[0].conditions}["Programmed"].status)
+
+    def test_unsupported_protocol_and_conflicts(self) -> None:
+        """TCP is UnsupportedProtocol; two listeners on one port and hostname conflict."""
+        status = self._listeners(
+            {"name": "tcp", "port": 9000, "protocol": "TCP"},
+            {"name": "a", "port": 80, "protocol": "HTTP"},
+            {"name": "b", "port": 80, "protocol": "HTTP"},
+        )
+        by_name = {s.name: {c.type: c for c in s.conditions} for s in status.listeners}
+        self.assertEqual(by_name["tcp"]["Accepted"].reason, "UnsupportedProtocol")
+        self.assertEqual(by_name["a"]["Conflicted"].reason, "HostnameConflict")
+        self.assertEqual(status.conditions[0].reason, "ListenersNotValid")
+        self.assertFalse(status.conditions[0].status)
+
+    def test_unsupported_route_kind(self) -> None:
+        """allowedRoutes.kinds with a kind we do not serve: InvalidRouteKinds, left out of supportedKinds."""
+        status = self._listeners(
+            {"name": "http", "port": 80, "protocol": "HTTP",
+             "allowedRoutes": {"kinds": [{"kind": "HTTPRoute"}, {"kind": "TCPRoute"}]}}
+        )
+        self.assertEqual(status.listeners[0].supported_kinds, ("HTTPRoute",))
+        self.assertEqual({c.type: c for c in status.listeners[0].conditions}["ResolvedRefs"].reason, "InvalidRouteKinds")
+
+
+# --- builders --------------------------------------------------------------
+
+
+def _namespace(name: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {"kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+
+
+def _gateway(allowed: dict[str, Any] | None = None) -> dict[str, Any]:
+    listener: dict[str, Any] = {"name": "http", "port": 80, "protocol": "HTTP"}
+    if allowed is not None:
+        listener["allowedRoutes"] = allowed
+    return {
+        "metadata": {"name": "gw", "namespace": "ns"},
+        "spec": {"gatewayClassName": "ours", "listeners": [listener]},
+    }
+
+
+def _route(
+    name: str,
+    namespace: str = "ns",
+    hostnames: list[str] | None = None,
+    parent: dict[str, Any] | None = None,
+    backend: str = "svc",
+) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "parentRefs": [parent or {"name": "gw", "namespace": "ns"}],
+            "hostnames": hostnames or [],
+            "rules": [{"backendRefs": [{"name": backend, "port": 80}]}],
+        },
+    }
+
+
+def _inputs(
+    *routes: dict[str, Any],
+    gateway: dict[str, Any] | None = None,
+    namespaces: tuple[dict[str, Any], ...] = (),
+    secrets: tuple[dict[str, Any], ...] = (),
+    grants: tuple[dict[str, Any], ...] = (),
+) -> GatewayApiInputs:
+    gateway = gateway or _gateway(allowed={"namespaces": {"from": "All"}})
+    return GatewayApiInputs(
+        gateway_classes=({"metadata": {"name": "ours"}, "spec": {"controllerName": "apimgw.io/gateway-controller"}},),
+        gateways=(gateway,),
+        http_routes=routes,
+        services=tuple(
+            {"metadata": {"name": "svc", "namespace": ns}, "spec": {"ports": [{"port": 80}]}}
+            for ns in ("ns", "labelled", "plain")
+        ),
+        secrets=secrets,
+        reference_grants=grants,
+        namespaces=namespaces,
+    )
