@@ -9,8 +9,8 @@ matches or weights, and no informer watches these kinds. See
 docs/gateway-api.md.
 """
 
-from ._hostnames import effective_hostnames, host_matches, intersect, specificity
 from ._grants import Reference, permitted
+from ._hostnames import effective_hostnames, host_matches, intersect, specificity
 from ._matches import UnsupportedRule, precedence
 from ._resolve import DEFAULT_CONTROLLER, GatewayApiInputs, GatewayApiSettings, resolve
 from ._selectors import InvalidSelector, selector_matches

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["host_matches", "intersect", "effective_hostnames", "specificity"]
+__all__ = ["effective_hostnames", "host_matches", "intersect", "specificity"]
 
 
 def _is_wildcard(host: str) -> bool:
@@ -60,9 +60,7 @@ def intersect(listener: str | None, route: str) -> str | None:
     return None
 
 
-def effective_hostnames(
-    listener: str | None, route: Iterable[str]
-) -> tuple[str | None, ...]:
+def effective_hostnames(listener: str | None, route: Iterable[str]) -> tuple[str | None, ...]:
     """
     The hostnames a route serves on a listener: the intersections of its
     hostnames with the listener's (duplicates dropped, first kept), or,

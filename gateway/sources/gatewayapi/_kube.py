@@ -46,7 +46,7 @@ def creation_time(obj: KubeObject) -> float:
     text = meta(obj).get("creationTimestamp")
     if isinstance(text, str) and text:
         try:
-            return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+            return datetime.fromisoformat(text).timestamp()
         except ValueError:
             pass
     return float("inf")

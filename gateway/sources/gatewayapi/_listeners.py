@@ -107,7 +107,9 @@ def _certificates(
         if (group, kind) != ("", "Secret"):
             problem = ("InvalidCertificateRef", f"{group}/{kind} {target}: only core Secrets")
         elif not permitted(
-            Reference(GROUP, "Gateway", state.namespace, "", "Secret", namespace, ref.get("name", "")),
+            Reference(
+                GROUP, "Gateway", state.namespace, "", "Secret", namespace, ref.get("name", "")
+            ),
             grants,
         ):
             problem = ("RefNotPermitted", f"Secret {target}: no ReferenceGrant allows it")
@@ -163,9 +165,13 @@ def resolve_listeners(
             generation=generation(gateway),
         )
         states.append(state)
-        refs_reason, refs_message = (None, "") if kinds_ok else (
-            "InvalidRouteKinds",
-            "only HTTPRoute is served",
+        refs_reason, refs_message = (
+            (None, "")
+            if kinds_ok
+            else (
+                "InvalidRouteKinds",
+                "only HTTPRoute is served",
+            )
         )
         accepted = protocol in _PROTOCOLS
         if protocol == "HTTPS":
@@ -178,14 +184,22 @@ def resolve_listeners(
         if accepted:
             _condition(state, "Accepted", True, "Accepted")
         else:
-            _condition(state, "Accepted", False, "UnsupportedProtocol", f"protocol {protocol!r} is not served")
-        state.conditions.append(Condition(
-            "ResolvedRefs",
-            refs_reason is None,
-            refs_reason or "ResolvedRefs",
-            refs_message,
-            state.generation,
-        ))
+            _condition(
+                state,
+                "Accepted",
+                False,
+                "UnsupportedProtocol",
+                f"protocol {protocol!r} is not served",
+            )
+        state.conditions.append(
+            Condition(
+                "ResolvedRefs",
+                refs_reason is None,
+                refs_reason or "ResolvedRefs",
+                refs_message,
+                state.generation,
+            )
+        )
     _mark_conflicts(states)
     for state in states:
         if state.programmed:
@@ -208,7 +222,9 @@ def _mark_conflicts(states: list[ListenerState]) -> None:
             if other.hostname == state.hostname:
                 reason = reason or "HostnameConflict"
         if reason is None:
-            state.conditions.append(Condition("Conflicted", False, "NoConflicts", "", state.generation))
+            state.conditions.append(
+                Condition("Conflicted", False, "NoConflicts", "", state.generation)
+            )
         else:
             state.programmed = False
             state.conditions.append(Condition("Conflicted", True, reason, "", state.generation))

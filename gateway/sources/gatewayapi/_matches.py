@@ -106,7 +106,9 @@ def _pairs(raw: Sequence[Mapping[str, Any]] | None) -> tuple[tuple[str, str], ..
 
 def _header_modifier(raw: Mapping[str, Any] | None) -> HeaderModifier:
     raw = raw or {}
-    return HeaderModifier(_pairs(raw.get("set")), _pairs(raw.get("add")), tuple(raw.get("remove") or ()))
+    return HeaderModifier(
+        _pairs(raw.get("set")), _pairs(raw.get("add")), tuple(raw.get("remove") or ())
+    )
 
 
 def _path_modifier(raw: Mapping[str, Any] | None, matches: Sequence[Match]) -> PathModifier | None:
@@ -142,11 +144,17 @@ def read_filters(rule: Mapping[str, Any], matches: Sequence[Match]) -> RuleFilte
             if scheme not in (None, "http", "https"):
                 raise UnsupportedRule(f"redirect scheme {scheme!r} is not supported")
             found[kind] = RequestRedirect(
-                scheme, body.get("hostname"), _path_modifier(body.get("path"), matches), body.get("port"), code
+                scheme,
+                body.get("hostname"),
+                _path_modifier(body.get("path"), matches),
+                body.get("port"),
+                code,
             )
         elif kind == "URLRewrite":
             body = raw.get("urlRewrite") or {}
-            found[kind] = URLRewrite(body.get("hostname"), _path_modifier(body.get("path"), matches))
+            found[kind] = URLRewrite(
+                body.get("hostname"), _path_modifier(body.get("path"), matches)
+            )
         else:
             raise UnsupportedRule(f"filter {kind!r} is not supported")
     if "RequestRedirect" in found and "URLRewrite" in found:

@@ -78,7 +78,11 @@ def _gateway_status(gateway: KubeObject, listeners: list[ListenerState]) -> Gate
         accepted = Condition("Accepted", True, "Accepted", "", observed)
     else:
         accepted = Condition(
-            "Accepted", bool(programmed), "ListenersNotValid", "one or more listeners are invalid", observed
+            "Accepted",
+            bool(programmed),
+            "ListenersNotValid",
+            "one or more listeners are invalid",
+            observed,
         )
     if programmed:
         ready = Condition("Programmed", True, "Programmed", "", observed)
@@ -94,13 +98,21 @@ def _gateway_status(gateway: KubeObject, listeners: list[ListenerState]) -> Gate
     )
 
 
-def _listener(state: ListenerState, rules: Mapping[str | None, list[ResolvedRule]]) -> ResolvedListener:
+def _listener(
+    state: ListenerState, rules: Mapping[str | None, list[ResolvedRule]]
+) -> ResolvedListener:
     hosts = tuple(
         HostRoutes(host, tuple(sorted(rules[host], key=precedence)))
         for host in sorted(rules, key=specificity)
     )
     return ResolvedListener(
-        state.gateway, state.name, state.port, state.protocol, state.hostname, state.certificates, hosts
+        state.gateway,
+        state.name,
+        state.port,
+        state.protocol,
+        state.hostname,
+        state.certificates,
+        hosts,
     )
 
 
@@ -108,17 +120,22 @@ def resolve(inputs: GatewayApiInputs) -> Resolution:
     """Resolve every Gateway API object of ours (see the module docstring)."""
     settings = inputs.settings
     classes = [
-        c for c in _sorted(inputs.gateway_classes)
+        c
+        for c in _sorted(inputs.gateway_classes)
         if spec(c).get("controllerName") == settings.controller_name
     ]
     class_names = {meta(c).get("name") for c in classes}
     secrets = {key(s): s for s in inputs.secrets}
     grants = _sorted(inputs.reference_grants)
-    gateways = [g for g in _sorted(inputs.gateways) if spec(g).get("gatewayClassName") in class_names]
+    gateways = [
+        g for g in _sorted(inputs.gateways) if spec(g).get("gatewayClassName") in class_names
+    ]
     listeners = {key(g): resolve_listeners(g, secrets, grants) for g in gateways}
     ctx = RouteContext(
         gateways=listeners,
-        namespace_labels={meta(n).get("name", ""): meta(n).get("labels") or {} for n in inputs.namespaces},
+        namespace_labels={
+            meta(n).get("name", ""): meta(n).get("labels") or {} for n in inputs.namespaces
+        },
         services={key(s): s for s in inputs.services},
         grants=grants,
         controller_name=settings.controller_name,
@@ -142,7 +159,8 @@ def resolve(inputs: GatewayApiInputs) -> Resolution:
         listeners=resolved,
         classes=tuple(
             GatewayClassStatus(
-                meta(c).get("name", ""), (Condition("Accepted", True, "Accepted", "", generation(c)),)
+                meta(c).get("name", ""),
+                (Condition("Accepted", True, "Accepted", "", generation(c)),),
             )
             for c in classes
         ),

@@ -18,11 +18,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ._backends import read_backends
 from ._hostnames import effective_hostnames
 from ._kube import GROUP, KubeObject, creation_time, generation, key, meta, spec
 from ._listeners import ListenerState
 from ._matches import UnsupportedRule, read_filters, read_matches
-from ._backends import read_backends
 from ._types import Condition, ParentRef, ResolvedRule, RouteParentStatus
 
 __all__ = ["Attachment", "RouteContext", "attach_route"]
@@ -68,7 +68,9 @@ def _rules(route: KubeObject, ctx: RouteContext) -> tuple[list[ResolvedRule], li
         )
         for match_index, match in enumerate(matches):
             served.append(
-                ResolvedRule(key(route), index, match_index, match, filters, backends, creation_time(route))
+                ResolvedRule(
+                    key(route), index, match_index, match, filters, backends, creation_time(route)
+                )
             )
     return served, problems
 
@@ -81,11 +83,50 @@ def _resolved_refs(rules: Sequence[ResolvedRule]) -> tuple[bool, str, str]:
     return True, "ResolvedRefs", ""
 
 
+def _attach(
+    parent: ParentRef,
+    listeners: Sequence[ListenerState],
+    route: KubeObject,
+    servable: bool,
+    ctx: RouteContext,
+) -> tuple[str, str, list[tuple[ListenerState, tuple[str | None, ...]]]]:
+    """
+    Where one parentRef attaches the route: the ``Accepted`` reason, its
+    message, and the listeners with the hostnames served on each (empty
+    unless the reason is ``Accepted``).
+    """
+    namespace = meta(route).get("namespace", "")
+    named = [
+        state
+        for state in listeners
+        if parent.section_name in (None, state.name) and parent.port in (None, state.port)
+    ]
+    if not any(state.programmed for state in named):
+        return "NoMatchingParent", "no programmed listener matches sectionName/port", []
+    labels = ctx.namespace_labels.get(namespace, {})
+    allowed = [
+        state
+        for state in named
+        if state.programmed
+        and state.admits_namespace(namespace, labels)
+        and state.admits_kind("HTTPRoute")
+    ]
+    if not allowed:
+        return "NotAllowedByListeners", "no listener allows routes from this namespace", []
+    hostnames = spec(route).get("hostnames") or ()
+    hosts = [(state, effective_hostnames(state.hostname, hostnames)) for state in allowed]
+    hosts = [(state, found) for state, found in hosts if found]
+    if not hosts:
+        return "NoMatchingListenerHostname", "no hostname intersects a listener's", []
+    if not servable:
+        return "UnsupportedValue", "no rule can be served", []
+    return "Accepted", "", hosts
+
+
 def attach_route(route: KubeObject, ctx: RouteContext) -> Attachment:
     """Resolve one HTTPRoute against every one of its parentRefs that names a Gateway of ours."""
     namespace = meta(route).get("namespace", "")
     observed = generation(route)
-    hostnames = spec(route).get("hostnames") or ()
     rules, problems = _rules(route, ctx)
     refs_ok, refs_reason, refs_message = _resolved_refs(rules)
     result = Attachment()
@@ -93,49 +134,29 @@ def attach_route(route: KubeObject, ctx: RouteContext) -> Attachment:
         if (raw.get("group", GROUP), raw.get("kind", "Gateway")) != (GROUP, "Gateway"):
             continue
         parent = ParentRef(
-            raw.get("name", ""), raw.get("namespace") or namespace, raw.get("sectionName"), raw.get("port")
+            raw.get("name", ""),
+            raw.get("namespace") or namespace,
+            raw.get("sectionName"),
+            raw.get("port"),
         )
         listeners = ctx.gateways.get(f"{parent.namespace}/{parent.name}")
         if listeners is None:
             continue  # not a Gateway of ours: its controller reports on it
-
-        def status(ok: bool, reason: str, message: str = "") -> None:
-            conditions = [
-                Condition("Accepted", ok, reason, message, observed),
-                Condition("ResolvedRefs", refs_ok, refs_reason, refs_message, observed),
-            ]
-            if ok and problems:
-                conditions.append(
-                    Condition("PartiallyInvalid", True, "UnsupportedValue", "; ".join(problems), observed)
+        reason, message, hosts = _attach(parent, listeners, route, bool(rules), ctx)
+        if reason == "UnsupportedValue":
+            message = "; ".join(problems) or message
+        ok = reason == "Accepted"
+        conditions = [
+            Condition("Accepted", ok, reason, message, observed),
+            Condition("ResolvedRefs", refs_ok, refs_reason, refs_message, observed),
+        ]
+        if ok and problems:
+            conditions.append(
+                Condition(
+                    "PartiallyInvalid", True, "UnsupportedValue", "; ".join(problems), observed
                 )
-            result.parents.append(RouteParentStatus(parent, ctx.controller_name, tuple(conditions)))
-
-        named = [
-            state
-            for state in listeners
-            if parent.section_name in (None, state.name) and parent.port in (None, state.port)
-        ]
-        if not named or not any(state.programmed for state in named):
-            status(False, "NoMatchingParent", "no listener of the Gateway matches sectionName/port")
-            continue
-        labels = ctx.namespace_labels.get(namespace, {})
-        allowed = [
-            state
-            for state in named
-            if state.programmed and state.admits_namespace(namespace, labels) and state.admits_kind("HTTPRoute")
-        ]
-        if not allowed:
-            status(False, "NotAllowedByListeners", "no listener allows routes from this namespace")
-            continue
-        hosts = [(state, effective_hostnames(state.hostname, hostnames)) for state in allowed]
-        hosts = [(state, found) for state, found in hosts if found]
-        if not hosts:
-            status(False, "NoMatchingListenerHostname", "no hostname intersects a listener's")
-            continue
-        if not rules:
-            status(False, "UnsupportedValue", "; ".join(problems) or "no rules")
-            continue
-        status(True, "Accepted")
+            )
+        result.parents.append(RouteParentStatus(parent, ctx.controller_name, tuple(conditions)))
         for state, found in hosts:
             state.attached.add(key(route))
             for host in found:

@@ -131,7 +131,10 @@ def _plain(value: Any) -> Any:
 
 
 def _rule(r: ResolvedRule) -> dict[str, Any]:
-    out: dict[str, Any] = {"route": f"{r.route} rule {r.rule} match {r.match_index}", "match": _match(r.match)}
+    out: dict[str, Any] = {
+        "route": f"{r.route} rule {r.rule} match {r.match_index}",
+        "match": _match(r.match),
+    }
     filters = _plain(r.filters)
     if filters:
         out["filters"] = filters
@@ -149,9 +152,7 @@ def canonical(result: Resolution) -> str:
                 "protocol": l.protocol,
                 "hostname": l.hostname,
                 **({"certificates": list(l.certificates)} if l.certificates else {}),
-                "hosts": [
-                    {"host": h.host, "rules": [_rule(r) for r in h.rules]} for h in l.hosts
-                ],
+                "hosts": [{"host": h.host, "rules": [_rule(r) for r in h.rules]} for h in l.hosts],
             }
             for l in result.listeners
         ],
@@ -200,7 +201,9 @@ def _make(case: Path) -> Any:
         # The order objects arrive in changes nothing.
         self.assertEqual(canonical(resolve(load_inputs(case, reverse=True))), got)
 
-    test.__doc__ = f"The resolution of {case.name} is the reviewed {case.name.replace('.in.', '.out.')}."
+    test.__doc__ = (
+        f"The resolution of {case.name} is the reviewed {case.name.replace('.in.', '.out.')}."
+    )
     return test
 
 

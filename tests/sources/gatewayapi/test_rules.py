@@ -7,7 +7,7 @@ not reach.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -64,7 +64,9 @@ class HostnameTests(SynchronousTestCase):
 
     def test_intersections_are_deduplicated_in_order(self) -> None:
         """Several route names narrowing to the same listener name give it once."""
-        got = effective_hostnames("abc.foo.example.com", ["bar.com", "*.example.com", "*.foo.example.com"])
+        got = effective_hostnames(
+            "abc.foo.example.com", ["bar.com", "*.example.com", "*.foo.example.com"]
+        )
         self.assertEqual(got, ("abc.foo.example.com",))
 
     def test_specificity_order(self) -> None:
@@ -76,7 +78,9 @@ class HostnameTests(SynchronousTestCase):
         )
 
 
-def _rule(match: Match, route: str = "ns/r", rule: int = 0, index: int = 0, created: float = 0.0) -> ResolvedRule:
+def _rule(
+    match: Match, route: str = "ns/r", rule: int = 0, index: int = 0, created: float = 0.0
+) -> ResolvedRule:
     return ResolvedRule(route, rule, index, match, RuleFilters(), (), created)
 
 
@@ -112,7 +116,9 @@ class PrecedenceTests(SynchronousTestCase):
         new_a = _rule(Match(), route="a/new", created=2.0)
         new_b = _rule(Match(), route="b/new", created=2.0)
         new_b_later = _rule(Match(), route="b/new", rule=1, created=2.0)
-        self.assertEqual(self._order(new_b_later, new_b, new_a, old), [old, new_a, new_b, new_b_later])
+        self.assertEqual(
+            self._order(new_b_later, new_b, new_a, old), [old, new_a, new_b, new_b_later]
+        )
 
     def test_host_routes_are_grouped_most_specific_first(self) -> None:
         """A resolution lists a listener's hostnames exact first, then wildcards, then any."""
@@ -128,7 +134,7 @@ class PrecedenceTests(SynchronousTestCase):
 
 
 class ReferenceGrantTests(SynchronousTestCase):
-    grant = {
+    grant: ClassVar[dict[str, Any]] = {
         "metadata": {"name": "g", "namespace": "backend"},
         "spec": {
             "from": [{"group": GROUP, "kind": "HTTPRoute", "namespace": "app"}],
@@ -137,10 +143,15 @@ class ReferenceGrantTests(SynchronousTestCase):
     }
 
     def _ref(self, **changes: str) -> Reference:
-        values = dict(
-            from_group=GROUP, from_kind="HTTPRoute", from_namespace="app",
-            to_group="", to_kind="Service", to_namespace="backend", to_name="web",
-        )
+        values = {
+            "from_group": GROUP,
+            "from_kind": "HTTPRoute",
+            "from_namespace": "app",
+            "to_group": "",
+            "to_kind": "Service",
+            "to_namespace": "backend",
+            "to_name": "web",
+        }
         values.update(changes)
         return Reference(**values)
 
@@ -169,7 +180,10 @@ class ReferenceGrantTests(SynchronousTestCase):
 
     def test_grant_without_a_name_covers_every_object_of_the_kind(self) -> None:
         """``to`` without ``name``: every Service of the namespace."""
-        broad = {**self.grant, "spec": {**self.grant["spec"], "to": [{"group": "", "kind": "Service"}]}}
+        broad = {
+            **self.grant,
+            "spec": {**self.grant["spec"], "to": [{"group": "", "kind": "Service"}]},
+        }
         self.assertTrue(permitted(self._ref(to_name="db"), [broad]))
 
 
@@ -187,7 +201,9 @@ class SelectorTests(SynchronousTestCase):
             ({"key": "missing", "operator": "Exists"}, False),
         ]
         for expression, expected in expressions:
-            self.assertEqual(selector_matches({"matchExpressions": [expression]}, labels), expected, expression)
+            self.assertEqual(
+                selector_matches({"matchExpressions": [expression]}, labels), expected, expression
+            )
 
     def test_empty_selector_matches_everything(self) -> None:
         """As in Kubernetes, ``{}`` selects every namespace."""
@@ -196,14 +212,21 @@ class SelectorTests(SynchronousTestCase):
     def test_malformed_selector_is_refused(self) -> None:
         """An unknown operator raises rather than guessing."""
         self.assertRaises(
-            InvalidSelector, selector_matches, {"matchExpressions": [{"key": "a", "operator": "Near"}]}, {}
+            InvalidSelector,
+            selector_matches,
+            {"matchExpressions": [{"key": "a", "operator": "Near"}]},
+            {},
         )
 
     def test_selector_listener_admits_labelled_namespaces_only(self) -> None:
         """``from: Selector``: a route in a namespace without the label is NotAllowedByListeners."""
-        gateway = _gateway(allowed={"namespaces": {"from": "Selector", "selector": {"matchLabels": {"ok": "yes"}}}})
+        gateway = _gateway(
+            allowed={"namespaces": {"from": "Selector", "selector": {"matchLabels": {"ok": "yes"}}}}
+        )
         inputs = _inputs(
-            _route("in", namespace="labelled"), _route("out", namespace="plain"), gateway=gateway,
+            _route("in", namespace="labelled"),
+            _route("out", namespace="plain"),
+            gateway=gateway,
             namespaces=(_namespace("labelled", {"ok": "yes"}), _namespace("plain", {})),
         )
         statuses = {r.route: r.parents[0].conditions[0] for r in resolve(inputs).routes}
@@ -248,7 +271,9 @@ class RouteStatusTests(SynchronousTestCase):
         )
         result = resolve(_inputs(route))
         conditions = result.routes[0].parents[0].conditions
-        self.assertEqual([c.type for c in conditions], ["Accepted", "ResolvedRefs", "PartiallyInvalid"])
+        self.assertEqual(
+            [c.type for c in conditions], ["Accepted", "ResolvedRefs", "PartiallyInvalid"]
+        )
         self.assertEqual(len(result.listeners[0].hosts[0].rules), 1)
         route["spec"]["rules"].pop(0)
         self.assertEqual(self._accepted(route)[0], "UnsupportedValue")
@@ -258,7 +283,9 @@ class RouteStatusTests(SynchronousTestCase):
         route = _route("r")
         route["metadata"]["generation"] = 7
         result = resolve(_inputs(route))
-        self.assertEqual({c.observed_generation for c in result.routes[0].parents[0].conditions}, {7})
+        self.assertEqual(
+            {c.observed_generation for c in result.routes[0].parents[0].conditions}, {7}
+        )
 
     def test_foreign_class_is_ignored(self) -> None:
         """A Gateway of another controller's class is neither resolved nor reported."""
@@ -269,7 +296,12 @@ class RouteStatusTests(SynchronousTestCase):
 
 
 class ListenerTests(SynchronousTestCase):
-    def _listeners(self, *listeners: dict[str, Any], secrets: tuple[dict[str, Any], ...] = (), grants: tuple[dict[str, Any], ...] = ()) -> Any:
+    def _listeners(
+        self,
+        *listeners: dict[str, Any],
+        secrets: tuple[dict[str, Any], ...] = (),
+        grants: tuple[dict[str, Any], ...] = (),
+    ) -> Any:
         gateway = _gateway()
         gateway["spec"]["listeners"] = list(listeners)
         return resolve(_inputs(gateway=gateway, secrets=secrets, grants=grants)).gateways[0]
@@ -277,7 +309,12 @@ class ListenerTests(SynchronousTestCase):
     def test_https_needs_a_usable_secret(self) -> None:
         """A missing Secret: ResolvedRefs=False InvalidCertificateRef, not programmed."""
         status = self._listeners(
-            {"name": "https", "port": 443, "protocol": "HTTPS", "tls": {"certificateRefs": [{"name": "cert"}]}}
+            {
+                "name": "https",
+                "port": 443,
+                "protocol": "HTTPS",
+                "tls": {"certificateRefs": [{"name": "cert"}]},
+            }
         )
         conditions = {c.type: c for c in status.listeners[0].conditions}
         self.assertEqual(conditions["ResolvedRefs"].reason, "InvalidCertificateRef")
@@ -286,7 +323,9 @@ class ListenerTests(SynchronousTestCase):
     def test_cross_namespace_secret_needs_a_grant(self) -> None:
         """A Secret of another namespace: RefNotPermitted without a grant, used with one."""
         listener = {
-            "name": "https", "port": 443, "protocol": "HTTPS",
+            "name": "https",
+            "port": 443,
+            "protocol": "HTTPS",
             "tls": {"certificateRefs": [{"name": "cert", "namespace": "certs"}]},
         }
         secret = {
@@ -295,10 +334,16 @@ class ListenerTests(SynchronousTestCase):
             "data": {"tls.crt": "eA==", "tls.key": "eA=="},
         }
         status = self._listeners(listener, secrets=(secret,))
-        self.assertEqual({c.type: c for c in status.listeners[0].conditions}["ResolvedRefs"].reason, "RefNotPermitted")
+        self.assertEqual(
+            {c.type: c for c in status.listeners[0].conditions}["ResolvedRefs"].reason,
+            "RefNotPermitted",
+        )
         grant = {
             "metadata": {"name": "g", "namespace": "certs"},
-            "spec": {"from": [{"group": GROUP, "kind": "Gateway", "namespace": "ns"}], "to": [{"group": "", "kind": "Secret"}]},
+            "spec": {
+                "from": [{"group": GROUP, "kind": "Gateway", "namespace": "ns"}],
+                "to": [{"group": "", "kind": "Secret"}],
+            },
         }
         status = self._listeners(listener, secrets=(secret,), grants=(grant,))
         self.assertTrue({c.type: c for c in status.listeners[0].conditions}["Programmed"].status)
@@ -319,11 +364,18 @@ class ListenerTests(SynchronousTestCase):
     def test_unsupported_route_kind(self) -> None:
         """allowedRoutes.kinds with a kind we do not serve: InvalidRouteKinds, left out of supportedKinds."""
         status = self._listeners(
-            {"name": "http", "port": 80, "protocol": "HTTP",
-             "allowedRoutes": {"kinds": [{"kind": "HTTPRoute"}, {"kind": "TCPRoute"}]}}
+            {
+                "name": "http",
+                "port": 80,
+                "protocol": "HTTP",
+                "allowedRoutes": {"kinds": [{"kind": "HTTPRoute"}, {"kind": "TCPRoute"}]},
+            }
         )
         self.assertEqual(status.listeners[0].supported_kinds, ("HTTPRoute",))
-        self.assertEqual({c.type: c for c in status.listeners[0].conditions}["ResolvedRefs"].reason, "InvalidRouteKinds")
+        self.assertEqual(
+            {c.type: c for c in status.listeners[0].conditions}["ResolvedRefs"].reason,
+            "InvalidRouteKinds",
+        )
 
 
 # --- builders --------------------------------------------------------------
@@ -369,7 +421,12 @@ def _inputs(
 ) -> GatewayApiInputs:
     gateway = gateway or _gateway(allowed={"namespaces": {"from": "All"}})
     return GatewayApiInputs(
-        gateway_classes=({"metadata": {"name": "ours"}, "spec": {"controllerName": "apimgw.io/gateway-controller"}},),
+        gateway_classes=(
+            {
+                "metadata": {"name": "ours"},
+                "spec": {"controllerName": "apimgw.io/gateway-controller"},
+            },
+        ),
         gateways=(gateway,),
         http_routes=routes,
         services=tuple(
