@@ -36,6 +36,12 @@ HTTPRouteRedirectHostAndStatus, HTTPRouteRedirectPath passes
 HTTPRouteRewritePath, HTTPRouteRewriteHost            passes
 HTTPRouteWeight                                       passes (weights resolved; split not served)
 GatewayHTTPListenerIsolation                          passes
+HTTPRoutePathMatchOrder                               passes
+HTTPRouteMethodMatching                               passes
+HTTPRouteQueryParamMatching                           passes
+HTTPRouteInvalidNonExistentBackendRef                 passes (BackendNotFound, 500 backend)
+HTTPRouteInvalidParentRefNotMatchingSectionName       passes (NoMatchingParent)
+HTTPRouteHTTPSListener                                passes (certificates resolved; TLS not served)
 ===================================================  =====================================
 """
 
