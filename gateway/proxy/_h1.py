@@ -35,7 +35,12 @@ import weakref
 from collections import deque
 from typing import Any
 
-from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser
+from httptools import (
+    HttpParserError,
+    HttpParserInvalidMethodError,
+    HttpParserUpgrade,
+    HttpRequestParser,
+)
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
@@ -116,10 +121,13 @@ class H1Channel(Protocol):
         self._expect: list[bytes] | None = None
         self._in_head = False
         self._head_seen = 0
+        self._completed = 0
         self._body_of: H1Request | None = None
         # Connection state.
         self._broken = False  # input is discarded from now on
         self._gone = False
+        self._closing = False
+        self._registered = False
         self._advancing = False
         self._reading_paused = False
         self._send_paused = False
@@ -134,6 +142,7 @@ class H1Channel(Protocol):
         transport = self.transport
         self.peer = transport.getPeer()
         transport.registerProducer(self, True)
+        self._registered = True
         set_no_delay = getattr(transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)
@@ -145,6 +154,10 @@ class H1Channel(Protocol):
             return
         if self._in_head:
             self._head_seen += len(data)
+            fresh = False
+        else:
+            fresh = self._body_of is None
+        self._completed = 0
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade:
@@ -163,7 +176,10 @@ class H1Channel(Protocol):
                 self._log.failure("HTTP/1.1 parser callback failed", Failure(cause))
                 self._reject(500, "Internal server error")
             else:
-                self._reject(*_parser_refusal(e, data))
+                # Where the refused message starts is known only when it
+                # is the first of this read.
+                first = fresh and self._completed == 0
+                self._reject(*_parser_refusal(e, data if first else b""))
         else:
             if self._in_head:
                 limits = self.limits
@@ -286,7 +302,10 @@ class H1Channel(Protocol):
             if proto == b"HTTP/1.0":
                 raise _Reject(400, "Bad request: Transfer-Encoding in an HTTP/1.0 request")
             codings = [c.strip().lower() for c in b",".join(self._te).split(b",")]
-            if codings != [b"chunked"]:
+            if codings[-1] != b"chunked":
+                # The length cannot be known (RFC 9112 §6.3).
+                raise _Reject(400, "Bad request: chunked must be the final transfer coding")
+            if len(codings) > 1:
                 raise _Reject(501, "Transfer coding not implemented")
             chunked = True
         else:
@@ -323,6 +342,7 @@ class H1Channel(Protocol):
             request.content.write(data)  # type: ignore[union-attr]
 
     def on_message_complete(self) -> None:
+        self._completed += 1
         self._body_of = None
         self._read_phase = 0
         queue = self.queue
@@ -341,7 +361,7 @@ class H1Channel(Protocol):
         self._advancing = True
         try:
             queue = self.queue
-            while queue and not self._gone:
+            while queue and not self._closing:
                 request = queue[0]
                 if request.rendered:
                     break  # its answer is in progress
@@ -429,7 +449,6 @@ class H1Channel(Protocol):
         """
         started = self._in_head
         self._broken = True
-        self.persistent = False
         self._in_head = False
         self._read_phase = 0
         self._log.debug(
@@ -466,10 +485,11 @@ class H1Channel(Protocol):
         self._broken = True
         transport = self.transport
         half_close = getattr(transport, "loseWriteConnection", None)
-        if not unread or half_close is None:
+        if not unread or half_close is None or self._closing:
             self.close_now()
             return
-        transport.unregisterProducer()
+        self._closing = True
+        self._unregister()
         half_close()
         if self._reading_paused:
             self._reading_paused = False
@@ -481,11 +501,17 @@ class H1Channel(Protocol):
         self._broken = True
         self.persistent = False
         transport = self.transport
-        if transport is None or self._gone:
+        if transport is None or self._gone or self._closing:
             return
-        # A TLS transport closes only once no producer is registered.
-        transport.unregisterProducer()
+        self._closing = True
+        self._unregister()
         transport.loseConnection()
+
+    def _unregister(self) -> None:
+        # A TLS transport closes only once no producer is registered.
+        if self._registered:
+            self._registered = False
+            self.transport.unregisterProducer()
 
     def local_address(self) -> Any:
         address = self._local
@@ -538,11 +564,13 @@ class H1Channel(Protocol):
         return not self.queue and not self._in_head and self._body_of is None
 
 
-def _parser_refusal(error: HttpParserError, data: bytes) -> tuple[int, str]:
-    from httptools import HttpParserInvalidMethodError
-
+def _parser_refusal(error: HttpParserError, start: bytes) -> tuple[int, str]:
+    """
+    The answer to what llhttp refused. ``start``: the refused message's
+    first bytes, when known.
+    """
     if isinstance(error, HttpParserInvalidMethodError):
-        if _TOKEN.match(data) is not None:
+        if _TOKEN.match(start) is not None:
             return 501, "Method not implemented"
         return 400, "Bad request"
     return 400, f"Bad request: {error}"
