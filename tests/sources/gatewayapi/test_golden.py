@@ -88,8 +88,19 @@ def load_inputs(case: Path, reverse: bool = False) -> GatewayApiInputs:
         for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
             if doc:
                 found[_FIELDS[doc["kind"]]].append(doc)
+    order = reversed if reverse else tuple
+
+    def kind(name: str) -> tuple[Any, ...]:
+        return tuple(order(found[name]))
+
     return GatewayApiInputs(
-        **{name: tuple(reversed(docs) if reverse else docs) for name, docs in found.items()}
+        gateway_classes=kind("gateway_classes"),
+        gateways=kind("gateways"),
+        http_routes=kind("http_routes"),
+        reference_grants=kind("reference_grants"),
+        services=kind("services"),
+        secrets=kind("secrets"),
+        namespaces=kind("namespaces"),
     )
 
 
