@@ -130,6 +130,7 @@ def attach_route(route: KubeObject, ctx: RouteContext) -> Attachment:
     rules, problems = _rules(route, ctx)
     refs_ok, refs_reason, refs_message = _resolved_refs(rules)
     result = Attachment()
+    served: set[tuple[int, str | None]] = set()
     for raw in spec(route).get("parentRefs") or ():
         if (raw.get("group", GROUP), raw.get("kind", "Gateway")) != (GROUP, "Gateway"):
             continue
@@ -160,5 +161,9 @@ def attach_route(route: KubeObject, ctx: RouteContext) -> Attachment:
         for state, found in hosts:
             state.attached.add(key(route))
             for host in found:
-                result.rules.extend((state, host, rule) for rule in rules)
+                # Two parentRefs reaching one listener (by name and by
+                # sectionName, say) serve its rules once.
+                if (id(state), host) not in served:
+                    served.add((id(state), host))
+                    result.rules.extend((state, host, rule) for rule in rules)
     return result

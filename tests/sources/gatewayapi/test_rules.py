@@ -278,6 +278,15 @@ class RouteStatusTests(SynchronousTestCase):
         route["spec"]["rules"].pop(0)
         self.assertEqual(self._accepted(route)[0], "UnsupportedValue")
 
+    def test_two_parent_refs_to_one_listener_serve_the_rules_once(self) -> None:
+        """A parentRef by Gateway and one by sectionName: two statuses, one copy of the rules."""
+        route = _route("r")
+        route["spec"]["parentRefs"].append({"name": "gw", "sectionName": "http"})
+        result = resolve(_inputs(route))
+        self.assertEqual(len(result.routes[0].parents), 2)
+        self.assertEqual(len(result.listeners[0].hosts[0].rules), 1)
+        self.assertEqual(result.gateways[0].listeners[0].attached_routes, 1)
+
     def test_observed_generation_is_reported(self) -> None:
         """Every condition carries the object's metadata.generation."""
         route = _route("r")
