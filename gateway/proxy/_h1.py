@@ -592,8 +592,11 @@ class H1Server(Factory):
         self.clock = clock
         self.limits = limits if limits is not None else H1Limits()
         self.channels: weakref.WeakSet[H1Channel] = weakref.WeakSet()
+        #: connections accepted so far
+        self.accepted = 0
 
     def buildProtocol(self, addr: Any) -> H1Channel:  # noqa: N802
+        self.accepted += 1
         channel = H1Channel(self)
         channel.factory = self
         self.channels.add(channel)
