@@ -45,7 +45,7 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTim
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http_headers import Headers
+from twisted.web.http_headers import Headers, _nameEncoder
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
@@ -62,6 +62,10 @@ __all__ = ["H1Channel", "H1Server"]
 _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?\Z")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+#: Twisted's header-name canonicalizer (cached): our fields are stored in
+#: ``Headers``' own form, so the resource reads them through ``Headers``.
+_encode_name = _nameEncoder.encode
 
 # Phases of the read-side timer.
 _HEADER = 1
@@ -113,12 +117,10 @@ class H1Channel(Protocol):
         self._local: Any = None
         # The message being parsed.
         self._url = b""
-        self._headers: Headers | None = None
+        #: the header fields by canonical name (``Headers``' own storage)
+        self._fields: dict[bytes, list[bytes]] | None = None
         self._header_count = 0
         self._header_bytes = 0
-        self._hosts = 0
-        self._te: list[bytes] | None = None
-        self._expect: list[bytes] | None = None
         self._in_head = False
         self._head_seen = 0
         self._completed = 0
@@ -134,6 +136,8 @@ class H1Channel(Protocol):
         self._producer: IPushProducer | None = None
         self._read_timer: IDelayedCall | None = None
         self._read_phase = 0
+        self._read_deadline = 0.0
+        self._read_timer_at = 0.0
         self._send_timer: IDelayedCall | None = None
 
     # -- Twisted protocol ----------------------------------------------------------
@@ -226,9 +230,8 @@ class H1Channel(Protocol):
 
     def on_message_begin(self) -> None:
         self._url = b""
-        self._headers = Headers()
-        self._header_count = self._header_bytes = self._hosts = 0
-        self._te = self._expect = None
+        self._fields = {}
+        self._header_count = self._header_bytes = 0
         self._in_head = True
         self._head_seen = 0
         if self._read_phase != _HEADER:
@@ -252,21 +255,15 @@ class H1Channel(Protocol):
             # llhttp strips leading whitespace only (RFC 9110 §5.5: OWS
             # around the value is not part of it).
             value = value.rstrip(b" \t")
-        length = len(name)
-        if length == 4:
-            if name.lower() == b"host":
-                self._hosts += 1
-        elif length == 17:
-            if name.lower() == b"transfer-encoding":
-                if self._te is None:
-                    self._te = []
-                self._te.append(value)
-        elif length == 6:
-            if name.lower() == b"expect":
-                if self._expect is None:
-                    self._expect = []
-                self._expect.append(value)
-        self._headers.addRawHeader(name, value)  # type: ignore[union-attr]
+        # Stored as Headers.addRawHeader would, without its CR/LF scrubbing
+        # (llhttp refuses CR and LF in values) and per-call overhead.
+        key = _encode_name(name)
+        fields = self._fields
+        values = fields.get(key)  # type: ignore[union-attr]
+        if values is None:
+            fields[key] = [value]  # type: ignore[index]
+        else:
+            values.append(value)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -281,11 +278,14 @@ class H1Channel(Protocol):
         else:
             raise _Reject(400, "Bad request: HTTP/1.0 or HTTP/1.1 only")
         method = parser.get_method()
-        headers: Headers = self._headers  # type: ignore[assignment]
-        hosts = self._hosts
-        if hosts > 1 or (hosts == 0 and proto == b"HTTP/1.1"):
-            raise _Reject(400, "Bad request: exactly one Host header required")
-        if hosts and _HOST.match(headers.getRawHeaders(b"host")[0]) is None:  # type: ignore[index]
+        fields: dict[bytes, list[bytes]] = self._fields  # type: ignore[assignment]
+        host = fields.get(b"Host")
+        if host is None:
+            if proto == b"HTTP/1.1":
+                raise _Reject(400, "Bad request: a Host header is required")
+        elif len(host) > 1:
+            raise _Reject(400, "Bad request: more than one Host header")
+        elif _HOST.match(host[0]) is None:
             raise _Reject(400, "Bad request: invalid Host header")
         url = self._url
         if url[:1] != b"/" and not (
@@ -298,10 +298,11 @@ class H1Channel(Protocol):
             raise _Reject(400, "Bad request: invalid request target")
         length: int | None = None
         chunked = False
-        if self._te is not None:
+        te = fields.get(b"Transfer-Encoding")
+        if te is not None:
             if proto == b"HTTP/1.0":
                 raise _Reject(400, "Bad request: Transfer-Encoding in an HTTP/1.0 request")
-            codings = [c.strip().lower() for c in b",".join(self._te).split(b",")]
+            codings = [c.strip().lower() for c in b",".join(te).split(b",")]
             if codings[-1] != b"chunked":
                 # The length cannot be known (RFC 9112 §6.3).
                 raise _Reject(400, "Bad request: chunked must be the final transfer coding")
@@ -309,13 +310,15 @@ class H1Channel(Protocol):
                 raise _Reject(501, "Transfer coding not implemented")
             chunked = True
         else:
-            declared = headers.getRawHeaders(b"content-length")
+            declared = fields.get(b"Content-Length")
             if declared:
                 # One value of digits only: llhttp checked.
                 length = int(declared[0])
-        expect = self._expect
+        expect = fields.get(b"Expect")
         if expect is not None and (len(expect) > 1 or expect[0].lower() != b"100-continue"):
             raise _Reject(417, "Expectation failed")
+        headers = Headers()
+        headers._rawHeaders = fields
         request = H1Request(
             self,
             method,
@@ -522,18 +525,35 @@ class H1Channel(Protocol):
     # -- timers ---------------------------------------------------------------------------
 
     def _arm_read(self, phase: int, delay: float) -> None:
+        """
+        Set the read-side deadline. One timer per connection, re-armed
+        lazily: moving the deadline costs a clock read, and the timer, when
+        it fires early, sleeps again until the deadline (most deadlines move
+        before they are reached: every request moves it twice).
+        """
         self._read_phase = phase
+        deadline = self.clock.seconds() + delay
+        self._read_deadline = deadline
         timer = self._read_timer
-        if timer is not None and timer.active():
+        if timer is None:
+            self._read_timer = self.clock.callLater(delay, self._read_timeout)
+        elif deadline < self._read_timer_at:
             timer.reset(delay)
         else:
-            self._read_timer = self.clock.callLater(delay, self._read_timeout)
+            return
+        self._read_timer_at = deadline
 
     def _read_timeout(self) -> None:
         self._read_timer = None
-        phase, self._read_phase = self._read_phase, 0
+        phase = self._read_phase
         if self._gone or phase == 0:
             return
+        left = self._read_deadline - self.clock.seconds()
+        if left > 0:
+            self._read_timer = self.clock.callLater(left, self._read_timeout)
+            self._read_timer_at = self._read_deadline
+            return
+        self._read_phase = 0
         if phase == _KEEPALIVE:
             self.close_now()
         elif phase == _LINGER:
