@@ -155,7 +155,7 @@ class PolicyRequest:
         "method", "path", "headers", "ip_address", "params", "variables", "subscription_id",
         "product_id", "backend_url", "body", "last_error", "status", "response_headers",
         "_raw_query", "_query", "_ip", "cors_preflight", "original_method", "api_id",
-        "operation_id", "response_status", "postponed",
+        "operation_id", "response_status", "postponed", "cors_answered",
     )
 
     def __init__(
@@ -198,6 +198,9 @@ class PolicyRequest:
         #: (``rate-limit-by-key`` with an expression ``increment-condition``,
         #: ``quota`` bandwidth): see :func:`postponed_increments`
         self.postponed: list[Postponed] | None = None
+        #: set when a ``cors`` policy answered a preflight (matched, or an
+        #: unmatched one ended with an empty 200)
+        self.cors_answered = False
         #: ``False`` when an ``OPTIONS`` operation accepted the request:
         #: ``cors`` then treats it as an actual request (APIM forwards it).
         self.cors_preflight = True
@@ -517,6 +520,7 @@ def _cors(ctx: PolicyRequest, step: Cors, state: list[bool]) -> None:
               and (sets.any_header or all(h in sets.headers for h in asked)))
         if not ok:
             if step.terminate_unmatched_request:
+                ctx.cors_answered = True
                 raise _Stop(PolicyResponse(200, "OK", [], b""))
             state[0] = True
             return
@@ -531,6 +535,7 @@ def _cors(ctx: PolicyRequest, step: Cors, state: list[bool]) -> None:
             headers.append(("access-control-max-age", str(step.preflight_result_max_age)))
         if allow_origin != "*":
             headers.append(("vary", "Origin"))
+        ctx.cors_answered = True
         raise _Stop(PolicyResponse(200, "OK", headers, b""))
     if not origin_ok or not (sets.any_method or ctx.method in sets.methods):
         if step.terminate_unmatched_request:
@@ -824,6 +829,7 @@ def run_inbound(steps: tuple[Step, ...], ctx: PolicyRequest,
     run = _Run(ctx, "inbound", jwt=jwt)
     outcome = _section(run, steps)
     if outcome is PROCEED and run.cors[0]:
+        ctx.cors_answered = True
         # A preflight no cors policy matched: APIM ends it with an empty 200.
         return PolicyResponse(200, "OK", [], b"")
     return outcome
@@ -851,7 +857,11 @@ def _find_limits(steps: tuple[Step, ...]) -> bool:
 
 
 def run_inbound_counted(
-    steps: tuple[Step, ...], ctx: PolicyRequest, jwt: JwtValidator | None, counters: Counters
+    steps: tuple[Step, ...],
+    ctx: PolicyRequest,
+    jwt: JwtValidator | None,
+    counters: Counters,
+    alive: Callable[[], bool] = lambda: True,
 ) -> Proceed | PolicyResponse | Failure | Deferred[Proceed | PolicyResponse | Failure]:
     """
     :func:`run_inbound` for a section with limit policies: each counter call
@@ -863,23 +873,34 @@ def run_inbound_counted(
         Deferred case, its errback.
     """
     run = _Run(ctx, "inbound", jwt=jwt)
-    return _drive(run, run.counted_steps(steps), counters, None)
+    return _drive(run, run.counted_steps(steps), counters, None, alive)
 
 
 def _drive(run: _Run, steps: Generator[CounterCall, Any, None], counters: Counters,
-           value: Any) -> Any:
+           value: Any, alive: Callable[[], bool]) -> Any:
+    """
+    Send each verdict back into the section and perform its next call.
+    Once the request is over (``alive()`` false: the client left while a
+    counter answered), no further counter is touched.
+    """
     while True:
+        if not alive():
+            steps.close()
+            return PROCEED
         try:
             call = steps.send(value)
         except StopIteration:
             if run.cors[0]:
+                run.ctx.cors_answered = True
                 return PolicyResponse(200, "OK", [], b"")
             return PROCEED
         except _Stop as stop:
             return stop.outcome
         value = call.perform(counters)
         if isinstance(value, Deferred):
-            return value.addCallback(lambda verdict: _drive(run, steps, counters, verdict))
+            return value.addCallback(
+                lambda verdict: _drive(run, steps, counters, verdict, alive)
+            )
 
 
 def run_backend(steps: tuple[Step, ...], ctx: PolicyRequest) -> BackendPlan | PolicyResponse | Failure:

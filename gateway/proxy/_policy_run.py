@@ -39,7 +39,7 @@ from gateway.translate.policy import ExpressionRuntimeError, Pipeline
 from gateway.upstream import Exchange
 
 from ._contracts import ProxyRequest
-from ._headers import forward_view_headers, response_headers_to_forward
+from ._headers import HOP_BY_HOP, forward_view_headers, response_headers_to_forward
 from ._limits import apply_postponed
 from ._policies import (
     PROCEED,
@@ -101,6 +101,21 @@ def _header_bytes(text: str) -> bytes:
         return text.encode("utf-8")
 
 
+#: Response headers no policy sets: the body's framing is the backend's (or
+#: the gateway's own Content-Length), and hop-by-hop headers belong to one
+#: connection.
+_FRAMING_TEXT = frozenset(name.decode("ascii") for name in HOP_BY_HOP) | {"content-length"}
+
+
+def _reason_bytes(reason: str | None) -> bytes:
+    """A reason phrase for the status line, refused if it could split the response."""
+    if not reason:
+        return b""
+    if "\r" in reason or "\n" in reason or "\0" in reason:
+        raise ValueError("a reason phrase holds a line break or NUL")
+    return reason.encode("latin-1", "replace")
+
+
 def _target_bytes(base_path: str, ctx: PolicyRequest) -> bytes:
     path = (base_path + ctx.path) or "/"
     target = f"{path}?{query}" if (query := ctx.query_string()) else path
@@ -143,6 +158,8 @@ class PolicyRun:
         "counted",
         "generation_number",
         "denied",
+        "api_level",
+        "length",
         "host",
         "forwarded_for",
         "_timer",
@@ -159,6 +176,7 @@ class PolicyRun:
         request_id: bytes,
         generation_number: int,
         denied: Denial | None = None,
+        api_level: bool = False,
         host: bytes = b"",
         forwarded_for: bytes = b"",
     ) -> None:
@@ -184,6 +202,10 @@ class PolicyRun:
         #: a keyless preflight's subscription denial: the answer if inbound
         #: does not answer the preflight itself
         self.denied = denied
+        #: a preflight no operation accepted: only a cors answer goes out
+        self.api_level = api_level
+        #: the backend's Content-Length, when outbound runs on its response
+        self.length: list[bytes] = []
         #: the request's Host and the complete X-Forwarded-For, as the
         #: resource worked them out
         self.host = host
@@ -202,7 +224,9 @@ class PolicyRun:
                 self._bug(PolicyExecutionError("a limit policy and no counter store"))
                 return NOT_DONE_YET
             try:
-                counted = run_inbound_counted(pipeline.inbound, ctx, jwt, counters)
+                counted = run_inbound_counted(
+                    pipeline.inbound, ctx, jwt, counters, lambda: not self.done
+                )
             except PolicyExecutionError as error:
                 self._bug(error)
                 return NOT_DONE_YET
@@ -236,11 +260,20 @@ class PolicyRun:
         ctx = self.ctx
         pipeline = self.pipeline
         try:
-            if outcome is PROCEED and self.denied is not None:
+            if (self.denied is not None or self.api_level) and not (
+                isinstance(outcome, PolicyResponse) and ctx.cors_answered
+            ):
+                # Only the cors policy may answer these (a keyless preflight,
+                # or one no operation accepted); anything else gets what the
+                # request would have got without it.
                 denied = self.denied
-                outcome = PolicyResponse(
-                    denied.status, None, [("content-type", "application/json")], None,
-                    denied.message,
+                outcome = (
+                    PolicyResponse(404, None, [("content-type", "application/json")], None,
+                                   "Resource not found")
+                    if denied is None
+                    else PolicyResponse(denied.status, None,
+                                        [("content-type", "application/json")], None,
+                                        denied.message)
                 )
             if outcome is PROCEED:
                 planned = run_backend(pipeline.backend, ctx)
@@ -358,12 +391,17 @@ class PolicyRun:
             # the plain path does, without a response view.
             self._stream_as_is(status, reason, headers, producer)
             return
+        forwarded = response_headers_to_forward(headers)
+        # The backend's framing stays the backend's: kept aside, put back
+        # when its body streams (a policy cannot change it).
+        self.length = [v for n, v in forwarded if n.lower() == b"content-length"]
         response = PolicyResponse(
             status,
             reason.decode("latin-1") or None,
             [
-                (name.lower().decode("latin-1"), value.decode("latin-1"))
-                for name, value in response_headers_to_forward(headers)
+                (lower, value.decode("latin-1"))
+                for name, value in forwarded
+                if (lower := name.lower().decode("latin-1")) != "content-length"
             ],
         )
         try:
@@ -387,19 +425,21 @@ class PolicyRun:
     def _stream(self, response: PolicyResponse, producer: IPushProducer) -> None:
         """Send the (changed) status and headers, then stream the backend's body."""
         try:
-            encoded = [(_header_bytes(n), _header_bytes(v)) for n, v in response.headers]
+            # The body is the backend's, framed as the backend framed it: a
+            # policy's Content-Length or Transfer-Encoding (or any hop-by-hop
+            # header) would misframe it.
+            encoded = [
+                (_header_bytes(n), _header_bytes(v))
+                for n, v in response.headers
+                if n not in _FRAMING_TEXT
+            ]
+            reason = _reason_bytes(response.reason)
         except ValueError as error:
             self._cancel_backend()
             self._bug(error)
             return
-        reason = response.reason
-        self._stream_as_is(
-            response.status,
-            reason.encode("latin-1", "replace") if reason else b"",
-            encoded,
-            producer,
-            filtered=True,
-        )
+        encoded += [(b"Content-Length", value) for value in self.length[:1]]
+        self._stream_as_is(response.status, reason, encoded, producer, filtered=True)
 
     def _stream_as_is(
         self,
@@ -541,7 +581,12 @@ class PolicyRun:
             return
         request = self.request
         try:
-            encoded = [(_header_bytes(n), _header_bytes(v)) for n, v in response.headers]
+            encoded = [
+                (_header_bytes(n), _header_bytes(v))
+                for n, v in response.headers
+                if n not in _FRAMING_TEXT
+            ]
+            reason = _reason_bytes(response.reason)
         except ValueError as error:
             self._bug(error)
             return
@@ -555,14 +600,10 @@ class PolicyRun:
                 # APIM's refusals (ip-filter, check-header, validate-jwt,
                 # subscription keys) carry no activityId; its 5xx do.
                 body = envelope(response.status, response.message)
-        reason = response.reason
-        request.setResponseCode(
-            response.status, reason.encode("latin-1", "replace") if reason else None
-        )
+        request.setResponseCode(response.status, reason or None)
         headers = request.responseHeaders
         for name, value in encoded:
-            if name.lower() not in (b"content-length", b"transfer-encoding"):
-                headers.addRawHeader(name, value)
+            headers.addRawHeader(name, value)
         if response.status in _NO_BODY:
             body = b""
         else:

@@ -211,6 +211,9 @@ class ProxyResource(Resource):
         if access is not None:
             operation = match.operation
             preflight = method == "OPTIONS" and _is_preflight(request)
+            # A preflight the cors policy may answer (an OPTIONS operation's
+            # requests are its own: APIM forwards them).
+            cors_only = preflight and (operation is None or operation.method != "OPTIONS")
             if operation is None and entry.operations is not None:
                 # An OPTIONS no operation accepts: only a CORS preflight,
                 # answered by the API-level policies (as APIM does).
@@ -231,7 +234,7 @@ class ProxyResource(Resource):
             denied: Denial | None = None
             if verdict.__class__ is Denial:
                 denial: Denial = verdict  # type: ignore[assignment]
-                if not (preflight and pipelines is not None and entry.policy_error is None):
+                if not (cors_only and pipelines is not None and entry.policy_error is None):
                     # Counted per API too (no product, no subscription).
                     request.api_call = ApiCall(
                         access.api_id, operation.name if operation is not None else None, None, None
@@ -261,7 +264,8 @@ class ProxyResource(Resource):
                     verdict,  # type: ignore[arg-type]
                     pipelines,
                     denied,
-                    preflight and (operation is None or operation.method != "OPTIONS"),
+                    cors_only,
+                    operation is None and entry.operations is not None,
                     host,
                 )
         backend = entry.backend
@@ -322,6 +326,7 @@ class ProxyResource(Resource):
         pipelines: Pipelines,
         denied: Denial | None,
         preflight: bool,
+        api_level: bool,
         host: str,
     ) -> bytes | int:
         """
@@ -334,6 +339,9 @@ class ProxyResource(Resource):
         :param preflight: a CORS preflight the ``cors`` policy may answer
             (``False`` for a request an ``OPTIONS`` operation accepted:
             APIM forwards those to the backend).
+        :param api_level: a preflight no operation accepted, run through the
+            API-level pipeline: only a ``cors`` answer is sent; anything else
+            is 404 (or ``denied``), never forwarded.
         """
         entry = match.entry
         pipeline = pipelines.get(access.product_id)
@@ -374,6 +382,7 @@ class ProxyResource(Resource):
             request_id,
             generation_number,
             denied,
+            api_level,
             host.encode("latin-1"),
             _forwarded_for(request, ctx.ip_address),
         )

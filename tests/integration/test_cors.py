@@ -157,6 +157,12 @@ apis:
       - {{name: preflight-items, method: OPTIONS, urlTemplate: /items}}
   - {{name: keyed, path: keyed, serviceUrl: "{backend}/api", subscriptionRequired: true}}
   - {{name: keyednocors, path: keyednocors, serviceUrl: "{backend}/api", subscriptionRequired: true}}
+  - name: keyedoptions
+    path: keyedoptions
+    serviceUrl: "{backend}/api"
+    subscriptionRequired: true
+    operations:
+      - {{name: preflight-items, method: OPTIONS, urlTemplate: /items}}
 subscriptions:
   - {{name: web, scope: /apis/keyed, primaryKey: web-key-0001}}
 policies:
@@ -171,6 +177,15 @@ DOCUMENTS = {
     "ops": SIMPLE,
     "custom": SIMPLE,
     "keyed": SIMPLE,
+    "keyedoptions": """
+<policies>
+  <inbound>
+    <return-response><set-body>private-data</set-body></return-response>
+  </inbound>
+  <backend><forward-request /></backend>
+  <outbound />
+</policies>
+""",
     "keyednocors": """
 <policies>
   <inbound>
@@ -589,6 +604,18 @@ class CorsTests(GatewayTestCase):
         self.assertEqual(r.status, 401)
         self.assertIn("missing subscription key", r.json()["message"])
         self.assertBackendNotCalled()
+
+    @inlineCallbacks
+    def test_keyless_request_to_an_options_operation_is_refused(self) -> Any:
+        """
+        A request an OPTIONS operation accepts is not a preflight for cors:
+        without a key it is 401 like any other, whatever its policies would
+        answer.
+        """
+        r = yield self.request("OPTIONS", "/keyedoptions/items",
+                               headers=preflight("https://app.contoso.com", "POST", "Content-Type"))
+        self.assertEqual(r.status, 401)
+        self.assertNotIn(b"private-data", r.body)
 
     @inlineCallbacks
     def test_actual_request_with_key_on_api_requiring_subscription(self) -> Any:

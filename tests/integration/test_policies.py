@@ -205,6 +205,32 @@ POLICIES: dict[str, tuple[str, str]] = {
 </policies>
 """,
     ),
+    "framing": (
+        "",
+        """
+<policies>
+  <inbound />
+  <backend><forward-request /></backend>
+  <outbound>
+    <set-header name="Content-Length" exists-action="override"><value>2</value></set-header>
+    <set-header name="Transfer-Encoding" exists-action="override"><value>chunked</value></set-header>
+    <set-header name="X-Seen" exists-action="override"><value>yes</value></set-header>
+  </outbound>
+</policies>
+""",
+    ),
+    "badreason": (
+        "",
+        """
+<policies>
+  <inbound>
+    <return-response><set-status code="200" reason="OK&#13;&#10;X-Evil: 1" /></return-response>
+  </inbound>
+  <backend><forward-request /></backend>
+  <outbound />
+</policies>
+""",
+    ),
     "moved": (
         "",
         """
@@ -407,3 +433,34 @@ class PolicyTests(GatewayTestCase):
         self.assertEqual((r.status, r.json()["message"]), (500, "Internal server error"))
         self.assertEqual(self.backend_site.connections, 0)
         self.assertTrue(self.logged("a header holds a line break"))
+
+    @inlineCallbacks
+    def test_preflight_no_operation_accepts_is_never_forwarded(self) -> Any:
+        """
+        A preflight-shaped OPTIONS to a path an operation lists for GET only
+        runs the API-level policies; none of them answers it (no cors), so it
+        is 404, as without them, and the backend is not called.
+        """
+        r = yield self.request("OPTIONS", "/rewrite/items/42", headers=[
+            ("Origin", "https://app.example"), ("Access-Control-Request-Method", "GET")])
+        self.assertEqual((r.status, r.json()["message"]), (404, "Resource not found"))
+        self.assertEqual(self.backend_site.connections, 0)
+
+    @inlineCallbacks
+    def test_outbound_cannot_change_a_streamed_body_framing(self) -> Any:
+        """An outbound Content-Length or Transfer-Encoding is not sent: the backend's framing stays, the connection stays in step."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        self.addCleanup(conn.close)
+        r = yield self.get("/framing/x", conn=conn)
+        self.assertEqual((r.status, r.header("x-seen"), r.header("transfer-encoding")), (200, "yes", None))
+        self.assertEqual(int(r.header("content-length") or 0), len(r.body))
+        self.assertEqual(r.json()["path"], "/api/x")
+        r = yield self.get("/framing/y", conn=conn)
+        self.assertEqual(r.json()["path"], "/api/y")
+
+    @inlineCallbacks
+    def test_reason_phrase_with_a_line_break_is_never_sent(self) -> Any:
+        """A reason phrase holding CR LF answers 500 instead of splitting the response."""
+        r = yield self.get("/badreason/x")
+        self.assertEqual(r.status, 500)
+        self.assertIsNone(r.header("x-evil"))
