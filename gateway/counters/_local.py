@@ -143,7 +143,14 @@ class LocalCounters:
                 counter = self._sliding[(key, period)] = _Sliding()
                 self._arm()
             at = max(at, counter.last)
-            counter.log.append((at, amount))
+            # Drop what left the window, as a check would: a counter only
+            # ever recorded into (the shadow of Redis's, while Redis decides)
+            # must not grow with every call.
+            log = counter.log
+            horizon = at - period
+            while log and log[0][0] <= horizon:
+                counter.count -= log.popleft()[1]
+            log.append((at, amount))
             counter.count += amount
             counter.last = at
             return

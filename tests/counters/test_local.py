@@ -74,6 +74,15 @@ class LocalCountersTests(SynchronousTestCase):
             self.clock.advance(0.001)
         self.assertEqual(len(self.counters._sliding[("k", 60.0)].log), 3)
 
+    def test_recorded_only_log_stays_within_the_window(self) -> None:
+        """A counter only ever recorded into (the shadow of Redis's) drops what left its window."""
+        for _ in range(36_000):  # an hour at 10 calls a second, 60 s window
+            self.counters.record("k", 1, 60.0, at=self.clock.seconds())
+            self.clock.advance(0.1)
+        counter = self.counters._sliding[("k", 60.0)]
+        self.assertLessEqual(len(counter.log), 601)
+        self.assertEqual(counter.count, len(counter.log))
+
     def test_entries_lists_open_windows(self) -> None:
         """entries() gives what is counted in windows still open, with its time, for replay."""
         self.counters.take("s", 5, 10.0, 2)
