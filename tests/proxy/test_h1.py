@@ -316,6 +316,38 @@ class ServingTests(SynchronousTestCase):
         self.assertTrue(c.closing)
         self.assertNotIn(b"0\r\n\r\n", c.take())
 
+    def test_target_forms(self) -> None:
+        """The absolute form and ``OPTIONS *`` are accepted (RFC 9112 §3.2)."""
+        c = Connected()
+        c.send(b"GET http://example.com/x HTTP/1.1\r\nHost: other\r\n\r\n")
+        c.send(b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual([r.uri for r in c.resource.seen], [b"http://example.com/x", b"*"])
+        self.assertEqual([s for s, _, _ in c.responses()], [200, 200])
+
+    def test_upgrade_is_answered_as_a_plain_request(self) -> None:
+        """An Upgrade request is answered as a plain one (no 101 yet), then the connection closes."""
+        c = Connected()
+        c.send(
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+            b"\x81\x85frame"
+        )
+        [(status, headers, _)] = c.responses()
+        self.assertEqual((status, headers[b"connection"]), (200, b"close"))
+        self.assertTrue(c.closing)
+
+    def test_request_headers_are_twisted_headers(self) -> None:
+        """The fields stored in ``Headers``' own form read back through its API, names in any case."""
+        c = Connected()
+        c.send(b"GET / HTTP/1.1\r\nhost: a\r\nx-REQUEST-id: 1\r\nContent-type: t\r\n\r\n")
+        headers = c.resource.seen[0].requestHeaders
+        self.assertEqual(headers.getRawHeaders(b"X-Request-Id"), [b"1"])
+        self.assertEqual(headers.getRawHeaders("content-type"), ["t"])
+        self.assertTrue(headers.hasHeader(b"HOST"))
+        self.assertEqual(
+            sorted(name for name, _ in headers.getAllRawHeaders()),
+            [b"Content-Type", b"Host", b"X-Request-Id"],
+        )
+
     def test_drain_closes_idle_connections(self) -> None:
         """The server closes idle connections on request, not those with a request in progress."""
         idle, busy = Connected(), Connected()
