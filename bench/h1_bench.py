@@ -20,7 +20,6 @@ The server side is this script itself, run as ``--serve twisted|h1 PORT``.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -140,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     load_cpu, server_cpu, plan = cpu_plan()
     env = machine()
     revision = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_DIR, capture_output=True, text=True
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=REPO_DIR,
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout.strip()
     env.update(twisted=twisted_version(), revision=revision or "?", cpu_busy_before=cpu_busy())
     print(machine_line(env), flush=True)

@@ -142,7 +142,7 @@ class H1Channel(Protocol):
 
     # -- Twisted protocol ----------------------------------------------------------
 
-    def connectionMade(self) -> None:  # noqa: N802
+    def connectionMade(self) -> None:
         transport = self.transport
         self.peer = transport.getPeer()
         transport.registerProducer(self, True)
@@ -153,7 +153,7 @@ class H1Channel(Protocol):
         # nginx's client_header_timeout also counts from the accept.
         self._arm_read(_HEADER, self.limits.header_timeout)
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:
         if self._broken:
             return
         if self._in_head:
@@ -195,7 +195,7 @@ class H1Channel(Protocol):
                 self._arm_read(_BODY, self.limits.body_timeout)
         self._advance()
 
-    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._gone = self._broken = True
         self._cancel_timers()
         self.server.channels.discard(self)
@@ -206,14 +206,14 @@ class H1Channel(Protocol):
 
     # -- IPushProducer (the transport's write buffer) ------------------------------
 
-    def pauseProducing(self) -> None:  # noqa: N802
+    def pauseProducing(self) -> None:
         self._send_paused = True
         if self._producer is not None:
             self._producer.pauseProducing()
         if self._send_timer is None:
             self._send_timer = self.clock.callLater(self.limits.send_timeout, self._send_timeout)
 
-    def resumeProducing(self) -> None:  # noqa: N802
+    def resumeProducing(self) -> None:
         self._send_paused = False
         timer = self._send_timer
         if timer is not None:
@@ -223,7 +223,7 @@ class H1Channel(Protocol):
         if self._producer is not None:
             self._producer.resumeProducing()
 
-    def stopProducing(self) -> None:  # noqa: N802
+    def stopProducing(self) -> None:
         """The transport is going away: ``connectionLost`` follows."""
 
     # -- httptools callbacks ---------------------------------------------------------
@@ -389,7 +389,7 @@ class H1Channel(Protocol):
     def _render(self, request: H1Request) -> None:
         try:
             body = self.resource.render(request)  # type: ignore[arg-type]
-        except Exception:
+        except Exception:  # noqa: BLE001 - any bug in a resource is a 500, not a hung connection
             self._log.failure("Rendering {uri!r} failed", uri=request.uri)
             if request.channel is None or request.finished:
                 return
@@ -615,7 +615,7 @@ class H1Server(Factory):
         #: connections accepted so far
         self.accepted = 0
 
-    def buildProtocol(self, addr: Any) -> H1Channel:  # noqa: N802
+    def buildProtocol(self, addr: Any) -> H1Channel:
         self.accepted += 1
         channel = H1Channel(self)
         channel.factory = self

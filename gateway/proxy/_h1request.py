@@ -52,29 +52,29 @@ class H1Request:
     """
 
     __slots__ = (
-        "channel",
-        "method",
-        "uri",
-        "clientproto",
-        "requestHeaders",
-        "responseHeaders",
-        "content",
-        "code",
-        "code_message",
-        "sentLength",
-        "startedWriting",
-        "finished",
-        "on_client_gone",
-        "api_call",
-        "exchange",
-        "keep_alive",
-        "complete",
-        "rendered",
-        "expect_continue",
-        "error",
         "_chunked",
         "_no_body",
         "_producer",
+        "api_call",
+        "channel",
+        "clientproto",
+        "code",
+        "code_message",
+        "complete",
+        "content",
+        "error",
+        "exchange",
+        "expect_continue",
+        "finished",
+        "keep_alive",
+        "method",
+        "on_client_gone",
+        "rendered",
+        "requestHeaders",
+        "responseHeaders",
+        "sentLength",
+        "startedWriting",
+        "uri",
     )
 
     def __init__(
@@ -120,11 +120,11 @@ class H1Request:
 
     # -- what the resource reads ---------------------------------------------
 
-    def getClientAddress(self) -> Any:  # noqa: N802
+    def getClientAddress(self) -> Any:
         channel = self.channel
         return channel.peer if channel is not None else None
 
-    def getRequestHostname(self) -> bytes:  # noqa: N802
+    def getRequestHostname(self) -> bytes:
         """The Host header's name without its port, else the local address."""
         values = self.requestHeaders.getRawHeaders(b"host")
         if values and values[0]:
@@ -139,16 +139,16 @@ class H1Request:
 
     # -- the response ------------------------------------------------------------
 
-    def setResponseCode(self, code: int, message: bytes | None = None) -> None:  # noqa: N802
+    def setResponseCode(self, code: int, message: bytes | None = None) -> None:
         if self.startedWriting:
             return
         self.code = code
         self.code_message = message
 
-    def setHeader(self, name: bytes, value: bytes) -> None:  # noqa: N802
+    def setHeader(self, name: bytes, value: bytes) -> None:
         self.responseHeaders.setRawHeaders(name, [value])
 
-    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:  # noqa: N802
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
         """
         Register the producer of the response body: paused while the client
         reads slower than it produces. Push producers only (the proxy's
@@ -161,7 +161,7 @@ class H1Request:
         if channel is not None:
             channel.producer_registered(self, producer)
 
-    def unregisterProducer(self) -> None:  # noqa: N802
+    def unregisterProducer(self) -> None:
         self._producer = None
         channel = self.channel
         if channel is not None:
@@ -215,7 +215,7 @@ class H1Request:
         self._producer = None
         channel.request_done(self)
 
-    def loseConnection(self) -> None:  # noqa: N802
+    def loseConnection(self) -> None:
         """Close the connection now (a broken response: the client sees it truncated)."""
         channel = self.channel
         if channel is not None:

@@ -148,8 +148,17 @@ class ServingTests(SynchronousTestCase):
         request: ProxyRequest = c.resource.open[0]
         for name in ProxyRequest.__annotations__:
             self.assertTrue(hasattr(request, name), name)
-        for name in ("getClientAddress", "getRequestHostname", "setResponseCode", "setHeader",
-                     "registerProducer", "unregisterProducer", "write", "finish", "loseConnection"):
+        for name in (
+            "getClientAddress",
+            "getRequestHostname",
+            "setResponseCode",
+            "setHeader",
+            "registerProducer",
+            "unregisterProducer",
+            "write",
+            "finish",
+            "loseConnection",
+        ):
             self.assertTrue(callable(getattr(request, name)), name)
 
     def test_trailing_whitespace_is_not_part_of_a_value(self) -> None:
@@ -252,7 +261,7 @@ class ServingTests(SynchronousTestCase):
         self.assertEqual(c.resource.seen, [])
         c.send(b"world")
         [(status, _, body)] = c.responses()
-        self.assertEqual(body, b"POST /p helloworld")
+        self.assertEqual((status, body), (200, b"POST /p helloworld"))
 
     def test_chunked_body(self) -> None:
         """A chunked body (with an extension and a trailer) is decoded; the trailer is dropped."""
@@ -456,20 +465,60 @@ MALFORMED: list[tuple[str, bytes, int]] = [
     ("NUL in a value", b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n", 400),
     ("bare LF", b"GET / HTTP/1.1\nHost: a\n\n", 400),
     ("bare CR", b"GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n", 400),
-    ("two Content-Length", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400),
+    (
+        "two Content-Length",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        400,
+    ),
     ("Content-Length list", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 1\r\n\r\na", 400),
     ("negative Content-Length", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400),
-    ("huge Content-Length", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n", 400),
-    ("CL with TE", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
-    ("TE with CL", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n0\r\n\r\n", 400),
-    ("chunked not final", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
+    (
+        "huge Content-Length",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+        400,
+    ),
+    (
+        "CL with TE",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    (
+        "TE with CL",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    (
+        "chunked not final",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        400,
+    ),
     ("unknown coding", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
-    ("unimplemented coding", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
-    ("chunked twice", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", 400),
+    (
+        "unimplemented coding",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        501,
+    ),
+    (
+        "chunked twice",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
     ("TE on 1.0", b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
-    ("oversize chunk size", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffff\r\n", 400),
-    ("chunk size not hex", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
-    ("chunk without CRLF", b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n", 400),
+    (
+        "oversize chunk size",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffff\r\n",
+        400,
+    ),
+    (
+        "chunk size not hex",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        400,
+    ),
+    (
+        "chunk without CRLF",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n",
+        400,
+    ),
     ("space in target", b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     ("control in target", b"GET /\x01 HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     ("relative target", b"GET a/b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
@@ -486,7 +535,11 @@ MALFORMED: list[tuple[str, bytes, int]] = [
     ("whitespace after the start line", b"GET / HTTP/1.1\r\n Host: a\r\n\r\n", 400),
     ("target too long", b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414),
     ("too many headers", b"GET / HTTP/1.1\r\nHost: a\r\n" + b"X: 1\r\n" * 101 + b"\r\n", 431),
-    ("header section too large", b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"v" * 40000 + b"\r\n\r\n", 431),
+    (
+        "header section too large",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"v" * 40000 + b"\r\n\r\n",
+        431,
+    ),
 ]
 
 
@@ -544,10 +597,10 @@ class MalformedTests(SynchronousTestCase):
             half_closed = False
             aborted = False
 
-            def loseWriteConnection(self) -> None:  # noqa: N802
+            def loseWriteConnection(self) -> None:
                 self.half_closed = True
 
-            def abortConnection(self) -> None:  # noqa: N802
+            def abortConnection(self) -> None:
                 self.aborted = True
 
         c = Connected()
@@ -632,13 +685,13 @@ class Producer:
     def __init__(self) -> None:
         self.state = "producing"
 
-    def pauseProducing(self) -> None:  # noqa: N802
+    def pauseProducing(self) -> None:
         self.state = "paused"
 
-    def resumeProducing(self) -> None:  # noqa: N802
+    def resumeProducing(self) -> None:
         self.state = "producing"
 
-    def stopProducing(self) -> None:  # noqa: N802
+    def stopProducing(self) -> None:
         self.state = "stopped"
 
 

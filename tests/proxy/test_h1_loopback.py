@@ -43,11 +43,11 @@ class _Streamer:
         request.registerProducer(self, True)
         reactor.callLater(0, self.resumeProducing)
 
-    def pauseProducing(self) -> None:  # noqa: N802
+    def pauseProducing(self) -> None:
         self.paused = True
         self.pauses += 1
 
-    def resumeProducing(self) -> None:  # noqa: N802
+    def resumeProducing(self) -> None:
         self.paused = False
         chunk = b"x" * 65536
         while not self.paused and self.left > 0 and self.request.channel is not None:
@@ -58,7 +58,7 @@ class _Streamer:
             self.request.unregisterProducer()
             self.request.finish()
 
-    def stopProducing(self) -> None:  # noqa: N802
+    def stopProducing(self) -> None:
         self.left = 0
 
 
@@ -129,7 +129,8 @@ class LoopbackTests(TestCase):
     def test_pipelined(self) -> Any:
         """Ten requests in one segment are answered in order."""
         data = b"".join(
-            b"GET /%d HTTP/1.1\r\nHost: a\r\n%s\r\n" % (i, b"Connection: close\r\n" if i == 9 else b"")
+            b"GET /%d HTTP/1.1\r\nHost: a\r\n%s\r\n"
+            % (i, b"Connection: close\r\n" if i == 9 else b"")
             for i in range(10)
         )
         raw = yield deferToThread(raw_exchange, self.port, data)
@@ -231,7 +232,9 @@ class RealProxyTests(GatewayTestCase):
             conn = http.client.HTTPConnection("127.0.0.1", self.h1_port, timeout=20)
             try:
                 out = [request_sync(self.h1_port, "GET", "/echo/resource?p=1", conn=conn)]
-                out.append(request_sync(self.h1_port, "POST", "/echo/resource", body=b"hello", conn=conn))
+                out.append(
+                    request_sync(self.h1_port, "POST", "/echo/resource", body=b"hello", conn=conn)
+                )
                 out.append(request_sync(self.h1_port, "HEAD", "/app/x", conn=conn))
                 out.append(request_sync(self.h1_port, "GET", "/app/x?status=204", conn=conn))
                 out.append(request_sync(self.h1_port, "GET", "/nowhere", conn=conn))
@@ -241,7 +244,9 @@ class RealProxyTests(GatewayTestCase):
                 conn.close()
 
         get, post, head, empty, missing, big = yield deferToThread(run)
-        self.assertEqual((get.status, get.json()["path"], get.json()["query"]), (200, "/api/resource", "p=1"))
+        self.assertEqual(
+            (get.status, get.json()["path"], get.json()["query"]), (200, "/api/resource", "p=1")
+        )
         self.assertEqual(post.json()["body"], "hello")
         self.assertEqual((head.status, head.body), (200, b""))
         self.assertEqual((empty.status, empty.body), (204, b""))
