@@ -344,7 +344,12 @@ class PolicyRun:
                 forwarded_host=host,
                 request_id=self.request_id,
             )
-        except (InvalidObject, ValueError) as error:
+        except InvalidObject:
+            # Not the URL itself: an expression built it, and it may hold
+            # something secret.
+            self._bug(PolicyExecutionError("set-backend-service gave an unusable base-url"))
+            return
+        except ValueError as error:
             self._bug(error)
             return
         body: Any = ctx.body
@@ -486,12 +491,12 @@ class PolicyRun:
             if self.producer is not None:
                 self.request.unregisterProducer()
                 self.producer = None
-            resource.report_broken_response(self.backend, self.activity_id, reason)
+            resource.report_broken_response(self._reported(), self.activity_id, reason)
             cut(self.request)
             self._end(self.request.code)
             return
         timeout = resource.report_backend_failure(
-            self.request, self.backend, self.activity_id, reason
+            self.request, self._reported(), self.activity_id, reason
         )
         self.backend_exchange = None
         if timeout:
@@ -503,6 +508,15 @@ class PolicyRun:
         """The backend client moved the request to another endpoint (see the plain path)."""
         self.backend = retry_on
         self.resource.report_endpoint_moved(self.entry.label, failed, retry_on, reason)
+
+    def _reported(self) -> Backend:
+        """
+        The backend named in logs and metric labels: the route's when a
+        policy chose another (``set-backend-service`` may build its URL from
+        the request, which must not make labels or log text the client
+        chooses).
+        """
+        return self.entry.backend if self.ctx.backend_url is not None else self.backend
 
     # -- failures, retries, on-error -----------------------------------------
 
@@ -663,6 +677,6 @@ class PolicyRun:
             request.sentLength,
             resource._clock.seconds() - self.started,
             self.entry.label,
-            self.backend.url if self.plan is not None else "-",
+            self._reported().url if self.plan is not None else "-",
             self.activity_id,
         )

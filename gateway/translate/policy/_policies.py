@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
+from urllib.parse import urlsplit
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
@@ -444,9 +445,24 @@ def _set_backend_service(e: _Element, section: str) -> SetBackendService | None:
     e.children(())
     if base_url is None:
         return None
-    if isinstance(base_url, str) and not base_url.startswith(("http://", "https://")):
-        e.problem("must be an http:// or https:// URL", "base-url")
-        return None
+    if isinstance(base_url, str):
+        if not base_url.startswith(("http://", "https://")):
+            e.problem("must be an http:// or https:// URL", "base-url")
+            return None
+        try:
+            parts = urlsplit(base_url)
+            parts.port  # noqa: B018 (raises on a bad port)
+        except ValueError:
+            e.problem("is not a valid URL", "base-url")
+            return None
+        if not parts.hostname:
+            e.problem("has no host", "base-url")
+            return None
+        if parts.query or parts.fragment:
+            # A query here would reach logs and error messages with the URL
+            # (a key in it too): set-query-parameter is the place for it.
+            e.problem("must not have a query or fragment (use set-query-parameter)", "base-url")
+            return None
     return SetBackendService(base_url)
 
 

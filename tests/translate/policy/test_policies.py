@@ -221,6 +221,13 @@ class TransformTests(PolicyCase):
                          ["policies/inbound/set-backend-service/@backend-id: is not supported by apimgw"])
         self.assertEqual(self.problems('<set-backend-service base-url="ftp://x"/>'),
                          ["policies/inbound/set-backend-service/@base-url: must be an http:// or https:// URL"])
+        self.assertEqual(
+            self.problems('<set-backend-service base-url="https://fn.example/api?code={{fn-key}}"/>',
+                          **{"fn-key": "s3cr3t"}),
+            ["policies/inbound/set-backend-service/@base-url: must not have a query or fragment "
+             "(use set-query-parameter)"])
+        self.assertEqual(self.problems('<set-backend-service base-url="https://:80/x"/>'),
+                         ["policies/inbound/set-backend-service/@base-url: has no host"])
 
     def test_set_method(self) -> None:
         """The text is the method, upper-cased."""
