@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import datetime, timezone
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, maybeDeferred, succeed
@@ -30,6 +30,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from gateway.translate import GatewayConfig
+from gateway.translate.policy import is_loopback_url
 
 from ._fetch import Fetch, FetchError
 from ._keys import KeySet, MalformedDocument, jwks_keys
@@ -206,8 +207,13 @@ class OpenIdKeys:
             if not isinstance(document, dict):
                 raise MalformedDocument("the discovery document is not a JSON object")
             jwks_uri = document.get("jwks_uri")
-            if not isinstance(jwks_uri, str) or not jwks_uri.startswith(("https://", "http://")):
-                raise MalformedDocument("the discovery document has no http(s) jwks_uri")
+            if not isinstance(jwks_uri, str) or not (
+                jwks_uri.startswith("https://")
+                or (jwks_uri.startswith("http://") and is_loopback_url(jwks_uri))
+            ):
+                raise MalformedDocument(
+                    "the discovery document has no https jwks_uri (http only on a loopback host)"
+                )
             return self._fetch(jwks_uri)
 
         # maybeDeferred: a fetch that raises at once fails this fetch only.

@@ -26,6 +26,7 @@ from ._policies import (
     CompiledDocument,
     PolicyProblem,
     compile_document,
+    is_loopback_url,
     referenced_named_values,
 )
 from ._scopes import (
@@ -52,9 +53,9 @@ from ._steps import (
     IpFilter,
     JwtClaim,
     JwtKey,
+    LimitTarget,
     MockResponse,
     Pipeline,
-    LimitTarget,
     Quota,
     RateLimit,
     RateLimitByKey,
@@ -77,6 +78,7 @@ from ._steps import (
 from ._xml import XmlError
 
 __all__ = [
+    "is_loopback_url",
     "API",
     "BASE",
     "DEFAULT_GLOBAL_POLICY",

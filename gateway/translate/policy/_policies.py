@@ -15,13 +15,12 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
-from urllib.parse import urlsplit
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from ._expressions import BOOL, Expression, ExpressionError, compile_expression, is_expression
 from ._steps import (
-    LimitTarget,
     BASE,
     REQUEST,
     RESPONSE,
@@ -35,6 +34,7 @@ from ._steps import (
     IpFilter,
     JwtClaim,
     JwtKey,
+    LimitTarget,
     MockResponse,
     Quota,
     RateLimit,
@@ -437,6 +437,20 @@ def _rewrite_uri(e: _Element, section: str) -> RewriteUri | None:
     return RewriteUri(template, copy)
 
 
+def is_loopback_url(url: str) -> bool:
+    """Whether ``url``'s host is this machine (tests, a local identity provider)."""
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _set_backend_service(e: _Element, section: str) -> SetBackendService | None:
     e.unsupported("backend-id", "sf-partition-key", "sf-replica-type", "sf-resolve-condition",
                   "sf-service-instance-name", "sf-listener-name", "dapr-app-id", "dapr-method",
@@ -663,7 +677,13 @@ def _validate_jwt(e: _Element, section: str) -> ValidateJwt | None:
             sub.unsupported("validate-connectivity")
             sub.children(())
             if url is not None:
-                if url.startswith(("http://", "https://")):
+                if url.startswith("http://") and not is_loopback_url(url):
+                    # Keys fetched in clear could be replaced on the way:
+                    # accepted tokens would be forged ones (IdentityModel
+                    # also requires https).
+                    sub.problem("must be an https:// URL (http:// only on a loopback host)",
+                                "url")
+                elif url.startswith(("http://", "https://")):
                     urls.append(url)
                 else:
                     sub.problem("must be an http:// or https:// URL", "url")

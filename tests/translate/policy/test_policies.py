@@ -346,6 +346,17 @@ class AccessTests(PolicyCase):
             "policies/inbound/cors: allowed-origins: 'a.example' is not * or a URI with a scheme",
         ])
 
+    def test_openid_config_must_be_https(self) -> None:
+        """openid-config over http only on a loopback host: keys fetched in clear could be forged."""
+        self.assertEqual(self.problems(
+            '<validate-jwt header-name="Authorization">'
+            '<openid-config url="http://idp.example/.well-known/openid-configuration"/></validate-jwt>'), [
+            "policies/inbound/validate-jwt/openid-config/@url: must be an https:// URL "
+            "(http:// only on a loopback host)"])
+        self.assertEqual(self.problems(
+            '<validate-jwt header-name="Authorization">'
+            '<openid-config url="http://127.0.0.1:8000/.well-known/openid-configuration"/></validate-jwt>'), [])
+
     def test_validate_jwt(self) -> None:
         """Every attribute and child compiles into data; defaults are APIM's."""
         step = self.step(
