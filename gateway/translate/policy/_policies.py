@@ -867,6 +867,15 @@ def _targets(e: _Element, quota: bool) -> tuple[LimitTarget, ...]:
     return tuple(out)
 
 
+def _limit_names(e: _Element) -> list[str | None]:
+    """The header and variable names of a rate limit; header names must be HTTP tokens."""
+    names = [e.string(n) for n in _LIMIT_NAMES]
+    for attribute, value in zip(_LIMIT_NAMES, names, strict=True):
+        if value is not None and attribute.endswith("-header-name") and not _FIELD_NAME.fullmatch(value):
+            e.problem(f"must be an HTTP header name (a token), not {value[:40]!r}", attribute)
+    return names
+
+
 def _scope_allows(e: _Element, allowed: tuple[str, ...]) -> None:
     """APIM's scopes for the limit policies (the compiler's scope id, when known)."""
     scope = e.compiler.scope
@@ -883,7 +892,7 @@ def _scope_allows(e: _Element, allowed: tuple[str, ...]) -> None:
 def _rate_limit(e: _Element, section: str) -> RateLimit | None:
     calls = e.integer("calls", required=True, low=1)
     period = e.integer("renewal-period", required=True, low=1, high=300)
-    names = [e.string(n) for n in _LIMIT_NAMES]
+    names = _limit_names(e)
     targets = _targets(e, quota=False)
     _scope_allows(e, ("product", "api", "operation"))
     if e.failed:
@@ -900,7 +909,7 @@ def _rate_limit_by_key(e: _Element, section: str) -> RateLimitByKey | None:
         else None
     e.used.add("increment-condition")
     increment = e.integer("increment-count", 1, low=1)
-    names = [e.string(n) for n in _LIMIT_NAMES]
+    names = _limit_names(e)
     e.children(())
     if e.failed:
         return None

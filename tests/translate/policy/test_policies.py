@@ -503,6 +503,13 @@ class FlowTests(PolicyCase):
             "policies/inbound/rate-limit/api[2]/@calls: is required",
         ])
 
+    def test_limit_header_names_are_tokens(self) -> None:
+        """The limit policies' header names must be HTTP tokens (no header injection from them)."""
+        self.assertEqual(self.problems(
+            '<rate-limit calls="1" renewal-period="1" remaining-calls-header-name="X-A: b"/>'), [
+            "policies/inbound/rate-limit/@remaining-calls-header-name: must be an HTTP header name "
+            "(a token), not 'X-A: b'"])
+
     def test_rate_limit_bad(self) -> None:
         """A bad limit is reported as invalid, by attribute."""
         self.assertEqual(self.problems('<rate-limit calls="0" renewal-period="301"/>'), [
