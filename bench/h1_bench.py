@@ -20,10 +20,12 @@ The server side is this script itself, run as ``--serve twisted|h1 PORT``.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from _common import (
@@ -71,6 +73,12 @@ def serve(kind: str, port: int) -> None:
     reactor.run()  # type: ignore[attr-defined]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (seconds)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _ready(port: int) -> bool:
     import http.client
 
@@ -103,7 +111,8 @@ def run_case(
             f"http://127.0.0.1:{port}/",
         ]
         # Warm up (connections, caches), then measure.
-        for seconds, keep in ((2, False), (args.seconds, True)):
+        for seconds in (2, args.seconds):
+            cpu_before = cpu_seconds(server.pid)
             proc = procs.start(
                 pinned([*argv[:3], f"-d{seconds}s", *argv[3:]], load_cpu),
                 stdout=subprocess.PIPE,
@@ -115,7 +124,13 @@ def run_case(
                 procs.stop(proc)
             if proc.returncode != 0:
                 raise BenchError(f"wrk failed: {out.decode(errors='replace')}")
+        cpu = cpu_seconds(server.pid) - cpu_before
         result = parse_wrk(out.decode("utf-8", "replace"))
+        # CPU per request: less sensitive than req/s to other load on the
+        # machine (a neighbour slows the server down, not its work).
+        result["cpu_us_per_request"] = (
+            cpu / result["requests"] * 1e6 if result["requests"] else None
+        )
         result["alive"] = server.poll() is None
         return result
     finally:
@@ -163,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"  round {round_ + 1} {kind:8} {result['requests_per_sec'] or 0:10,.0f} req/s  "
                     f"p50 {result['p50_ms'] or 0:.2f} ms  p99 {result['p99_ms'] or 0:.2f} ms  "
+                    f"server CPU {result['cpu_us_per_request'] or 0:.1f} us/req  "
                     f"errors {sum(result['socket_errors'].values())} "
                     f"non-2xx {result['non_2xx_3xx']}",
                     flush=True,
@@ -170,15 +186,20 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.5)
     finally:
         procs.stop_all()
-    print("\ncase      median req/s   median p99")
+    print("\ncase      median req/s   median p99   median server CPU per request")
     medians = {}
+    cpus = {}
     for kind in CASES:
         rps = statistics.median(r["requests_per_sec"] or 0 for r in results[kind])
         p99 = statistics.median(r["p99_ms"] or 0 for r in results[kind])
-        medians[kind] = rps
-        print(f"{kind:8} {rps:14,.0f} {p99:10.2f} ms")
-    if medians["twisted"]:
-        print(f"\nh1 / twisted: {medians['h1'] / medians['twisted']:.2f}x")
+        cpu = statistics.median(r["cpu_us_per_request"] or 0 for r in results[kind])
+        medians[kind], cpus[kind] = rps, cpu
+        print(f"{kind:8} {rps:14,.0f} {p99:10.2f} ms {cpu:12.1f} us")
+    if medians["twisted"] and cpus["h1"]:
+        print(
+            f"\nh1 / twisted: {medians['h1'] / medians['twisted']:.2f}x req/s, "
+            f"{cpus['twisted'] / cpus['h1']:.2f}x less server CPU per request"
+        )
     return 0
 
 
