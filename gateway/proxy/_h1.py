@@ -41,6 +41,7 @@ from httptools import (
     HttpParserUpgrade,
     HttpRequestParser,
 )
+from twisted.internet import tcp
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
@@ -144,6 +145,10 @@ class H1Channel(Protocol):
 
     def connectionMade(self) -> None:
         transport = self.transport
+        if isinstance(transport, tcp.Connection) and hasattr(transport, "_tempDataLen"):
+            self.send = self._send_now  # type: ignore[method-assign]
+        else:
+            self.send = transport.write  # type: ignore[method-assign]
         self.peer = transport.getPeer()
         transport.registerProducer(self, True)
         self._registered = True
@@ -203,6 +208,36 @@ class H1Channel(Protocol):
         queue, self.queue = self.queue, deque()
         for request in queue:
             request.client_gone(reason)
+
+    # -- writing --------------------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        """Write ``data`` to the client (replaced per connection in ``connectionMade``)."""
+        self.transport.write(data)
+
+    def _send_now(self, data: bytes) -> None:
+        """
+        Write to a plain TCP connection: straight to the socket when nothing
+        is waiting in Twisted's buffer, else (and for what the socket did not
+        take) through ``transport.write``.
+
+        Twisted's ``write`` always buffers and asks the reactor for a
+        writable event, which costs two ``epoll_ctl`` calls and a loop
+        iteration per response (strace: 40% of the server's system call
+        time under wrk). This reads Twisted's private buffer state
+        (``dataBuffer``, ``_tempDataLen``), checked at connection time; a
+        TLS transport never takes this path.
+        """
+        transport = self.transport
+        if transport._tempDataLen or transport.dataBuffer or transport.disconnecting:
+            transport.write(data)
+            return
+        sent = transport.writeSomeData(data)
+        if sent.__class__ is not int:
+            # The connection is lost: let Twisted's own path find out.
+            transport.write(data)
+        elif sent < len(data):
+            transport.write(data[sent:])
 
     # -- IPushProducer (the transport's write buffer) ------------------------------
 
@@ -378,7 +413,7 @@ class H1Channel(Protocol):
                         if request.expect_continue:
                             # Its turn, and its body is wanted (RFC 9110 §10.1.1).
                             request.expect_continue = False
-                            self.transport.write(_CONTINUE)
+                            self.send(_CONTINUE)
                         break
                     # Over the size limit: answered now, the body never read.
                 request.rendered = True

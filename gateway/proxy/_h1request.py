@@ -176,24 +176,24 @@ class H1Request:
         if not self.startedWriting:
             self.startedWriting = 1
             head = self._head()
+            # The head and the first piece of body in one write: one
+            # segment for a typical API answer.
             if data and not self._no_body:
                 self.sentLength += len(data)
                 if self._chunked:
-                    channel.transport.writeSequence([head, b"%x\r\n" % len(data), data, b"\r\n"])
-                elif len(data) < 16384:
-                    channel.transport.write(head + data)
+                    channel.send(b"".join((head, b"%x\r\n" % len(data), data, b"\r\n")))
                 else:
-                    channel.transport.writeSequence([head, data])
+                    channel.send(head + data)
             else:
-                channel.transport.write(head)
+                channel.send(head)
             return
         if not data or self._no_body:
             return
         self.sentLength += len(data)
         if self._chunked:
-            channel.transport.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
+            channel.send(b"".join((b"%x\r\n" % len(data), data, b"\r\n")))
         else:
-            channel.transport.write(data)
+            channel.send(data)
 
     def finish(self) -> None:
         if self.finished:
@@ -210,7 +210,7 @@ class H1Request:
                 headers.setRawHeaders(b"content-length", [b"0"])
             self.write(b"")
         if self._chunked:
-            channel.transport.write(b"0\r\n\r\n")
+            channel.send(b"0\r\n\r\n")
         self.finished = True
         self._producer = None
         channel.request_done(self)
