@@ -33,6 +33,7 @@ from __future__ import annotations
 import re
 import weakref
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from httptools import (
@@ -450,6 +451,9 @@ class H1Channel(Protocol):
         request.setHeader(b"content-length", b"%d" % len(body))
         request.write(body)
         request.finish()
+        refused = self.server.on_refused
+        if refused is not None:
+            refused(status, message, self.peer)
 
     def request_done(self, request: H1Request) -> None:
         """Called by ``request.finish()``: the answer went out completely."""
@@ -638,12 +642,21 @@ class H1Server(Factory):
     :meth:`GatewaySite.close_idle_connections <gateway.proxy.GatewaySite.close_idle_connections>`).
 
     :param clock: schedules the timeouts.
+    :param on_refused: called with ``(status, message, peer)`` for every
+        request the channel answers itself (a refusal, a timeout, a resource
+        that raised), which the resource's access log and metrics never see.
     """
 
     def __init__(
-        self, resource: Resource, clock: IReactorTime, limits: H1Limits | None = None
+        self,
+        resource: Resource,
+        clock: IReactorTime,
+        limits: H1Limits | None = None,
+        *,
+        on_refused: Callable[[int, str, Any], None] | None = None,
     ) -> None:
         self.resource = resource
+        self.on_refused = on_refused
         self.clock = clock
         self.limits = limits if limits is not None else H1Limits()
         self.channels: weakref.WeakSet[H1Channel] = weakref.WeakSet()

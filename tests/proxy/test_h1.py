@@ -590,6 +590,16 @@ class MalformedTests(SynchronousTestCase):
         self.assertEqual(c.responses()[0][0], 431)
         self.assertTrue(c.closing)
 
+    def test_refusals_are_reported(self) -> None:
+        """The server's ``on_refused`` hears of every answer the channel gives itself."""
+        c = Connected()
+        heard: list[tuple[int, str, Any]] = []
+        c.server.on_refused = lambda *args: heard.append(args)
+        c.send(GET + b"GET / HTTP/1.1\r\n\r\n")
+        [(status, message, peer)] = heard
+        self.assertEqual((status, peer.host), (400, "192.0.2.7"))
+        self.assertIn("Host", message)
+
     def test_linger(self) -> None:
         """After a refusal the write side closes first, input is drained, and the connection is aborted after ``linger``."""
 
