@@ -122,6 +122,11 @@ class Connected:
 GET = b"GET /a HTTP/1.1\r\nHost: example.com\r\n\r\n"
 
 
+def _conforms(request: H1Request) -> ProxyRequest:
+    """For the type checker: ``H1Request`` is a ``ProxyRequest`` (mypy checks this return)."""
+    return request
+
+
 class ServingTests(SynchronousTestCase):
     def test_get(self) -> None:
         """A GET is rendered with its method, target, version and headers, and answered with a length."""
