@@ -56,7 +56,7 @@ from ._policies import (
     run_on_error,
     run_outbound,
 )
-from ._replies import close_after_response, cut, envelope
+from ._replies import close_after_response, cut, envelope, finish_streamed
 
 if TYPE_CHECKING:
     from gateway.upstream import Balancer
@@ -475,12 +475,8 @@ class PolicyRun:
         if not self.streaming or self.done:
             return
         request = self.request
-        if self.producer is not None:
-            request.unregisterProducer()
-            self.producer = None
-        if not request.startedWriting:
-            request.write(b"")
-        request.finish()
+        finish_streamed(request, self.producer)
+        self.producer = None
         self._end(request.code)
 
     def response_failed(self, reason: TwistedFailure) -> None:

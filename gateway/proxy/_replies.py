@@ -11,7 +11,7 @@ from typing import Any
 
 from ._contracts import ProxyRequest
 
-__all__ = ["close_after_response", "cut", "envelope"]
+__all__ = ["close_after_response", "cut", "envelope", "finish_streamed"]
 
 
 def envelope(status: int, message: str, **extra: str) -> bytes:
@@ -47,3 +47,16 @@ def close_after_response(request: ProxyRequest) -> None:
     channel = request.channel
     if channel is not None and hasattr(channel, "persistent"):
         channel.persistent = False
+
+
+def finish_streamed(request: ProxyRequest, producer: Any) -> None:
+    """
+    End a response whose body was streamed from the backend: release its
+    producer, send the headers if no body byte went out (HEAD, 204, 304, or
+    an empty body), and finish.
+    """
+    if producer is not None:
+        request.unregisterProducer()
+    if not request.startedWriting:
+        request.write(b"")
+    request.finish()

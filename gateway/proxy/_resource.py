@@ -31,7 +31,7 @@ from ._headers import forward_request_headers, response_headers_to_forward
 from ._limits import Counters
 from ._policies import JwtValidator, policy_request
 from ._policy_run import PolicyRun
-from ._replies import close_after_response, cut, envelope
+from ._replies import close_after_response, cut, envelope, finish_streamed
 
 #: The upstream Helm chart's probe path, answered on the traffic port.
 STATUS_PATH = b"/status-0123456789abcdef"
@@ -640,13 +640,8 @@ class _Exchange:
 
     def response_finished(self) -> None:
         request = self.request
-        if self.producer is not None:
-            request.unregisterProducer()
-            self.producer = None
-        if not request.startedWriting:
-            # No body (HEAD, 204, 304, or empty): still send the headers.
-            request.write(b"")
-        request.finish()
+        finish_streamed(request, self.producer)
+        self.producer = None
         self._end(request.code)
 
     def response_failed(self, reason: Failure) -> None:
