@@ -35,6 +35,9 @@ class RedisTestCase(TestCase):
 
     def counters(self, server: RedisServer, **kwargs: Any) -> RedisCounters:
         kwargs.setdefault("namespace", self.id().rsplit(".", 1)[-1])
+        # These tests are about what Redis counts, not how fast: a loaded CI
+        # machine must not turn a slow answer into a timeout.
+        kwargs.setdefault("command_timeout", 10.0)
         counters = RedisCounters(reactor, kwargs.pop("url", server.url), **kwargs)
         counters.start()
         self.addCleanup(counters.stop)

@@ -92,7 +92,10 @@ class SharedRedisTests(TestCase):
         self.logs: list[str] = []
         for _ in range(2):
             log = tempfile.mktemp(suffix=".log")
-            env = dict(os.environ, TELEMETRY_LOGS_STD="none",
+            # A generous Redis timeout: these tests count exactly, and a
+            # loaded machine must not turn a slow answer into a fallback (a
+            # killed Redis refuses connections at once anyway).
+            env = dict(os.environ, TELEMETRY_LOGS_STD="none", RATE_LIMIT_REDIS_TIMEOUT="5",
                        RATE_LIMIT_REDIS_URL=self.redis.url, GATEWAY_SHUTDOWN_DELAY="0")
             gw = GatewayProcess(["--config", config], env=env, cwd=_REPO, logfile=log)
             self.addCleanup(gw.kill)
