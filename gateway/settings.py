@@ -57,6 +57,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("gateway.backend.max-idle", "max-idle", "64", "idle keep-alive connections kept per backend"),
     Setting("gateway.request.max-body", "max-body", str(100 * 1024 * 1024), "request body limit in bytes (413 above)"),
     Setting("gateway.errors.mode", "error-mode", "apim", "backend failures as 500 (apim) or 502/504 (http)"),
+    Setting(
+        "gateway.http1.server",
+        "http1-server",
+        "strict",
+        "HTTP/1.1 server of the plain listener: twisted (twisted.web) or strict (apimgw's own on "
+        "httptools, docs/http1.md; not yet on the HTTPS listener)",
+    ),
     Setting("gateway.config.poll", "poll-interval", "1", "seconds between checks of the configuration file"),
     Setting(
         "net.server.tls.min-version",
@@ -245,6 +252,7 @@ ACCESS_LOG_FORMATS = ("none", "text", "json")
 ERROR_MODES = ("apim", "http")
 TLS_MIN_VERSIONS = ("1.2", "1.3")
 INGRESS_BACKEND_MODES = ("service", "endpoints")
+HTTP1_SERVERS = ("twisted", "strict")
 
 
 def _number(values: Mapping[str, str], name: str, kind: type, *, positive: bool = False) -> Any:
@@ -342,6 +350,7 @@ class ProxySettings:
     max_body: int
     error_mode: str
     tls_min_version: str
+    http1_server: str = "strict"
 
     @classmethod
     def parse(cls, values: Mapping[str, str]) -> ProxySettings:
@@ -358,6 +367,7 @@ class ProxySettings:
             max_body=_number(values, "gateway.request.max-body", int),
             error_mode=_choice(values, "gateway.errors.mode", ERROR_MODES),
             tls_min_version=_choice(values, "net.server.tls.min-version", TLS_MIN_VERSIONS),
+            http1_server=_choice(values, "gateway.http1.server", HTTP1_SERVERS),
         )
 
 

@@ -39,7 +39,7 @@ from gateway.observability import (
     Health,
     RequestObserver,
 )
-from gateway.proxy import GatewaySite, ProxyResource, TrafficListener
+from gateway.proxy import GatewaySite, H1Limits, H1Server, ProxyResource, TrafficListener
 from gateway.reconcile import Reconciler
 from gateway.routing import Generation
 from gateway.settings import (
@@ -325,6 +325,15 @@ def _add_reconciler(
         top.reconciler.add_swap_listener(status.generation_swapped)
 
 
+def _count_refused(metrics: GatewayMetrics) -> Callable[[int, str, Any], None]:
+    """Counts the requests the HTTP/1.1 server answers itself, by status."""
+
+    def refused(status: int, message: str, peer: Any) -> None:
+        metrics.http_refused.labels(str(status)).inc()
+
+    return refused
+
+
 def _add_openid_keys(top: Gateway, reactor: Any) -> None:
     """
     validate-jwt's key cache: the keys of the ``openid-config`` URLs a
@@ -404,8 +413,15 @@ def _add_traffic(
             jwt=jwt,
             counters=counters,
         )
-        site = GatewaySite(resource, max_body=proxy.max_body)
+        site: Any = GatewaySite(resource, max_body=proxy.max_body)
         factory: Any = site
+        if name == "http" and proxy.http1_server == "strict":
+            site = factory = H1Server(
+                resource,
+                reactor,
+                H1Limits(max_body=proxy.max_body),
+                on_refused=_count_refused(top.metrics),
+            )
         if name == "https" and sni is not None:
             fallback, _ = sni.build(GatewayConfig())
             creator = SNIConnectionCreator(top.reconciler, fallback)

@@ -109,6 +109,13 @@ class GatewayMetrics:
         self.in_flight = Gauge(
             "apimgw_requests_in_flight", "Requests being proxied right now.", registry=r
         )
+        self.http_refused = Counter(
+            "apimgw_http_refused",
+            "Requests the HTTP/1.1 server answered itself, before the proxy saw them (malformed, "
+            "too large, too slow), by status.",
+            ["status"],
+            registry=r,
+        )
         self.ratelimit_fallback = Counter(
             "apimgw_ratelimit_fallback",
             "Limit checks decided by this replica's local counters because the configured Redis "

@@ -11,6 +11,8 @@ there.
 from gateway.upstream import BackendError, BackendPool, BackendTimeout
 
 from ._contracts import ProxyHealth, ProxyObserver, ProxyRequest
+from ._h1 import H1Server
+from ._h1limits import H1Limits
 from ._listener import TrafficListener
 from ._replies import envelope
 from ._resource import STATUS_PATH, ProxyResource
@@ -24,6 +26,8 @@ __all__ = [
     "BackendTimeout",
     "GatewayRequest",
     "GatewaySite",
+    "H1Limits",
+    "H1Server",
     "ProxyHealth",
     "ProxyObserver",
     "ProxyRequest",

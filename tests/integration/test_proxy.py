@@ -220,6 +220,9 @@ class FailureTests(GatewayTestCase):
         self.assertIn(b"400", data.split(b"\r\n", 1)[0])
         r = yield self.get("/app/after")
         self.assertEqual(r.status, 200)
+        # The strict HTTP/1.1 server answered it itself: counted by status.
+        metrics = yield self.admin("/metrics")
+        self.assertIn('apimgw_http_refused_total{status="400"} 1.0', metrics.body.decode())
 
 
 class LargeResponseTests(GatewayTestCase):
