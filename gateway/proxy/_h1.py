@@ -246,6 +246,9 @@ class H1Channel(Protocol):
         self._send_paused = True
         if self._producer is not None:
             self._producer.pauseProducing()
+        # Nor read more requests whose answers would pile up in the write
+        # buffer of a client that does not read (as twisted.web does).
+        self._update_reading()
         if self._send_timer is None:
             self._send_timer = self.clock.callLater(self.limits.send_timeout, self._send_timeout)
 
@@ -258,6 +261,33 @@ class H1Channel(Protocol):
                 timer.cancel()
         if self._producer is not None:
             self._producer.resumeProducing()
+        self._update_reading()
+
+    def _queue_full(self) -> bool:
+        """
+        Enough is waiting: ``max_pipelined`` requests, or a request with a
+        body behind the one being answered (so at most one body beyond the
+        one in progress is ever spooled).
+        """
+        queue = self.queue
+        if len(queue) >= self.limits.max_pipelined:
+            return True
+        for index, request in enumerate(queue):
+            if index and request.content is not None and request.content.size:
+                return True
+        return False
+
+    def _update_reading(self) -> None:
+        """Read from the client unless its answers are stuck or enough is queued."""
+        if self._gone or self._closing:
+            return
+        pause = self._send_paused or self._queue_full()
+        if pause and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pauseProducing()
+        elif not pause and self._reading_paused:
+            self._reading_paused = False
+            self.transport.resumeProducing()
 
     def stopProducing(self) -> None:
         """The transport is going away: ``connectionLost`` follows."""
@@ -321,9 +351,13 @@ class H1Channel(Protocol):
                 raise _Reject(400, "Bad request: a Host header is required")
         elif len(host) > 1:
             raise _Reject(400, "Bad request: more than one Host header")
-        elif _HOST.match(host[0]) is None:
+        elif _HOST.match(host[0]) is None or (not host[0] and proto == b"HTTP/1.1"):
             raise _Reject(400, "Bad request: invalid Host header")
         url = self._url
+        if b"#" in url:
+            raise _Reject(400, "Bad request: a fragment in the request target")
+        if url[:1] != b"/" and b"@" in url.partition(b"://")[2].partition(b"/")[0]:
+            raise _Reject(400, "Bad request: userinfo in the request target")
         if url[:1] != b"/" and not (
             url[:7].lower() == b"http://"
             or url[:8].lower() == b"https://"
@@ -350,6 +384,11 @@ class H1Channel(Protocol):
             if declared:
                 # One value of digits only: llhttp checked.
                 length = int(declared[0])
+        if (chunked or length) and b"Upgrade" in fields:
+            # httptools would skip the body of an upgrade request (it
+            # expects the connection to change protocols): refused rather
+            # than forwarded without its body. Upgrade is not served yet.
+            raise _Reject(400, "Bad request: Upgrade with a request body")
         expect = fields.get(b"Expect")
         if expect is not None and (len(expect) > 1 or expect[0].lower() != b"100-continue"):
             raise _Reject(417, "Expectation failed")
@@ -387,9 +426,7 @@ class H1Channel(Protocol):
         queue = self.queue
         if queue:
             queue[-1].complete = True
-            if len(queue) >= self.limits.max_pipelined and not self._reading_paused:
-                self._reading_paused = True
-                self.transport.pauseProducing()
+            self._update_reading()
 
     # -- answering ---------------------------------------------------------------------
 
@@ -466,9 +503,7 @@ class H1Channel(Protocol):
         if not self.persistent:
             self._close_after(request)
             return
-        if self._reading_paused and len(queue) < self.limits.max_pipelined:
-            self._reading_paused = False
-            self.transport.resumeProducing()
+        self._update_reading()
         if queue:
             self._advance()
         elif not self._in_head and self._body_of is None:

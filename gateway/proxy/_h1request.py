@@ -57,6 +57,7 @@ class H1Request:
         "_producer",
         "api_call",
         "channel",
+        "client",
         "clientproto",
         "code",
         "code_message",
@@ -88,6 +89,8 @@ class H1Request:
         keep_alive: bool,
     ) -> None:
         self.channel: Any = channel
+        #: the peer, kept: a request whose client left still names it (499 lines)
+        self.client = channel.peer
         self.method = method
         self.uri = uri
         self.clientproto = clientproto
@@ -121,8 +124,7 @@ class H1Request:
     # -- what the resource reads ---------------------------------------------
 
     def getClientAddress(self) -> Any:
-        channel = self.channel
-        return channel.peer if channel is not None else None
+        return self.client
 
     def getRequestHostname(self) -> bytes:
         """The Host header's name without its port, else the local address."""

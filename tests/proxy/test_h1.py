@@ -393,6 +393,15 @@ class PipeliningTests(SynchronousTestCase):
         self.assertEqual(bodies, [b"first", b"GET /2 ", b""])
         self.assertFalse(c.closing)
 
+    def test_a_waiting_body_stops_reading(self) -> None:
+        """A request with a body waiting behind the one being answered stops reading: one spooled body at most."""
+        c = Connected()
+        c.send(b"GET /later HTTP/1.1\r\nHost: a\r\n\r\n")
+        c.send(b"POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc")
+        self.assertEqual(c.transport.producerState, "paused")
+        c.resource.open[0].finish()
+        self.assertEqual(c.transport.producerState, "producing")
+
     def test_reading_stops_when_enough_wait(self) -> None:
         """Once ``max_pipelined`` requests wait, the connection stops reading until they are answered."""
         c = Connected(H1Limits(max_pipelined=2))
@@ -458,6 +467,12 @@ class ContinueTests(SynchronousTestCase):
 #: class of RFC 9110/9112 violation the issue lists, and a few of llhttp's.
 MALFORMED: list[tuple[str, bytes, int]] = [
     ("obs-fold", b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n", 400),
+    ("upgrade with a body",
+     b"POST / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n"
+     b"Content-Length: 5\r\n\r\nhello", 400),
+    ("fragment in the target", b"GET /a#f HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+    ("userinfo in the target", b"GET http://u@b.example/x HTTP/1.1\r\nHost: b.example\r\n\r\n", 400),
+    ("empty Host on 1.1", b"GET / HTTP/1.1\r\nHost: \r\n\r\n", 400),
     ("no Host on 1.1", b"GET / HTTP/1.1\r\nX: a\r\n\r\n", 400),
     ("two Hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
     ("two Hosts on 1.0", b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n", 400),
@@ -726,6 +741,15 @@ class BackpressureTests(SynchronousTestCase):
         self.assertEqual(producer.state, "producing")
         request.unregisterProducer()
         request.finish()
+
+    def test_full_buffer_stops_reading(self) -> None:
+        """A client that does not read its answers is not read from either (no pile-up in memory)."""
+        c = Connected()
+        c.send(b"GET /later HTTP/1.1\r\nHost: a\r\n\r\n")
+        c.channel.pauseProducing()
+        self.assertEqual(c.transport.producerState, "paused")
+        c.channel.resumeProducing()
+        self.assertEqual(c.transport.producerState, "producing")
 
     def test_registered_while_paused(self) -> None:
         """A producer registered while the transport is full starts paused."""
