@@ -141,6 +141,9 @@ class H1Channel(Protocol):
         self._read_deadline = 0.0
         self._read_timer_at = 0.0
         self._send_timer: IDelayedCall | None = None
+        #: bytes waiting in the transport when the send timer was armed
+        self._send_waiting = -1
+        self._linger_until = 0.0
 
     # -- Twisted protocol ----------------------------------------------------------
 
@@ -161,6 +164,11 @@ class H1Channel(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         if self._broken:
+            if self._read_phase == _LINGER:
+                # Still sending the body we refused: let it finish (up to
+                # linger_total) so that it reads our answer, not a reset.
+                self._read_deadline = min(self.clock.seconds() + self.limits.linger,
+                                          self._linger_until)
             return
         if self._in_head:
             self._head_seen += len(data)
@@ -250,7 +258,16 @@ class H1Channel(Protocol):
         # buffer of a client that does not read (as twisted.web does).
         self._update_reading()
         if self._send_timer is None:
+            self._send_waiting = self._waiting_bytes()
             self._send_timer = self.clock.callLater(self.limits.send_timeout, self._send_timeout)
+
+    def _waiting_bytes(self) -> int:
+        """Bytes Twisted still holds for the client (-1: this transport does not say)."""
+        transport = self.transport
+        buffered = getattr(transport, "dataBuffer", None)
+        if buffered is None:
+            return -1
+        return len(buffered) + getattr(transport, "_tempDataLen", 0)
 
     def resumeProducing(self) -> None:
         self._send_paused = False
@@ -571,6 +588,7 @@ class H1Channel(Protocol):
         if self._reading_paused:
             self._reading_paused = False
             transport.resumeProducing()
+        self._linger_until = self.clock.seconds() + self.limits.linger_total
         self._arm_read(_LINGER, self.limits.linger)
 
     def close_now(self) -> None:
@@ -639,13 +657,21 @@ class H1Channel(Protocol):
 
     def _send_timeout(self) -> None:
         self._send_timer = None
-        if not self._gone:
-            self._log.info(
-                "Client {client} read nothing for {timeout} s: connection aborted",
-                client=str(self.peer),
-                timeout=self.limits.send_timeout,
-            )
-            self.transport.abortConnection()
+        if self._gone:
+            return
+        waiting = self._waiting_bytes()
+        if 0 <= waiting < self._send_waiting:
+            # The client reads, slowly: Twisted resumes only once its buffer
+            # is empty, so a steady slow reader must not count as a stuck one.
+            self._send_waiting = waiting
+            self._send_timer = self.clock.callLater(self.limits.send_timeout, self._send_timeout)
+            return
+        self._log.info(
+            "Client {client} read nothing for {timeout} s: connection aborted",
+            client=str(self.peer),
+            timeout=self.limits.send_timeout,
+        )
+        self.transport.abortConnection()
 
     def _cancel_timers(self) -> None:
         for timer in (self._read_timer, self._send_timer):

@@ -55,3 +55,7 @@ class H1Limits:
     #: client's unread bytes do not turn the close into a reset that
     #: destroys the answer (RFC 9112 §9.6, nginx's ``lingering_timeout``)
     linger: float = 5.0
+    #: the whole of a linger (nginx's ``lingering_time``): a client that
+    #: keeps sending an unwanted body is read for this long at most, each
+    #: read moving the deadline by ``linger``
+    linger_total: float = 30.0

@@ -776,6 +776,51 @@ class BackpressureTests(SynchronousTestCase):
         self.assertEqual(aborted, [True])
 
 
+class SlowReaderTests(SynchronousTestCase):
+    def test_a_slow_steady_reader_is_not_aborted(self) -> None:
+        """The send timeout re-arms while the client drains the buffer, however slowly; it aborts a stuck one."""
+        c = Connected(H1Limits(send_timeout=30))
+        aborted: list[bool] = []
+        c.transport.abortConnection = lambda: aborted.append(True)  # type: ignore[method-assign]
+        c.transport.dataBuffer = b"x" * 1000  # type: ignore[attr-defined]
+        c.transport._tempDataLen = 0  # type: ignore[attr-defined]
+        c.send(b"GET /later HTTP/1.1\r\nHost: a\r\n\r\n")
+        c.channel.pauseProducing()
+        c.transport.dataBuffer = b"x" * 600  # type: ignore[attr-defined]
+        c.clock.advance(30)
+        self.assertEqual(aborted, [])
+        c.clock.advance(30)  # nothing read since
+        self.assertEqual(aborted, [True])
+
+
+class LingerTests(SynchronousTestCase):
+    def test_linger_follows_a_client_still_sending(self) -> None:
+        """After a refusal, input still arriving moves the linger deadline (the client then reads the answer), up to linger_total."""
+
+        class HalfClosable(StringTransport):
+            aborted = False
+
+            def loseWriteConnection(self) -> None: ...
+
+            def abortConnection(self) -> None:
+                self.aborted = True
+
+        c = Connected(H1Limits(linger=1, linger_total=5))
+        c.transport = HalfClosable()
+        c.channel = c.server.buildProtocol(None)
+        c.channel.makeConnection(c.transport)
+        c.send(b"GET / HTTP/1.1\r\nX: 1\r\n\r\n")
+        self.assertEqual(c.responses()[0][0], 400)
+        for _ in range(4):  # 3.6 s, each pause under linger
+            c.clock.advance(0.9)
+            c.send(b"x" * 100)
+        self.assertFalse(c.transport.aborted)
+        for _ in range(3):
+            c.clock.advance(0.9)
+            c.send(b"x" * 100)
+        self.assertTrue(c.transport.aborted, "not longer than linger_total")
+
+
 class FuzzTests(SynchronousTestCase):
     """
     Mutated requests (bytes flipped, inserted, dropped, cut; a fixed seed)
