@@ -431,7 +431,9 @@ class StatusTests(IngressTestCase):
         leader = leaders[0]
         follower = second if leader is first else first
         self.assertEqual(self.lease_holder(), sources[leader].election.identity)
-        self.assertGreaterEqual(writers[leader].updates, 1)
+        # The fake API server applies the write before the writer hears back
+        # and counts it: wait for the count rather than race it.
+        yield self.wait_for(lambda: writers[leader].updates >= 1, what="the leader's count")
         self.assertEqual(writers[follower].updates, 0)
         # Both serve the Ingress, whoever writes the status.
         for gateway in (first, second):
@@ -445,7 +447,7 @@ class StatusTests(IngressTestCase):
         yield self.wait_for(lambda: sources[follower].election.is_leader, timeout=30, what="takeover")
         self.kube.set_object(ingress("two", [("/two", "beta", self.backend_ports["beta"])]))
         yield self.wait_for(lambda: self.status_of("two") == expected, timeout=30)
-        self.assertGreaterEqual(writers[follower].updates, 1)
+        yield self.wait_for(lambda: writers[follower].updates >= 1, what="the new leader's count")
         self.assertEqual(self.lease_holder(), sources[follower].election.identity)
 
     @inlineCallbacks
