@@ -57,6 +57,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("gateway.backend.max-idle", "max-idle", "64", "idle keep-alive connections kept per backend"),
     Setting("gateway.request.max-body", "max-body", str(100 * 1024 * 1024), "request body limit in bytes (413 above)"),
     Setting("gateway.errors.mode", "error-mode", "apim", "backend failures as 500 (apim) or 502/504 (http)"),
+    Setting("net.server.header-timeout", None, "60",
+            "seconds a client may take to send a request's header section (408 after)"),
+    Setting("net.server.body-timeout", None, "60",
+            "seconds a client may pause while sending a request body (408 after)"),
+    Setting("net.server.send-timeout", None, "60",
+            "seconds a client may read nothing of its answer before the connection is aborted"),
+    Setting("net.server.keepalive-timeout", None, "75",
+            "seconds an idle keep-alive connection is kept open"),
+    Setting("net.server.max-target", None, str(8 * 1024),
+            "longest request target in bytes (414 above)"),
+    Setting("net.server.max-header-bytes", None, str(32 * 1024),
+            "largest header section in bytes (431 above)"),
     Setting(
         "gateway.http1.server",
         "http1-server",
@@ -351,6 +363,14 @@ class ProxySettings:
     error_mode: str
     tls_min_version: str
     http1_server: str = "strict"
+    #: the strict HTTP/1.1 server's limits: header, body, send and
+    #: keep-alive timeouts (s), request target and header section (bytes)
+    header_timeout: float = 60.0
+    body_timeout: float = 60.0
+    send_timeout: float = 60.0
+    keepalive_timeout: float = 75.0
+    max_target: int = 8 * 1024
+    max_header_bytes: int = 32 * 1024
 
     @classmethod
     def parse(cls, values: Mapping[str, str]) -> ProxySettings:
@@ -368,6 +388,12 @@ class ProxySettings:
             error_mode=_choice(values, "gateway.errors.mode", ERROR_MODES),
             tls_min_version=_choice(values, "net.server.tls.min-version", TLS_MIN_VERSIONS),
             http1_server=_choice(values, "gateway.http1.server", HTTP1_SERVERS),
+            header_timeout=_number(values, "net.server.header-timeout", float, positive=True),
+            body_timeout=_number(values, "net.server.body-timeout", float, positive=True),
+            send_timeout=_number(values, "net.server.send-timeout", float, positive=True),
+            keepalive_timeout=_number(values, "net.server.keepalive-timeout", float, positive=True),
+            max_target=_number(values, "net.server.max-target", int, positive=True),
+            max_header_bytes=_number(values, "net.server.max-header-bytes", int, positive=True),
         )
 
 

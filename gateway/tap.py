@@ -419,7 +419,15 @@ def _add_traffic(
             site = factory = H1Server(
                 resource,
                 reactor,
-                H1Limits(max_body=proxy.max_body),
+                H1Limits(
+                    max_body=proxy.max_body,
+                    header_timeout=proxy.header_timeout,
+                    body_timeout=proxy.body_timeout,
+                    send_timeout=proxy.send_timeout,
+                    keepalive_timeout=proxy.keepalive_timeout,
+                    max_target=proxy.max_target,
+                    max_header_bytes=proxy.max_header_bytes,
+                ),
                 on_refused=_count_refused(top.metrics),
             )
         if name == "https" and sni is not None:

@@ -45,11 +45,22 @@ class GatewaySettingsTests(SynchronousTestCase):
             "telemetry.logs.std": "xml",
             "gateway.https.redirect-port": "0",
             "gateway.listen.https": "ssl:8443:privateKey=k",
+            "gateway.http1.server": "nginx",
+            "net.server.header-timeout": "0",
+            "net.server.max-target": "lots",
+            "rate-limit.redis.url": "http://redis:6379",
+            "rate-limit.redis.timeout": "0",
         }
         for name, value in cases.items():
             with self.assertRaises(SettingError) as caught:
                 GatewaySettings.parse({name: value})
             self.assertIn(name, str(caught.exception))
+
+    def test_http1_limits(self) -> None:
+        """The strict server's limits come from net.server.* (shell-safe names too)."""
+        proxy = GatewaySettings.parse({"net.server.header-timeout": "10", "net.server.max-header-bytes": "4096"}).proxy
+        self.assertEqual((proxy.header_timeout, proxy.max_header_bytes, proxy.keepalive_timeout),
+                         (10.0, 4096, 75.0))
 
     def test_cloud_needs_auth_and_a_positive_heartbeat(self) -> None:
         """An endpoint without a token, or a zero heartbeat interval, is refused."""

@@ -160,3 +160,27 @@ class CloudWiringTests(SynchronousTestCase):
             self._build(**{"config.backup.key": "short"})
         self.assertIn("config.backup.key", str(key.exception))
         self.assertIsNotNone(self._build(**{"config.backup.key": "k" * 32}).cloud)
+
+
+class TrafficWiringTests(SynchronousTestCase):
+    """How the traffic settings reach the listeners."""
+
+    def test_strict_server_gets_its_limits(self) -> None:
+        """The plain listener's strict HTTP/1.1 server is built with the net.server.* limits."""
+        from twisted.internet.task import Clock
+
+        from gateway.proxy import H1Server
+
+        options = parse([], {"NET_SERVER_MAX_TARGET": "100", "net.server.keepalive-timeout": "5"})
+        server = build_gateway(options, Clock()).listeners["http"].site
+        self.assertIsInstance(server, H1Server)
+        self.assertEqual((server.limits.max_target, server.limits.keepalive_timeout), (100, 5.0))
+
+    def test_twisted_server_on_request(self) -> None:
+        """gateway.http1.server: twisted brings back twisted.web on the plain listener."""
+        from twisted.internet.task import Clock
+
+        from gateway.proxy import GatewaySite
+
+        options = parse([], {"gateway.http1.server": "twisted"})
+        self.assertIsInstance(build_gateway(options, Clock()).listeners["http"].site, GatewaySite)
