@@ -58,6 +58,9 @@ IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", 
 #: answer 411 to a bodiless POST without it.
 _BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
 
+#: TLS client contexts kept, one per backend host name.
+_TLS_CREATORS = 1024
+
 
 class BackendPool:
     """
@@ -256,10 +259,15 @@ class BackendPool:
         trust store and creates an OpenSSL context, far too slow to repeat per
         connection.
         """
-        creator = self._tls_creators.get(host)
+        creators = self._tls_creators
+        creator = creators.get(host)
         if creator is None:
             creator = optionsForClientTLS(host, trustRoot=self._trust_root)
-            self._tls_creators[host] = creator
+            if len(creators) >= _TLS_CREATORS:
+                # Host names can come from requests (a policy's computed
+                # backend URL): bounded, the oldest dropped first.
+                del creators[next(iter(creators))]
+            creators[host] = creator
         return creator
 
     def _release(self, conn: Connection) -> None:

@@ -11,6 +11,9 @@ import io
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 from twisted.internet.task import deferLater
+from twisted.trial.unittest import SynchronousTestCase
+
+from gateway.upstream import BackendPool
 
 from ._loopback import (
     ClientTestCase,
@@ -250,3 +253,19 @@ class PoolTests(ClientTestCase):
         self.assertEqual((await slow.done).body, b"late")
         await busy.lost
         self.assertEqual(pool.idle_count(), 0)
+
+
+class TlsContextCacheTests(SynchronousTestCase):
+    def test_bounded(self) -> None:
+        """One TLS context per host name, at most _TLS_CREATORS of them (host names may come from requests)."""
+        from twisted.internet.task import Clock
+
+        from gateway.upstream import _pool
+
+        pool = BackendPool(Clock())
+        self.patch(_pool, "_TLS_CREATORS", 3)
+        first = pool._tls_creator("a.example")
+        self.assertIs(pool._tls_creator("a.example"), first)
+        for host in ("b.example", "c.example", "d.example"):
+            pool._tls_creator(host)
+        self.assertEqual(list(pool._tls_creators), ["b.example", "c.example", "d.example"])
