@@ -28,21 +28,21 @@ headers are left out (the echo's body length depends on the port).
 from __future__ import annotations
 
 import json
-import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 from twisted.internet.defer import inlineCallbacks
 
+from tests import golden
+
 from .harness import GatewayTestCase, Response
 
 TESTDATA = Path(__file__).parent / "testdata" / "policy-golden"
 
 #: Set to a non-empty value to rewrite the ``.out.yaml`` files.
-REGENERATE = "APIMGW_REGENERATE_GOLDEN"
 
 #: Response headers never shown: they change from run to run.
 _VOLATILE_RESPONSE = frozenset({"date", "content-length"})
@@ -55,16 +55,6 @@ _TWISTED_WEB = re.compile(r"TwistedWeb/[0-9][^ ]*")
 HOST = "api.contoso.com"
 
 
-def _keys(doc: Mapping[str, Any], where: str, required: set[str], optional: set[str]) -> None:
-    """Refuse a misspelt key: a typo would otherwise silently test a default."""
-    if not isinstance(doc, Mapping):
-        raise TypeError(f"{where}: expected a mapping, not {doc!r}")
-    missing = required - doc.keys()
-    unknown = doc.keys() - required - optional
-    if missing or unknown:
-        raise ValueError(f"{where}: missing {sorted(missing)}, unknown {sorted(unknown)}")
-
-
 def load_case(path: Path) -> dict[str, Any]:
     """
     A case: ``config`` (the gateway's YAML file, ``{backend}`` standing for
@@ -73,9 +63,9 @@ def load_case(path: Path) -> dict[str, Any]:
     order after ``Host``) and ``body`` (text).
     """
     doc = yaml.safe_load(path.read_text())
-    _keys(doc, path.name, {"config", "requests"}, {"todo"})
+    golden.keys(doc, path.name, {"config", "requests"}, {"todo"})
     for index, request in enumerate(doc["requests"]):
-        _keys(request, f"{path.name} requests[{index}]", {"name", "method", "path"}, {"headers", "body"})
+        golden.keys(request, f"{path.name} requests[{index}]", {"name", "method", "path"}, {"headers", "body"})
     names = [r["name"] for r in doc["requests"]]
     if len(set(names)) != len(names):
         raise ValueError(f"{path.name}: request names must be unique")
@@ -148,38 +138,16 @@ def canonical(results: list[dict[str, Any]]) -> str:
     return yaml.dump(results, Dumper=_Dumper, sort_keys=False, width=1000, allow_unicode=True)
 
 
-def _cases() -> list[Path]:
-    return sorted(TESTDATA.glob("*.in.yaml"))
-
-
-def _out_path(case: Path) -> Path:
-    return case.with_name(case.name.removesuffix(".in.yaml") + ".out.yaml")
-
-
-def _description(case: Path) -> str:
-    """The case's first line, a ``# `` comment saying what it shows."""
-    lines = case.read_text().splitlines()
-    first = lines[0] if lines else ""
-    return first[2:].strip() if first.startswith("# ") else ""
-
-
 class PolicyGoldenTests(GatewayTestCase):
     """Generated below: one ``test_<case>`` per ``testdata/policy-golden/*.in.yaml``."""
 
     def test_cases_found(self) -> None:
         """Cases exist, each described by its first line, and no ``.out.yaml`` is orphaned."""
-        cases = _cases()
-        self.assertNotEqual(len(cases), 0, f"no cases in {TESTDATA}")
-        self.assertEqual([c.name for c in cases if not _description(c)], [])
-        orphans = sorted(
-            p.name for p in TESTDATA.glob("*.out.yaml")
-            if not p.with_name(p.name.removesuffix(".out.yaml") + ".in.yaml").exists()
-        )
-        self.assertEqual(orphans, [])
+        golden.check_cases(self, TESTDATA)
 
     def test_loader_refuses_unknown_keys(self) -> None:
         """A misspelt request key is an error, not a silently ignored field."""
-        self.assertRaises(ValueError, _keys, {"name": "a", "method": "GET", "path": "/", "header": []},
+        self.assertRaises(ValueError, golden.keys, {"name": "a", "method": "GET", "path": "/", "header": []},
                           "test", {"name", "method", "path"}, {"headers", "body"})
 
     @inlineCallbacks
@@ -202,20 +170,14 @@ class PolicyGoldenTests(GatewayTestCase):
                 body=None if body is None else str(body).encode("utf-8"),
             )
             results.append({"request": request["name"], **outcome(response, normaliser)})
-        got = canonical(results)
-        expected_path = _out_path(case)
-        if os.environ.get(REGENERATE) and not doc.get("todo"):
-            expected_path.write_text(got)
-        if not expected_path.exists():
-            self.fail(f"{expected_path.name} is missing: run with {REGENERATE}=1 and review it")
-        self.assertEqual(got, expected_path.read_text())
+        golden.compare(self, case, canonical(results), regenerate=not doc.get("todo"))
 
 
 def _golden_test(case: Path) -> Callable[[PolicyGoldenTests], Any]:
     def test(self: PolicyGoldenTests) -> Any:
         return self.run_case(case)
 
-    test.__doc__ = f"{_description(case)} (golden file {_out_path(case).name})."
+    test.__doc__ = f"{golden.description(case)} (golden file {golden.out_path(case).name})."
     todo = load_case(case).get("todo")
     if todo:
         # The golden file holds APIM's behaviour, which apimgw does not
@@ -224,6 +186,5 @@ def _golden_test(case: Path) -> Callable[[PolicyGoldenTests], Any]:
     return test
 
 
-for _case in _cases():
-    setattr(PolicyGoldenTests, "test_" + _case.name.removesuffix(".in.yaml").replace("-", "_"),
-            _golden_test(_case))
+for _case in golden.cases(TESTDATA):
+    setattr(PolicyGoldenTests, golden.test_name(_case), _golden_test(_case))

@@ -26,7 +26,6 @@ validity, hosts) is fixed by the case and so is stable.
 
 from __future__ import annotations
 
-import os
 import random
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from datetime import date, datetime, timezone
@@ -56,11 +55,11 @@ from gateway.model import (
 from gateway.testing.certs import IssuedCertificate, private_key_pem, self_signed
 from gateway.translate import Backend, GatewayConfig, describe_pipeline, translate
 from gateway.translate.policy import Pipeline
+from tests import golden
 
 TESTDATA = Path(__file__).parent / "testdata" / "translate"
 
 #: Set to a non-empty value to rewrite the ``.out.yaml`` files.
-REGENERATE = "APIMGW_REGENERATE_GOLDEN"
 
 #: Validity of a built certificate unless its case says otherwise: fixed
 #: dates, so the output is the same on every run (translation never reads
@@ -148,16 +147,6 @@ def parse_time(value: object) -> float:
     raise ValueError(f"{value!r} is not a time")
 
 
-def _keys(doc: Mapping[str, Any], where: str, required: set[str], optional: set[str]) -> None:
-    """Refuse a misspelt key: a typo would otherwise silently test a default."""
-    if not isinstance(doc, Mapping):
-        raise ValueError(f"{where}: expected a mapping, not {doc!r}")
-    missing = required - doc.keys()
-    unknown = doc.keys() - required - optional
-    if missing or unknown:
-        raise ValueError(f"{where}: missing {sorted(missing)}, unknown {sorted(unknown)}")
-
-
 class _CertificateBuilder:
     """
     Builds the certificates a case describes, once per ``id``: the same
@@ -171,7 +160,7 @@ class _CertificateBuilder:
         self._specs: dict[str, dict[str, Any]] = {}
 
     def build(self, spec: Mapping[str, Any], where: str) -> IssuedCertificate:
-        _keys(spec, where, {"id"}, self._OPTIONAL)
+        golden.keys(spec, where, {"id"}, self._OPTIONAL)
         ident = str(spec["id"])
         rest = {k: v for k, v in spec.items() if k != "id"}
         if ident in self.built:
@@ -199,11 +188,11 @@ class _CertificateBuilder:
 
 
 def _api(doc: Mapping[str, Any], ref: ObjectRef, where: str) -> Api:
-    _keys(doc, where, {"path", "serviceUrl"},
+    golden.keys(doc, where, {"path", "serviceUrl"},
           {"name", "hostnames", "subscriptionRequired", "operations", "displayName", "protocols"})
     operations = []
     for index, op in enumerate(doc.get("operations", ())):
-        _keys(op, f"{where} operation {index}", {"method", "urlTemplate"}, {"name"})
+        golden.keys(op, f"{where} operation {index}", {"method", "urlTemplate"}, {"name"})
         operations.append(
             Operation(str(op.get("name", f"op{index}")), str(op["method"]), str(op["urlTemplate"]))
         )
@@ -225,7 +214,7 @@ def _api(doc: Mapping[str, Any], ref: ObjectRef, where: str) -> Api:
 def _routes(items: list[Mapping[str, Any]], where: str) -> RouteSet:
     routes = []
     for index, doc in enumerate(items):
-        _keys(doc, f"{where} route {index}", {"path", "backend"},
+        golden.keys(doc, f"{where} route {index}", {"path", "backend"},
               {"host", "pathType", "preserveHost", "httpsRedirect", "endpoints"})
         endpoints = doc.get("endpoints")
         routes.append(
@@ -243,7 +232,7 @@ def _routes(items: list[Mapping[str, Any]], where: str) -> RouteSet:
 
 
 def _certificate(doc: Mapping[str, Any], builder: _CertificateBuilder, where: str) -> Certificate:
-    _keys(doc, where, set(), {"hosts", "default", "build", "certPem", "keyPem"})
+    golden.keys(doc, where, set(), {"hosts", "default", "build", "certPem", "keyPem"})
     if "build" in doc:
         if "certPem" in doc or "keyPem" in doc:
             raise ValueError(f"{where}: give build or certPem/keyPem, not both")
@@ -260,7 +249,7 @@ def _certificate(doc: Mapping[str, Any], builder: _CertificateBuilder, where: st
 
 
 def _product(doc: Mapping[str, Any], ref: ObjectRef, where: str) -> Product:
-    _keys(doc, where, set(), {"name", "apis", "subscriptionRequired", "state"})
+    golden.keys(doc, where, set(), {"name", "apis", "subscriptionRequired", "state"})
     return Product(
         name=str(doc.get("name", ref.name)),
         api_ids=tuple(doc.get("apis", ())),
@@ -270,7 +259,7 @@ def _product(doc: Mapping[str, Any], ref: ObjectRef, where: str) -> Product:
 
 
 def _subscription(doc: Mapping[str, Any], ref: ObjectRef, where: str) -> Subscription:
-    _keys(doc, where, {"scope", "primaryKey"}, {"name", "secondaryKey", "state"})
+    golden.keys(doc, where, {"scope", "primaryKey"}, {"name", "secondaryKey", "state"})
     return Subscription(
         name=str(doc.get("name", ref.name)),
         scope=SubscriptionScope.parse(str(doc["scope"])),
@@ -281,13 +270,13 @@ def _subscription(doc: Mapping[str, Any], ref: ObjectRef, where: str) -> Subscri
 
 
 def _named_value(doc: Mapping[str, Any], ref: ObjectRef, where: str) -> NamedValue:
-    _keys(doc, where, {"value"}, {"name", "secret"})
+    golden.keys(doc, where, {"value"}, {"name", "secret"})
     return NamedValue(str(doc.get("name", ref.name)), str(doc["value"]),
                       secret=bool(doc.get("secret", False)))
 
 
 def _policy(doc: Mapping[str, Any], where: str) -> Policy:
-    _keys(doc, where, {"xml"}, {"product", "api", "operation"})
+    golden.keys(doc, where, {"xml"}, {"product", "api", "operation"})
     product, api, operation = (str(doc.get(k, "")) for k in ("product", "api", "operation"))
     scope = "operation" if operation else "api" if api else "product" if product else "global"
     return Policy(PolicyScope(scope, product_id=product, api_id=api, operation_id=operation),
@@ -298,7 +287,7 @@ _BODIES = ("api", "routes", "certificate", "product", "subscription", "namedValu
 
 
 def _object(doc: Mapping[str, Any], builder: _CertificateBuilder, where: str) -> SourceObject:
-    _keys(doc, where, {"ref", "modified"}, set(_BODIES))
+    golden.keys(doc, where, {"ref", "modified"}, set(_BODIES))
     bodies = [k for k in _BODIES if k in doc]
     if len(bodies) != 1:
         raise ValueError(f"{where}: give exactly one of {', '.join(_BODIES)}")
@@ -328,7 +317,7 @@ def load_case(path: Path) -> GoldenCase:
     Unknown keys are refused, so a misspelt field cannot pass unnoticed.
     """
     doc = yaml.safe_load(path.read_text()) or {}
-    _keys(doc, path.name, {"objects"}, {"problems", "now", "previous", "previousNow"})
+    golden.keys(doc, path.name, {"objects"}, {"problems", "now", "previous", "previousNow"})
     builder = _CertificateBuilder()
     previous = None
     if "previous" in doc:
@@ -340,7 +329,7 @@ def load_case(path: Path) -> GoldenCase:
     objects = tuple(_object(o, builder, f"objects[{i}]") for i, o in enumerate(doc["objects"] or ()))
     problems = []
     for index, p in enumerate(doc.get("problems") or ()):
-        _keys(p, f"problems[{index}]", {"ref", "message"}, set())
+        golden.keys(p, f"problems[{index}]", {"ref", "message"}, set())
         problems.append(Problem(parse_ref(p["ref"]), str(p["message"])))
     now = parse_time(doc["now"]) if doc.get("now") is not None else None
     previous_now = parse_time(doc["previousNow"]) if doc.get("previousNow") is not None else now
@@ -470,21 +459,6 @@ def canonical(config: GatewayConfig, built: Mapping[str, IssuedCertificate] = {}
 # --- tests ---------------------------------------------------------------
 
 
-def _cases() -> list[Path]:
-    return sorted(TESTDATA.glob("*.in.yaml"))
-
-
-def _out_path(case: Path) -> Path:
-    return case.with_name(case.name.removesuffix(".in.yaml") + ".out.yaml")
-
-
-def _description(case: Path) -> str:
-    """The case's first line, a ``# `` comment saying what it shows."""
-    lines = case.read_text().splitlines()
-    first = lines[0] if lines else ""
-    return first[2:].strip() if first.startswith("# ") else ""
-
-
 class TranslateGoldenTests(SynchronousTestCase):
     """Generated below: one ``test_<case>`` per ``testdata/translate/*.in.yaml``."""
 
@@ -494,23 +468,15 @@ class TranslateGoldenTests(SynchronousTestCase):
         and every ``.out.yaml`` belongs to an ``.in.yaml`` (a renamed case
         leaves no stale golden file behind).
         """
-        cases = _cases()
-        self.assertNotEqual(len(cases), 0, f"{len(cases)} cases found in {TESTDATA}")
-        self.assertEqual([c.name for c in cases if not _description(c)], [],
-                         "cases whose first line is not a '# ' description")
-        orphans = sorted(
-            p.name for p in TESTDATA.glob("*.out.yaml")
-            if not p.with_name(p.name.removesuffix(".out.yaml") + ".in.yaml").exists()
-        )
-        self.assertEqual(orphans, [])
+        golden.check_cases(self, TESTDATA)
 
     def test_same_set_other_order(self) -> None:
         """
         Two case files that list the same objects in a different order
         have identical golden files.
         """
-        first = _out_path(TESTDATA / "last-one-wins-across-sources.in.yaml").read_text()
-        second = _out_path(TESTDATA / "same-set-other-order.in.yaml").read_text()
+        first = golden.out_path(TESTDATA / "last-one-wins-across-sources.in.yaml").read_text()
+        second = golden.out_path(TESTDATA / "same-set-other-order.in.yaml").read_text()
         self.assertEqual(first, second)
 
     def test_loader_refuses_unknown_keys(self) -> None:
@@ -531,13 +497,7 @@ def _golden_test(case: Path) -> Callable[[TranslateGoldenTests], None]:
     def test(self: TranslateGoldenTests) -> None:
         loaded = load_case(case)
         config = loaded.translate()
-        got = canonical(config, loaded.built)
-        expected_path = _out_path(case)
-        if os.environ.get(REGENERATE):
-            expected_path.write_text(got)
-        if not expected_path.exists():
-            self.fail(f"{expected_path.name} is missing: run with {REGENERATE}=1 and review it")
-        self.assertEqual(got, expected_path.read_text())
+        golden.compare(self, case, canonical(config, loaded.built))
         # The order the objects arrive in never matters (DESIGN.md: the
         # same inputs give the same config, whatever order they came in).
         shuffled = list(loaded.objects)
@@ -545,10 +505,9 @@ def _golden_test(case: Path) -> Callable[[TranslateGoldenTests], None]:
         for order in (tuple(reversed(loaded.objects)), tuple(shuffled)):
             self.assertEqual(loaded.translate(order), config)
 
-    test.__doc__ = f"{_description(case)} (golden file {_out_path(case).name}; any input order)."
+    test.__doc__ = f"{golden.description(case)} (golden file {golden.out_path(case).name}; any input order)."
     return test
 
 
-for _case in _cases():
-    _name = "test_" + _case.name.removesuffix(".in.yaml").replace("-", "_")
-    setattr(TranslateGoldenTests, _name, _golden_test(_case))
+for _case in golden.cases(TESTDATA):
+    setattr(TranslateGoldenTests, golden.test_name(_case), _golden_test(_case))
