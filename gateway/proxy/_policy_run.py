@@ -56,7 +56,7 @@ from ._policies import (
     run_on_error,
     run_outbound,
 )
-from ._replies import close_after_response, cut, envelope, finish_streamed
+from ._replies import cut, envelope, finish_streamed, start_streamed
 
 if TYPE_CHECKING:
     from gateway.upstream import Balancer
@@ -454,18 +454,17 @@ class PolicyRun:
         producer: IPushProducer,
         filtered: bool = False,
     ) -> None:
-        request = self.request
-        request.setResponseCode(status, reason or None)
-        response_headers = request.responseHeaders
-        for name, value in headers if filtered else response_headers_to_forward(headers):
-            response_headers.addRawHeader(name, value)
-        if not response_headers.hasHeader(b"x-request-id"):
-            response_headers.setRawHeaders(b"x-request-id", [self.request_id])
-        if self.resource._health.draining:
-            close_after_response(request)
         self.streaming = True
         self.producer = producer
-        request.registerProducer(producer, True)
+        start_streamed(
+            self.request,
+            status,
+            reason,
+            headers if filtered else response_headers_to_forward(headers),
+            self.request_id,
+            self.resource._health.draining,
+            producer,
+        )
 
     def body_received(self, data: bytes) -> None:
         if self.streaming:

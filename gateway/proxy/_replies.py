@@ -11,7 +11,7 @@ from typing import Any
 
 from ._contracts import ProxyRequest
 
-__all__ = ["close_after_response", "cut", "envelope", "finish_streamed"]
+__all__ = ["close_after_response", "cut", "envelope", "finish_streamed", "start_streamed"]
 
 
 def envelope(status: int, message: str, **extra: str) -> bytes:
@@ -60,3 +60,29 @@ def finish_streamed(request: ProxyRequest, producer: Any) -> None:
     if not request.startedWriting:
         request.write(b"")
     request.finish()
+
+
+def start_streamed(
+    request: ProxyRequest,
+    status: int,
+    reason: bytes,
+    headers: list[tuple[bytes, bytes]],
+    request_id: bytes,
+    draining: bool,
+    producer: Any,
+) -> None:
+    """
+    Start a response whose body streams from the backend: status, the
+    headers to forward (hop-by-hop ones already removed), ``x-request-id``
+    unless the backend gave one, ``Connection: close`` while draining, and
+    the backend exchange as the push producer (backpressure).
+    """
+    request.setResponseCode(status, reason or None)
+    response_headers = request.responseHeaders
+    for name, value in headers:
+        response_headers.addRawHeader(name, value)
+    if not response_headers.hasHeader(b"x-request-id"):
+        response_headers.setRawHeaders(b"x-request-id", [request_id])
+    if draining:
+        close_after_response(request)
+    request.registerProducer(producer, True)

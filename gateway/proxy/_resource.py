@@ -31,7 +31,7 @@ from ._headers import forward_request_headers, response_headers_to_forward
 from ._limits import Counters
 from ._policies import JwtValidator, policy_request
 from ._policy_run import PolicyRun
-from ._replies import close_after_response, cut, envelope, finish_streamed
+from ._replies import close_after_response, cut, envelope, finish_streamed, start_streamed
 
 #: The upstream Helm chart's probe path, answered on the traffic port.
 STATUS_PATH = b"/status-0123456789abcdef"
@@ -623,17 +623,16 @@ class _Exchange:
         headers: list[tuple[bytes, bytes]],
         producer: IPushProducer,
     ) -> None:
-        request = self.request
-        request.setResponseCode(status, reason or None)
-        response_headers = request.responseHeaders
-        for name, value in response_headers_to_forward(headers):
-            response_headers.addRawHeader(name, value)
-        if not response_headers.hasHeader(b"x-request-id"):
-            response_headers.setRawHeaders(b"x-request-id", [self.request_id])
-        if self.resource._health.draining:
-            close_after_response(request)
         self.producer = producer
-        request.registerProducer(producer, True)
+        start_streamed(
+            self.request,
+            status,
+            reason,
+            response_headers_to_forward(headers),
+            self.request_id,
+            self.resource._health.draining,
+            producer,
+        )
 
     def body_received(self, data: bytes) -> None:
         self.request.write(data)
