@@ -207,7 +207,7 @@ class PolicyRequest:
 
     def header(self, name: str) -> str | None:
         """The request header's values joined with ``,`` (APIM's form), or ``None``."""
-        return _joined(self.headers, name.lower())
+        return joined(self.headers, name.lower())
 
     @property
     def query(self) -> list[tuple[str, str]]:
@@ -324,15 +324,11 @@ _NAMES: dict[type, str] = {
 }
 
 
-_Stop = Stop
-_envelope_response = envelope_response
 _LIMITS = (RateLimit, RateLimitByKey, Quota)
-_joined = joined
-_phrase = phrase
 
 
-def _fail(step: Step, section: str, reason: str, message: str, response: PolicyResponse) -> _Stop:
-    return _Stop(Failure(_NAMES[type(step)], reason, message, section, response))
+def _fail(step: Step, section: str, reason: str, message: str, response: PolicyResponse) -> Stop:
+    return Stop(Failure(_NAMES[type(step)], reason, message, section, response))
 
 
 # --- headers and query -------------------------------------------------------
@@ -521,7 +517,7 @@ def _cors(ctx: PolicyRequest, step: Cors, state: list[bool]) -> None:
         if not ok:
             if step.terminate_unmatched_request:
                 ctx.cors_answered = True
-                raise _Stop(PolicyResponse(200, "OK", [], b""))
+                raise Stop(PolicyResponse(200, "OK", [], b""))
             state[0] = True
             return
         headers = [("access-control-allow-origin", allow_origin)]
@@ -536,10 +532,10 @@ def _cors(ctx: PolicyRequest, step: Cors, state: list[bool]) -> None:
         if allow_origin != "*":
             headers.append(("vary", "Origin"))
         ctx.cors_answered = True
-        raise _Stop(PolicyResponse(200, "OK", headers, b""))
+        raise Stop(PolicyResponse(200, "OK", headers, b""))
     if not origin_ok or not (sets.any_method or ctx.method in sets.methods):
         if step.terminate_unmatched_request:
-            raise _Stop(PolicyResponse(200, "OK", [], b""))
+            raise Stop(PolicyResponse(200, "OK", [], b""))
         return
     state[0] = False
     headers = [("access-control-allow-origin", allow_origin)]
@@ -563,7 +559,7 @@ def _check_header(ctx: PolicyRequest, step: CheckHeader, section: str) -> None:
     """
     lower: str = _derived(step, _lower_name)
     values = [v for n, v in ctx.headers if n == lower]
-    response = _envelope_response(step.failed_check_httpcode, step.failed_check_error_message)
+    response = envelope_response(step.failed_check_httpcode, step.failed_check_error_message)
     if not values:
         raise _fail(step, section, "HeaderNotFound",
                     f"Header {step.name} was not found in the request. Access denied.", response)
@@ -591,7 +587,7 @@ def _ip_filter(ctx: PolicyRequest, step: IpFilter, section: str) -> None:
         return
     raise _fail(step, section, "CallerIpNotAllowed",
                 f"Caller IP address {ctx.ip_address} is not allowed. Access denied.",
-                _envelope_response(403, "Forbidden"))
+                envelope_response(403, "Forbidden"))
 
 
 def _token(ctx: PolicyRequest, step: ValidateJwt) -> str | None:
@@ -619,12 +615,12 @@ def _validate_jwt(ctx: PolicyRequest, step: ValidateJwt, section: str,
     if token is None:
         message = step.failed_validation_error_message or "JWT not present."
         raise _fail(step, section, "TokenNotPresent", message,
-                    _envelope_response(step.failed_validation_httpcode, message))
+                    envelope_response(step.failed_validation_httpcode, message))
     result = jwt.validate(token, step, ctx)
     if isinstance(result, str):
         message = step.failed_validation_error_message or result
         raise _fail(step, section, "TokenInvalid", result,
-                    _envelope_response(step.failed_validation_httpcode, message))
+                    envelope_response(step.failed_validation_httpcode, message))
     if step.output_token_variable_name:
         ctx.variables[step.output_token_variable_name] = result
 
@@ -645,7 +641,7 @@ def _return_response(ctx: PolicyRequest, step: ReturnResponse) -> PolicyResponse
 
 def _mock_response(step: MockResponse) -> PolicyResponse:
     headers = [("content-type", step.content_type)] if step.content_type else []
-    return PolicyResponse(step.status_code, _phrase(step.status_code), headers, b"")
+    return PolicyResponse(step.status_code, phrase(step.status_code), headers, b"")
 
 
 # --- the interpreter ---------------------------------------------------------------
@@ -721,9 +717,9 @@ class _Run:
                     else:
                         ctx.body = body
                 elif kind is ReturnResponse:
-                    raise _Stop(_return_response(ctx, step))  # type: ignore[arg-type]
+                    raise Stop(_return_response(ctx, step))  # type: ignore[arg-type]
                 elif kind is MockResponse:
-                    raise _Stop(_mock_response(step))  # type: ignore[arg-type]
+                    raise Stop(_mock_response(step))  # type: ignore[arg-type]
                 elif kind is ForwardRequest:
                     if self.section != "backend":
                         raise PolicyExecutionError(f"forward-request in {self.section}")
@@ -741,7 +737,7 @@ class _Run:
             except ExpressionRuntimeError as error:
                 raise _fail(step, self.section, "ExpressionValueEvaluationFailure",
                             f"Expression evaluation failed. {error}",
-                            _envelope_response(500, "Internal server error")) from None
+                            envelope_response(500, "Internal server error")) from None
         return False
 
     def counted_steps(self, steps: tuple[Step, ...]) -> Generator[CounterCall, Any, None]:
@@ -780,7 +776,7 @@ class _Run:
             except ExpressionRuntimeError as error:
                 raise _fail(step, self.section, "ExpressionValueEvaluationFailure",
                             f"Expression evaluation failed. {error}",
-                            _envelope_response(500, "Internal server error")) from None
+                            envelope_response(500, "Internal server error")) from None
 
     def _retry(self, step: Retry) -> bool:
         """
@@ -810,7 +806,7 @@ class _Run:
 def _section(run: _Run, steps: tuple[Step, ...]) -> Proceed | PolicyResponse | Failure:
     try:
         run.steps(steps)
-    except _Stop as stop:
+    except Stop as stop:
         return stop.outcome
     return PROCEED
 
@@ -894,7 +890,7 @@ def _drive(run: _Run, steps: Generator[CounterCall, Any, None], counters: Counte
                 run.ctx.cors_answered = True
                 return PolicyResponse(200, "OK", [], b"")
             return PROCEED
-        except _Stop as stop:
+        except Stop as stop:
             return stop.outcome
         value = call.perform(counters)
         if isinstance(value, Deferred):
@@ -958,7 +954,7 @@ def run_on_error(steps: tuple[Step, ...], ctx: PolicyRequest, failure: Failure) 
         return response
     if isinstance(outcome, PolicyResponse):
         return outcome
-    return _envelope_response(500, "Internal server error")
+    return envelope_response(500, "Internal server error")
 
 
 def retry_delay(retry: Retry, ctx: PolicyRequest, retries_done: int,
