@@ -93,6 +93,23 @@ def forward_request_headers(
     return headers
 
 
+def text_bytes(text: str, what: str = "a header") -> bytes:
+    """
+    Text a policy put in a header or the status line, as bytes (Latin-1,
+    else UTF-8).
+
+    :raises ValueError: it holds CR, LF or NUL (it would split the
+        message); the message names ``what``, never the text (which may
+        hold a secret).
+    """
+    if "\r" in text or "\n" in text or "\0" in text:
+        raise ValueError(f"{what} holds a line break or NUL")
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode("utf-8")
+
+
 #: The request headers the proxy replaces, as the policy view's text names.
 _REPLACED_TEXT = frozenset(name.decode("ascii") for name in _REPLACED_ON_REQUEST)
 
@@ -127,12 +144,7 @@ def forward_view_headers(
     for name, value in pairs:
         if name in _REPLACED_TEXT or name in named:
             continue
-        if "\r" in value or "\n" in value or "\0" in value:
-            raise ValueError(f"a header holds a line break or NUL: {name}")
-        try:
-            append((name.encode("latin-1"), value.encode("latin-1")))
-        except UnicodeEncodeError:
-            append((name.encode("utf-8"), value.encode("utf-8")))
+        append((text_bytes(name), text_bytes(value)))
     append((b"X-Forwarded-For", forwarded_for))
     append((b"X-Forwarded-Proto", forwarded_proto))
     append((b"X-Forwarded-Host", forwarded_host))

@@ -39,7 +39,7 @@ from gateway.translate.policy import ExpressionRuntimeError, Pipeline
 from gateway.upstream import Exchange
 
 from ._contracts import ProxyRequest
-from ._headers import HOP_BY_HOP, forward_view_headers, response_headers_to_forward
+from ._headers import HOP_BY_HOP, forward_view_headers, response_headers_to_forward, text_bytes
 from ._limits import apply_postponed
 from ._policies import (
     PROCEED,
@@ -91,16 +91,6 @@ def _backend_of(url: str) -> Backend:
     return backend
 
 
-def _header_bytes(text: str) -> bytes:
-    """A header name or value set by a policy, refused if it could split the message."""
-    if "\r" in text or "\n" in text or "\0" in text:
-        raise ValueError(f"a header holds a line break or NUL: {text[:40]!r}")
-    try:
-        return text.encode("latin-1")
-    except UnicodeEncodeError:
-        return text.encode("utf-8")
-
-
 #: Response headers no policy sets: the body's framing is the backend's (or
 #: the gateway's own Content-Length), and hop-by-hop headers belong to one
 #: connection.
@@ -109,11 +99,7 @@ _FRAMING_TEXT = frozenset(name.decode("ascii") for name in HOP_BY_HOP) | {"conte
 
 def _reason_bytes(reason: str | None) -> bytes:
     """A reason phrase for the status line, refused if it could split the response."""
-    if not reason:
-        return b""
-    if "\r" in reason or "\n" in reason or "\0" in reason:
-        raise ValueError("a reason phrase holds a line break or NUL")
-    return reason.encode("latin-1", "replace")
+    return text_bytes(reason, "a reason phrase") if reason else b""
 
 
 def _target_bytes(base_path: str, ctx: PolicyRequest) -> bytes:
@@ -434,7 +420,7 @@ class PolicyRun:
             # policy's Content-Length or Transfer-Encoding (or any hop-by-hop
             # header) would misframe it.
             encoded = [
-                (_header_bytes(n), _header_bytes(v))
+                (text_bytes(n), text_bytes(v))
                 for n, v in response.headers
                 if n not in _FRAMING_TEXT
             ]
@@ -591,7 +577,7 @@ class PolicyRun:
         request = self.request
         try:
             encoded = [
-                (_header_bytes(n), _header_bytes(v))
+                (text_bytes(n), text_bytes(v))
                 for n, v in response.headers
                 if n not in _FRAMING_TEXT
             ]
