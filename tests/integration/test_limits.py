@@ -157,9 +157,10 @@ class LocalLimitTests(GatewayTestCase):
         self.assertEqual(self.backend_site.connections, before)
 
     @inlineCallbacks
-    def test_calls_without_a_subscription_are_not_limited_by_rate_limit(self) -> Any:
-        """rate-limit and quota apply to calls with a subscription only (APIM); rate-limit-by-key to all."""
-        r = yield self.get("/orders/7")
-        self.assertEqual(r.status, 401)
+    def test_local_counters_never_fall_back(self) -> Any:
+        """Without Redis the local counters decide every check: apimgw_ratelimit_fallback_total stays 0."""
+        for _ in range(3):
+            r = yield self.get("/orders/7", headers=ALICE)
+        self.assertEqual(r.status, 429)
         r = yield self.admin("/metrics")
         self.assertIn("apimgw_ratelimit_fallback_total 0.0", r.body.decode())
