@@ -6,7 +6,8 @@ reactor-native API client and informers.
   loaded with the ``kubernetes`` package's loaders (kubeconfig or the pod's
   service account), off the reactor thread; rotating token files re-read.
 * :mod:`._kinds`: :class:`Kind`, where a resource type lives in the API,
-  and the kinds the gateway uses (``INGRESS``, ``SERVICE``, ...).
+  and the kinds the gateway uses (``INGRESS``, ``SERVICE``, the Gateway
+  API's ``GATEWAY``, ``HTTP_ROUTE``, ...).
 * :mod:`._errors`: the API server's refusals as typed :class:`ApiError`
   subclasses (``410`` is :class:`Gone`), and broken watch streams.
 * :mod:`._watch`: the watch stream parsed incrementally
@@ -58,10 +59,14 @@ from ._informer import Informer, ObjectKey, object_key
 from ._kinds import (
     ENDPOINT_SLICE,
     EVENT,
+    GATEWAY,
+    GATEWAY_CLASS,
+    HTTP_ROUTE,
     INGRESS,
     INGRESS_CLASS,
     LEASE,
     NAMESPACE,
+    REFERENCE_GRANT,
     SECRET,
     SERVICE,
     Kind,
@@ -71,11 +76,15 @@ from ._watch import MAX_EVENT_BYTES, ObjectList, WatchEvent, WatchStreamDecoder
 __all__ = [
     "ENDPOINT_SLICE",
     "EVENT",
+    "GATEWAY",
+    "GATEWAY_CLASS",
+    "HTTP_ROUTE",
     "INGRESS",
     "INGRESS_CLASS",
     "LEASE",
     "MAX_EVENT_BYTES",
     "NAMESPACE",
+    "REFERENCE_GRANT",
     "SECRET",
     "SERVICE",
     "AlreadyExists",

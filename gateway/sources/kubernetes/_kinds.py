@@ -12,10 +12,14 @@ from urllib.parse import quote
 __all__ = [
     "ENDPOINT_SLICE",
     "EVENT",
+    "GATEWAY",
+    "GATEWAY_CLASS",
+    "HTTP_ROUTE",
     "INGRESS",
     "INGRESS_CLASS",
     "LEASE",
     "NAMESPACE",
+    "REFERENCE_GRANT",
     "SECRET",
     "SERVICE",
     "Kind",
@@ -72,3 +76,12 @@ ENDPOINT_SLICE = Kind("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices
 LEASE = Kind("coordination.k8s.io", "v1", "Lease", "leases")
 EVENT = Kind("", "v1", "Event", "events")
 NAMESPACE = Kind("", "v1", "Namespace", "namespaces", namespaced=False)
+
+# The Gateway API (gateway.networking.k8s.io), read by the Gateway API
+# source; every kind but ReferenceGrant has a /status subresource.
+GATEWAY_CLASS = Kind(
+    "gateway.networking.k8s.io", "v1", "GatewayClass", "gatewayclasses", namespaced=False
+)
+GATEWAY = Kind("gateway.networking.k8s.io", "v1", "Gateway", "gateways")
+HTTP_ROUTE = Kind("gateway.networking.k8s.io", "v1", "HTTPRoute", "httproutes")
+REFERENCE_GRANT = Kind("gateway.networking.k8s.io", "v1beta1", "ReferenceGrant", "referencegrants")
