@@ -132,6 +132,44 @@ RESOURCES: tuple[Resource, ...] = (
         "discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True, tracks_generation=True
     ),
     Resource("coordination.k8s.io", "v1", "Lease", "leases", True),
+    # The Gateway API kinds, as their standard-channel CRDs declare them:
+    # ``subresources: status`` on all but ReferenceGrant, and (as for every
+    # custom resource) ``generation`` tracked.
+    Resource(
+        "gateway.networking.k8s.io",
+        "v1",
+        "GatewayClass",
+        "gatewayclasses",
+        False,
+        status_subresource=True,
+        tracks_generation=True,
+    ),
+    Resource(
+        "gateway.networking.k8s.io",
+        "v1",
+        "Gateway",
+        "gateways",
+        True,
+        status_subresource=True,
+        tracks_generation=True,
+    ),
+    Resource(
+        "gateway.networking.k8s.io",
+        "v1",
+        "HTTPRoute",
+        "httproutes",
+        True,
+        status_subresource=True,
+        tracks_generation=True,
+    ),
+    Resource(
+        "gateway.networking.k8s.io",
+        "v1beta1",
+        "ReferenceGrant",
+        "referencegrants",
+        True,
+        tracks_generation=True,
+    ),
 )
 
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")

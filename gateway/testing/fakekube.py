@@ -12,7 +12,8 @@ errors, and the list/watch semantics the informers depend on:
   spec), ``managedFields`` with a ``time`` on every write;
 * create (``409 AlreadyExists``), get, update (``409 Conflict`` on a stale
   resourceVersion), merge patch, delete (with preconditions), the
-  ``/status`` subresource of Ingress and Service;
+  ``/status`` subresource of Ingress, Service, Namespace and the Gateway
+  API kinds;
 * the validation clients trip over: names, Secret data, a Lease's
   positive whole-second duration, an Event in its involved object's
   namespace (``422 Invalid``);
@@ -26,7 +27,10 @@ errors, and the list/watch semantics the informers depend on:
 
 Kinds: v1 Namespace, Service, Secret, Event; networking.k8s.io/v1 Ingress
 and IngressClass; discovery.k8s.io/v1 EndpointSlice; coordination.k8s.io/v1
-Lease. Simplifications, each one a place where a test cannot tell: no
+Lease; gateway.networking.k8s.io/v1 GatewayClass (cluster-scoped), Gateway
+and HTTPRoute (each with ``/status``) and gateway.networking.k8s.io/v1beta1
+ReferenceGrant, served as if their standard-channel CRDs were installed.
+Simplifications, each one a place where a test cannot tell: no
 finalizers or graceful deletion (a delete is immediate, a namespace's
 objects go with it), strategic merge patch is applied as a JSON merge patch
 (lists are replaced, not merged by key), no admission, no RBAC (every
