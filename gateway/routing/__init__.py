@@ -8,7 +8,8 @@ Ingress path semantics, API operations) are documented in
 :mod:`gateway.routing._trie` and :mod:`gateway.routing._operations`.
 """
 
+from ._facts import RequestFacts
 from ._trie import Match, RouteTable
 from .generation import CertificateMap, Generation, LiveGeneration
 
-__all__ = ["CertificateMap", "Generation", "LiveGeneration", "Match", "RouteTable"]
+__all__ = ["CertificateMap", "Generation", "LiveGeneration", "Match", "RequestFacts", "RouteTable"]

@@ -53,8 +53,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from gateway.memo import BuildMemo, remembered
-from gateway.translate import EXACT, KIND_API, PREFIX, OperationSpec, RouteEntry
+from gateway.translate import EXACT, KIND_API, PREFIX, OperationSpec, RouteEntry, Variant
 
+from ._facts import RequestFacts
 from ._operations import OperationTrie
 
 _NO_PARAMS: Mapping[str, str] = MappingProxyType({})
@@ -75,12 +76,16 @@ class Match:
         operations list it only for other methods (a possible CORS
         preflight: the proxy answers it at the API level or with 404).
     :ivar params: the captured ``{param}`` values, empty when none.
+    :ivar variant: for a Gateway API entry (``entry.variants`` set), the
+        variant whose conditions held: what the proxy serves. ``None`` for
+        every other entry.
     """
 
     entry: RouteEntry
     rest: str
     operation: OperationSpec | None
     params: Mapping[str, str]
+    variant: Variant | None = None
 
 
 class _Target:
@@ -278,7 +283,14 @@ class RouteTable:
     def __len__(self) -> int:
         return self._count
 
-    def lookup(self, host: str, path: str, method: str) -> Match | None:
+    def lookup(
+        self,
+        host: str,
+        path: str,
+        method: str,
+        scheme: bytes = b"http",
+        facts: RequestFacts | None = None,
+    ) -> Match | None:
         """
         Find the route for one request.
 
@@ -286,6 +298,9 @@ class RouteTable:
             port or a trailing dot).
         :param path: the raw request path, without the query string.
         :param method: the request method, upper case.
+        :param scheme: ``b"http"`` or ``b"https"``: the listener's.
+        :param facts: the request's headers and query parameters, asked
+            only by entries with variants.
         :return: the match, or ``None`` when no route accepts the request.
         """
         if path[:1] != "/":

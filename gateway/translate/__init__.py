@@ -34,6 +34,16 @@ from ._subscriptions import (
     SubscriptionIndex,
 )
 from ._translate import InvalidObject, normalize_host, parse_backend, parse_template, translate
+from ._variants import (
+    REGEX,
+    HeaderEdits,
+    PathChange,
+    Redirect,
+    Rewrite,
+    ValueMatch,
+    Variant,
+    WeightedBackend,
+)
 
 __all__ = [
     "DEFAULT_ROLE",
@@ -55,6 +65,14 @@ __all__ = [
     "KIND_API",
     "KIND_ROUTE",
     "PREFIX",
+    "REGEX",
+    "HeaderEdits",
+    "PathChange",
+    "Redirect",
+    "Rewrite",
+    "ValueMatch",
+    "Variant",
+    "WeightedBackend",
     "Backend",
     "CertificateEntry",
     "GatewayConfig",

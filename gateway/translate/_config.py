@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gateway.model import ObjectRef, Problem
 
 from ._subscriptions import ApiAccess, SubscriptionIndex
 from .policy import Pipeline
+
+if TYPE_CHECKING:
+    from ._variants import Variant
 
 #: An operation's (or an API's) effective pipelines by product context:
 #: the id of the product whose subscription the request came with, or
@@ -89,8 +93,10 @@ class RouteEntry:
 
     :ivar host: ``""`` for any host, a lower-case name, or ``*.suffix``.
     :ivar path: for :data:`PREFIX`, normalised without a trailing slash
-        (``/`` stays ``/``); for :data:`EXACT`, exactly as configured.
-    :ivar match: :data:`EXACT` or :data:`PREFIX`.
+        (``/`` stays ``/``); for :data:`EXACT`, exactly as configured; for
+        :data:`~gateway.translate.REGEX`, the pattern.
+    :ivar match: :data:`EXACT`, :data:`PREFIX` or
+        :data:`~gateway.translate.REGEX` (Gateway API only).
     :ivar kind: :data:`KIND_API` (strip ``path``, append the rest to the
         backend's base path) or :data:`KIND_ROUTE` (path unchanged).
     :ivar operations: ``None``: every method and sub-path; otherwise only the
@@ -141,6 +147,11 @@ class RouteEntry:
     access: ApiAccess | None = None
     pipelines: Pipelines | None = field(default=None, hash=False)
     policy_error: str | None = None
+    #: ``None``: a plain route (everything but the Gateway API), served as
+    #: above. Otherwise a Gateway API route: the variants in precedence
+    #: order, the first whose conditions hold is served (routing decides,
+    #: the proxy never forwards to ``backend``, kept for labels).
+    variants: tuple[Variant, ...] | None = None
     #: ``(host, match, path)``: two routes with the same key conflict; the
     #: newer one wins.
     key: tuple[str, str, str] = field(init=False, repr=False, compare=False)
