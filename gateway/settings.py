@@ -13,8 +13,9 @@ ignored with one warning line each.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -122,6 +123,35 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "apimgw-leader",
         "name of the coordination.k8s.io Lease that elects the one replica writing Ingress status",
+    ),
+    # The Kubernetes Gateway API source (gateway.networking.k8s.io); the
+    # cluster DNS suffix of its Service backends is k8s.ingress.dns.suffix.
+    Setting("k8s.gateway.enabled", None, "false", "watch Kubernetes Gateway API objects"),
+    Setting(
+        "k8s.gateway.controller",
+        None,
+        "apimgw.io/gateway-controller",
+        "spec.controllerName of the GatewayClasses served (their Gateways and HTTPRoutes)",
+    ),
+    Setting(
+        "k8s.gateway.namespace",
+        None,
+        "",
+        "namespace of the Gateways, HTTPRoutes, ReferenceGrants, Services and Secrets watched "
+        "(empty: all; GatewayClasses are cluster-scoped)",
+    ),
+    Setting(
+        "k8s.gateway.election-id",
+        None,
+        "apimgw-gateway-api",
+        "name of the coordination.k8s.io Lease that elects the one replica writing Gateway API status",
+    ),
+    Setting(
+        "k8s.gateway.config.path",
+        None,
+        None,
+        "kubeconfig path outside a cluster (empty: k8s.ingress.config.path, else in-cluster or "
+        "KUBECONFIG)",
     ),
     # The cloud source (configuration service).
     Setting("config.service.endpoint", None, None, "configuration service base URL"),
@@ -496,6 +526,57 @@ class IngressSourceSettings:
         )
 
 
+#: ``GatewayController`` in the Gateway API's validation: a domain-prefixed path.
+_CONTROLLER_NAME = re.compile(
+    r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/[A-Za-z0-9/\-._~%!$&'()*+,;=:]+"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayApiSourceSettings:
+    """
+    The Kubernetes Gateway API source (``k8s.gateway.*``).
+
+    :ivar namespace: ``None``: all namespaces.
+    :ivar dns_suffix: ``k8s.ingress.dns.suffix``: one cluster, one DNS
+        suffix, whichever source reads its Services.
+    :ivar config_path: ``k8s.gateway.config.path``, else
+        ``k8s.ingress.config.path``; ``None``: in-cluster or ``KUBECONFIG``.
+    :ivar election_id: ``None``: no election, this replica writes status.
+    """
+
+    controller: str
+    namespace: str | None
+    dns_suffix: str
+    config_path: str | None
+    election_id: str | None
+
+    @classmethod
+    def parse(cls, values: Mapping[str, str]) -> GatewayApiSourceSettings | None:
+        """The settings, or ``None`` when the Gateway API source is off."""
+        if not flag(values.get("k8s.gateway.enabled")):
+            return None
+        controller = _text(values, "k8s.gateway.controller")
+        if not _CONTROLLER_NAME.fullmatch(controller):
+            # What the API accepts as a GatewayClass's spec.controllerName:
+            # a value no GatewayClass can carry would serve nothing.
+            raise SettingError(
+                f"k8s.gateway.controller must be a domain-prefixed path such as "
+                f"example.com/gateway-controller, not {controller!r}"
+            )
+        return cls(
+            controller=controller,
+            namespace=_text(values, "k8s.gateway.namespace") or None,
+            dns_suffix=_text(values, "k8s.ingress.dns.suffix"),
+            config_path=(
+                _text(values, "k8s.gateway.config.path")
+                or _text(values, "k8s.ingress.config.path")
+                or None
+            ),
+            election_id=_text(values, "k8s.gateway.election-id") or None,
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class RateLimitSettings:
     """
@@ -541,6 +622,7 @@ class GatewaySettings:
 
     :ivar cloud: ``None``: no configuration service.
     :ivar ingress: ``None``: no Ingress source.
+    :ivar gateway_api: ``None``: no Gateway API source.
     """
 
     listen: ListenSettings
@@ -550,6 +632,7 @@ class GatewaySettings:
     cloud: CloudSettings | None
     ingress: IngressSourceSettings | None
     rate_limit: RateLimitSettings
+    gateway_api: GatewayApiSourceSettings | None = None
 
     @classmethod
     def parse(cls, values: Mapping[str, str]) -> GatewaySettings:
@@ -566,4 +649,5 @@ class GatewaySettings:
             cloud=CloudSettings.parse(values),
             ingress=IngressSourceSettings.parse(values),
             rate_limit=RateLimitSettings.parse(values),
+            gateway_api=GatewayApiSourceSettings.parse(values),
         )

@@ -7,6 +7,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from gateway.settings import (
     SETTINGS,
     CloudSettings,
+    GatewayApiSourceSettings,
     GatewaySettings,
     IngressSourceSettings,
     SettingError,
@@ -24,16 +25,18 @@ class GatewaySettingsTests(SynchronousTestCase):
             ("tcp:8080", "tcp:8081", 443),
         )
         self.assertEqual((settings.proxy.grace, settings.proxy.max_body), (30.0, 100 * 1024 * 1024))
-        self.assertEqual((settings.cloud, settings.ingress), (None, None))
+        self.assertEqual((settings.cloud, settings.ingress, settings.gateway_api), (None, None, None))
 
     def test_every_default_parses(self) -> None:
         """Each setting's own default is a valid value for it."""
         values = {s.name: s.default for s in SETTINGS if s.default is not None}
         values.update({"config.service.endpoint": "https://cfg", "config.service.auth": "f"})
         values["k8s.ingress.enabled"] = "true"
+        values["k8s.gateway.enabled"] = "true"
         settings = GatewaySettings.parse(values)
         self.assertIsInstance(settings.cloud, CloudSettings)
         self.assertIsInstance(settings.ingress, IngressSourceSettings)
+        self.assertIsInstance(settings.gateway_api, GatewayApiSourceSettings)
 
     def test_errors_name_the_setting(self) -> None:
         """An unusable value is refused with the setting's dotted name in the message."""
@@ -89,6 +92,69 @@ class GatewaySettingsTests(SynchronousTestCase):
         self.assertEqual(settings.publish_addresses, ("10.0.0.1", "lb.example.com"))
         with self.assertRaises(SettingError):
             GatewaySettings.parse({"k8s.ingress.enabled": "true", "k8s.ingress.publish-service": "x"})
+
+    def test_gateway_api_defaults(self) -> None:
+        """
+        Gateway API on with nothing else set: our controller name, all
+        namespaces, its own Lease, and the Ingress source's DNS suffix.
+        """
+        settings = GatewaySettings.parse({"k8s.gateway.enabled": "true"}).gateway_api
+        self.assertEqual(
+            settings,
+            GatewayApiSourceSettings(
+                controller="apimgw.io/gateway-controller",
+                namespace=None,
+                dns_suffix="svc.cluster.local",
+                config_path=None,
+                election_id="apimgw-gateway-api",
+            ),
+        )
+
+    def test_gateway_api_settings(self) -> None:
+        """
+        Each k8s.gateway.* setting reaches its field; an empty election id
+        means no election; the kubeconfig falls back to the Ingress
+        source's, and the DNS suffix is the Ingress source's.
+        """
+        settings = GatewaySettings.parse(
+            {
+                "k8s.gateway.enabled": "yes",
+                "k8s.gateway.controller": "example.com/gw",
+                "k8s.gateway.namespace": "infra",
+                "k8s.gateway.election-id": "",
+                "k8s.ingress.config.path": "/etc/kube/config",
+                "k8s.ingress.dns.suffix": "cluster.example",
+            }
+        ).gateway_api
+        assert settings is not None
+        self.assertEqual(
+            (settings.controller, settings.namespace, settings.election_id),
+            ("example.com/gw", "infra", None),
+        )
+        self.assertEqual(
+            (settings.config_path, settings.dns_suffix), ("/etc/kube/config", "cluster.example")
+        )
+        own = GatewaySettings.parse(
+            {
+                "k8s.gateway.enabled": "true",
+                "k8s.gateway.config.path": "/gw.kubeconfig",
+                "k8s.ingress.config.path": "/ingress.kubeconfig",
+            }
+        ).gateway_api
+        assert own is not None
+        self.assertEqual(own.config_path, "/gw.kubeconfig")
+
+    def test_gateway_api_off_ignores_its_settings(self) -> None:
+        """Not enabled: no Gateway API settings, and an unusable controller is not even read."""
+        settings = GatewaySettings.parse({"k8s.gateway.controller": "nope"})
+        self.assertIsNone(settings.gateway_api)
+
+    def test_gateway_api_controller_must_be_a_controller_name(self) -> None:
+        """A controller name no GatewayClass could carry (not a domain-prefixed path) is refused, named."""
+        for bad in ("nope", "/gateway", "Example.com/gw", "example.com/"):
+            with self.assertRaises(SettingError) as caught:
+                GatewaySettings.parse({"k8s.gateway.enabled": "true", "k8s.gateway.controller": bad})
+            self.assertIn("k8s.gateway.controller", str(caught.exception))
 
     def test_redirect_to_the_listener_port(self) -> None:
         """``listener`` makes redirects name the HTTPS listener's own port."""
