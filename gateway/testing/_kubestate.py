@@ -172,6 +172,31 @@ RESOURCES: tuple[Resource, ...] = (
     ),
 )
 
+
+def _pending(*types: str) -> JSON:
+    return {
+        "conditions": [
+            {
+                "lastTransitionTime": "1970-01-01T00:00:00Z",
+                "message": "Waiting for controller",
+                "reason": "Pending",
+                "status": "Unknown",
+                "type": t,
+            }
+            for t in types
+        ]
+    }
+
+
+#: The ``status`` the standard-channel v1 CRDs default for an object that
+#: has none. The API server applies CRD defaults whenever it decodes an
+#: object, from a request or from storage, so a created object (whose
+#: status is dropped on create) is read back with this status.
+_DEFAULT_STATUS: dict[str, JSON] = {
+    "gatewayclasses": _pending("Accepted"),
+    "gateways": _pending("Accepted", "Programmed"),
+}
+
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
@@ -622,6 +647,15 @@ class KubeState:
             ]["name"]
         elif resource.plural == "ingresses":
             obj.setdefault("status", {"loadBalancer": {}})
+        elif resource.plural == "gatewayclasses" and previous is not None:
+            # The CRD's CEL rule ``self == oldSelf`` on spec.controllerName.
+            old_controller = (previous.get("spec") or {}).get("controllerName")
+            if (obj.get("spec") or {}).get("controllerName") != old_controller:
+                raise self._invalid(
+                    resource,
+                    obj["metadata"]["name"],
+                    'spec.controllerName: Invalid value: "string": Value is immutable',
+                )
         if resource.plural == "services":
             obj.setdefault("status", {"loadBalancer": {}})
 
@@ -666,6 +700,7 @@ class KubeState:
         if resource.tracks_generation:
             meta["generation"] = 1
         meta.pop("managedFields", None)
+        self._default_status(resource, obj)
         self._managed(obj, resource, manager, None)
         return self._commit(resource, "ADDED", obj, None)
 
@@ -747,11 +782,17 @@ class KubeState:
             self._validate(resource, obj)
             if resource.tracks_generation and self._spec_of(obj) != self._spec_of(old):
                 meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
+        self._default_status(resource, obj)
         if obj == old:
             # A no-op write changes nothing, not even the resourceVersion.
             return self.present(resource, old)
         self._managed(obj, resource, manager, subresource)
         return self._commit(resource, "MODIFIED", obj, old)
+
+    @staticmethod
+    def _default_status(resource: Resource, obj: JSON) -> None:
+        if "status" not in obj and resource.plural in _DEFAULT_STATUS:
+            obj["status"] = copy.deepcopy(_DEFAULT_STATUS[resource.plural])
 
     @staticmethod
     def _spec_of(obj: JSON) -> JSON:

@@ -29,7 +29,11 @@ Kinds: v1 Namespace, Service, Secret, Event; networking.k8s.io/v1 Ingress
 and IngressClass; discovery.k8s.io/v1 EndpointSlice; coordination.k8s.io/v1
 Lease; gateway.networking.k8s.io/v1 GatewayClass (cluster-scoped), Gateway
 and HTTPRoute (each with ``/status``) and gateway.networking.k8s.io/v1beta1
-ReferenceGrant, served as if their standard-channel CRDs were installed.
+ReferenceGrant, served as if their standard-channel CRDs were installed:
+status dropped on create, the CRDs' default status (Accepted and, for a
+Gateway, Programmed ``Unknown``, reason ``Pending``) on a GatewayClass or
+Gateway without one, and a GatewayClass's ``controllerName`` immutable (no
+other schema validation or defaulting).
 Simplifications, each one a place where a test cannot tell: no
 finalizers or graceful deletion (a delete is immediate, a namespace's
 objects go with it), strategic merge patch is applied as a JSON merge patch

@@ -23,9 +23,13 @@ from twisted.trial.unittest import SkipTest, TestCase
 from gateway.sources.kubernetes import (
     ENDPOINT_SLICE,
     EVENT,
+    GATEWAY,
+    GATEWAY_CLASS,
+    HTTP_ROUTE,
     INGRESS,
     INGRESS_CLASS,
     LEASE,
+    REFERENCE_GRANT,
     SECRET,
     SERVICE,
     AlreadyExists,
@@ -66,6 +70,61 @@ def ingress(name: str, labels: dict[str, str] | None = None, host: str = "a.exam
                 }
             ],
         },
+    }
+
+
+def http_route(
+    name: str, host: str = "a.example.com", labels: dict[str, str] | None = None
+) -> JSON:
+    """A valid HTTPRoute: one parent Gateway, one host, one rule to a Service."""
+    return {
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {
+            "parentRefs": [{"name": "gw"}],
+            "hostnames": [host],
+            "rules": [{"backendRefs": [{"name": "echo", "port": 80}]}],
+        },
+    }
+
+
+def gateway(name: str, port: int = 80) -> JSON:
+    """A valid Gateway with one HTTP listener."""
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "gatewayClassName": "apimgw",
+            "listeners": [{"name": "http", "port": port, "protocol": "HTTP"}],
+        },
+    }
+
+
+def condition(kind: str, status: str, reason: str, generation: int) -> JSON:
+    """A metav1.Condition, every field the CRD schemas require."""
+    return {
+        "type": kind,
+        "status": status,
+        "reason": reason,
+        "message": f"{kind} {status}",
+        "lastTransitionTime": "2024-01-01T00:00:00Z",
+        "observedGeneration": generation,
+    }
+
+
+def route_status(generation: int, reason: str = "Accepted") -> JSON:
+    """An HTTPRoute status with one parent, as a controller writes it."""
+    return {
+        "parents": [
+            {
+                # Group and kind spelt out: a real server defaults them.
+                "parentRef": {
+                    "group": "gateway.networking.k8s.io",
+                    "kind": "Gateway",
+                    "name": "gw",
+                },
+                "controllerName": "apimgw.io/gateway-controller",
+                "conditions": [condition("Accepted", "True", reason, generation)],
+            }
+        ]
     }
 
 
@@ -691,6 +750,218 @@ class ContractTests:
         self.assertNotIn("namespace", got["metadata"])
         listed = await b.client.list(INGRESS_CLASS, field_selector=f"metadata.name={name}")
         self.assertEqual(names(listed.items), [name])
+
+    # -- the Gateway API kinds (custom resources: a cluster needs the CRDs) --
+
+    async def gateway_api(self) -> Backend:
+        """The backend, or a skip when the cluster does not serve the Gateway API."""
+        b = await self.backend()
+        try:
+            await b.client.list(GATEWAY_CLASS, limit=1)
+        except NotFound:
+            raise SkipTest("the cluster has no Gateway API CRDs (gateway.networking.k8s.io)")
+        return b
+
+    async def test_gateway_api_http_route_list_and_watch(self) -> None:
+        """
+        HTTPRoutes are listed with a resourceVersion, and a watch from it reports every later
+        change with the versions the writes returned, /status writes included.
+        """
+        b = await self.gateway_api()
+        await b.client.create(HTTP_ROUTE, http_route("before"), b.namespace)
+        start = await b.client.list(HTTP_ROUTE, b.namespace)
+        self.assertTrue(start.resource_version)
+        self.assertEqual(names(start.items), ["before"])
+        self.assertEqual(
+            (start.items[0]["kind"], start.items[0]["apiVersion"]),
+            ("HTTPRoute", "gateway.networking.k8s.io/v1"),
+        )
+        a1 = await b.client.create(HTTP_ROUTE, http_route("a"), b.namespace)
+        a2 = await b.client.update_status(
+            HTTP_ROUTE, dict(a1, status=route_status(a1["metadata"]["generation"]))
+        )
+        await b.client.delete(HTTP_ROUTE, b.namespace, "before")
+        watch = _Watch(
+            self,
+            b.client,
+            HTTP_ROUTE,
+            b.namespace,
+            resource_version=start.resource_version,
+            allow_bookmarks=False,
+        )
+        events = (await watch.count(3))[:3]
+        self.assertEqual(
+            [(e.type, e.object["metadata"]["name"]) for e in events],
+            [("ADDED", "a"), ("MODIFIED", "a"), ("DELETED", "before")],
+        )
+        self.assertEqual(
+            [e.resource_version for e in events[:2]],
+            [a1["metadata"]["resourceVersion"], a2["metadata"]["resourceVersion"]],
+        )
+        self.assertEqual(events[1].object["status"], a2["status"])
+
+    async def test_gateway_api_status_stale_version_conflicts(self) -> None:
+        """
+        A /status update of an HTTPRoute or a Gateway naming an outdated resourceVersion fails
+        with 409 Conflict and changes nothing; one naming the current version succeeds.
+        """
+        b = await self.gateway_api()
+        for kind, body, status in (
+            (HTTP_ROUTE, http_route("a"), route_status(1)),
+            (GATEWAY, gateway("a"), {"conditions": [condition("Accepted", "True", "Accepted", 1)]}),
+        ):
+            created = await b.client.create(kind, body, b.namespace)
+            relabeled = await b.client.update(
+                kind, dict(created, metadata=dict(created["metadata"], labels={"v": "2"}))
+            )
+            with self.assertRaises(Conflict) as caught:
+                await b.client.update_status(kind, dict(created, status=status))
+            self.assertEqual((caught.exception.code, caught.exception.reason), (409, "Conflict"))
+            got = await b.client.get(kind, b.namespace, "a")
+            self.assertEqual(
+                got["metadata"]["resourceVersion"], relabeled["metadata"]["resourceVersion"]
+            )
+            written = await b.client.update_status(kind, dict(relabeled, status=status))
+            self.assertEqual(written["status"], status)
+
+    async def test_gateway_api_status_subresource_changes_only_status(self) -> None:
+        """
+        An HTTPRoute's /status update ignores spec changes; a main update ignores status changes
+        (the CRDs declare the status subresource); a created object's status is dropped.
+        """
+        b = await self.gateway_api()
+        body = http_route("a")
+        body["status"] = route_status(1, reason="FromCreate")
+        created = await b.client.create(HTTP_ROUTE, body, b.namespace)
+        self.assertNotIn("status", created)
+        both = dict(
+            created,
+            spec=http_route("a", host="changed.example.com")["spec"],
+            status=route_status(1),
+        )
+        after_status = await b.client.update_status(HTTP_ROUTE, both)
+        self.assertEqual(after_status["spec"]["hostnames"], ["a.example.com"])
+        self.assertEqual(after_status["status"], route_status(1))
+        main = dict(
+            after_status,
+            status=route_status(1, reason="FromMain"),
+            metadata=dict(after_status["metadata"], labels={"k": "v"}),
+        )
+        after_main = await b.client.update(HTTP_ROUTE, main)
+        self.assertEqual(after_main["status"], route_status(1))
+        self.assertEqual(after_main["metadata"]["labels"], {"k": "v"})
+
+    async def test_gateway_api_generation_follows_spec(self) -> None:
+        """
+        An HTTPRoute's and a Gateway's generation start at 1 and grow when the spec changes, not
+        when labels or the status do (through update or merge patch).
+        """
+        b = await self.gateway_api()
+        route = await b.client.create(HTTP_ROUTE, http_route("a"), b.namespace)
+        self.assertEqual(route["metadata"]["generation"], 1)
+        route = await b.client.update(
+            HTTP_ROUTE, dict(route, spec=http_route("a", host="b.example.com")["spec"])
+        )
+        self.assertEqual(route["metadata"]["generation"], 2)
+        route = await b.client.update_status(HTTP_ROUTE, dict(route, status=route_status(2)))
+        self.assertEqual(route["metadata"]["generation"], 2)
+        route = await b.client.patch(
+            HTTP_ROUTE, b.namespace, "a", {"status": route_status(2, "Again")}, subresource="status"
+        )
+        self.assertEqual(route["metadata"]["generation"], 2)
+        route = await b.client.patch(
+            HTTP_ROUTE, b.namespace, "a", {"metadata": {"labels": {"l": "v"}}}
+        )
+        self.assertEqual(route["metadata"]["generation"], 2)
+        gw = await b.client.create(GATEWAY, gateway("g"), b.namespace)
+        self.assertEqual(gw["metadata"]["generation"], 1)
+        gw = await b.client.patch(
+            GATEWAY,
+            b.namespace,
+            "g",
+            {"spec": {"listeners": [{"name": "http", "port": 8080, "protocol": "HTTP"}]}},
+        )
+        self.assertEqual(gw["metadata"]["generation"], 2)
+
+    async def test_gateway_api_gateway_status_defaults_to_pending(self) -> None:
+        """
+        A new Gateway reads back with the CRD's default status: Accepted and Programmed Unknown,
+        waiting for a controller.
+        """
+        b = await self.gateway_api()
+        created = await b.client.create(GATEWAY, gateway("g"), b.namespace)
+        got = await b.client.get(GATEWAY, b.namespace, "g")
+        for obj in (created, got):
+            self.assertEqual(
+                sorted((c["type"], c["status"]) for c in obj["status"]["conditions"]),
+                [("Accepted", "Unknown"), ("Programmed", "Unknown")],
+            )
+
+    async def test_gateway_api_cluster_scoped_gateway_class(self) -> None:
+        """
+        A GatewayClass is cluster-scoped: created, got, listed and its status written without a
+        namespace; its controllerName cannot change.
+        """
+        b = await self.gateway_api()
+        name = f"{b.namespace}-class"
+        created = await b.client.create(
+            GATEWAY_CLASS,
+            {"metadata": {"name": name}, "spec": {"controllerName": "apimgw.io/contract-test"}},
+        )
+        self.addCleanup(lambda: b.client.delete(GATEWAY_CLASS, None, name))
+        self.assertNotIn("namespace", created["metadata"])
+        self.assertEqual(
+            [(c["type"], c["status"]) for c in created["status"]["conditions"]],
+            [("Accepted", "Unknown")],
+        )
+        listed = await b.client.list(GATEWAY_CLASS, field_selector=f"metadata.name={name}")
+        self.assertEqual(names(listed.items), [name])
+        accepted = {"conditions": [condition("Accepted", "True", "Accepted", 1)]}
+        written = await b.client.update_status(GATEWAY_CLASS, dict(created, status=accepted))
+        self.assertEqual(written["status"], accepted)
+        self.assertEqual(written["metadata"]["generation"], 1)
+        got = await b.client.get(GATEWAY_CLASS, None, name)
+        self.assertEqual(got["status"], accepted)
+        with self.assertRaises(Invalid) as caught:
+            await b.client.patch(
+                GATEWAY_CLASS, None, name, {"spec": {"controllerName": "apimgw.io/other"}}
+            )
+        self.assertEqual(caught.exception.code, 422)
+
+    async def test_gateway_api_reference_grant(self) -> None:
+        """
+        A v1beta1 ReferenceGrant is created, listed and its generation tracked; it has no /status.
+        """
+        b = await self.gateway_api()
+        body = {
+            "metadata": {"name": "allow-routes"},
+            "spec": {
+                "from": [
+                    {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": "x"}
+                ],
+                "to": [{"group": "", "kind": "Service"}],
+            },
+        }
+        created = await b.client.create(REFERENCE_GRANT, body, b.namespace)
+        self.assertEqual(created["metadata"]["generation"], 1)
+        self.assertEqual(created["apiVersion"], "gateway.networking.k8s.io/v1beta1")
+        listed = await b.client.list(REFERENCE_GRANT, b.namespace)
+        self.assertEqual(names(listed.items), ["allow-routes"])
+        with self.assertRaises(NotFound):
+            await b.client.patch(
+                REFERENCE_GRANT, b.namespace, "allow-routes", {"status": {}}, subresource="status"
+            )
+
+    async def test_gateway_api_watch_expired_version_gone(self) -> None:
+        """A watch of HTTPRoutes from a version older than the server's history fails with 410."""
+        b = await self.gateway_api()
+        await b.client.create(HTTP_ROUTE, http_route("a"), b.namespace)
+        b.expire_history()
+        watch = _Watch(self, b.client, HTTP_ROUTE, b.namespace, resource_version="1")
+        await wait_for(lambda: watch.ended, 10.0, "the watch to end")
+        self.assertIsInstance(watch.error, Gone)
+        assert isinstance(watch.error, ApiError)
+        self.assertEqual(watch.error.code, 410)
 
     async def test_wrong_token_unauthorized(self) -> None:
         """A request with a token the server does not know fails with 401 Unauthorized."""

@@ -19,7 +19,15 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import ResponseFailed
 from twisted.web.iweb import UNKNOWN_LENGTH
 
-from gateway.sources.kubernetes import INGRESS, SECRET, ApiError, Gone, WatchEvent
+from gateway.sources.kubernetes import (
+    GATEWAY_CLASS,
+    HTTP_ROUTE,
+    INGRESS,
+    SECRET,
+    ApiError,
+    Gone,
+    WatchEvent,
+)
 from gateway.testing._kubeselect import SelectorError, parse_field_selector, parse_label_selector
 from gateway.testing.fakekube import FakeKubeServer
 
@@ -189,6 +197,32 @@ class WireTests(TestCase):
         resources = json.loads((await raw.get("/apis/networking.k8s.io/v1"))[1])
         self.assertIn("ingresses/status", [r["name"] for r in resources["resources"]])
 
+    async def test_gateway_api_discovery(self) -> None:
+        """
+        gateway.networking.k8s.io is served at v1 (preferred) and v1beta1, as with the
+        standard-channel CRDs: GatewayClass cluster-scoped, /status for all but ReferenceGrant.
+        """
+        server, _ = await start_fake(self)
+        raw = _Raw(server)
+        groups = json.loads((await raw.get("/apis"))[1])["groups"]
+        (group,) = [g for g in groups if g["name"] == "gateway.networking.k8s.io"]
+        self.assertEqual([v["version"] for v in group["versions"]], ["v1", "v1beta1"])
+        self.assertEqual(group["preferredVersion"]["version"], "v1")
+        v1 = json.loads((await raw.get("/apis/gateway.networking.k8s.io/v1"))[1])["resources"]
+        self.assertEqual(
+            sorted((r["name"], r["namespaced"]) for r in v1),
+            [
+                ("gatewayclasses", False),
+                ("gatewayclasses/status", False),
+                ("gateways", True),
+                ("gateways/status", True),
+                ("httproutes", True),
+                ("httproutes/status", True),
+            ],
+        )
+        v1beta1 = json.loads((await raw.get("/apis/gateway.networking.k8s.io/v1beta1"))[1])
+        self.assertEqual([r["name"] for r in v1beta1["resources"]], ["referencegrants"])
+
 
 class ListVersionTests(TestCase):
     """The resourceVersion rules of list, and continue tokens."""
@@ -275,6 +309,36 @@ class ControlTests(TestCase):
         await wait_for(lambda: len(events) == 3, what="three events")
         self.assertEqual([e.type for e in events], ["ADDED", "MODIFIED", "DELETED"])
         self.assertIsNone(server.get_object("networking.k8s.io/v1", "Ingress", "fresh", "a"))
+
+    async def test_set_object_gateway_api(self) -> None:
+        """
+        set_object stores a cluster-scoped GatewayClass with its status and a namespaced HTTPRoute
+        with its status, as a controller and a user would have written them.
+        """
+        server, client = await start_fake(self)
+        accepted = {"conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted"}]}
+        server.set_object(
+            {
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "GatewayClass",
+                "metadata": {"name": "apimgw"},
+                "spec": {"controllerName": "apimgw.io/gateway-controller"},
+                "status": accepted,
+            }
+        )
+        server.set_object(
+            {
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "HTTPRoute",
+                "metadata": {"name": "r", "namespace": "apps"},
+                "spec": {"parentRefs": [{"name": "gw"}]},
+                "status": {"parents": []},
+            }
+        )
+        got = await client.get(GATEWAY_CLASS, None, "apimgw")
+        self.assertEqual((got["status"], got["metadata"]["generation"]), (accepted, 1))
+        route = await client.get(HTTP_ROUTE, "apps", "r")
+        self.assertEqual(route["status"], {"parents": []})
 
     async def test_namespace_deletion_deletes_contents(self) -> None:
         """Deleting a namespace deletes its objects, each with a DELETED event."""
