@@ -22,8 +22,18 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from gateway.routing import LiveGeneration, Match
-from gateway.translate import KIND_API, Access, ApiCall, Backend, Denial, Pipelines, RouteEntry
+from gateway.routing import Generation, LiveGeneration, Match
+from gateway.translate import (
+    KIND_API,
+    Access,
+    ApiCall,
+    Backend,
+    Denial,
+    HeaderEdits,
+    Pipelines,
+    RouteEntry,
+    Variant,
+)
 from gateway.upstream import FAILURE_HOLD, BackendError, BackendPool, BackendTimeout, Exchange
 
 from ._contracts import ProxyHealth, ProxyObserver, ProxyRequest
@@ -32,6 +42,7 @@ from ._limits import Counters
 from ._policies import JwtValidator, policy_request
 from ._policy_run import PolicyRun
 from ._replies import close_after_response, cut, envelope, finish_streamed, start_streamed
+from ._variants import BackendChooser, RequestFacts, change_path, edit_headers, redirect_location
 
 #: The upstream Helm chart's probe path, answered on the traffic port.
 STATUS_PATH = b"/status-0123456789abcdef"
@@ -114,6 +125,9 @@ class ProxyResource(Resource):
     :param redact: hides secret query values (subscription keys, tokens)
         in the request targets this resource logs, as the access log does
         (:class:`gateway.observability.QueryRedactor`); default: none.
+    :param choose: picks the backend of a Gateway API rule by weight
+        (:class:`BackendChooser`); tests pass one with a deterministic
+        random source.
     """
 
     isLeaf = True
@@ -133,6 +147,7 @@ class ProxyResource(Resource):
         redact: Callable[[str], str] | None = None,
         jwt: JwtValidator | None = None,
         counters: Counters | None = None,
+        choose: BackendChooser | None = None,
     ) -> None:
         super().__init__()
         if error_mode not in ERROR_MODES:
@@ -152,6 +167,8 @@ class ProxyResource(Resource):
         self._ids = RequestIds()
         self._jwt = jwt
         self._counters = counters
+        self._chooser = choose or BackendChooser()
+        self._scheme_text = scheme.decode("ascii")
 
     # -- draining ---------------------------------------------------------
 
@@ -195,7 +212,9 @@ class ProxyResource(Resource):
             path_text = path.decode("ascii")
         except UnicodeDecodeError:
             return self._answer(request, started, 400, _BAD_REQUEST, "-")
-        match = generation.table.lookup(host, path_text, method)
+        match = generation.table.lookup(
+            host, path_text, method, self._scheme, RequestFacts(request.requestHeaders, query)
+        )
         if match is None:
             return self._answer(request, started, 404, _NOT_FOUND, "-")
         entry = match.entry
@@ -206,6 +225,10 @@ class ProxyResource(Resource):
         body = request.content
         if getattr(body, "exceeded", False):
             return self._answer(request, started, 413, _TOO_LARGE, entry.label)
+        if match.variant is not None:
+            return self._serve_variant(
+                request, started, generation, match, match.variant, host, path_text, query
+            )
         access = entry.access
         drop = None
         if access is not None:
@@ -313,6 +336,114 @@ class ProxyResource(Resource):
             balancer,
         )
         return NOT_DONE_YET
+
+    def _serve_variant(
+        self,
+        request: ProxyRequest,
+        started: float,
+        generation: Generation,
+        match: Match,
+        variant: Variant,
+        host: str,
+        path: str,
+        query: bytes,
+    ) -> bytes | int:
+        """
+        A Gateway API rule (:mod:`gateway.proxy._variants`): a redirect is
+        answered here; otherwise one backend is chosen by weight, the URL
+        rewrite and the request header modifier shape what it receives,
+        and the response header modifier what the client receives.
+
+        The client's ``Host`` goes to the backend unless the rule rewrites
+        it: the Gateway API forwards it unchanged (its conformance tests
+        check what the backend saw), unlike an Ingress route.
+        """
+        label = variant.label
+        redirect = variant.redirect
+        if redirect is not None:
+            if not host:
+                host = request.getRequestHostname().decode("latin-1")
+            location = redirect_location(
+                redirect, self._scheme_text, host, path, query.decode("latin-1"), match.entry.path
+            )
+            request.setResponseCode(redirect.status)
+            request.setHeader(b"location", location.encode("latin-1"))
+            request.setHeader(b"content-length", b"0")
+            if variant.response_headers is not None:
+                _edit_response(request, variant.response_headers)
+            self._observer.request_done(
+                request, redirect.status, 0, self._clock.seconds() - started, label, "-", "-"
+            )
+            return b""
+        chosen = self._chooser.choose(variant, generation.number)
+        if chosen is None or chosen.backend is None:
+            problem = (
+                "it has no backend with a weight above 0"
+                if chosen is None
+                else f"its backend is invalid: {chosen.problem or 'unknown reason'}"
+            )
+            return self._variant_failed(request, started, label, problem)
+        backend = chosen.backend
+        rewrite = variant.rewrite
+        send_host = host.encode("latin-1") if host else backend.authority.encode("ascii")
+        if rewrite is not None:
+            if rewrite.path is not None:
+                path = change_path(path, rewrite.path, match.entry.path)
+            if rewrite.hostname is not None:
+                send_host = rewrite.hostname.encode("latin-1")
+        target_bytes = path.encode("utf-8")
+        if query:
+            target_bytes += b"?" + query
+        request_id = self._request_id(request)
+        client = request.getClientAddress()
+        headers = forward_request_headers(
+            request.requestHeaders.getAllRawHeaders(),
+            host=send_host,
+            forwarded_for=_forwarded_for(request, getattr(client, "host", "") or ""),
+            forwarded_proto=self._scheme,
+            forwarded_host=host.encode("latin-1"),
+            request_id=request_id,
+        )
+        if variant.request_headers is not None:
+            headers = edit_headers(headers, variant.request_headers)
+        body = request.content
+        length = body.size if body is not None else 0
+        exchange = _VariantExchange(
+            self, request, match.entry, variant, started, request_id, backend
+        )
+        self.in_flight += 1
+        request.on_client_gone = exchange.client_gone
+        exchange.backend_exchange = self._pool.request(
+            backend,
+            request.method,
+            target_bytes,
+            headers,
+            body.file if length else None,  # type: ignore[union-attr]
+            length,
+            exchange,
+            None,
+        )
+        return NOT_DONE_YET
+
+    def _variant_failed(
+        self, request: ProxyRequest, started: float, label: str, problem: str
+    ) -> bytes:
+        """
+        A Gateway API rule's share of traffic that no backend can serve: 500,
+        as the spec requires (an invalid ``backendRef``'s share is not moved
+        to the valid ones), with one log line naming the route and why.
+        """
+        request_id = self._request_id(request)
+        activity_id = request_id.decode("latin-1")
+        self._log.error(
+            "{route}: answered 500, {problem} (activityId {activity_id})",
+            route=label,
+            problem=problem,
+            activity_id=activity_id,
+        )
+        request.setHeader(b"x-request-id", request_id)
+        body = envelope(500, "Internal server error", activityId=activity_id)
+        return self._answer(request, started, 500, body, label)
 
     def _run_pipeline(
         self,
@@ -512,13 +643,21 @@ class ProxyResource(Resource):
         self,
         request: ProxyRequest,
         started: float,
-        entry: RouteEntry,
+        label: str,
+        backend: Backend,
         request_id: bytes,
         reason: Failure,
     ) -> None:
-        """The backend failed before any response byte: answer with the envelope."""
+        """
+        The backend failed before any response byte: answer with the
+        envelope.
+
+        :param label: the route's, for metrics and the access log.
+        :param backend: the route's backend (not the endpoint), for the log
+            and the backend error metric.
+        """
         activity_id = request_id.decode("latin-1")
-        timeout = self.report_backend_failure(request, entry.backend, activity_id, reason)
+        timeout = self.report_backend_failure(request, backend, activity_id, reason)
         status, message = self.failure_answer(timeout)
         body = envelope(status, message, activityId=activity_id)
         request.setResponseCode(status)
@@ -531,8 +670,8 @@ class ProxyResource(Resource):
             status,
             len(body),
             self._clock.seconds() - started,
-            entry.label,
-            entry.backend.url,
+            label,
+            backend.url,
             activity_id,
         )
 
@@ -582,18 +721,21 @@ class _Exchange:
     One proxied request: receives the backend's response (the
     :class:`gateway.upstream.ResponseSink`) and writes it to the client with
     backpressure.
+
+    :param backend: the backend (or endpoint) the request goes to.
     """
 
     __slots__ = (
-        "resource",
-        "request",
-        "entry",
-        "started",
-        "request_id",
-        "backend_exchange",
-        "producer",
-        "done",
         "backend",
+        "backend_exchange",
+        "done",
+        "label",
+        "producer",
+        "request",
+        "request_id",
+        "resource",
+        "service",
+        "started",
     )
 
     def __init__(
@@ -607,7 +749,11 @@ class _Exchange:
     ) -> None:
         self.resource = resource
         self.request = request
-        self.entry = entry
+        #: The route's label: metrics, the access log, log lines.
+        self.label = entry.label
+        #: The route's backend as configured (a Service, not one of its
+        #: endpoints), named in failure logs and metrics.
+        self.service = entry.backend
         self.started = started
         self.request_id = request_id
         self.backend_exchange: Exchange | None = None
@@ -651,12 +797,14 @@ class _Exchange:
             # Headers went out already: the only honest signal left is to
             # cut the connection, so the client sees a truncated response.
             self.resource.report_broken_response(
-                self.entry.backend, self.request_id.decode("latin-1"), reason
+                self.service, self.request_id.decode("latin-1"), reason
             )
             cut(request)
             self._end(request.code)
             return
-        self.resource.backend_failed(request, self.started, self.entry, self.request_id, reason)
+        self.resource.backend_failed(
+            request, self.started, self.label, self.service, self.request_id, reason
+        )
         self._end(None)
 
     def endpoint_failed(self, failed: Backend, retry_on: Backend, reason: Failure) -> None:
@@ -666,7 +814,7 @@ class _Exchange:
         ``retry_on``.
         """
         self.backend = retry_on
-        self.resource.report_endpoint_moved(self.entry.label, failed, retry_on, reason)
+        self.resource.report_endpoint_moved(self.label, failed, retry_on, reason)
 
     def client_gone(self, reason: Failure) -> None:
         """The client disconnected first: abort the backend side."""
@@ -690,7 +838,63 @@ class _Exchange:
                 status,
                 self.request.sentLength,
                 resource._clock.seconds() - self.started,
-                self.entry.label,
+                self.label,
                 self.backend.url,
                 self.request_id.decode("latin-1"),
             )
+
+
+class _VariantExchange(_Exchange):
+    """
+    A Gateway API rule's exchange: labelled with the variant, credited to
+    the backend chosen by weight, and the response header modifier edits
+    what the client receives.
+    """
+
+    __slots__ = ("edits",)
+
+    def __init__(
+        self,
+        resource: ProxyResource,
+        request: ProxyRequest,
+        entry: RouteEntry,
+        variant: Variant,
+        started: float,
+        request_id: bytes,
+        backend: Backend,
+    ) -> None:
+        super().__init__(resource, request, entry, started, request_id, backend)
+        self.label = variant.label
+        self.service = backend
+        self.edits = variant.response_headers
+
+    def response_started(
+        self,
+        status: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        producer: IPushProducer,
+    ) -> None:
+        self.producer = producer
+        forwarded = response_headers_to_forward(headers)
+        if self.edits is not None:
+            forwarded = edit_headers(forwarded, self.edits)
+        start_streamed(
+            self.request,
+            status,
+            reason,
+            forwarded,
+            self.request_id,
+            self.resource._health.draining,
+            producer,
+        )
+
+
+def _edit_response(request: ProxyRequest, edits: HeaderEdits) -> None:
+    """A response header modifier on an answer the gateway makes itself (a redirect)."""
+    headers = request.responseHeaders
+    pairs = [(name, value) for name, values in headers.getAllRawHeaders() for value in values]
+    for name, _ in pairs:
+        headers.removeHeader(name)
+    for name, value in edit_headers(pairs, edits):
+        headers.addRawHeader(name, value)
