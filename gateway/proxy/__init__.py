@@ -10,6 +10,7 @@ there.
 
 from gateway.upstream import BackendError, BackendPool, BackendTimeout
 
+from ._alpn import ALPNServer, listener_factory
 from ._contracts import ProxyHealth, ProxyObserver, ProxyRequest
 from ._h1 import H1Server
 from ._h1limits import H1Limits
@@ -21,6 +22,7 @@ from ._site import DEFAULT_MAX_BODY, GatewayRequest, GatewaySite
 __all__ = [
     "DEFAULT_MAX_BODY",
     "STATUS_PATH",
+    "ALPNServer",
     "BackendError",
     "BackendPool",
     "BackendTimeout",
@@ -34,4 +36,5 @@ __all__ = [
     "ProxyResource",
     "TrafficListener",
     "envelope",
+    "listener_factory",
 ]

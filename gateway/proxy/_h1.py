@@ -34,7 +34,7 @@ import re
 import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from httptools import (
     HttpParserError,
@@ -43,7 +43,7 @@ from httptools import (
     HttpRequestParser,
 )
 from twisted.internet import tcp
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, INegotiated, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -144,6 +144,8 @@ class H1Channel(Protocol):
         #: bytes waiting in the transport when the send timer was armed
         self._send_waiting = -1
         self._linger_until = 0.0
+        #: over TLS (Twisted's TLS protocol): no half-close, see :meth:`close_now`
+        self._tls = False
 
     # -- Twisted protocol ----------------------------------------------------------
 
@@ -153,6 +155,7 @@ class H1Channel(Protocol):
             self.send = self._send_now  # type: ignore[method-assign]
         else:
             self.send = transport.write  # type: ignore[method-assign]
+            self._tls = INegotiated.providedBy(transport)
         self.peer = transport.getPeer()
         transport.registerProducer(self, True)
         self._registered = True
@@ -578,7 +581,10 @@ class H1Channel(Protocol):
         unread = self._broken or not request.complete or self._in_head or self._body_of is not None
         self._broken = True
         transport = self.transport
-        half_close = getattr(transport, "loseWriteConnection", None)
+        # Over TLS the attribute would be the TCP connection's (Twisted's TLS
+        # protocol forwards unknown names to it): a TCP half-close under TLS,
+        # without close_notify. close_now() is TLS's own half-close.
+        half_close = None if self._tls else getattr(transport, "loseWriteConnection", None)
         if not unread or half_close is None or self._closing:
             self.close_now()
             return
@@ -592,7 +598,16 @@ class H1Channel(Protocol):
         self._arm_read(_LINGER, self.limits.linger)
 
     def close_now(self) -> None:
-        """Close the connection once what was written is sent."""
+        """
+        Close the connection once what was written is sent.
+
+        Over TLS, ``loseConnection`` sends close_notify and then waits for
+        the client's close_notify (or its close) before closing TCP: TLS's
+        half-close, so what the client still sends is read (and dropped),
+        not answered with a reset. A client that neither answers nor closes
+        is aborted after the linger (each read moves the deadline, up to
+        ``linger_total``), so a closing connection never stays open for good.
+        """
         self._broken = True
         self.persistent = False
         transport = self.transport
@@ -601,6 +616,12 @@ class H1Channel(Protocol):
         self._closing = True
         self._unregister()
         transport.loseConnection()
+        if self._tls:
+            if self._reading_paused:
+                self._reading_paused = False
+                transport.resumeProducing()
+            self._linger_until = self.clock.seconds() + self.limits.linger_total
+            self._arm_read(_LINGER, self.limits.linger)
 
     def _unregister(self) -> None:
         # A TLS transport closes only once no producer is registered.
@@ -696,6 +717,9 @@ def _parser_refusal(error: HttpParserError, start: bytes) -> tuple[int, str]:
     return 400, f"Bad request: {error}"
 
 
+_C = TypeVar("_C", bound=H1Channel)
+
+
 class H1Server(Factory):
     """
     Builds :class:`H1Channel` connections for one resource (the proxy's),
@@ -725,8 +749,16 @@ class H1Server(Factory):
         self.accepted = 0
 
     def buildProtocol(self, addr: Any) -> H1Channel:
+        return self.new_channel(H1Channel)
+
+    def new_channel(self, kind: Callable[[H1Server], _C]) -> _C:
+        """
+        A new connection of ``kind`` (an :class:`H1Channel` subclass, such
+        as the TLS listener's, which may hand the connection over to HTTP/2),
+        counted and tracked for the drain.
+        """
         self.accepted += 1
-        channel = H1Channel(self)
+        channel = kind(self)
         channel.factory = self
         self.channels.add(channel)
         return channel

@@ -15,7 +15,7 @@ Service's endpoints at about the same time):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -24,12 +24,24 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from ._resource import ProxyResource
-from ._site import GatewaySite
+
+
+class Drainable(Protocol):
+    """
+    What a listener serves with, as the drain sees it: a
+    :class:`~gateway.proxy.GatewaySite`, an :class:`~gateway.proxy.H1Server`
+    or (HTTPS) an :class:`~gateway.proxy.ALPNServer`.
+    """
+
+    def close_idle_connections(self) -> int:
+        """Close the connections between requests; how many."""
+        ...
 
 
 class TrafficListener(Service):
     """
-    Listens on a strports description with a :class:`GatewaySite`.
+    Listens on a strports description with ``site`` (see
+    :func:`~gateway.proxy.listener_factory`).
 
     :param factory: what to listen with, when not the site itself: the
         HTTPS listener passes the site wrapped in TLS. Draining still works
@@ -42,7 +54,7 @@ class TrafficListener(Service):
         self,
         reactor: Any,
         description: str,
-        site: GatewaySite,
+        site: Drainable,
         resource: ProxyResource,
         health: Any,
         *,
