@@ -66,12 +66,18 @@ from gateway.sources.gatewayapi import (
     RouteParentStatus,
     RouteStatus,
 )
-from gateway.sources.kubernetes import Conflict, Informer, Kind, KubeClient, NotFound
+from gateway.sources.kubernetes import (
+    GATEWAY,
+    GATEWAY_CLASS,
+    HTTP_ROUTE,
+    Conflict,
+    Informer,
+    Kind,
+    KubeClient,
+    NotFound,
+)
 
 __all__ = [
-    "GATEWAY",
-    "GATEWAY_CLASS",
-    "HTTP_ROUTE",
     "GatewayApiStatusSource",
     "GatewayApiStatusWriter",
     "condition_entries",
@@ -84,12 +90,6 @@ __all__ = [
 JSON = dict[str, Any]
 
 GROUP = "gateway.networking.k8s.io"
-
-# The kinds this writer reads and writes (equal, as frozen dataclasses, to
-# those gateway.sources.kubernetes will export with the Gateway API source).
-GATEWAY_CLASS = Kind(GROUP, "v1", "GatewayClass", "gatewayclasses", namespaced=False)
-GATEWAY = Kind(GROUP, "v1", "Gateway", "gateways")
-HTTP_ROUTE = Kind(GROUP, "v1", "HTTPRoute", "httproutes")
 
 
 class GatewayApiStatusSource(Protocol):

@@ -31,12 +31,18 @@ from gateway.sources.gatewayapi import (
     RouteParentStatus,
     resolve,
 )
-from gateway.sources.kubernetes import SERVICE, Informer, Kind, KubeClient, load_kubeconfig
-from gateway.status import GatewayApiStatusWriter
-from gateway.status._gatewayapi import (
+from gateway.sources.kubernetes import (
     GATEWAY,
     GATEWAY_CLASS,
     HTTP_ROUTE,
+    SERVICE,
+    Informer,
+    Kind,
+    KubeClient,
+    load_kubeconfig,
+)
+from gateway.status import GatewayApiStatusWriter
+from gateway.status._gatewayapi import (
     condition_entries,
     rfc3339,
     route_status,
