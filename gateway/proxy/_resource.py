@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
@@ -169,6 +170,8 @@ class ProxyResource(Resource):
         self._counters = counters
         self._chooser = choose or BackendChooser()
         self._scheme_text = scheme.decode("ascii")
+        #: Rebound to each request before its lookup (see RequestFacts).
+        self._facts = RequestFacts(Headers(), b"")
 
     # -- draining ---------------------------------------------------------
 
@@ -212,9 +215,11 @@ class ProxyResource(Resource):
             path_text = path.decode("ascii")
         except UnicodeDecodeError:
             return self._answer(request, started, 400, _BAD_REQUEST, "-")
-        match = generation.table.lookup(
-            host, path_text, method, self._scheme, RequestFacts(request.requestHeaders, query)
-        )
+        facts = self._facts
+        facts.headers = request.requestHeaders
+        facts.raw_query = query
+        facts.params = None
+        match = generation.table.lookup(host, path_text, method, self._scheme, facts)
         if match is None:
             return self._answer(request, started, 404, _NOT_FOUND, "-")
         entry = match.entry
