@@ -1,5 +1,9 @@
 """
-The access log: one line per answered request, through twisted.logger.
+The access log: one line per answered request, through twisted.logger, or
+when twistd logs to stdout through a buffered, non-blocking
+:class:`~._logwriter.LogWriter` (one write per reactor iteration instead of
+an event and a blocking write per line), with the same line: twistd's
+``<time> [apimgw.access#info] `` prefix, then the text or JSON form.
 
 The text line is formatted here with an f-string only when the access log
 is on (the observer's ``str.format`` pass over a many-field template costs
@@ -17,11 +21,16 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from twisted.application.service import MultiService
 from twisted.logger import ILogObserver, Logger
 
+from ._logwriter import DEFAULT_BUFFER, LogWriter, LogWriterService, stdout_access_writer
 from ._redact import QueryRedactor
 
 FORMATS = ("text", "json", "none")
+
+#: The ``[system]`` of twisted.logger's classic line for these events.
+_SYSTEM = "apimgw.access#info"
 
 #: The end of the text line, and the JSON fields, of a request that is not
 #: an admitted APIM API call.
@@ -40,7 +49,7 @@ class _JsonLine:
     def __format__(self, spec: str) -> str:
         return json.dumps(self.fields, separators=(",", ":"), sort_keys=True)
 
-    __str__ = __repr__ = lambda self: self.__format__("")  # noqa: E731
+    __str__ = __repr__ = lambda self: self.__format__("")
 
 
 class AccessLog:
@@ -56,6 +65,7 @@ class AccessLog:
         redact: str | Iterable[str] = (),
         *,
         observer: ILogObserver | None = None,
+        writer: LogWriter | None = None,
     ) -> None:
         """
         :param fmt: ``text``, ``json`` or ``none``.
@@ -64,6 +74,9 @@ class AccessLog:
             ``telemetry.logs.redact-query``.
         :param observer: where the events go (tests); default: the global
             log publisher.
+        :param writer: where the lines go instead of twisted.logger: the
+            buffered stdout writer (the lines are then formatted here as
+            twistd's text observer would have written them).
         """
         # An instance attribute: a class-level Logger would take the class's
         # name as its namespace.
@@ -77,6 +90,7 @@ class AccessLog:
             QueryRedactor.from_setting(redact) if isinstance(redact, str) else QueryRedactor(redact)
         )
         self._configured = self.redact.names
+        self._writer = writer
 
     def also_redact(self, names: Iterable[str]) -> None:
         """
@@ -137,6 +151,12 @@ class AccessLog:
                     f" api={c.api} operation={c.operation or '-'} "
                     f"product={c.product or '-'} subscription={c.subscription or '-'}"
                 )
+            if self._writer is not None:
+                if "\n" in line:  # as twisted.logger's classic format does
+                    line = line.replace("\n", "\n\t")
+                w = self._writer
+                w.write(f"{w.prefix(_SYSTEM)}{line}\n".encode("utf-8", "replace"))
+                return
             self._log.info(
                 "{access_line}",
                 access_line=line,
@@ -165,4 +185,41 @@ class AccessLog:
                 fields["operation"] = api_call.operation
                 fields["product"] = api_call.product
                 fields["subscription"] = api_call.subscription
+            if self._writer is not None:
+                w = self._writer
+                text = json.dumps(fields, separators=(",", ":"), sort_keys=True)
+                w.write(f"{w.prefix(_SYSTEM)}{text}\n".encode("utf-8", "replace"))
+                return
             self._log.info("{access}", access=_JsonLine(fields))
+
+
+def build_access_log(
+    parent: MultiService,
+    reactor: Any,
+    fmt: str,
+    redact: str | Iterable[str] = (),
+    *,
+    twistd_options: Any = None,
+    on_drop: Any = None,
+    buffer: int = DEFAULT_BUFFER,
+    fd: int = 1,
+) -> AccessLog:
+    """
+    The gateway's access log: on the buffered stdout writer when twistd
+    logs to stdout (``twistd_options``: the plugin options' ``parent``),
+    with a :class:`LogWriterService` under ``parent`` that flushes it when
+    the gateway stops (add it before the traffic listeners, which stop
+    first); on twisted.logger otherwise (a log file, syslog, tests).
+
+    :param on_drop: called with the number of lines dropped (the
+        ``apimgw_access_log_dropped_total`` counter's ``inc``).
+    :param fd: stdout's fd (tests give a pipe's).
+    """
+    writer = None
+    if fmt != "none":
+        writer = stdout_access_writer(
+            reactor, twistd_options, buffer=buffer, on_drop=on_drop or (lambda n: None), fd=fd
+        )
+        if writer is not None:
+            LogWriterService(writer).setServiceParent(parent)
+    return AccessLog(fmt, redact, writer=writer)

@@ -127,6 +127,12 @@ class GatewayMetrics:
             "New backend connections opened (reused keep-alive connections are not counted).",
             registry=r,
         )
+        self.access_log_dropped = Counter(
+            "apimgw_access_log_dropped",
+            "Access-log lines dropped because stdout did not take them fast enough (more than "
+            "telemetry.logs.access.buffer bytes were pending) or could not be written at all.",
+            registry=r,
+        )
 
     def observe_request(
         self, route: str, method: str, status: int, seconds: float, api_call: Any = None
