@@ -122,7 +122,7 @@ class Reconciler(Service):
                 previous=previous.config if previous is not None else None,
                 memo=memo,
             )
-            table = RouteTable.build(config.routes, memo)
+            table = RouteTable.build(config.routes, memo, config.claims)
             sni = None
             if self.sni is not None:
                 last_map = previous.sni if previous is not None else None

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Union
 
 from ._apim import NamedValue, Policy, Product, Subscription, SubscriptionKeyNames
+from ._gatewayapi import GatewayRoutes
 
 #: Path match kinds, as in the Kubernetes Ingress API.
 PATH_TYPES = ("Exact", "Prefix", "ImplementationSpecific")
@@ -161,7 +162,7 @@ class Certificate:
     is_default: bool = False
 
 
-Body = Union[Api, RouteSet, Certificate, Product, Subscription, NamedValue, Policy]
+Body = Union[Api, RouteSet, Certificate, Product, Subscription, NamedValue, Policy, GatewayRoutes]
 
 #: The one place the object kinds are named: body type → the ``kind`` of
 #: its :class:`ObjectRef`. Sources build refs with :func:`kind_of`, so a
@@ -175,6 +176,7 @@ OBJECT_KINDS: Mapping[type, str] = {
     Subscription: "subscription",
     NamedValue: "namedvalue",
     Policy: "policy",
+    GatewayRoutes: "gatewayroutes",
 }
 
 

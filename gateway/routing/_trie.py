@@ -48,17 +48,32 @@ The request path is matched as sent: no percent-decoding, no collapsing of
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Literal
 
 from gateway.memo import BuildMemo, remembered
-from gateway.translate import EXACT, KIND_API, PREFIX, OperationSpec, RouteEntry, Variant
+from gateway.translate import (
+    DEEP_WILDCARD,
+    EXACT,
+    KIND_API,
+    PREFIX,
+    REGEX,
+    ListenerClaim,
+    OperationSpec,
+    RouteEntry,
+    Variant,
+)
 
 from ._facts import RequestFacts
 from ._operations import OperationTrie
+from ._variants import Conditions, compile_variants, select
 
 _NO_PARAMS: Mapping[str, str] = MappingProxyType({})
+
+_EMPTY: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +103,11 @@ class Match:
     variant: Variant | None = None
 
 
+#: What serving a tier or a target gives: a match, ``None`` (decided: no
+#: route, 404), or ``False`` (nothing there holds: try the next candidate).
+_Served = Match | None | Literal[False]
+
+
 class _Target:
     """
     What a trie node or an exact path leads to: one entry and what is
@@ -95,12 +115,16 @@ class _Target:
     compiled operations).
     """
 
-    __slots__ = ("cut", "entry", "is_api", "operations")
+    __slots__ = ("conditions", "cut", "entry", "is_api", "operations")
 
     def __init__(self, entry: RouteEntry, cut: int, memo: BuildMemo | None = None) -> None:
         self.entry = entry
         self.cut = cut
         self.is_api = entry.kind == KIND_API
+        variants = entry.variants
+        self.conditions: tuple[Conditions, ...] | None = (
+            None if variants is None else compile_variants(variants)
+        )
         operations = entry.operations
         # A trie is never mutated after compile: the same operations (an
         # unchanged API) share one across builds.
@@ -131,6 +155,23 @@ class _Target:
         params = dict(zip(operation.names, values, strict=True)) if values else _NO_PARAMS
         return Match(self.entry, rest, operation.spec, params)
 
+    def serve(
+        self, path: str, method: str, scheme: bytes, facts: RequestFacts | None
+    ) -> _Served:
+        """
+        As :meth:`match` for a plain entry (its path decides); for an
+        entry with variants, the match of the first variant that holds, or
+        ``False`` when none does (the lookup tries the next candidate).
+        """
+        conditions = self.conditions
+        if conditions is None:
+            return self.match(path, method)
+        variant = select(conditions, method, scheme, facts)
+        if variant is None:
+            return False
+        rest = path[self.cut :] if self.is_api else path
+        return Match(self.entry, rest, None, _NO_PARAMS, variant)
+
 
 class _PathNode:
     """One path segment: children by segment, and the Prefix entry whose
@@ -151,17 +192,35 @@ class _Tier:
     Prefix path ``/`` lives at the root's ``""`` child.
     """
 
-    __slots__ = ("exact", "root")
+    __slots__ = ("exact", "general", "regex", "root")
 
     def __init__(self) -> None:
         self.exact: dict[str, _Target] = {}
         self.root = _PathNode()
+        #: REGEX entries, longer patterns first (the resolver's order).
+        self.regex: list[tuple[re.Pattern[str], _Target]] = []
+        #: Has REGEX entries or entries with variants: lookups walk every
+        #: candidate (:meth:`serve`) instead of taking the most specific.
+        self.general = False
 
     def add(self, entry: RouteEntry, memo: BuildMemo | None = None) -> None:
+        if entry.variants is not None:
+            self.general = True
         if entry.match == EXACT:
             if entry.path in self.exact:
                 raise ValueError(f"duplicate route {entry.key!r}")
             self.exact[entry.path] = _Target(entry, len(entry.path), memo)
+            return
+        if entry.match == REGEX:
+            if any(p.pattern == entry.path for p, _ in self.regex):
+                raise ValueError(f"duplicate route {entry.key!r}")
+            try:
+                pattern = re.compile(entry.path)
+            except re.error as e:
+                raise ValueError(f"invalid pattern in {entry.key!r}: {e}") from None
+            self.regex.append((pattern, _Target(entry, 0, memo)))
+            self.regex.sort(key=lambda pt: (-len(pt[0].pattern), pt[0].pattern))
+            self.general = True
             return
         if entry.match != PREFIX:
             raise ValueError(f"unknown match kind {entry.match!r} in {entry.key!r}")
@@ -188,6 +247,48 @@ class _Tier:
             if node.target is not None:
                 target = node.target
         return target
+
+    def serve(
+        self,
+        path: str,
+        segments: list[str],
+        method: str,
+        scheme: bytes,
+        facts: RequestFacts | None,
+    ) -> _Served:
+        """
+        The tier's answer: the most specific candidate decides as in
+        :meth:`find`, except that an entry with variants none of which
+        holds passes on to the next candidate (exact, then patterns, then
+        shorter prefixes); ``False`` when no candidate is left.
+        """
+        if not self.general:
+            target = self.find(path, segments)
+            return False if target is None else target.match(path, method)
+        target = self.exact.get(path)
+        if target is not None:
+            found = target.serve(path, method, scheme, facts)
+            if found is not False:
+                return found
+        for pattern, target in self.regex:
+            if pattern.fullmatch(path) is not None:
+                found = target.serve(path, method, scheme, facts)
+                if found is not False:
+                    return found
+        chain = []
+        node = self.root
+        for segment in segments:
+            child = node.children.get(segment)
+            if child is None:
+                break
+            node = child
+            if node.target is not None:
+                chain.append(node.target)
+        for target in reversed(chain):
+            found = target.serve(path, method, scheme, facts)
+            if found is not False:
+                return found
+        return False
 
 
 def _hostname(host: str) -> str:
@@ -238,7 +339,7 @@ class RouteTable:
     reference while requests keep looking up the old one.
     """
 
-    __slots__ = ("_any", "_count", "_hosts", "_wildcards")
+    __slots__ = ("_any", "_claims", "_count", "_deep", "_general", "_hosts", "_wildcards")
 
     def __init__(
         self,
@@ -246,18 +347,36 @@ class RouteTable:
         wildcards: dict[str, _Tier],
         any_host: _Tier | None,
         count: int,
+        deep: dict[str, _Tier] | None = None,
+        claims: dict[bytes, tuple[frozenset[str], frozenset[str]]] | None = None,
     ) -> None:
         self._hosts = hosts
         self._wildcards = wildcards
         self._any = any_host
         self._count = count
+        self._deep = deep or {}
+        self._claims = claims or {}
+        tiers = [*hosts.values(), *wildcards.values(), *self._deep.values()]
+        if any_host is not None:
+            tiers.append(any_host)
+        #: Any Gateway API feature in this table (deep wildcards, claims,
+        #: patterns, variants): lookups take :meth:`_lookup_general`.
+        self._general = bool(self._deep or self._claims or any(t.general for t in tiers))
 
     @classmethod
-    def build(cls, routes: Iterable[RouteEntry], memo: BuildMemo | None = None) -> RouteTable:
+    def build(
+        cls,
+        routes: Iterable[RouteEntry],
+        memo: BuildMemo | None = None,
+        claims: Iterable[ListenerClaim] = (),
+    ) -> RouteTable:
         """
         Compile route entries (as :func:`gateway.translate.translate` gives
         them) into a table. With ``memo``, the compiled operations of an
         API whose operations did not change since the last build are reused.
+        ``claims`` are the Gateway API listeners' hostnames per scheme
+        (:attr:`GatewayConfig.claims <gateway.translate.GatewayConfig.claims>`):
+        listener isolation.
 
         :raises ValueError: two entries have the same host, match kind and
             path (translation never produces that), or an unknown match kind.
@@ -267,18 +386,31 @@ class RouteTable:
             groups.setdefault(entry.host, []).append(entry)
         hosts: dict[str, _Tier] = {}
         wildcards: dict[str, _Tier] = {}
+        deep: dict[str, _Tier] = {}
         any_host: _Tier | None = None
         count = 0
         for host, entries in groups.items():
             tier = _tier(entries, memo)
             if not host:
                 any_host = tier
+            elif host.startswith(DEEP_WILDCARD):
+                deep[host[len(DEEP_WILDCARD) :]] = tier
             elif host.startswith("*."):
                 wildcards[host[2:]] = tier
             else:
                 hosts[host] = tier
             count += len(entries)
-        return cls(hosts, wildcards, any_host, count)
+        names: dict[bytes, tuple[set[str], set[str]]] = {}
+        for claim in claims:
+            if claim.hostname is None:
+                continue  # any host: the any-host tier is the last one anyway
+            exact, suffixes = names.setdefault(claim.scheme, (set(), set()))
+            if claim.hostname.startswith("*."):
+                suffixes.add(claim.hostname[2:])
+            else:
+                exact.add(claim.hostname)
+        frozen = {s: (frozenset(e), frozenset(w)) for s, (e, w) in names.items()}
+        return cls(hosts, wildcards, any_host, count, deep, frozen)
 
     def __len__(self) -> int:
         return self._count
@@ -307,6 +439,8 @@ class RouteTable:
             return None
         name = _hostname(host)
         segments = path.split("/")
+        if self._general:
+            return self._lookup_general(name, path, segments, method, scheme, facts)
         tier = self._hosts.get(name)
         if tier is not None:
             target = tier.find(path, segments)
@@ -324,4 +458,57 @@ class RouteTable:
             target = tier.find(path, segments)
             if target is not None:
                 return target.match(path, method)
+        return None
+
+    def _lookup_general(
+        self,
+        name: str,
+        path: str,
+        segments: list[str],
+        method: str,
+        scheme: bytes,
+        facts: RequestFacts | None,
+    ) -> Match | None:
+        """
+        :meth:`lookup` with the Gateway API rules: the host tiers in order
+        (exact name; one-label wildcard; Gateway API wildcards, longest
+        suffix first; any host), each served by :meth:`_Tier.serve`, and
+        no fallthrough past the tier of the most specific hostname a
+        listener claims for this scheme.
+        """
+        exact_claims, suffix_claims = self._claims.get(scheme, (_EMPTY, _EMPTY))
+        tier = self._hosts.get(name)
+        if tier is not None:
+            found = tier.serve(path, segments, method, scheme, facts)
+            if found is not False:
+                return found
+        if name in exact_claims:
+            return None
+        dot = name.find(".")
+        if dot > 0:
+            suffix = name[dot + 1 :]
+            tier = self._wildcards.get(suffix)
+            if tier is not None:
+                found = tier.serve(path, segments, method, scheme, facts)
+                if found is not False:
+                    return found
+            deep = self._deep
+            if deep or suffix_claims:
+                while True:
+                    tier = deep.get(suffix)
+                    if tier is not None:
+                        found = tier.serve(path, segments, method, scheme, facts)
+                        if found is not False:
+                            return found
+                    if suffix in suffix_claims:
+                        return None
+                    dot = suffix.find(".")
+                    if dot < 0:
+                        break
+                    suffix = suffix[dot + 1 :]
+        tier = self._any
+        if tier is not None:
+            found = tier.serve(path, segments, method, scheme, facts)
+            if found is not False:
+                return found
         return None

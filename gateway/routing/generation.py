@@ -15,8 +15,8 @@ the small :class:`CertificateMap` protocol, so ``routing`` never imports
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gateway.translate import CertificateEntry, GatewayConfig

@@ -33,10 +33,12 @@ from ._subscriptions import (
     SubscriptionEntry,
     SubscriptionIndex,
 )
+from ._gatewayapi import DEEP_WILDCARD
 from ._translate import InvalidObject, normalize_host, parse_backend, parse_template, translate
 from ._variants import (
     REGEX,
     HeaderEdits,
+    ListenerClaim,
     PathChange,
     Redirect,
     Rewrite,
@@ -46,6 +48,7 @@ from ._variants import (
 )
 
 __all__ = [
+    "DEEP_WILDCARD",
     "DEFAULT_ROLE",
     "INVALID_KEY",
     "MASK",
@@ -67,6 +70,7 @@ __all__ = [
     "PREFIX",
     "REGEX",
     "HeaderEdits",
+    "ListenerClaim",
     "PathChange",
     "Redirect",
     "Rewrite",

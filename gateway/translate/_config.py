@@ -17,7 +17,7 @@ from ._subscriptions import ApiAccess, SubscriptionIndex
 from .policy import Pipeline
 
 if TYPE_CHECKING:
-    from ._variants import Variant
+    from ._variants import ListenerClaim, Variant
 
 #: An operation's (or an API's) effective pipelines by product context:
 #: the id of the product whose subscription the request came with, or
@@ -243,6 +243,9 @@ class GatewayConfig:
         pipelines hold, so that whatever shows a pipeline (``/config``,
         :func:`~gateway.translate.describe_pipeline`) can mask them. Never
         in ``repr``.
+    :ivar claims: the hostnames Gateway API listeners claim, per scheme
+        (listener isolation; :class:`~gateway.translate.ListenerClaim`),
+        for :meth:`gateway.routing.RouteTable.build`.
     """
 
     routes: tuple[RouteEntry, ...] = ()
@@ -252,3 +255,4 @@ class GatewayConfig:
     default_certificate: ObjectRef | None = None
     subscriptions: SubscriptionIndex = field(default_factory=lambda: SubscriptionIndex())
     secrets: frozenset[str] = field(default=frozenset(), repr=False)
+    claims: tuple[ListenerClaim, ...] = ()

@@ -19,6 +19,7 @@ from gateway.memo import BuildMemo, remembered
 from gateway.model import (
     Api,
     Certificate,
+    GatewayRoutes,
     NamedValue,
     ObjectRef,
     Policy,
@@ -37,6 +38,7 @@ from ._certificates import (
     keep_previous,
     resolve_certificates,
 )
+from ._gatewayapi import gateway_entries
 from ._config import (
     EXACT,
     KIND_API,
@@ -50,6 +52,7 @@ from ._config import (
     RouteEntry,
     Shadowing,
 )
+from ._variants import ListenerClaim
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
@@ -286,9 +289,12 @@ def translate(
     last_valid = {c.ref: c for c in previous.certificates} if previous is not None else {}
     management: dict[type, list[SourceObject]] = {kind: [] for kind in _MANAGEMENT}
     served: list[SourceObject] = []
+    gateways: list[SourceObject] = []
     for obj in sorted(objects, key=lambda o: o.ref.order):
         body = obj.body
-        if isinstance(body, Certificate):
+        if isinstance(body, GatewayRoutes):
+            gateways.append(obj)
+        elif isinstance(body, Certificate):
             _certificate(obj, body, now, last_valid.get(obj.ref), certificates, found, memo)
         elif isinstance(body, _MANAGEMENT):
             management[type(body)].append(obj)
@@ -319,6 +325,12 @@ def translate(
         found.extend(object_problems)
         for entry in entries:
             candidates.setdefault(entry.key, []).append(entry)
+    claims: tuple[ListenerClaim, ...] = ()
+    if gateways:
+        entries, gateway_problems, claims = _gateway_routes(gateways, memo)
+        found.extend(gateway_problems)
+        for entry in entries:
+            candidates.setdefault(entry.key, []).append(entry)
     resolved, default = resolve_certificates(certificates)
 
     routes: list[RouteEntry] = []
@@ -341,7 +353,28 @@ def translate(
         default_certificate=default,
         subscriptions=context.index,
         secrets=context.policies.secrets,
+        claims=claims,
     )
+
+
+def _gateway_routes(
+    gateways: list[SourceObject], memo: BuildMemo | None
+) -> tuple[tuple[RouteEntry, ...], tuple[Problem, ...], tuple[ListenerClaim, ...]]:
+    """
+    The Gateway API entries, problems and claims: they depend on all
+    Gateway bodies together (rules of several Gateways share entries), so
+    the memo keys them by the identity of every body; the result keeps the
+    bodies, so those ids stay unique while it lives.
+    """
+
+    def compute() -> tuple[Any, ...]:
+        return (*gateway_entries(gateways, parse_backend), tuple(gateways))
+
+    if memo is None:
+        result = compute()
+    else:
+        result = memo.get(("gatewayapi", tuple(map(id, gateways))), compute)
+    return result[0], result[1], result[2]
 
 
 def _newest(objs: list[SourceObject], name: str, problems: list[Problem]) -> SourceObject:

@@ -26,6 +26,7 @@ from ._config import Backend
 __all__ = [
     "REGEX",
     "HeaderEdits",
+    "ListenerClaim",
     "PathChange",
     "Redirect",
     "Rewrite",
@@ -144,3 +145,21 @@ class Variant:
     redirect: Redirect | None = None
     rewrite: Rewrite | None = None
     backends: tuple[WeightedBackend, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerClaim:
+    """
+    A Gateway listener's hostname on its request scheme (listener
+    isolation): a request whose host it matches is served by the tier of
+    that hostname or more specific ones only, never by a less specific
+    host tier (routing answers 404 instead of falling through).
+
+    :ivar hostname: an exact lower-case name, ``*.suffix`` (Gateway API
+        semantics: any number of extra labels), or ``None`` for any host
+        (which claims nothing beyond the last tier).
+    :ivar scheme: ``b"http"`` or ``b"https"``.
+    """
+
+    hostname: str | None
+    scheme: bytes

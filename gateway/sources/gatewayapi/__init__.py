@@ -2,18 +2,20 @@
 The Gateway API source (``gateway.networking.k8s.io``): GatewayClass,
 Gateway, HTTPRoute and ReferenceGrant.
 
-Part 1 of issue 13: the pure resolver only (:func:`resolve`), golden-file
-tested against the published conformance manifests. It is not wired into
-the running gateway yet: routing does not serve header, query and method
-matches or weights, and no informer watches these kinds. See
-docs/gateway-api.md.
+The pure resolver (:func:`resolve`, issue 13 part 1), golden-file tested
+against the published conformance manifests, and :func:`bodies`, which
+turns its result into the model bodies translation and routing serve
+(part 2). No informer watches these kinds yet. See docs/gateway-api.md.
 """
 
+from ._bodies import bodies
 from ._grants import Reference, permitted
 from ._hostnames import effective_hostnames, host_matches, intersect, specificity
 from ._matches import UnsupportedRule, precedence
+from ._publish import SOURCE
 from ._resolve import DEFAULT_CONTROLLER, GatewayApiInputs, GatewayApiSettings, resolve
 from ._selectors import InvalidSelector, selector_matches
+from ._source import DEFAULT_ELECTION_ID, WAITING, GatewayApiSource
 from ._types import (
     Backend,
     Condition,
@@ -39,9 +41,13 @@ from ._types import (
 
 __all__ = [
     "DEFAULT_CONTROLLER",
+    "DEFAULT_ELECTION_ID",
+    "SOURCE",
+    "WAITING",
     "Backend",
     "Condition",
     "GatewayApiInputs",
+    "GatewayApiSource",
     "GatewayApiSettings",
     "GatewayClassStatus",
     "GatewayStatus",
@@ -64,6 +70,7 @@ __all__ = [
     "RuleFilters",
     "URLRewrite",
     "UnsupportedRule",
+    "bodies",
     "effective_hostnames",
     "host_matches",
     "intersect",
