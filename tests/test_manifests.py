@@ -2,7 +2,9 @@
 Tests for the Kubernetes manifests in ``k8s/`` and their agreement with the
 ``Dockerfile`` and the gateway's settings.
 
-These read the YAML files as they are shipped; they need no cluster.
+These read the YAML files as they are shipped; they need no cluster (the
+RBAC of the Gateway API Component is also enforced by the fake API server,
+:class:`GatewayApiEnforcedTests`).
 """
 
 from __future__ import annotations
@@ -12,17 +14,33 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from gateway.counters import parse_redis_url
 from gateway.settings import SETTINGS
+from gateway.sources.kubernetes import (
+    GATEWAY,
+    GATEWAY_CLASS,
+    HTTP_ROUTE,
+    LEASE,
+    NAMESPACE,
+    REFERENCE_GRANT,
+    SECRET,
+    SERVICE,
+    Forbidden,
+    KubeClient,
+    load_kubeconfig,
+)
 from gateway.testing._kuberbac import Rule, rules_for_service_account
 from gateway.testing.certs import self_signed
+from tests.sources.kubernetes._support import start_fake
 from gateway.sources.ingress import IngressInputs, IngressSettings
 from gateway.sources.ingress import decode_ingresses as translate_ingresses
 
@@ -656,8 +674,7 @@ class ServiceTests(SynchronousTestCase):
         service = _one("service.yaml", "Service", "apimgw")
         self.assertEqual(service["spec"]["type"], "LoadBalancer")
         ports = {
-            p["name"]: (p["port"], _port_number(p["targetPort"]))
-            for p in service["spec"]["ports"]
+            p["name"]: (p["port"], _port_number(p["targetPort"])) for p in service["spec"]["ports"]
         }
         self.assertEqual(ports, {"http": (80, 8080), "https": (443, 8081)})
 
@@ -1207,7 +1224,9 @@ def _redis_kustomization() -> dict[str, Any]:
 def _redis_resources() -> list[dict[str, Any]]:
     """The objects the Redis Component's ``resources`` add."""
     return [
-        doc for name in _redis_kustomization()["resources"] for doc in _documents(f"{_REDIS}/{name}")
+        doc
+        for name in _redis_kustomization()["resources"]
+        for doc in _documents(f"{_REDIS}/{name}")
     ]
 
 
@@ -1531,7 +1550,9 @@ class RedisBuildTests(_Kubectl):
     Component, as its README shows. Skipped where kubectl is not installed.
     """
 
-    def _build_with(self, *extra: tuple[str, dict[str, Any], dict[str, str]]) -> list[dict[str, Any]]:
+    def _build_with(
+        self, *extra: tuple[str, dict[str, Any], dict[str, str]]
+    ) -> list[dict[str, Any]]:
         """
         Build ``k8s/`` with the Redis Component and, after it, each of
         ``extra``: Components of ours, ``(directory, kustomization, files)``.
@@ -1684,3 +1705,531 @@ class RedisBuildTests(_Kubectl):
             _secret_refs(self._gateway(built))["RATE_LIMIT_REDIS_PASSWORD"],
             ("apimgw-redis", "password"),
         )
+
+
+#: The kustomize Component that serves the Gateway API.
+_GATEWAY_API = "gateway-api"
+_GATEWAY_GROUP = "gateway.networking.k8s.io"
+
+
+def _gateway_api_kustomization() -> dict[str, Any]:
+    (kustomization,) = _documents(f"{_GATEWAY_API}/kustomization.yaml")
+    return kustomization
+
+
+def _gateway_api_resources() -> list[dict[str, Any]]:
+    """The objects the Gateway API Component's ``resources`` add."""
+    return [
+        doc
+        for name in _gateway_api_kustomization()["resources"]
+        for doc in _documents(f"{_GATEWAY_API}/{name}")
+    ]
+
+
+def _gateway_api_patch(kind: str) -> dict[str, Any]:
+    """The Component's patch of the base object of ``kind`` (patches given by path only)."""
+    found = []
+    for entry in _gateway_api_kustomization()["patches"]:
+        if set(entry) != {"path"}:
+            raise AssertionError(f"{_GATEWAY_API}: unsupported patch entry {entry!r}")
+        found += [d for d in _documents(f"{_GATEWAY_API}/{entry['path']}") if d["kind"] == kind]
+    (patch,) = found
+    return patch
+
+
+def gateway_api_rbac_documents() -> list[dict[str, Any]]:
+    """
+    The RBAC objects deployed by ``k8s/`` with the Gateway API Component: the
+    base's and the Component's own (it patches no RBAC object; where kubectl
+    is installed, :class:`GatewayApiBuildTests` checks that against
+    kustomize's output).
+    """
+    return rbac_documents() + [d for d in _gateway_api_resources() if d["kind"] in _RBAC_KINDS]
+
+
+#: What the Gateway API Component grants, as ``(apiGroup, resource, verb,
+#: scope, resourceName)``: the Gateway API source's reads and the status
+#: writer's updates in the gateway's own namespace (``default`` here), its
+#: Lease there, and the cluster-scoped GatewayClasses (with their status)
+#: and Namespaces.
+_GATEWAY_API_GRANTS = (
+    {
+        (group, resource, verb, "default", None)
+        for group, resource in (
+            (_GATEWAY_GROUP, "gateways"),
+            (_GATEWAY_GROUP, "httproutes"),
+            (_GATEWAY_GROUP, "referencegrants"),
+            ("", "services"),
+            ("", "secrets"),
+        )
+        for verb in ("get", "list", "watch")
+    }
+    | {
+        (_GATEWAY_GROUP, f"{plural}/status", verb, "default", None)
+        for plural in ("gateways", "httproutes")
+        for verb in ("update", "patch")
+    }
+    | {
+        ("coordination.k8s.io", "leases", "create", "default", None),
+        ("coordination.k8s.io", "leases", "get", "default", "apimgw-gateway-api"),
+        ("coordination.k8s.io", "leases", "update", "default", "apimgw-gateway-api"),
+    }
+    | {
+        (group, resource, verb, "cluster", None)
+        for group, resource in ((_GATEWAY_GROUP, "gatewayclasses"), ("", "namespaces"))
+        for verb in ("get", "list", "watch")
+    }
+    | {
+        (_GATEWAY_GROUP, "gatewayclasses/status", verb, "cluster", None)
+        for verb in ("update", "patch")
+    }
+)
+
+
+def _in_namespace(
+    grants: Iterable[tuple[str, str, str, str, str | None]], namespace: str
+) -> set[tuple[str, str, str, str, str | None]]:
+    """``grants`` with the scope ``default`` moved to ``namespace``."""
+    return {g[:3] + ((namespace if g[3] == "default" else g[3]),) + g[4:] for g in grants}
+
+
+class GatewayApiTests(SynchronousTestCase):
+    """
+    ``k8s/gateway-api/``: the kustomize Component serving the Gateway API,
+    read without kustomize.
+    """
+
+    def test_filesParse(self) -> None:
+        """
+        The Component's kustomization is a ``Component``; the files it lists
+        exist, hold named objects without a namespace, and are every YAML
+        file of the directory; a README says the CRDs come first.
+        """
+        kustomization = _gateway_api_kustomization()
+        self.assertEqual(kustomization["kind"], "Component")
+        self.assertEqual(kustomization["apiVersion"], "kustomize.config.k8s.io/v1alpha1")
+        listed = list(kustomization["resources"]) + [p["path"] for p in kustomization["patches"]]
+        self.assertEqual(len(listed), len(set(listed)))
+        directory = _K8S / _GATEWAY_API
+        self.assertEqual(
+            set(listed), {p.name for p in directory.glob("*.yaml")} - {"kustomization.yaml"}
+        )
+        for name in listed:
+            for doc in _documents(f"{_GATEWAY_API}/{name}"):
+                self.assertTrue(doc.get("apiVersion"), name)
+                self.assertTrue(doc.get("kind"), name)
+                self.assertTrue(doc.get("metadata", {}).get("name"), name)
+                self.assertNotIn("namespace", doc["metadata"], name)
+        readme = (directory / "README.md").read_text()
+        self.assertIn("standard-install.yaml", readme)
+        self.assertIn("kubectl get crd gatewayclasses.gateway.networking.k8s.io", readme)
+
+    def test_objects(self) -> None:
+        """
+        It adds one Role, RoleBinding, ClusterRole, ClusterRoleBinding and
+        GatewayClass, none named like an object of the base, and patches
+        the ConfigMap and the Deployment.
+        """
+        added = sorted((d["kind"], d["metadata"]["name"]) for d in _gateway_api_resources())
+        self.assertEqual(
+            added,
+            [
+                ("ClusterRole", "apimgw-gateway-api"),
+                ("ClusterRoleBinding", "apimgw-gateway-api"),
+                ("GatewayClass", "apimgw"),
+                ("Role", "apimgw-gateway-api"),
+                ("RoleBinding", "apimgw-gateway-api"),
+            ],
+        )
+        base = {(d["kind"], d["metadata"]["name"]) for d in _shipped()}
+        self.assertEqual(base & set(added), set())
+        self.assertEqual(
+            _gateway_api_patch("ConfigMap")["metadata"]["name"],
+            _one("configmap.yaml", "ConfigMap", "apimgw-env")["metadata"]["name"],
+        )
+        self.assertEqual(
+            _gateway_api_patch("Deployment")["metadata"]["name"], _deployment()["metadata"]["name"]
+        )
+
+    def test_roleGrantsExactly(self) -> None:
+        """
+        The Role reads Gateways, HTTPRoutes, ReferenceGrants, Services and
+        Secrets, updates and patches the status of Gateways and HTTPRoutes,
+        creates Leases and reads and updates the one Lease the Gateway API
+        source elects its status writer with. Nothing else: no write to the
+        objects themselves, no ReferenceGrant status, no wildcard.
+        """
+        (role,) = [d for d in _gateway_api_resources() if d["kind"] == "Role"]
+        election = _gateway_api_patch("ConfigMap")["data"]["k8s.gateway.election-id"]
+        expected = (
+            _read_grants(_GATEWAY_GROUP, "gateways")
+            | _read_grants(_GATEWAY_GROUP, "httproutes")
+            | _read_grants(_GATEWAY_GROUP, "referencegrants")
+            | _read_grants("", "services")
+            | _read_grants("", "secrets")
+            | {
+                (_GATEWAY_GROUP, f"{plural}/status", verb, None)
+                for plural in ("gateways", "httproutes")
+                for verb in ("update", "patch")
+            }
+            | {("coordination.k8s.io", "leases", "create", None)}
+            | {
+                ("coordination.k8s.io", "leases", "get", election),
+                ("coordination.k8s.io", "leases", "update", election),
+            }
+        )
+        self.assertEqual(_grants(role["rules"]), expected)
+
+    def test_clusterRoleGrantsExactly(self) -> None:
+        """
+        The ClusterRole reads GatewayClasses and Namespaces (both
+        cluster-scoped) and updates and patches GatewayClass status; nothing
+        else.
+        """
+        (role,) = [d for d in _gateway_api_resources() if d["kind"] == "ClusterRole"]
+        self.assertEqual(
+            _grants(role["rules"]),
+            _read_grants(_GATEWAY_GROUP, "gatewayclasses")
+            | _read_grants("", "namespaces")
+            | {(_GATEWAY_GROUP, "gatewayclasses/status", v, None) for v in ("update", "patch")},
+        )
+        self.assertNotIn("aggregationRule", role)
+
+    def test_grantsExactly(self) -> None:
+        """
+        Bound to the ServiceAccount, the Component's RBAC grants exactly
+        :data:`_GATEWAY_API_GRANTS` (an extra verb, resource, wildcard or
+        scope fails), and leaves the base's grants as they are.
+        """
+        own = [d for d in _gateway_api_resources() if d["kind"] in _RBAC_KINDS]
+        self.assertEqual(
+            _scoped_grants(rules_for_service_account(own, "default", "apimgw")),
+            _GATEWAY_API_GRANTS,
+        )
+        base = _scoped_grants(rules_for_service_account(rbac_documents(), "default", "apimgw"))
+        self.assertEqual(
+            _scoped_grants(
+                rules_for_service_account(gateway_api_rbac_documents(), "default", "apimgw")
+            ),
+            base | _GATEWAY_API_GRANTS,
+        )
+
+    def test_bindingsNameTheServiceAccount(self) -> None:
+        """
+        The RoleBinding binds the Role and the ClusterRoleBinding the
+        ClusterRole to the Deployment's ServiceAccount; the
+        ClusterRoleBinding names it in ``default`` (rewritten by kustomize's
+        ``namespace:``), the RoleBinding in its own namespace.
+        """
+        account = _deployment()["spec"]["template"]["spec"]["serviceAccountName"]
+        resources = _gateway_api_resources()
+        for kind, role_kind in (("RoleBinding", "Role"), ("ClusterRoleBinding", "ClusterRole")):
+            (binding,) = [d for d in resources if d["kind"] == kind]
+            (role,) = [d for d in resources if d["kind"] == role_kind]
+            self.assertEqual(
+                binding["roleRef"],
+                {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": role_kind,
+                    "name": role["metadata"]["name"],
+                },
+            )
+            subject = {"kind": "ServiceAccount", "name": account}
+            if kind == "ClusterRoleBinding":
+                subject["namespace"] = "default"
+            self.assertEqual(binding["subjects"], [subject])
+
+    def test_configMapPatchEnablesTheSource(self) -> None:
+        """
+        The ConfigMap patch turns the Gateway API source on and sets its
+        controller and Lease names to their defaults: known settings, string
+        values, none the base ConfigMap already sets.
+        """
+        data = _gateway_api_patch("ConfigMap")["data"]
+        self.assertEqual(data["k8s.gateway.enabled"], "true")
+        self.assertEqual(_DEFAULTS["k8s.gateway.enabled"], "false")
+        for key, value in data.items():
+            self.assertIn(key, _DEFAULTS)
+            self.assertIsInstance(value, str, key)
+            if key != "k8s.gateway.enabled":
+                self.assertEqual(value, _DEFAULTS[key], key)
+        self.assertEqual(set(data) & set(_configmap()), set())
+        self.assertNotIn("k8s.gateway.namespace", data)
+
+    def test_gatewayClassNamesTheController(self) -> None:
+        """
+        The GatewayClass is a ``gateway.networking.k8s.io/v1`` one whose
+        ``controllerName`` is ``k8s.gateway.controller`` as the ConfigMap
+        patch sets it (the default, ``apimgw.io/gateway-controller``).
+        """
+        (gateway_class,) = [d for d in _gateway_api_resources() if d["kind"] == "GatewayClass"]
+        self.assertEqual(gateway_class["apiVersion"], f"{_GATEWAY_GROUP}/v1")
+        controller = gateway_class["spec"]["controllerName"]
+        self.assertEqual(
+            controller, _gateway_api_patch("ConfigMap")["data"]["k8s.gateway.controller"]
+        )
+        self.assertEqual(controller, "apimgw.io/gateway-controller")
+        self.assertNotIn("parametersRef", gateway_class["spec"])
+
+    def test_leaseIsTheElectionId(self) -> None:
+        """
+        The Lease the Role names is ``k8s.gateway.election-id`` as the
+        ConfigMap patch sets it, not the Ingress source's Lease.
+        """
+        (role,) = [d for d in _gateway_api_resources() if d["kind"] == "Role"]
+        names = {
+            name
+            for rule in role["rules"]
+            if "leases" in rule["resources"]
+            for name in rule.get("resourceNames", [])
+        }
+        election = _gateway_api_patch("ConfigMap")["data"]["k8s.gateway.election-id"]
+        self.assertEqual(names, {election})
+        self.assertNotEqual(election, _configmap()["k8s.ingress.election-id"])
+
+    def test_deploymentPatchWatchesItsNamespace(self) -> None:
+        """
+        The Deployment patch sets only ``k8s.gateway.namespace``, from the
+        pod's namespace (the Role's), which the base does not set and whose
+        default (``""``, every namespace) the Role would not allow.
+        """
+        patch = _gateway_api_patch("Deployment")
+        (container,) = patch["spec"]["template"]["spec"]["containers"]
+        self.assertEqual(set(container), {"name", "env"})
+        self.assertEqual(container["name"], _container()["name"])
+        self.assertEqual(
+            container["env"],
+            [
+                {
+                    "name": "k8s.gateway.namespace",
+                    "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+                }
+            ],
+        )
+        self.assertNotIn("k8s.gateway.namespace", [e["name"] for e in _container()["env"]])
+        self.assertEqual(_DEFAULTS["k8s.gateway.namespace"], "")
+
+
+def _readme_component(readme: Path, directory: str) -> dict[str, str]:
+    """The files of a Component a README shows as YAML blocks headed ``# <dir>/<dir>/<file>``."""
+    text = readme.read_text()
+    files: dict[str, str] = {}
+    for block in text.split("```yaml\n")[1:]:
+        body = block.split("```", 1)[0]
+        first = body.splitlines()[0]
+        prefix = f"# apimgw-gw/{directory}/"
+        if first.startswith(prefix):
+            files[first[len(prefix) :]] = body
+    return files
+
+
+class GatewayApiBuildTests(_Kubectl):
+    """
+    ``kubectl kustomize`` of a kustomization holding ``k8s/`` and the Gateway
+    API Component, as its README shows. Skipped where kubectl is not
+    installed.
+    """
+
+    def _build_gateway_api(
+        self, namespace: str | None = None, extra: dict[str, dict[str, str]] | None = None
+    ) -> list[dict[str, Any]]:
+        directory = Path(self.mktemp()).resolve()
+        directory.mkdir(parents=True)
+        kustomization: dict[str, Any] = {
+            "apiVersion": "kustomize.config.k8s.io/v1beta1",
+            "kind": "Kustomization",
+            "resources": [os.path.relpath(_K8S, directory)],
+            "components": [os.path.relpath(_K8S / _GATEWAY_API, directory)],
+        }
+        for name, files in (extra or {}).items():
+            (directory / name).mkdir()
+            for file_name, text in files.items():
+                (directory / name / file_name).write_text(text)
+            kustomization["components"].append(name)
+        if namespace is not None:
+            kustomization["namespace"] = namespace
+        (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+        return self._build(directory)
+
+    def test_builds(self) -> None:
+        """It builds, into the base's objects and the Component's."""
+        built = self._build_gateway_api()
+        self.assertEqual(
+            sorted((d["kind"], d["metadata"]["name"]) for d in built),
+            sorted(
+                (d["kind"], d["metadata"]["name"]) for d in _shipped() + _gateway_api_resources()
+            ),
+        )
+
+    def test_settingsReachTheGateway(self) -> None:
+        """
+        The built ConfigMap holds the base's settings and the Gateway API
+        source's; the built Deployment sets ``k8s.gateway.namespace`` from
+        the pod's namespace and keeps every variable of the base.
+        """
+        built = self._build_gateway_api()
+        (configmap,) = [d for d in built if d["kind"] == "ConfigMap"]
+        self.assertEqual(
+            configmap["data"], dict(_configmap(), **_gateway_api_patch("ConfigMap")["data"])
+        )
+        (deployment,) = [d for d in built if d["kind"] == "Deployment"]
+        env = _deployment_env(deployment)
+        (entry,) = [e for e in env if e["name"] == "k8s.gateway.namespace"]
+        self.assertEqual(entry["valueFrom"], {"fieldRef": {"fieldPath": "metadata.namespace"}})
+        self.assertEqual([e for e in env if e is not entry], _container()["env"])
+
+    def test_rbacIsAsComposed(self) -> None:
+        """
+        kustomize's RBAC objects are those :func:`gateway_api_rbac_documents`
+        composes without it.
+        """
+        built = [d for d in self._build_gateway_api() if d["kind"] in _RBAC_KINDS]
+
+        def key(doc: dict[str, Any]) -> tuple[str, str]:
+            return (doc["kind"], doc["metadata"]["name"])
+
+        self.assertEqual(sorted(built, key=key), sorted(gateway_api_rbac_documents(), key=key))
+
+    def test_namespaceReachesTheBindings(self) -> None:
+        """
+        With ``namespace:`` set, the bindings name the ServiceAccount there
+        (the ClusterRoleBinding's ``default`` rewritten), so the grants hold
+        in that namespace. (kustomize also writes the namespace into the
+        GatewayClass, a custom resource it cannot know to be cluster-scoped;
+        the API server ignores it, as the fake API server does.)
+        """
+        built = self._build_gateway_api("apim-elsewhere")
+        bindings = [
+            d
+            for d in built
+            if d["kind"] in ("RoleBinding", "ClusterRoleBinding")
+            and d["metadata"]["name"] == "apimgw-gateway-api"
+        ]
+        self.assertEqual(len(bindings), 2)
+        for binding in bindings:
+            self.assertEqual(
+                binding["subjects"],
+                [{"kind": "ServiceAccount", "name": "apimgw", "namespace": "apim-elsewhere"}],
+            )
+        own = [
+            d
+            for d in built
+            if d["kind"] in _RBAC_KINDS and d["metadata"]["name"] == "apimgw-gateway-api"
+        ]
+        self.assertEqual(
+            _scoped_grants(rules_for_service_account(own, "apim-elsewhere", "apimgw")),
+            _in_namespace(_GATEWAY_API_GRANTS, "apim-elsewhere"),
+        )
+
+    def test_readmeAllNamespacesComponent(self) -> None:
+        """
+        README.md's Component for every namespace builds after this one: the
+        gateway then watches all namespaces (``k8s.gateway.namespace``
+        ``""``), and its ClusterRole grants the Role's reads and status
+        writes everywhere, nothing more, the Lease staying in the gateway's
+        namespace.
+        """
+        files = _readme_component(_K8S / _GATEWAY_API / "README.md", "all-namespaces")
+        self.assertEqual(set(files), {"kustomization.yaml", "rbac.yaml"})
+        built = self._build_gateway_api("apim-elsewhere", {"all-namespaces": files})
+        (deployment,) = [d for d in built if d["kind"] == "Deployment"]
+        (entry,) = [e for e in _deployment_env(deployment) if e["name"] == "k8s.gateway.namespace"]
+        self.assertEqual(entry, {"name": "k8s.gateway.namespace", "value": ""})
+        rbac = [
+            d for d in built if d["kind"] in _RBAC_KINDS and "gateway-api" in d["metadata"]["name"]
+        ]
+        everywhere = {
+            (group, resource, verb, "cluster", name)
+            for group, resource, verb, scope, name in _GATEWAY_API_GRANTS
+            if scope == "default" and resource != "leases"
+        }
+        self.assertEqual(
+            _scoped_grants(rules_for_service_account(rbac, "apim-elsewhere", "apimgw")),
+            _in_namespace(_GATEWAY_API_GRANTS, "apim-elsewhere") | everywhere,
+        )
+
+
+class GatewayApiEnforcedTests(TestCase):
+    """
+    The Gateway API Component's RBAC (with the base's), enforced by the fake
+    API server for the ``apimgw`` ServiceAccount: what the Gateway API
+    source and its status writer do is answered, and the writes and scopes
+    the Component leaves out are refused with 403.
+    """
+
+    async def test_grantsAllowWhatTheSourceDoes(self) -> None:
+        server, admin = await start_fake(self)
+        user = "system:serviceaccount:default:apimgw"
+        server.add_token("sa-token", user)
+        server.rbac.grant(
+            user, rules_for_service_account(gateway_api_rbac_documents(), "default", "apimgw")
+        )
+        path = server.kubeconfig(os.path.abspath(self.mktemp() + ".kubeconfig"), token="sa-token")
+        client = KubeClient(load_kubeconfig(path), reactor=reactor)
+        self.addCleanup(client.close)
+        (gateway_class,) = [d for d in _gateway_api_resources() if d["kind"] == "GatewayClass"]
+        gateway_class = await admin.create(GATEWAY_CLASS, gateway_class)
+        gateway = await admin.create(
+            GATEWAY,
+            {
+                "metadata": {"name": "web"},
+                "spec": {
+                    "gatewayClassName": "apimgw",
+                    "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
+                },
+            },
+            "default",
+        )
+        await admin.create(
+            HTTP_ROUTE,
+            {"metadata": {"name": "r"}, "spec": {"parentRefs": [{"name": "web"}]}},
+            "default",
+        )
+        await admin.create(
+            REFERENCE_GRANT, {"metadata": {"name": "g"}, "spec": {"from": [], "to": []}}, "default"
+        )
+        await admin.create(NAMESPACE, {"metadata": {"name": "other"}})
+
+        # Everything the source lists (and so watches), where it lists it.
+        for kind, namespace in (
+            (GATEWAY_CLASS, None),
+            (GATEWAY, "default"),
+            (HTTP_ROUTE, "default"),
+            (REFERENCE_GRANT, "default"),
+            (SERVICE, "default"),
+            (SECRET, "default"),
+            (NAMESPACE, None),
+        ):
+            await client.list(kind, namespace)
+        accepted = {"conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted"}]}
+        written = await client.update_status(GATEWAY_CLASS, dict(gateway_class, status=accepted))
+        self.assertEqual(written["status"], accepted)
+        await client.update_status(GATEWAY, dict(gateway, status=accepted))
+        await client.patch(
+            HTTP_ROUTE, "default", "r", {"status": {"parents": []}}, subresource="status"
+        )
+        lease = await client.create(LEASE, {"metadata": {"name": "apimgw-gateway-api"}}, "default")
+        await client.update(LEASE, dict(lease, spec={"holderIdentity": "me"}))
+        await client.get(LEASE, "default", "apimgw-gateway-api")
+
+        refused: list[Callable[[], Deferred[Any]]] = [
+            lambda: client.update(
+                GATEWAY, dict(gateway, metadata=dict(gateway["metadata"], labels={"a": "b"}))
+            ),
+            lambda: client.patch(
+                GATEWAY_CLASS, None, "apimgw", {"metadata": {"labels": {"a": "b"}}}
+            ),
+            lambda: client.delete(HTTP_ROUTE, "default", "r"),
+            lambda: client.create(
+                REFERENCE_GRANT, {"metadata": {"name": "mine"}, "spec": {}}, "default"
+            ),
+            lambda: client.patch(
+                REFERENCE_GRANT, "default", "g", {"status": {}}, subresource="status"
+            ),
+            lambda: client.list(HTTP_ROUTE, "other"),
+            lambda: client.list(GATEWAY, None),
+            lambda: client.get(LEASE, "default", "another-lease"),
+        ]
+        for request in refused:
+            with self.assertRaises(Forbidden):
+                await request()
