@@ -32,14 +32,17 @@ and HTTPRoute (each with ``/status``) and gateway.networking.k8s.io/v1beta1
 ReferenceGrant, served as if their standard-channel CRDs were installed:
 status dropped on create, the CRDs' default status (Accepted and, for a
 Gateway, Programmed ``Unknown``, reason ``Pending``) on a GatewayClass or
-Gateway without one, and a GatewayClass's ``controllerName`` immutable (no
-other schema validation or defaulting).
+Gateway without one, and a GatewayClass's ``controllerName`` immutable.
 Simplifications, each one a place where a test cannot tell: no
 finalizers or graceful deletion (a delete is immediate, a namespace's
 objects go with it), strategic merge patch is applied as a JSON merge patch
-(lists are replaced, not merged by key), no admission, no RBAC (every
+(lists are replaced, not merged by key), no admission, RBAC only for users
+restricted with ``rbac.grant`` (see :mod:`._kuberbac`; every other
 authenticated user may do everything), ``managedFields`` carry no field
-sets.
+sets. One a test can tell: the Gateway API CRDs' OpenAPI schema is neither
+validated nor defaulted (a real server rejects a Gateway without
+listeners and fills in e.g. an HTTPRoute parentRef's group and kind), so
+the contract suite writes only complete, valid objects.
 
 Test controls: :meth:`~FakeKubeServer.set_object`,
 :meth:`~FakeKubeServer.delete_object`, :meth:`~FakeKubeServer.compact`,
