@@ -899,8 +899,8 @@ class ContractTests:
 
     async def test_gateway_api_cluster_scoped_gateway_class(self) -> None:
         """
-        A GatewayClass is cluster-scoped: created, got, listed and its status written without a
-        namespace; its controllerName cannot change.
+        A GatewayClass is cluster-scoped: created, got, listed, watched and its status written
+        without a namespace; its controllerName cannot change.
         """
         b = await self.gateway_api()
         name = f"{b.namespace}-class"
@@ -916,10 +916,24 @@ class ContractTests:
         )
         listed = await b.client.list(GATEWAY_CLASS, field_selector=f"metadata.name={name}")
         self.assertEqual(names(listed.items), [name])
+        watch = _Watch(
+            self,
+            b.client,
+            GATEWAY_CLASS,
+            None,
+            resource_version=listed.resource_version,
+            field_selector=f"metadata.name={name}",
+            allow_bookmarks=False,
+        )
         accepted = {"conditions": [condition("Accepted", "True", "Accepted", 1)]}
         written = await b.client.update_status(GATEWAY_CLASS, dict(created, status=accepted))
         self.assertEqual(written["status"], accepted)
         self.assertEqual(written["metadata"]["generation"], 1)
+        (event,) = (await watch.count(1))[:1]
+        self.assertEqual(
+            (event.type, event.resource_version, event.object["status"]),
+            ("MODIFIED", written["metadata"]["resourceVersion"], accepted),
+        )
         got = await b.client.get(GATEWAY_CLASS, None, name)
         self.assertEqual(got["status"], accepted)
         with self.assertRaises(Invalid) as caught:
