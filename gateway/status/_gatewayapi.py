@@ -38,6 +38,9 @@ A pass runs on each new resolution, on gaining leadership (a new leader
 rewrites whatever differs: the previous one may have died mid-pass), and
 periodically (repairs a status edited by hand). Losing leadership stops
 at once: the request in flight is cancelled, no retry stays scheduled.
+A pass over many up-to-date objects yields to the reactor every
+``_CHECKS_PER_TURN`` comparisons, so that a large cluster's no-op pass
+does not stall the proxy sharing the reactor.
 
 Objects that stop being ours (a GatewayClass whose ``controllerName``
 changed, a Gateway moved to another class) keep their last status: the
@@ -54,6 +57,7 @@ from typing import Any, Protocol
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from gateway.routing import Generation
@@ -88,6 +92,9 @@ __all__ = [
 ]
 
 JSON = dict[str, Any]
+
+#: Up-to-date objects compared before a pass yields to the reactor once.
+_CHECKS_PER_TURN = 200
 
 GROUP = "gateway.networking.k8s.io"
 
@@ -143,7 +150,7 @@ def condition_entries(
     ``lastTransitionTime``; any other gets ``now``. ``generation`` stands
     in for an unknown ``observedGeneration``.
     """
-    before = {c.get("type"): c for c in current or () if isinstance(c, Mapping) and c.get("type")}
+    before = {c.get("type"): c for c in current or () if isinstance(c, dict) and c.get("type")}
     entries = []
     for condition in conditions:
         status = "True" if condition.status else "False"
@@ -171,7 +178,7 @@ def condition_entries(
 
 def _status(obj: Mapping[str, Any]) -> JSON:
     status = obj.get("status")
-    return dict(status) if isinstance(status, Mapping) else {}
+    return dict(status) if isinstance(status, dict) else {}
 
 
 def _list(value: Any) -> list[Any]:
@@ -203,7 +210,7 @@ def gateway_status(desired: GatewayStatus, obj: Mapping[str, Any], *, now: str) 
     before = {
         entry.get("name"): entry
         for entry in _list(status.get("listeners"))
-        if isinstance(entry, Mapping)
+        if isinstance(entry, dict)
     }
     status["listeners"] = [
         {
@@ -263,7 +270,7 @@ def route_status(
     status = _status(obj)
     namespace = (obj.get("metadata") or {}).get("namespace") or ""
     generation = _generation(obj)
-    current = [p for p in _list(status.get("parents")) if isinstance(p, Mapping)]
+    current = [p for p in _list(status.get("parents")) if isinstance(p, dict)]
     ours = {
         _ref_key(p.get("parentRef") or {}, namespace): p
         for p in current
@@ -291,7 +298,7 @@ def route_status(
 
 def _has_ours(route: Mapping[str, Any], controller: str) -> bool:
     return any(
-        isinstance(p, Mapping) and p.get("controllerName") == controller
+        isinstance(p, dict) and p.get("controllerName") == controller
         for p in _list(_status(route).get("parents"))
     )
 
@@ -507,10 +514,19 @@ class GatewayApiStatusWriter(MultiService):
             resolution = self._source.resolution
             if resolution is None:
                 return
+            now = rfc3339(self._now())
+            unchanged = 0
             for kind, namespace, name, desired in self._targets(resolution):
                 if not self._leading:
                     return
-                await self._update(kind, namespace, name, desired)
+                if await self._update(kind, namespace, name, desired, now):
+                    unchanged = 0
+                    continue
+                unchanged += 1
+                if unchanged % _CHECKS_PER_TURN == 0:
+                    # Thousands of up-to-date objects are compared without
+                    # a single request: let the reactor serve traffic.
+                    await deferLater(self._reactor, 0, lambda: None)
             if not self._again:
                 return
 
@@ -551,13 +567,15 @@ class GatewayApiStatusWriter(MultiService):
         namespace: str | None,
         name: str,
         desired: Callable[[Mapping[str, Any], str], JSON],
-    ) -> None:
+        now: str,
+    ) -> bool:
+        """Write one object's status if it differs; whether a request was made."""
         current = self._current(kind, namespace, name)
         if current is None:
-            return
-        status = desired(current, rfc3339(self._now()))
+            return False
+        status = desired(current, now)
         if status == _status(current):
-            return
+            return False
         updated = dict(current)
         updated["status"] = status
         assert self._client is not None
@@ -565,11 +583,11 @@ class GatewayApiStatusWriter(MultiService):
         try:
             result = await self._request(self._client.update_status(kind, updated))
         except CancelledError:
-            return
+            return True
         except NotFound:
             # Deleted meanwhile: nothing to write, until the informer says otherwise.
             self._learn(kind, namespace, name, None)
-            return
+            return True
         except Conflict:
             # Changed meanwhile: fetch the fresh object (the watch may lag)
             # and write over it shortly after.
@@ -577,7 +595,7 @@ class GatewayApiStatusWriter(MultiService):
             await self._refresh(kind, namespace, name)
             if self._leading and (self._retry is None or not self._retry.active()):
                 self._retry = self._reactor.callLater(self._conflict_retry, self._retry_now)
-            return
+            return True
         except Exception as e:  # noqa: BLE001 - logged; the next pass repairs it
             self._log.warn(
                 "Could not write the status of {kind} {name}: {error}",
@@ -585,10 +603,11 @@ class GatewayApiStatusWriter(MultiService):
                 name=where,
                 error=f"{type(e).__name__}: {e}",
             )
-            return
+            return True
         self.updates += 1
         if isinstance(result, dict):
             self._learn(kind, namespace, name, result)
+        return True
 
     async def _refresh(self, kind: Kind, namespace: str | None, name: str) -> None:
         assert self._client is not None

@@ -620,3 +620,20 @@ class WriterTests(TestCase):
         self.assertEqual(self.writer.conflicts, 0)
         self.assertEqual([r.code for r in self.fake.requests_for("update", "httproutes")], [404])
         self.assertIn("status", self.stored("Gateway", "infra", "gw"))
+
+    async def test_many_objects_up_to_date(self) -> None:
+        """
+        A pass over more up-to-date objects than it compares per reactor
+        turn (it yields between batches) still finishes and writes nothing.
+        """
+        routes = [http_route(name=f"web-{i:03}") for i in range(210)]
+        await self._setUp(gateway_class(), gateway(), service(), *routes)
+        self.source.lead(True)
+        await self.settle()
+        self.assertEqual(self.status_puts(), 212)
+        self.assertEqual(
+            self.stored("Gateway", "infra", "gw")["status"]["listeners"][0]["attachedRoutes"], 210
+        )
+        await self.settle()
+        self.assertEqual(self.status_puts(), 212)
+        self.assertEqual(len(self.route_parents("web-209")), 1)
