@@ -13,6 +13,14 @@ rather than as a bias for one case. Every process is stopped by its PID.
 
     python bench/h1_bench.py                 # 2 rounds x 10 s per case, ~1 min
     python bench/h1_bench.py --seconds 5 --rounds 1 --connections 50
+    python bench/h1_bench.py --tls           # the HTTPS listener's way
+
+``--tls``: both servers behind the HTTPS listener's TLS (``TLSServerFactory``
+with the generated self-signed certificate through an ``SNIMap``, ALPN
+offering h2 and http/1.1): ``twisted`` is ``GatewaySite`` as the listener
+served before (twisted.web's ALPN switch), ``h1`` is ``ALPNServer`` (our
+switch, then ``H1Server``). wrk sends no ALPN, so both serve HTTP/1.1;
+its keep-alive connections make the handshakes a small part of the cost.
 
 The server side is this script itself, run as ``--serve twisted|h1 PORT``.
 """
@@ -45,7 +53,26 @@ BODY = b"x" * 99 + b"\n"
 CASES = ("twisted", "h1")
 
 
-def serve(kind: str, port: int) -> None:
+def _tls_wrapped(factory: Any) -> Any:
+    """``factory`` behind TLS as the HTTPS listener has it (the fallback map, no generations)."""
+    from types import SimpleNamespace
+
+    from gateway.tls import (
+        SNIConnectionCreator,
+        SNIMapBuilder,
+        TLSServerFactory,
+        TLSSettings,
+        generate_default_certificate,
+    )
+    from gateway.translate import GatewayConfig
+
+    builder = SNIMapBuilder(TLSSettings(), generate_default_certificate(time.time()))
+    fallback, _ = builder.build(GatewayConfig())
+    creator = SNIConnectionCreator(SimpleNamespace(current=None), fallback)  # type: ignore[arg-type]
+    return TLSServerFactory(creator, factory)
+
+
+def serve(kind: str, port: int, tls: bool = False) -> None:
     """Run one server (the child process of a case) until SIGTERM."""
     sys.path.insert(0, str(REPO_DIR))
     from twisted.internet import epollreactor
@@ -61,14 +88,11 @@ def serve(kind: str, port: int) -> None:
             request.setHeader(b"content-type", b"text/plain")
             return BODY
 
-    if kind == "twisted":
-        from gateway.proxy import GatewaySite
+    from gateway.proxy import listener_factory
 
-        factory: Any = GatewaySite(Fixed())
-    else:
-        from gateway.proxy._h1 import H1Server
-
-        factory = H1Server(Fixed(), reactor)
+    factory: Any = listener_factory(Fixed(), reactor, strict=kind == "h1", tls=tls)
+    if tls:
+        factory = _tls_wrapped(factory)
     reactor.listenTCP(port, factory, backlog=1024, interface="127.0.0.1")  # type: ignore[attr-defined]
     reactor.run()  # type: ignore[attr-defined]
 
@@ -79,10 +103,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _ready(port: int) -> bool:
+def _ready(port: int, tls: bool = False) -> bool:
     import http.client
+    import ssl
 
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+    conn: http.client.HTTPConnection
+    if tls:
+        context = ssl._create_unverified_context()  # the generated self-signed certificate
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=1, context=context)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
     try:
         conn.request("GET", "/")
         response = conn.getresponse()
@@ -97,18 +127,21 @@ def run_case(
     load_cpu, server_cpu = cpus
     port = free_port()
     server = procs.start(
-        pinned([sys.executable, __file__, "--serve", kind, str(port)], server_cpu),
+        pinned(
+            [sys.executable, __file__, "--serve", kind, str(port), *(["--tls"] if args.tls else [])],
+            server_cpu,
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_until(f"{kind} server", lambda: _ready(port), 15, proc=server)
+        wait_until(f"{kind} server", lambda: _ready(port, args.tls), 15, proc=server)
         argv = [
             wrk,
             f"-t{args.threads}",
             f"-c{args.connections}",
             "--latency",
-            f"http://127.0.0.1:{port}/",
+            f"{'https' if args.tls else 'http'}://127.0.0.1:{port}/",
         ]
         # Warm up (connections, caches), then measure.
         for seconds in (2, args.seconds):
@@ -144,9 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="cases run in turn this many times")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tls", action="store_true", help="both servers behind TLS (HTTPS listener)")
     args = parser.parse_args(argv)
     if args.serve:
-        serve(args.serve[0], int(args.serve[1]))
+        serve(args.serve[0], int(args.serve[1]), args.tls)
         return 0
     wrk = _which("wrk")
     if wrk is None:
@@ -165,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     print(plan, flush=True)
     print(
         f"wrk -t{args.threads} -c{args.connections} -d{args.seconds}s, "
-        f"{args.rounds} round(s), GET / answered with a {len(BODY)}-byte body in process",
+        f"{args.rounds} round(s), GET / answered with a {len(BODY)}-byte body in process"
+        f"{', over TLS (no ALPN: HTTP/1.1)' if args.tls else ''}",
         flush=True,
     )
     procs = Processes()
