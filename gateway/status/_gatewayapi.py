@@ -469,6 +469,9 @@ class GatewayApiStatusWriter(MultiService):
             self._again = True
             return self._running_pass
         self._running_pass = Deferred.fromCoroutine(self._pass())
+        self._running_pass.addErrback(
+            lambda f: self._log.failure("Gateway API status pass failed", f)
+        )
         return self._running_pass
 
     def _targets(self, resolution: Resolution) -> list[_Target]:
