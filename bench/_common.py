@@ -26,6 +26,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -614,3 +615,65 @@ def save_report(out_dir: Path, kind: str, stamp: str, report: dict[str, Any]) ->
     out = out_dir / f"{kind}-{stamp}.json"
     out.write_text(json.dumps(report, indent=2) + "\n")
     return out
+
+
+# --- a fake API server in the reactor, measurements in a thread --------------
+
+
+def run_with_fake_kube(measure: Callable[[Any, Any, Processes, Path], None], *,
+                       source_dir: Path, time_limit: float, keep_temp: bool,
+                       prefix: str) -> list[BaseException]:
+    """
+    Run gateway.testing.fakekube's server in the reactor (this process's
+    main thread) and ``measure(server, reactor, procs, workdir)`` in a
+    thread that drives it with blockingCallFromThread; the children it
+    starts through ``procs`` are stopped by PID at the end, and the
+    temporary ``workdir`` removed unless ``keep_temp``. Returns the errors
+    (empty: it worked). The reactor stops when ``measure`` returns, on a
+    signal, or after ``time_limit`` seconds.
+    """
+    from twisted.internet import reactor
+
+    from gateway.testing.fakekube import FakeKubeServer
+
+    procs = Processes(cwd=source_dir)
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    server = FakeKubeServer(reactor=reactor, bookmark_interval=5.0)
+    failed: list[BaseException] = []
+    finished = threading.Event()
+
+    def run() -> None:
+        try:
+            measure(server, reactor, procs, workdir)
+        except BaseException as e:  # noqa: BLE001 (reported by the caller, after the reactor)
+            failed.append(e)
+        finally:
+            finished.set()
+            reactor.callFromThread(stop)  # type: ignore[attr-defined]
+
+    def stop() -> None:
+        if reactor.running:  # type: ignore[attr-defined]
+            reactor.stop()  # type: ignore[attr-defined]
+
+    def begin() -> None:
+        server.start()
+        print(f"fake API server: {server.url} (in this process)", flush=True)
+        threading.Thread(target=run, name="measure", daemon=True).start()
+
+    def time_up() -> None:
+        failed.append(BenchError(f"the time limit ({time_limit:g} s) was reached"))
+        reactor.stop()  # type: ignore[attr-defined]
+
+    reactor.callWhenRunning(begin)  # type: ignore[attr-defined]
+    limit = reactor.callLater(max(1.0, time_limit), time_up)  # type: ignore[attr-defined]
+    try:
+        reactor.run()  # type: ignore[attr-defined]  # SIGTERM/SIGINT stop it too
+    finally:
+        if limit.active():
+            limit.cancel()
+        procs.stop_all()
+        remove_workdir(workdir, keep_temp)
+    if not failed and not finished.is_set():
+        failed.append(BenchError("interrupted (a signal stopped the reactor): the figures "
+                                 "above are incomplete"))
+    return failed

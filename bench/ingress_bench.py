@@ -82,8 +82,6 @@ import datetime
 import statistics
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -108,8 +106,8 @@ from _common import (
     machine_line,
     percentile,
     py_spy_attached,
-    remove_workdir,
     rss_kib,
+    run_with_fake_kube,
     save_report,
     serve_backends,
     served_by,
@@ -1110,7 +1108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     global SOURCE_DIR
     SOURCE_DIR = args.source.resolve()
-    if not (SOURCE_DIR / "gateway" / "sources" / "ingress.py").exists():
+    if not (SOURCE_DIR / "gateway" / "sources" / "ingress").exists():
         parser.error(f"--source {SOURCE_DIR}: no apimgw tree with the Ingress source there")
     sys.path.insert(0, str(SOURCE_DIR))
     quick = args.quick
@@ -1184,55 +1182,17 @@ def run_reactor_part(args: argparse.Namespace, report: dict[str, Any],
                      started: float) -> list[BaseException]:
     """
     Part 2: the fake API server in the reactor (main thread), the
-    measurements in a thread; children stopped by PID in the ``finally``.
+    measurements in a thread; children stopped by PID at the end.
     Returns the errors (empty: it worked).
     """
-    from twisted.internet import reactor
-
-    from gateway.testing.fakekube import FakeKubeServer
-
-    procs = Processes(cwd=SOURCE_DIR)
-    workdir = Path(tempfile.mkdtemp(prefix="apimgw-ingress-bench-"))
-    server = FakeKubeServer(reactor=reactor, bookmark_interval=5.0)
-    failed: list[BaseException] = []
-    finished = threading.Event()
-
-    def measure() -> None:
-        try:
-            run_live(args, procs, workdir, server, reactor, report)
-        except BaseException as e:  # noqa: BLE001 (reported by main, after the reactor)
-            failed.append(e)
-        finally:
-            finished.set()
-            reactor.callFromThread(stop)  # type: ignore[attr-defined]
-
-    def stop() -> None:
-        if reactor.running:  # type: ignore[attr-defined]
-            reactor.stop()  # type: ignore[attr-defined]
-
-    def begin() -> None:
-        server.start()
-        print(f"fake API server: {server.url} (in this process)", flush=True)
-        threading.Thread(target=measure, name="measure", daemon=True).start()
-
-    def time_up() -> None:
-        failed.append(BenchError(f"the time limit ({args.time_limit:g} s) was reached"))
-        reactor.stop()  # type: ignore[attr-defined]
-
-    remaining = max(1.0, args.time_limit - (time.monotonic() - started))
-    reactor.callWhenRunning(begin)  # type: ignore[attr-defined]
-    limit = reactor.callLater(remaining, time_up)  # type: ignore[attr-defined]
-    try:
-        reactor.run()  # type: ignore[attr-defined]  # SIGTERM/SIGINT stop it too
-    finally:
-        if limit.active():
-            limit.cancel()
-        procs.stop_all()
-        remove_workdir(workdir, args.keep_temp)
-    if not failed and not finished.is_set():
-        failed.append(BenchError("interrupted (a signal stopped the reactor): the figures "
-                                 "above are incomplete"))
-    return failed
+    return run_with_fake_kube(
+        lambda server, reactor, procs, workdir: run_live(
+            args, procs, workdir, server, reactor, report),
+        source_dir=SOURCE_DIR,
+        time_limit=args.time_limit - (time.monotonic() - started),
+        keep_temp=args.keep_temp,
+        prefix="apimgw-ingress-bench-",
+    )
 
 
 if __name__ == "__main__":
