@@ -387,6 +387,13 @@ class TokenTests(CloudTestCase):
         yield source.when_synced()
         secondary = yield self.token(GATEWAY, key_type="secondary")
         self.token_file(secondary)
+        # One change applied after the file was replaced: the long poll
+        # held from then on was sent with the new token. (Regenerating the
+        # old key while a poll sent with it is still on its way to the
+        # service would have that poll refused, rightly: under load it
+        # could arrive after the regeneration.)
+        yield self.assigned_api("zero", "zero")
+        yield self.settle(lambda: self.api_of(store, "zero") is not None)
         yield self.ok("POST", f"/gateways/{GATEWAY}/regenerateKey", {"keyType": "primary"})
         yield self.assigned_api("one", "one")
         yield self.settle(lambda: self.api_of(store, "one") is not None)
