@@ -10,6 +10,7 @@ clients in threads (``tests.integration.tlsclient``).
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import ssl
@@ -47,12 +48,19 @@ from .test_h1 import parse_responses
 OBS_FOLD = b"GET /app/x HTTP/1.1\r\nHost: www.example.com\r\nX-A: a\r\n b\r\n\r\n"
 NO_HOST = b"GET /app/x HTTP/1.1\r\n\r\n"
 
+#: The request body limit of the listener under test.
+MAX_BODY = 64 * 1024
+
 #: The client offers http/1.1 only, or no ALPN at all.
 HTTP11_CLIENTS: tuple[tuple[str, ...] | None, ...] = (("http/1.1",), None)
 
 
 def read_to_end(sock: ssl.SSLSocket) -> bytes:
-    """Read until the server's close_notify (or its close)."""
+    """
+    Read until the server's close_notify. A close without it (a TCP close
+    under TLS: a truncation attack to the client) raises ``SSLEOFError``.
+    """
+    sock.suppress_ragged_eofs = False
     chunks = []
     while True:
         try:
@@ -93,7 +101,7 @@ class StrictHTTPSTestCase(TLSTestCase):
             reactor,
             strict=self.strict,
             tls=True,
-            limits=H1Limits(header_timeout=1, linger=1),
+            limits=H1Limits(header_timeout=1, linger=1, max_body=MAX_BODY),
             on_refused=lambda status, message, peer: self.refused.append(status),
         )
         self.server = server
@@ -182,6 +190,56 @@ class StrictHTTP11Tests(StrictHTTPSTestCase):
         session = yield self.connect()
         r = yield deferToThread(session.request, "GET", "/app/after", "www.example.com")
         self.assertEqual(r.status, 200)
+
+    @inlineCallbacks
+    def test_bodies_both_ways(self) -> Any:
+        """A POST body reaches the backend and a 5 MB answer streams back, on one TLS connection."""
+        session = yield self.connect()
+
+        def run() -> tuple[Any, int, int]:
+            conn = http.client.HTTPConnection("www.example.com", timeout=30)
+            conn.sock = session.sock
+            conn.request("POST", "/echo/resource", body=b"hello over tls")
+            posted = conn.getresponse()
+            echo = json.loads(posted.read())
+            conn.request("GET", "/app/big?size=5000000")
+            big = conn.getresponse()
+            return echo, big.status, len(big.read())
+
+        echo, status, size = yield deferToThread(run)
+        self.assertEqual((echo["method"], echo["body"]), ("POST", "hello over tls"))
+        self.assertEqual((status, size), (200, 5000000))
+        self.assertEqual(self.server.h1.accepted, 1)
+
+    @inlineCallbacks
+    def test_upload_over_the_limit_reads_413(self) -> Any:
+        """
+        A client declaring a body over the limit gets 413 at once and, while
+        it keeps sending the body, the server keeps reading (TLS half-close:
+        close_notify, no reset), so the client reads the whole answer.
+        """
+        body = b"x" * (4 * 1024 * 1024)
+
+        def run() -> bytes:
+            session = tls_connect(self.tls_port, "www.example.com", client_context())
+            try:
+                session.sock.sendall(
+                    b"POST /echo/resource HTTP/1.1\r\nHost: www.example.com\r\n"
+                    b"Content-Length: %d\r\n\r\n" % len(body)
+                )
+                session.sock.sendall(body)
+                return read_to_end(session.sock)
+            finally:
+                session.close()
+
+        raw = yield deferToThread(run)
+        [(status, headers, answer)] = parse_responses(raw)
+        self.assertEqual((status, headers[b"connection"]), (413, b"close"))
+        self.assertEqual(json.loads(answer)["statusCode"], 413)
+        self.assertEqual(self.backend_site.connections, 0)
+        # The server is still reading (and dropping) the body when the
+        # client closes; the connection ends once it sees the close.
+        yield self.wait_for(lambda: not list(self.server.h1.channels))
 
     @inlineCallbacks
     def test_pipelined(self) -> Any:
