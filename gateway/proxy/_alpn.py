@@ -13,8 +13,11 @@ same switch here is smaller: every connection starts as an HTTP/1.1 channel
 its handshake, or never sends a request, is closed at that timeout as on
 the plain port); on its first bytes, if ALPN chose ``h2``, the channel puts
 an ``H2Connection`` in its place as the TLS protocol's application protocol
-and steps out. HTTP/1.1 connections pay one attribute test per read, HTTP/2
-connections nothing.
+and steps out. HTTP/1.1 connections pay one attribute test and one call per
+read, HTTP/2 connections nothing (no proxy in front of them).
+
+Every TLS connection starts as an HTTP/1.1 one: ``H1Server.accepted``
+counts the HTTP/2 connections too.
 """
 
 from __future__ import annotations
