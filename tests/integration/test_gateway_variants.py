@@ -157,6 +157,7 @@ class GatewayVariantTests(GatewayTestCase):
                 _variant(
                     "to-https",
                     redirect=Redirect("https", None, None, None, 302),
+                    response_headers=HeaderEdits(set=((b"Cache-Control", b"no-store"),)),
                 ),
             ),
             _entry(
@@ -206,6 +207,14 @@ class GatewayVariantTests(GatewayTestCase):
                 ),
             ),
             _entry("/none", self.a, _variant("none")),
+            _entry(
+                "/dead",
+                self.a,
+                _variant(
+                    "dead",
+                    WeightedBackend(parse_backend(f"http://127.0.0.1:{self.dead_port}"), 1),
+                ),
+            ),
             _entry("/stream", self.a, _variant("stream", a)),
         ]
         self._install(entries)
@@ -294,10 +303,14 @@ class GatewayVariantTests(GatewayTestCase):
 
     @inlineCallbacks
     def test_redirect_scheme_only_drops_port(self) -> Any:
-        """A scheme-only redirect points at the new scheme's default port, left out of Location."""
+        """
+        A scheme-only redirect points at the new scheme's default port, left
+        out of Location; the response header modifier applies to the redirect.
+        """
         r = yield self.get("/to-https/a", headers=[("Host", f"gw.example.com:{self.port}")])
         self.assertEqual(r.status, 302)
         self.assertEqual(r.header("location"), "https://gw.example.com/to-https/a")
+        self.assertEqual(r.header("cache-control"), "no-store")
 
     @inlineCallbacks
     def test_rewrite_seen_by_backend(self) -> Any:
@@ -378,6 +391,16 @@ class GatewayVariantTests(GatewayTestCase):
         r = yield self.get("/none")
         self.assertEqual(r.status, 500)
         self.assertTrue(self.logged("ns/route none: answered 500, it has no backend"))
+
+    @inlineCallbacks
+    def test_unreachable_backend(self) -> Any:
+        """A chosen backend that refuses connections: the usual 500 envelope, credited to the variant."""
+        r = yield self.get("/dead")
+        self.assertEqual(r.status, 500)
+        body = r.json()
+        self.assertEqual(body["message"], "Internal server error")
+        self.assertTrue(self.logged(f"Backend http://127.0.0.1:{self.dead_port} failed"))
+        self.assertTrue(self.logged("ns/route dead"))
 
     @inlineCallbacks
     def test_streaming_unchanged(self) -> Any:
