@@ -47,6 +47,7 @@ from gateway.translate import (
 )
 
 from .harness import GatewayTestCase, Response, request_sync
+from .tlsclient import tls_connect
 
 _ORIGIN = ObjectRef("gateway-api", "httproutes", "ns/route")
 
@@ -208,6 +209,11 @@ class GatewayVariantTests(GatewayTestCase):
             ),
             _entry("/none", self.a, _variant("none")),
             _entry(
+                "/same-scheme",
+                self.a,
+                _variant("same-scheme", redirect=Redirect(None, "new.example", None, None, 302)),
+            ),
+            _entry(
                 "/dead",
                 self.a,
                 _variant(
@@ -311,6 +317,25 @@ class GatewayVariantTests(GatewayTestCase):
         self.assertEqual(r.status, 302)
         self.assertEqual(r.header("location"), "https://gw.example.com/to-https/a")
         self.assertEqual(r.header("cache-control"), "no-store")
+
+    @inlineCallbacks
+    def test_over_https(self) -> Any:
+        """
+        On the HTTPS listener: a redirect keeps the https scheme (443 left
+        out), and a forwarded variant request says X-Forwarded-Proto https.
+        """
+        session = yield deferToThread(tls_connect, self.https_port, "gw.example.com")
+        self.addCleanup(session.close)
+        r = yield deferToThread(session.request, "GET", "/same-scheme/x?y=1", "gw.example.com")
+        self.assertEqual(
+            (r.status, r.header("location")), (302, "https://new.example/same-scheme/x?y=1")
+        )
+        r = yield deferToThread(
+            session.request, "GET", "/hdr/x", "gw.example.com", [("Version", "two")]
+        )
+        self.assertEqual(r.header("x-backend"), "B")
+        headers = {k.lower(): v for k, v in r.json()["headers"]}
+        self.assertEqual(headers["x-forwarded-proto"], "https")
 
     @inlineCallbacks
     def test_rewrite_seen_by_backend(self) -> Any:
