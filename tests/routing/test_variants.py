@@ -12,7 +12,10 @@ Each test is a table of lookups: request → the label of what serves it
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from gateway.model import ObjectRef
@@ -313,3 +316,117 @@ class FactsTests(SynchronousTestCase):
         self.assertEqual(served(table, "plain.com", "/", facts=facts), "plain")
         self.assertEqual(served(table, "gw.com", "/", facts=facts), "rest")
         self.assertEqual(facts.asked, [])
+
+
+# -- properties: the general path against literal readings of the rules ------
+
+_SEGMENTS = st.sampled_from(["a", "b", "ab", ""])
+_HOSTS = st.sampled_from(
+    [None, "x.example.com", "*.example.com", "**.example.com", "**.x.example.com", "*.x.example.com"]
+)
+_REQUEST_HOSTS = st.sampled_from(
+    ["x.example.com", "X.Example.COM.:8080", "y.example.com", "a.x.example.com",
+     "b.a.x.example.com", "example.com", "other.org"]
+)
+_CLAIMS = st.lists(
+    st.sampled_from(["x.example.com", "*.example.com", "*.x.example.com"]), unique=True, max_size=2
+)
+
+
+def _paths(max_segments: int) -> st.SearchStrategy[str]:
+    return st.lists(_SEGMENTS, max_size=max_segments).map(lambda s: "/" + "/".join(s))
+
+
+#: (host, match, path, methods of its variants; () for a plain entry)
+_SPECS = st.lists(
+    st.tuples(
+        _HOSTS,
+        st.sampled_from([EXACT, PREFIX]),
+        _paths(3),
+        st.lists(st.sampled_from([None, "GET", "POST"]), max_size=2),
+    ),
+    max_size=10,
+    unique_by=lambda spec: (spec[0], spec[1], spec[2].rstrip("/") if spec[1] == PREFIX else spec[2]),
+)
+
+
+def _build(specs: list[tuple[str | None, str, str, list[str | None]]]) -> list[RouteEntry]:
+    out = []
+    for index, (host, match, path, methods) in enumerate(specs):
+        host = host or ""
+        path = (path.rstrip("/") or "/") if match == PREFIX else path
+        if methods:
+            variants = [variant(f"{index}.{n}", method=m) for n, m in enumerate(methods)]
+            out.append(gw(host, match, path, *variants))
+        else:
+            out.append(plain(host, match, path, f"{index}"))
+    return out
+
+
+def _name(host: str) -> str:
+    return (urlsplit("//" + host).hostname or "").rstrip(".")
+
+
+def _tiers(entries: list[RouteEntry], name: str, claims: list[str]) -> list[list[RouteEntry]]:
+    """The host tiers for ``name``, in order, cut after the most specific claim's tier."""
+    labels = name.split(".")
+    suffixes = [".".join(labels[i:]) for i in range(1, len(labels))]
+    tiers = [[e for e in entries if e.host == name]]
+    if name in claims:
+        return tiers
+    if suffixes:
+        tiers.append([e for e in entries if e.host == "*." + suffixes[0]])
+    for suffix in suffixes:
+        tiers.append([e for e in entries if e.host == "**." + suffix])
+        if "*." + suffix in claims:
+            return tiers
+    tiers.append([e for e in entries if e.host == ""])
+    return tiers
+
+
+def _covers(prefix: str, path: str) -> bool:
+    return prefix == "/" or path == prefix or path.startswith(prefix + "/")
+
+
+def _reference(entries: list[RouteEntry], claims: list[str], host: str, path: str,
+               method: str) -> str | None:
+    """Every candidate in turn: exact, then prefixes longest first; a plain
+    one decides, one with variants serves its first variant that holds."""
+    for tier in _tiers(entries, _name(host), claims):
+        candidates = [e for e in tier if e.match == EXACT and e.path == path]
+        candidates += sorted(
+            (e for e in tier if e.match == PREFIX and _covers(e.path, path)),
+            key=lambda e: -len(e.path),
+        )
+        for entry in candidates:
+            if entry.variants is None:
+                return entry.label
+            for v in entry.variants:
+                if v.method is None or v.method == method:
+                    return v.label
+    return None
+
+
+class PropertyTests(SynchronousTestCase):
+    @settings(max_examples=400, deadline=None)
+    @given(specs=_SPECS, claims=_CLAIMS, host=_REQUEST_HOSTS, path=_paths(4),
+           method=st.sampled_from(["GET", "POST", "PUT"]))
+    def test_agrees_with_reference(self, specs: list[tuple[str | None, str, str, list[str | None]]],
+                                   claims: list[str], host: str, path: str, method: str) -> None:
+        """Random plain and conditional entries, wildcards of both kinds and
+        claims: the table serves what the literal reading serves."""
+        entries = _build(specs)
+        table = RouteTable.build(entries, claims=[ListenerClaim(c, b"http") for c in claims])
+        self.assertEqual(served(table, host, path, method), _reference(entries, claims, host, path, method))
+
+    @settings(max_examples=200, deadline=None)
+    @given(specs=_SPECS, host=_REQUEST_HOSTS, path=_paths(4))
+    def test_plain_entries_unchanged_by_gateway_entries_elsewhere(
+        self, specs: list[tuple[str | None, str, str, list[str | None]]], host: str, path: str
+    ) -> None:
+        """Ingress entries answer the same whether or not the table also
+        holds Gateway API entries (on a host no request names)."""
+        entries = [e for e in _build(specs) if e.variants is None and not e.host.startswith("**.")]
+        alone = RouteTable.build(entries)
+        mixed = RouteTable.build([*entries, gw("**.unrelated.test", PREFIX, "/", variant("gw"))])
+        self.assertEqual(served(mixed, host, path), served(alone, host, path))
