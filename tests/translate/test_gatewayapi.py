@@ -107,7 +107,7 @@ class GroupingTests(SynchronousTestCase):
             query=(GatewayValueMatch("Animal", "whale"),),
             request_headers=GatewayHeaderEdits(set=(("X-A", "1"),), remove=("X-Gone",)),
         ))])
-        ((variant,),) = [e.variants for e in config.routes]
+        ((variant,),) = [e.variants or () for e in config.routes]
         self.assertEqual(variant.method, "POST")
         (header,) = variant.headers
         self.assertEqual(header.name, "version")
@@ -141,7 +141,7 @@ class ProblemTests(SynchronousTestCase):
             GatewayBackend("ns/missing:80", None, 1, "BackendNotFound"),
             GatewayBackend("ns/bad:80", "ftp://x", 2),
         )))])
-        ((variant,),) = [e.variants for e in config.routes]
+        ((variant,),) = [e.variants or () for e in config.routes]
         missing, bad = variant.backends
         self.assertEqual((missing.backend, missing.weight, missing.problem), (None, 1, "BackendNotFound"))
         self.assertIsNone(bad.backend)
