@@ -185,6 +185,20 @@ class ConformanceRequestTests(SynchronousTestCase):
             ],
         )
 
+    def test_path_match_order(self) -> None:
+        """HTTPRoutePathMatchOrder: Exact over prefixes, longer prefixes first, one route's rules."""
+        self.check(
+            served("path-match-order"),
+            [
+                ({"target": "/match/exact/one"}, "v3"),
+                ({"target": "/match/exact"}, "v2"),
+                ({"target": "/match"}, "v1"),
+                ({"target": "/match/prefix/one/any"}, "v2"),
+                ({"target": "/match/prefix/any"}, "v1"),
+                ({"target": "/match/any"}, "v3"),
+            ],
+        )
+
     def test_hostname_intersection(self) -> None:
         """HTTPRouteHostnameIntersection: route ∩ listener hostnames, Gateway API wildcards."""
         table = served("hostname-intersection", "gateway-conformance-infra/httproute-hostname-intersection")
