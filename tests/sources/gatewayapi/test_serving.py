@@ -199,6 +199,13 @@ class ConformanceRequestTests(SynchronousTestCase):
             ],
         )
 
+    def test_https_listener_serves_https_only(self) -> None:
+        """HTTPRouteHTTPSListener: the rules of HTTPS listeners answer HTTPS requests, not plain HTTP."""
+        table = served("https-listener")
+        for host, expected in [("example.org", "v1"), ("second-example.org", "v2")]:
+            self.check(table, [({"host": host, "target": "/", "scheme": b"https"}, expected),
+                               ({"host": host, "target": "/", "scheme": b"http"}, None)])
+
     def test_hostname_intersection(self) -> None:
         """HTTPRouteHostnameIntersection: route ∩ listener hostnames, Gateway API wildcards."""
         table = served("hostname-intersection", "gateway-conformance-infra/httproute-hostname-intersection")
