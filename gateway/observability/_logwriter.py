@@ -14,7 +14,10 @@ never blocks on stdout:
   polled), while new lines keep queueing;
 * the pending bytes are bounded (``buffer``): beyond, lines are dropped,
   counted (``on_drop``, the ``apimgw_access_log_dropped_total`` metric) and
-  one warning is logged per episode (and one line when it ends);
+  one warning is logged per episode (and one line when it ends). The
+  warning goes through twisted.logger, whose stdout observer writes with a
+  blocking ``write``: it is logged when stdout has room again (a
+  zero-timeout ``select`` says so), never while the pipe is full;
 * :meth:`LogWriter.flush_now` writes everything, blocking at most
   ``timeout`` seconds: :class:`LogWriterService` calls it when the gateway
   stops (after the traffic listeners drained) and at the reactor's "after
@@ -134,6 +137,14 @@ def open_sink(fd: int = 1) -> Sink | None:
     return FdSink(own, max_write=select.PIPE_BUF)
 
 
+def _writable(sink: Sink) -> bool:
+    """Whether ``sink`` has room now (a zero-timeout ``select``)."""
+    try:
+        return bool(select.select([], [sink.fileno()], [], 0)[1])
+    except (OSError, ValueError):
+        return False
+
+
 @implementer(IWriteDescriptor)
 class _Writable:
     """What the reactor watches while the sink is full."""
@@ -189,6 +200,7 @@ class LogWriter:
         #: Lines dropped in all, and in the current episode.
         self.dropped = 0
         self._episode = 0
+        self._warn_pending = False
         self._call: Any = None
         self._watching: _Writable | None = None
         self._stamp_second = -1
@@ -246,6 +258,8 @@ class LogWriter:
 
     def _drain(self) -> bool:
         """Write what the sink takes now; returns whether all of it went."""
+        if self._warn_pending and _writable(self.sink):
+            self._warn()
         if self._lines:
             self._pack()
         chunks = self._chunks
@@ -257,9 +271,7 @@ class LogWriter:
                 self._wait()
                 return False
             except OSError as e:
-                if not self._episode:
-                    _log.warn("The access log cannot be written ({error}): lines dropped", error=e)
-                self._discard()
+                self._discard(e)
                 return True
             self.pending -= n
             if n < len(chunk):
@@ -268,6 +280,8 @@ class LogWriter:
                 chunks.popleft()
         self._unwatch()
         if self._episode:
+            if self._warn_pending:  # stdout took everything: it has room
+                self._warn()
             _log.info(
                 "The access log is written again; {count} lines were dropped",
                 count=self._episode,
@@ -300,26 +314,39 @@ class LogWriter:
         if self._call is None:
             self._call = self.reactor.callLater(_RETRY, self._flush)
 
-    def _discard(self) -> None:
+    def _discard(self, error: OSError | None = None) -> None:
         """Nothing pending can be delivered: count it all as dropped."""
         lines = len(self._lines) + sum(bytes(c).count(b"\n") for c in self._chunks)
         self._lines, self.pending = [], 0
         self._chunks.clear()
         self._unwatch()
         if lines:
-            self._drop(lines)
+            self._drop(lines, error)
 
-    def _drop(self, lines: int) -> None:
+    def _drop(self, lines: int, error: OSError | None = None) -> None:
         if not self._episode:
-            _log.warn(
-                "The access log's output is not keeping up ({pending} bytes pending, "
-                "bound {buffer}): dropping lines (apimgw_access_log_dropped_total)",
-                pending=self.pending,
-                buffer=self.buffer,
-            )
+            if error is not None:
+                # e.g. a broken pipe: twisted.logger's write fails at once too
+                _log.warn("The access log cannot be written ({error}): lines dropped", error=error)
+            else:
+                # Logged once stdout can take the line (see _warn), not now:
+                # twisted.logger writes stdout with a blocking write, and
+                # stdout is full.
+                self._warn_pending = True
         self._episode += lines
         self.dropped += lines
         self._on_drop(lines)
+
+    def _warn(self) -> None:
+        """The episode's one warning, when stdout has room for it."""
+        self._warn_pending = False
+        _log.warn(
+            "The access log's output is not keeping up ({pending} bytes pending, bound "
+            "{buffer}): {count} lines dropped so far (apimgw_access_log_dropped_total)",
+            pending=self.pending,
+            buffer=self.buffer,
+            count=self._episode,
+        )
 
     def flush_now(self, timeout: float = FLUSH_TIMEOUT) -> None:
         """

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import select
+import socket
 import subprocess
 import sys
 import textwrap
@@ -33,7 +34,7 @@ from gateway.observability import (
     build_access_log,
     open_sink,
 )
-from gateway.observability._logwriter import twistd_logs_to_stdout
+from gateway.observability._logwriter import SocketSink, twistd_logs_to_stdout
 from gateway.testing.waiting import wait_for
 from tests.integration.harness import GatewayTestCase, request_sync
 
@@ -183,10 +184,12 @@ class BoundTests(PipeTestCase):
         super().setUp()
         self.warnings: list[dict[str, Any]] = []
         self.infos: list[dict[str, Any]] = []
+        self.order: list[Any] = []
 
         def observe(event: dict[str, Any]) -> None:
             if event.get("log_namespace") != "apimgw.access.writer":
                 return
+            self.order.append(event["log_level"])
             if event["log_level"] == LogLevel.warn:
                 self.warnings.append(event)
             elif event["log_level"] == LogLevel.info:
@@ -204,10 +207,10 @@ class BoundTests(PipeTestCase):
     def test_bound_drops_counts_and_warns_once(self) -> Any:
         """
         With the pipe full and ``buffer`` bytes pending, further lines are
-        dropped and counted in ``apimgw_access_log_dropped_total``, with one
-        warning for the episode; the lines kept come out whole and in order
-        when the reader resumes, and the end of the episode is logged with
-        its count.
+        dropped and counted in ``apimgw_access_log_dropped_total``; the lines
+        kept come out whole and in order when the reader resumes; the
+        episode's one warning is logged once the pipe has room (not while it
+        is full), then its end with the count.
         """
         line_size = len(numbered(0))
         writer = LogWriter(
@@ -231,14 +234,18 @@ class BoundTests(PipeTestCase):
             writer.write(numbered(j))
         self.assertEqual(writer.dropped, 300)
         self.assertEqual(self.dropped_metric(), 300.0)
-        self.assertEqual(len(self.warnings), 1)
-        self.assertEqual(self.infos, [])
+        # The warning waits until stdout has room: twisted.logger's stdout
+        # write is blocking, and the pipe is full.
+        yield deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual((self.warnings, self.infos), ([], []))
         self.reader.resume()
         yield self.wait_for(lambda: len(self.reader.data) == sum(map(len, sent)))
         self.assertEqual(self.reader.lines(), sent)
-        self.assertEqual(len(self.warnings), 1)
+        (warning,) = self.warnings
+        self.assertEqual(warning["count"], 300)
         (end,) = self.infos
         self.assertEqual(end["count"], 300)
+        self.assertEqual(self.order, [LogLevel.warn, LogLevel.info])
         # A new line after the episode is written again.
         writer.write(b"after\n")
         yield self.wait_for(lambda: self.reader.data.endswith(b"after\n"))
@@ -384,6 +391,49 @@ CALL: dict[str, Any] = {
     "backend": "http://b:1",
     "request_id": "rid-1",
 }
+
+
+class SocketSinkTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_socket_stdout(self) -> Any:
+        """
+        stdout a socket (journald's stream, a socketpair here): written with
+        ``send(MSG_DONTWAIT)``, the socket itself left blocking; with the
+        reader paused past the socket's buffer the lines wait, then all
+        come out in order.
+        """
+        ours, theirs = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        sink = open_sink(ours.fileno())
+        assert isinstance(sink, SocketSink)
+        self.addCleanup(sink.sock.close)
+        self.assertTrue(os.get_blocking(ours.fileno()))
+        reader = PipeReader(theirs.fileno())
+        self.addCleanup(reader.pause)
+        writer = LogWriter(reactor, sink)
+        expected = [numbered(i) for i in range(20000)]  # 1.5 MB
+        for line in expected:
+            writer.write(line)
+        yield deferLater(reactor, 0.05, lambda: None)
+        self.assertGreater(writer.pending, 0)
+        self.assertTrue(os.get_blocking(ours.fileno()))
+        reader.resume()
+        total = sum(map(len, expected))
+        yield wait_for(lambda: len(reader.data) == total, 20, "all lines", interval=0.01)
+        self.assertEqual(reader.lines(), expected)
+
+    def test_dev_null(self) -> None:
+        """/dev/null is written without a PIPE_BUF split (it never blocks)."""
+        fd = os.open(os.devnull, os.O_WRONLY)
+        self.addCleanup(os.close, fd)
+        sink = open_sink(fd)
+        assert sink is not None
+        self.addCleanup(os.close, sink.fileno())
+        self.assertIsNone(sink.max_write)
+        self.assertTrue(os.get_blocking(fd))
 
 
 class AccessLogWriterFormatTests(PipeTestCase):
