@@ -5,7 +5,11 @@ Gateway, HTTPRoute and ReferenceGrant.
 The pure resolver (:func:`resolve`, issue 13 part 1), golden-file tested
 against the published conformance manifests, and :func:`bodies`, which
 turns its result into the model bodies translation and routing serve
-(part 2). No informer watches these kinds yet. See docs/gateway-api.md.
+(part 2), and :class:`GatewayApiSource` (part 3b, :mod:`._source`), the
+service that watches these kinds with the informers of
+:mod:`gateway.sources.kubernetes`, resolves each burst of changes and
+pushes the bodies, the listeners' certificates and the problems
+(:mod:`._publish`) to the store. See docs/gateway-api.md.
 """
 
 from ._bodies import bodies
@@ -47,8 +51,8 @@ __all__ = [
     "Backend",
     "Condition",
     "GatewayApiInputs",
-    "GatewayApiSource",
     "GatewayApiSettings",
+    "GatewayApiSource",
     "GatewayClassStatus",
     "GatewayStatus",
     "HeaderMatch",
