@@ -45,6 +45,7 @@ from gateway.routing import Generation
 from gateway.settings import (
     SETTINGS,
     CloudSettings,
+    GatewayApiSourceSettings,
     GatewaySettings,
     IngressSourceSettings,
     ProxySettings,
@@ -54,6 +55,7 @@ from gateway.settings import (
 )
 from gateway.sources.cloud import CloudSource, TokenError
 from gateway.sources.file import DefaultConfigSource, FileSource, SignalReload
+from gateway.sources.gatewayapi import GatewayApiSource
 from gateway.sources.ingress import IngressSettings, IngressSource
 from gateway.status import IngressStatusWriter, StatusStage
 from gateway.tls import (
@@ -152,6 +154,8 @@ class Gateway(MultiService):
     cloud: CloudSource | None = None
     #: The Kubernetes Ingress source, when ``k8s.ingress.enabled`` is true.
     ingress: IngressSource | None = None
+    #: The Kubernetes Gateway API source, when ``k8s.gateway.enabled`` is true.
+    gateway_api: GatewayApiSource | None = None
 
     def startService(self) -> None:
         super().startService()
@@ -254,6 +258,7 @@ def _add_sources(
         "file": bool(settings.file.path),
         "cloud": settings.cloud is not None,
         "ingress": settings.ingress is not None,
+        "gatewayapi": settings.gateway_api is not None,
         "extra": bool(extra_sources),
     }
 
@@ -271,7 +276,7 @@ def _add_sources(
             )
         )
         SignalReload(reactor, file_source).setServiceParent(top)
-    elif settings.cloud is None and settings.ingress is None:
+    elif settings.cloud is None and settings.ingress is None and settings.gateway_api is None:
         echo = EchoBackend(reactor)
         echo.setServiceParent(top)
         add(DefaultConfigSource(store, echo.when_listening))
@@ -285,6 +290,17 @@ def _add_sources(
             )
         )
         metrics.ingress.attach(top.ingress)
+    if settings.gateway_api is not None:
+        top.gateway_api = add(
+            _gateway_api_source(
+                settings.gateway_api,
+                reactor,
+                store,
+                top.health,
+                alone=alone("gatewayapi"),
+                environ=environ,
+            )
+        )
     for extra in extra_sources:
         add(extra)
     return synced
@@ -323,6 +339,7 @@ def _add_reconciler(
         status = StatusStage([writer])
         status.setServiceParent(top)
         top.reconciler.add_swap_listener(status.generation_swapped)
+    # TODO(issue 13): the Gateway API status writer (gateway/status/_gatewayapi.py) on top.gateway_api.
 
 
 def _count_refused(metrics: GatewayMetrics) -> Callable[[int, str, Any], None]:
@@ -525,6 +542,39 @@ def _ingress_source(
         require_configuration=alone,
         publish_service=settings.publish_service,
         publish_addresses=settings.publish_addresses,
+        election_id=settings.election_id,
+        environ=environ,
+    )
+
+
+def _gateway_api_source(
+    settings: GatewayApiSourceSettings,
+    reactor: Any,
+    store: Store,
+    health: Health,
+    *,
+    alone: bool,
+    environ: Mapping[str, str],
+) -> GatewayApiSource:
+    """
+    The Kubernetes Gateway API source (``k8s.gateway.*``); ``alone`` as
+    for the Ingress source: the only source waits for its objects, beside
+    others it does not hold them back while the API server is unreachable.
+    """
+    _log.info(
+        "Gateway API source: controller {controller}, namespace {namespace}",
+        controller=settings.controller,
+        namespace=settings.namespace or "(all)",
+    )
+    return GatewayApiSource(
+        store,
+        reactor=reactor,
+        controller_name=settings.controller,
+        namespace=settings.namespace,
+        dns_suffix=settings.dns_suffix,
+        config_path=settings.config_path,
+        health=health,
+        require_configuration=alone,
         election_id=settings.election_id,
         environ=environ,
     )

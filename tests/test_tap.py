@@ -125,6 +125,73 @@ class IngressWiringTests(SynchronousTestCase):
         self.assertIn("namespace/name", str(publish.exception))
 
 
+class GatewayApiWiringTests(SynchronousTestCase):
+    """How ``k8s.gateway.*`` settings turn into the Gateway API source."""
+
+    def _build(self, **environ: str) -> Any:
+        from twisted.internet.task import Clock
+
+        options = parse([], {"k8s.gateway.enabled": "true", **environ})
+        return build_gateway(options, Clock())
+
+    def test_gateway_api_alone_replaces_the_default_echo(self) -> None:
+        """
+        Alone, it is the only source: no built-in Echo API, and readiness
+        waits for its first resolution (``when_synced`` only fires then).
+        """
+        from gateway.echo import EchoBackend
+        from gateway.sources.gatewayapi import WAITING
+
+        gateway = self._build()
+        source = gateway.gateway_api
+        self.assertIsNotNone(source)
+        self.assertIsNone(gateway.ingress)
+        self.assertFalse(any(isinstance(child, EchoBackend) for child in gateway))
+        self.assertIn(source, list(gateway))
+        self.assertIn(WAITING, gateway.health.waiting)
+        self.assertTrue(source._require_configuration)
+
+    def test_settings_reach_the_source(self) -> None:
+        gateway = self._build(
+            **{
+                "k8s.gateway.controller": "example.com/gw",
+                "k8s.gateway.namespace": "infra",
+                "k8s.gateway.election-id": "",
+                "k8s.gateway.config.path": "/kubeconfig",
+                "k8s.ingress.dns.suffix": "cluster.example",
+            }
+        )
+        source = gateway.gateway_api
+        self.assertEqual(
+            (source.controller_name, source.namespace, source._election_id, source._config_path),
+            ("example.com/gw", "infra", None, "/kubeconfig"),
+        )
+        self.assertEqual(source.settings.dns_suffix, "cluster.example")
+
+    def test_beside_ingress_neither_holds_the_other_back(self) -> None:
+        """With Ingress on too, both sources run, each with its own Lease, neither required alone."""
+        gateway = self._build(**{"k8s.ingress.enabled": "true"})
+        self.assertIsNotNone(gateway.ingress)
+        self.assertIsNotNone(gateway.gateway_api)
+        self.assertFalse(gateway.gateway_api._require_configuration)
+        self.assertFalse(gateway.ingress._require_configuration)
+        self.assertEqual(
+            (gateway.gateway_api._election_id, gateway.ingress._election_id),
+            ("apimgw-gateway-api", "apimgw-leader"),
+        )
+
+    def test_off_by_default(self) -> None:
+        from twisted.internet.task import Clock
+
+        gateway = build_gateway(parse([], {}), Clock())
+        self.assertIsNone(gateway.gateway_api)
+
+    def test_invalid_controller_is_a_usage_error(self) -> None:
+        with self.assertRaises(usage.UsageError) as caught:
+            self._build(**{"k8s.gateway.controller": "not-a-controller"})
+        self.assertIn("k8s.gateway.controller", str(caught.exception))
+
+
 class CloudWiringTests(SynchronousTestCase):
     """How ``config.service.*`` and ``config.backup.*`` settings turn into the cloud source."""
 
