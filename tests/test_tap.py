@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.python import usage
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from gateway.settings import read_environment
 from gateway.tap import Options, build_gateway
@@ -251,3 +251,120 @@ class TrafficWiringTests(SynchronousTestCase):
 
         options = parse([], {"gateway.http1.server": "twisted"})
         self.assertIsInstance(build_gateway(options, Clock()).listeners["http"].site, GatewaySite)
+
+
+class GatewayApiServingTests(TestCase):
+    """
+    A gateway whose only source is the Gateway API, in this process, on
+    loopback: a fake API server, one backend reached through an
+    ``ExternalName`` Service naming 127.0.0.1 (no cluster DNS needed).
+    """
+
+    async def test_serves_only_its_routes(self) -> None:
+        """
+        The HTTPRoute's path reaches the backend; anything else is the
+        gateway's 404 (no built-in Echo API beside it); /readyz is 200
+        once the first resolution is live.
+        """
+        import os
+
+        import treq
+        from twisted.internet import reactor
+        from twisted.internet.endpoints import TCP4ServerEndpoint
+        from twisted.web.resource import Resource
+        from twisted.web.server import Site
+
+        from gateway.testing.fakekube import FakeKubeServer
+        from gateway.testing.waiting import wait_for
+
+        class Backend(Resource):
+            isLeaf = True
+
+            def render_GET(self, request: Any) -> bytes:  # noqa: N802 (twisted.web's name)
+                return b"backend " + request.path
+
+        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(Backend()))
+        self.addCleanup(port.stopListening)
+        kube = FakeKubeServer(reactor=reactor, bookmark_interval=0.5)
+        await kube.start()
+        self.addCleanup(kube.stop)
+        api = "gateway.networking.k8s.io/v1"
+        for obj in (
+            {
+                "apiVersion": api,
+                "kind": "GatewayClass",
+                "metadata": {"name": "apimgw"},
+                "spec": {"controllerName": "apimgw.io/gateway-controller"},
+            },
+            {
+                "apiVersion": api,
+                "kind": "Gateway",
+                "metadata": {"name": "gw", "namespace": "default"},
+                "spec": {
+                    "gatewayClassName": "apimgw",
+                    "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
+                },
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "backend", "namespace": "default"},
+                "spec": {
+                    "type": "ExternalName",
+                    "externalName": "127.0.0.1",
+                    "ports": [{"port": port.getHost().port}],
+                },
+            },
+            {
+                "apiVersion": api,
+                "kind": "HTTPRoute",
+                "metadata": {"name": "web", "namespace": "default"},
+                "spec": {
+                    "parentRefs": [{"name": "gw"}],
+                    "hostnames": ["www.example.com"],
+                    "rules": [
+                        {
+                            "matches": [{"path": {"type": "PathPrefix", "value": "/app"}}],
+                            "backendRefs": [{"name": "backend", "port": port.getHost().port}],
+                        }
+                    ],
+                },
+            },
+        ):
+            kube.set_object(obj)
+        options = parse(
+            [
+                "--http", "tcp:0:interface=127.0.0.1",
+                "--https", "",
+                "--admin", "tcp:0:interface=127.0.0.1",
+                "--grace", "1",
+            ],
+            {
+                "k8s.gateway.enabled": "true",
+                "k8s.gateway.config.path": kube.kubeconfig(os.path.abspath(self.mktemp())),
+                "k8s.gateway.election-id": "",
+                "telemetry.logs.std": "none",
+            },
+        )
+        gateway = build_gateway(options, reactor)
+        gateway.startService()
+        self.addCleanup(gateway.stopService)
+        await gateway.reconciler.when_live()
+
+        from twisted.web.client import HTTPConnectionPool
+
+        pool = HTTPConnectionPool(reactor, persistent=False)
+
+        def get(listener: str, path: str, host: str | None = None) -> Any:
+            port = gateway.listeners[listener].port.getHost().port
+            headers = {"Host": host} if host else None
+            return treq.get(f"http://127.0.0.1:{port}{path}", headers=headers, pool=pool)
+
+        await wait_for(lambda: gateway.health.ready, what="ready")
+        ready = await get("admin", "/readyz")
+        self.assertEqual((ready.code, await ready.content())[0], 200)
+        served = await get("http", "/app/x", "www.example.com")
+        self.assertEqual((served.code, await served.content()), (200, b"backend /app/x"))
+        for host, path in (("www.example.com", "/echo/resource"), ("other.example.com", "/app/x")):
+            missing = await get("http", path, host)
+            self.assertEqual((missing.code, await missing.content())[0], 404)
