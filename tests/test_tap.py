@@ -280,7 +280,7 @@ class GatewayApiServingTests(TestCase):
         class Backend(Resource):
             isLeaf = True
 
-            def render_GET(self, request: Any) -> bytes:  # noqa: N802 (twisted.web's name)
+            def render_GET(self, request: Any) -> bytes:
                 return b"backend " + request.path
 
         port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(Site(Backend()))
