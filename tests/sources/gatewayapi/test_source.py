@@ -184,11 +184,11 @@ class SourceTests(TestCase):
             kwargs["config_path"] = path
         else:
             kwargs["client"] = client
+        kwargs.setdefault("namespace", None)
         source = GatewayApiSource(
             self.store,
             reactor=reactor,
             controller_name=CONTROLLER,
-            namespace=None,
             health=self.health,
             environ={},
             identity="gw-0_test",
@@ -322,6 +322,53 @@ class SourceTests(TestCase):
         self.assertEqual(
             self._stored()["apps/api"], [("/api", "http://api.backends.svc.cluster.local:8080")]
         )
+
+    async def test_modification_time_comes_from_the_objects(self) -> None:
+        """
+        A Gateway's body is as new as the newest write to the Gateway or
+        its HTTPRoutes (so "last one wins" against other sources survives
+        a restart); a status write, as the status writer makes, changes
+        nothing, while a spec change makes it newer.
+        """
+        source, _ = await self._world()
+        ref = ObjectRef(SOURCE, "gatewayroutes", "infra/gw")
+
+        def modified() -> float:
+            (obj,) = [o for o in self.store.objects(SOURCE) if o.ref == ref]
+            return obj.modified
+
+        first = modified()
+        self.assertGreater(first, 0)
+        client = await source.when_started()
+        route = source.informer(HTTP_ROUTE).get(APPS, "api")
+        assert route is not None
+        written = await client.update_status(HTTP_ROUTE, {**route, "status": {"parents": []}})
+        await wait_for(
+            lambda: (
+                (source.informer(HTTP_ROUTE).get(APPS, "api") or {})
+                .get("metadata", {})
+                .get("resourceVersion")
+                == written["metadata"]["resourceVersion"]
+                and source._pending is None
+            )
+        )
+        self.assertEqual(modified(), first)
+        # managedFields times have whole seconds: the next second is newer.
+        await wait_for(lambda: reactor.seconds() >= int(first) + 1, timeout=3)
+        self.server.set_object(http_route("api", APPS, "/v2", "api", service_namespace=BACKENDS))
+        await wait_for(lambda: modified() > first)
+
+    async def test_one_namespace(self) -> None:
+        """
+        Watching one namespace: its Gateway and routes are served, a
+        route of another namespace is not seen, and only that Namespace
+        is read (what a Role there and a ClusterRole naming just that
+        Namespace allow).
+        """
+        source, _ = await self._world(namespace=INFRA)
+        self.assertEqual(list(served(source.resolution)), ["infra/web"])
+        self.assertEqual(list(source.informers["namespaces"].cache), [("", INFRA)])
+        self.assertEqual(list(source.informers["services"].cache), [(INFRA, "web")])
 
     async def test_gateway_of_another_controller_is_ignored(self) -> None:
         """A Gateway whose class another controller owns gets no listener, no status and no certificate here."""
