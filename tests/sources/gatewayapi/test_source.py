@@ -8,6 +8,7 @@ API server outage and a relist after ``410``.
 from __future__ import annotations
 
 import base64
+import time
 from typing import Any
 
 from twisted.internet import reactor
@@ -354,7 +355,7 @@ class SourceTests(TestCase):
         )
         self.assertEqual(modified(), first)
         # managedFields times have whole seconds: the next second is newer.
-        await wait_for(lambda: reactor.seconds() >= int(first) + 1, timeout=3)
+        await wait_for(lambda: time.time() >= int(first) + 1, timeout=3)
         self.server.set_object(http_route("api", APPS, "/v2", "api", service_namespace=BACKENDS))
         await wait_for(lambda: modified() > first)
 
