@@ -177,6 +177,13 @@ SETTINGS: tuple[Setting, ...] = (
         "besides subscription-key, access_token, code and sig (always redacted)",
     ),
     Setting(
+        "telemetry.logs.access.buffer",
+        "access-log-buffer",
+        str(4 * 1024 * 1024),
+        "bytes of access-log lines that may wait for a slow stdout; beyond, lines are dropped "
+        "and counted (apimgw_access_log_dropped_total)",
+    ),
+    Setting(
         "gateway.admin.token",
         "admin-token",
         "",
@@ -401,6 +408,8 @@ class ProxySettings:
     keepalive_timeout: float = 75.0
     max_target: int = 8 * 1024
     max_header_bytes: int = 32 * 1024
+    #: bytes of access-log lines that may wait for a slow stdout
+    access_log_buffer: int = 4 * 1024 * 1024
 
     @classmethod
     def parse(cls, values: Mapping[str, str]) -> ProxySettings:
@@ -418,6 +427,7 @@ class ProxySettings:
             error_mode=_choice(values, "gateway.errors.mode", ERROR_MODES),
             tls_min_version=_choice(values, "net.server.tls.min-version", TLS_MIN_VERSIONS),
             http1_server=_choice(values, "gateway.http1.server", HTTP1_SERVERS),
+            access_log_buffer=_number(values, "telemetry.logs.access.buffer", int, positive=True),
             header_timeout=_number(values, "net.server.header-timeout", float, positive=True),
             body_timeout=_number(values, "net.server.body-timeout", float, positive=True),
             send_timeout=_number(values, "net.server.send-timeout", float, positive=True),

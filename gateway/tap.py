@@ -32,14 +32,14 @@ from gateway.counters import (
 from gateway.jwt import OpenIdKeys, OpenIdKeysService, TokenValidator, http_fetch
 from gateway.model import Store
 from gateway.observability import (
-    AccessLog,
     AdminListener,
     AdminResource,
     GatewayMetrics,
     Health,
     RequestObserver,
+    build_access_log,
 )
-from gateway.proxy import GatewaySite, H1Limits, H1Server, ProxyResource, TrafficListener
+from gateway.proxy import H1Limits, ProxyResource, TrafficListener, listener_factory
 from gateway.reconcile import Reconciler
 from gateway.routing import Generation
 from gateway.settings import (
@@ -57,7 +57,7 @@ from gateway.sources.cloud import CloudSource, TokenError
 from gateway.sources.file import DefaultConfigSource, FileSource, SignalReload
 from gateway.sources.gatewayapi import GatewayApiSource
 from gateway.sources.ingress import IngressSettings, IngressSource
-from gateway.status import IngressStatusWriter, StatusStage
+from gateway.status import GatewayApiStatusWriter, IngressStatusWriter, StatusStage, StatusWriter
 from gateway.tls import (
     ALPN_PROTOCOLS,
     SNIConnectionCreator,
@@ -219,7 +219,7 @@ def build_gateway(
     )
     top.listeners["admin"] = AdminListener(reactor, settings.admin.listen, admin)
     top.listeners["admin"].setServiceParent(top)
-    _add_traffic(top, settings, reactor, sni)
+    _add_traffic(top, settings, reactor, sni, getattr(options, "parent", None))
     return top
 
 
@@ -333,13 +333,17 @@ def _add_reconciler(
         sni=sni,
     )
     top.reconciler.setServiceParent(top)
+    writers: list[StatusWriter] = []
     if top.ingress is not None:
         writer = IngressStatusWriter(top.ingress, reactor=reactor)
         metrics.ingress.attach_status(writer)
-        status = StatusStage([writer])
+        writers.append(writer)
+    if top.gateway_api is not None:
+        writers.append(GatewayApiStatusWriter(top.gateway_api, reactor=reactor))
+    if writers:
+        status = StatusStage(writers)
         status.setServiceParent(top)
         top.reconciler.add_swap_listener(status.generation_swapped)
-    # TODO(issue 13): the Gateway API status writer (gateway/status/_gatewayapi.py) on top.gateway_api.
 
 
 def _count_refused(metrics: GatewayMetrics) -> Callable[[int, str, Any], None]:
@@ -388,7 +392,11 @@ def _counters(top: Gateway, settings: RateLimitSettings, reactor: Any) -> Counte
 
 
 def _add_traffic(
-    top: Gateway, settings: GatewaySettings, reactor: Any, sni: SNIMapBuilder | None
+    top: Gateway,
+    settings: GatewaySettings,
+    reactor: Any,
+    sni: SNIMapBuilder | None,
+    twistd_options: Any = None,
 ) -> None:
     """The backend pool and the HTTP (and HTTPS) listeners."""
     proxy = settings.proxy
@@ -401,7 +409,15 @@ def _add_traffic(
     # Added before the listeners, so it stops after they drained.
     PoolService(pool).setServiceParent(top)
     top.pool = pool
-    access_log = AccessLog(proxy.access_log, proxy.redact_query)
+    access_log = build_access_log(
+        top,
+        reactor,
+        proxy.access_log,
+        proxy.redact_query,
+        twistd_options=twistd_options,
+        on_drop=top.metrics.access_log_dropped.inc,
+        buffer=proxy.access_log_buffer,
+    )
     observer = RequestObserver(top.metrics, access_log)
 
     def key_names_redacted(generation: Generation) -> None:
@@ -430,23 +446,23 @@ def _add_traffic(
             jwt=jwt,
             counters=counters,
         )
-        site: Any = GatewaySite(resource, max_body=proxy.max_body)
+        site: Any = listener_factory(
+            resource,
+            reactor,
+            strict=proxy.http1_server == "strict",
+            tls=name == "https",
+            limits=H1Limits(
+                max_body=proxy.max_body,
+                header_timeout=proxy.header_timeout,
+                body_timeout=proxy.body_timeout,
+                send_timeout=proxy.send_timeout,
+                keepalive_timeout=proxy.keepalive_timeout,
+                max_target=proxy.max_target,
+                max_header_bytes=proxy.max_header_bytes,
+            ),
+            on_refused=_count_refused(top.metrics),
+        )
         factory: Any = site
-        if name == "http" and proxy.http1_server == "strict":
-            site = factory = H1Server(
-                resource,
-                reactor,
-                H1Limits(
-                    max_body=proxy.max_body,
-                    header_timeout=proxy.header_timeout,
-                    body_timeout=proxy.body_timeout,
-                    send_timeout=proxy.send_timeout,
-                    keepalive_timeout=proxy.keepalive_timeout,
-                    max_target=proxy.max_target,
-                    max_header_bytes=proxy.max_header_bytes,
-                ),
-                on_refused=_count_refused(top.metrics),
-            )
         if name == "https" and sni is not None:
             fallback, _ = sni.build(GatewayConfig())
             creator = SNIConnectionCreator(top.reconciler, fallback)

@@ -83,13 +83,13 @@ ALLOWED: dict[str, frozenset[str]] = {
 }
 
 #: Inside ``gateway.sources``: each source stands alone, except that the
-#: Ingress source uses the Kubernetes API client.
+#: Ingress and Gateway API sources use the Kubernetes API client.
 SOURCES_ALLOWED: dict[str, frozenset[str]] = {
     "file": frozenset(),
     "cloud": frozenset(),
     "kubernetes": frozenset(),
     "ingress": frozenset({"kubernetes"}),
-    "gatewayapi": frozenset(),
+    "gatewayapi": frozenset({"kubernetes"}),
 }
 
 

@@ -30,7 +30,7 @@ class KindTests(SynchronousTestCase):
             {t.__name__: k for t, k in OBJECT_KINDS.items()},
             {"Api": "api", "RouteSet": "routes", "Certificate": "certificate",
              "Product": "product", "Subscription": "subscription",
-             "NamedValue": "namedvalue", "Policy": "policy"},
+             "NamedValue": "namedvalue", "Policy": "policy", "GatewayRoutes": "gatewayroutes"},
         )
         self.assertEqual(len(set(OBJECT_KINDS.values())), len(OBJECT_KINDS))
 

@@ -32,7 +32,7 @@ from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from cloudproto import Token, TokenError
-from gateway.model import ObjectRef, Problem, SourceObject, Store
+from gateway.model import ObjectRef, Problem, Store
 from gateway.ready import OneShot
 
 from ._backup import (

@@ -32,10 +32,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from gateway.model import Certificate, ObjectRef, Problem, RouteSet, SourceObject, kind_of
-from gateway.sources.ingress import modification_time
-from gateway.sources.ingress._decode import _decode as _pem
-from gateway.sources.ingress._decode import _Invalid
 
+from ..kubernetes import InvalidSecret, modification_time, tls_secret_pem
 from ._bodies import bodies
 from ._kube import KubeObject, key, meta, spec
 from ._types import Condition, Resolution
@@ -108,15 +106,12 @@ def certificates(
                 SOURCE, kind_of(Certificate), f"{listener.gateway}/{listener.name}/{secret_key}"
             )
             secret = secrets.get(secret_key)
-            if secret is None:
-                # The resolver found it; a caller passing other Secrets is a bug.
-                problems.append(Problem(ref, f"Secret {secret_key} not found"))
-                continue
             try:
-                cert, private = _pem(secret, "tls.crt"), _pem(secret, "tls.key")
-            except _Invalid as e:
+                cert, private = tls_secret_pem(secret)
+            except InvalidSecret as e:
                 problems.append(Problem(ref, f"listener {listener.name}: Secret {secret_key} {e}"))
                 continue
+            assert secret is not None  # tls_secret_pem refuses None
             gateway = gateways.get(listener.gateway)
             modified = max(
                 modification_time(gateway) if gateway is not None else 0.0,

@@ -48,7 +48,6 @@ from twisted.logger import Logger
 from gateway.model import Store
 from gateway.ready import OneShot
 
-from ..ingress import SECRET_FIELD_SELECTOR, replica_identity
 from ..kubernetes import (
     GATEWAY,
     GATEWAY_CLASS,
@@ -57,6 +56,7 @@ from ..kubernetes import (
     REFERENCE_GRANT,
     SECRET,
     SERVICE,
+    TLS_SECRET_FIELD_SELECTOR,
     ApiError,
     ClusterCredentials,
     Informer,
@@ -64,6 +64,7 @@ from ..kubernetes import (
     KubeClient,
     LeaderElection,
     load_credentials_in_thread,
+    replica_identity,
 )
 from ._publish import (
     SOURCE,
@@ -271,7 +272,7 @@ class GatewayApiSource(MultiService):
         if kind == SECRET:
             return {
                 "namespace": namespace,
-                "field_selector": SECRET_FIELD_SELECTOR,
+                "field_selector": TLS_SECRET_FIELD_SELECTOR,
                 "keep": self._keep_secret,
             }
         return {"namespace": namespace}

@@ -52,14 +52,13 @@ ingress-nginx read them):
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from gateway.model import Certificate, ObjectRef, Problem, Route, RouteSet, SourceObject
+
+from ..kubernetes import InvalidSecret, modification_time, tls_secret_pem
 
 __all__ = [
     "BACKEND_MODES",
@@ -132,35 +131,6 @@ def _meta(obj: KubeObject) -> Mapping[str, Any]:
 def _key(obj: KubeObject) -> str:
     meta = _meta(obj)
     return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
-
-
-def _timestamp(text: Any) -> float | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def modification_time(obj: KubeObject) -> float:
-    """
-    The object's own last-modification time: the newest
-    ``managedFields[].time`` of a write to the object itself, else
-    ``creationTimestamp``, else 0. Writes to a subresource (the gateway's
-    own ``status`` updates) are not changes of the object: counting them
-    would let publishing an address reorder "last one wins".
-    """
-    meta = _meta(obj)
-    times = [
-        _timestamp(entry.get("time"))
-        for entry in meta.get("managedFields") or ()
-        if not entry.get("subresource")
-    ]
-    known = [t for t in times if t is not None]
-    if known:
-        return max(known)
-    return _timestamp(meta.get("creationTimestamp")) or 0.0
 
 
 def is_ours(ingress: KubeObject, classes: Iterable[KubeObject], ingress_class: str) -> bool:
@@ -397,16 +367,6 @@ def _rule_routes(
     return routes
 
 
-def _decode(secret: KubeObject, item: str) -> str:
-    raw = (secret.get("data") or {}).get(item)
-    if not raw:
-        raise _Invalid(f"has no {item}")
-    try:
-        return base64.b64decode(raw, validate=True).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError):
-        raise _Invalid(f"{item} is not base64-encoded PEM") from None
-
-
 def _certificates(
     ingress: KubeObject, ctx: _Context, modified: float, problems: list[str], secrets: set[str]
 ) -> list[SourceObject]:
@@ -425,12 +385,8 @@ def _certificates(
         secrets.add(key)
         secret = ctx.secret(key)
         try:
-            if secret is None:
-                raise _Invalid("not found")
-            if secret.get("type") != "kubernetes.io/tls":
-                raise _Invalid(f"has type {secret.get('type')!r}, not kubernetes.io/tls")
-            cert, private = _decode(secret, "tls.crt"), _decode(secret, "tls.key")
-        except _Invalid as e:
+            cert, private = tls_secret_pem(secret)
+        except InvalidSecret as e:
             problems.append(f"tls[{t}]: Secret {key} {e}")
             continue
         result.append(

@@ -36,8 +36,6 @@ reconciler then coalesces and swaps as for every source.
 from __future__ import annotations
 
 import os
-import socket
-import uuid
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
@@ -58,12 +56,14 @@ from ..kubernetes import (
     INGRESS_CLASS,
     SECRET,
     SERVICE,
+    TLS_SECRET_FIELD_SELECTOR,
     ApiError,
     ClusterCredentials,
     Informer,
     KubeClient,
     LeaderElection,
     load_credentials_in_thread,
+    replica_identity,
 )
 from ._decode import (
     SOURCE,
@@ -79,7 +79,7 @@ __all__ = ["IngressSource", "SECRET_FIELD_SELECTOR", "WAITING", "replica_identit
 JSON = dict[str, Any]
 
 #: Only TLS Secrets are ever listed.
-SECRET_FIELD_SELECTOR = "type=kubernetes.io/tls"
+SECRET_FIELD_SELECTOR = TLS_SECRET_FIELD_SELECTOR
 #: The name this source uses in ``Health.waiting``.
 WAITING = "kubernetes ingress"
 
@@ -87,16 +87,6 @@ WAITING = "kubernetes ingress"
 def _key(obj: Mapping[str, Any]) -> str:
     meta = obj.get("metadata") or {}
     return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
-
-
-def replica_identity(environ: Mapping[str, str] = os.environ) -> str:
-    """
-    This replica's name in leader election: the pod's name (``POD_NAME``
-    from the downward API) or the host name, plus a random suffix so a
-    restarted container never inherits its predecessor's lease.
-    """
-    base = environ.get("POD_NAME") or socket.gethostname()
-    return f"{base}_{uuid.uuid4().hex[:8]}"
 
 
 class IngressSource(MultiService):

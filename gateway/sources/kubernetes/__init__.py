@@ -22,6 +22,9 @@ reactor-native API client and informers.
   on a ``coordination.k8s.io`` Lease (expiry judged by the local clock,
   optimistic concurrency, renew deadline, release on stop), so that one
   replica writes status and Events.
+* :mod:`._objects`: what both Kubernetes sources read the same way from
+  objects: :func:`modification_time`, :func:`tls_secret_pem`,
+  :func:`replica_identity`.
 * :mod:`._events`: :class:`EventRecorder`, core/v1 Events about objects
   as client-go's recorder writes them: repeats patched into a count, a
   rate limit per object, failures logged and never raised.
@@ -71,6 +74,13 @@ from ._kinds import (
     SERVICE,
     Kind,
 )
+from ._objects import (
+    TLS_SECRET_FIELD_SELECTOR,
+    InvalidSecret,
+    modification_time,
+    replica_identity,
+    tls_secret_pem,
+)
 from ._watch import MAX_EVENT_BYTES, ObjectList, WatchEvent, WatchStreamDecoder
 
 __all__ = [
@@ -87,6 +97,7 @@ __all__ = [
     "REFERENCE_GRANT",
     "SECRET",
     "SERVICE",
+    "TLS_SECRET_FIELD_SELECTOR",
     "AlreadyExists",
     "ApiError",
     "ClusterCredentials",
@@ -98,6 +109,7 @@ __all__ = [
     "Gone",
     "Informer",
     "Invalid",
+    "InvalidSecret",
     "Kind",
     "KubeClient",
     "LeaderElection",
@@ -116,4 +128,7 @@ __all__ = [
     "load_in_cluster",
     "load_kubeconfig",
     "object_key",
+    "modification_time",
+    "replica_identity",
+    "tls_secret_pem",
 ]
