@@ -589,6 +589,29 @@ def machine_line(env: dict[str, Any]) -> str:
             + ("" if busy is None else f"; CPUs {busy:.0%} busy with other work before the run"))
 
 
+def environment_of(source_dir: Path) -> dict[str, Any]:
+    """
+    For a report's ``environment``: the machine, Twisted, the revision of
+    ``source_dir`` (with "+ uncommitted changes") and the CPU load before
+    the run.
+    """
+    try:
+        done = subprocess.run(["git", "-C", str(source_dir), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, timeout=10, check=False)
+        revision = done.stdout.decode().strip() or "unknown"
+        dirty = subprocess.run(["git", "-C", str(source_dir), "status", "--porcelain",
+                                "--untracked-files=no"],
+                               capture_output=True, timeout=10, check=False)
+        if dirty.stdout.strip():
+            revision += " + uncommitted changes"
+    except (OSError, subprocess.TimeoutExpired):
+        revision = "unknown"
+    if not (source_dir / ".git").exists():
+        revision = f"the tree in {source_dir} (not a git checkout)"
+    return {**machine(), "twisted": twisted_version(), "revision": revision,
+            "cpu_busy_before": cpu_busy()}
+
+
 # --- the run and its results ------------------------------------------------
 
 

@@ -48,9 +48,9 @@ from _common import (
     Processes,
     child_env,
     command_line,
+    environment_of,
     is_404,
     json_log_observer,  # noqa: F401  (the gateway's twistd --logger, see LOGGER)
-    machine,
     machine_line,
     percentile,
     run_with_fake_kube,
@@ -201,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.path.insert(0, str(SOURCE_DIR))
     stamp = timestamp()
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    env = machine()
+    env = environment_of(SOURCE_DIR)
     report: dict[str, Any] = {
         "timestamp": stamp,
         "command": command_line("bench/gatewayapi_bench.py", argv),

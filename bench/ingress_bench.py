@@ -80,7 +80,6 @@ import base64
 import copy
 import datetime
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -98,11 +97,10 @@ from _common import (
     Processes,
     child_env,
     command_line,
-    cpu_busy,
+    environment_of,
     fmt,
     is_404,
     json_log_observer,  # noqa: F401  (the gateway's twistd --logger, see LOGGER)
-    machine,
     machine_line,
     percentile,
     py_spy_attached,
@@ -114,7 +112,6 @@ from _common import (
     spread,
     summarize_profile,
     timestamp,
-    twisted_version,
 )
 
 #: Where the gateway runs from and is imported from (--source; default this checkout).
@@ -911,21 +908,7 @@ def run_large(args: argparse.Namespace, procs: Processes, workdir: Path, kube: K
 
 
 def environment() -> dict[str, Any]:
-    try:
-        done = subprocess.run(["git", "-C", str(SOURCE_DIR), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, timeout=10, check=False)
-        revision = done.stdout.decode().strip() or "unknown"
-        dirty = subprocess.run(["git", "-C", str(SOURCE_DIR), "status", "--porcelain",
-                                "--untracked-files=no"],
-                               capture_output=True, timeout=10, check=False)
-        if dirty.stdout.strip():
-            revision += " + uncommitted changes"
-    except (OSError, subprocess.TimeoutExpired):
-        revision = "unknown"
-    if not (SOURCE_DIR / ".git").exists():
-        revision = f"the tree in {SOURCE_DIR} (not a git checkout)"
-    return {**machine(), "twisted": twisted_version(), "revision": revision,
-            "cpu_busy_before": cpu_busy()}
+    return environment_of(SOURCE_DIR)
 
 
 def print_report(report: dict[str, Any]) -> None:

@@ -88,6 +88,9 @@ WAITING = "kubernetes gateway api"
 DEFAULT_ELECTION_ID = "apimgw-gateway-api"
 
 #: What the resolver reads, by the field of :class:`GatewayApiInputs`.
+#: The watched kinds that have a ``status`` the Lease holder writes.
+_STATUS_KINDS = frozenset({"gateway_classes", "gateways", "http_routes"})
+
 _KINDS: tuple[tuple[str, Kind], ...] = (
     ("gateway_classes", GATEWAY_CLASS),
     ("gateways", GATEWAY),
@@ -180,6 +183,9 @@ class GatewayApiSource(MultiService):
         self._referenced: set[str] | None = None
         self._fetching: set[str] = set()
         self._pending: DelayedCall | None = None
+        #: The spec version last seen of each object with a status
+        #: (see :meth:`_upserted`).
+        self._seen: dict[tuple[str, str, str], tuple[Any, ...]] = {}
         self._synced = False
         self._released: OneShot[None] = OneShot()
         self._started: OneShot[KubeClient] = OneShot()
@@ -283,8 +289,8 @@ class GatewayApiSource(MultiService):
                 client,
                 kind,
                 reactor=self._reactor,
-                on_upsert=self._changed,
-                on_delete=self._changed,
+                on_upsert=partial(self._upserted, name),
+                on_delete=partial(self._deleted, name),
                 on_synced=self._informer_synced,
                 on_failure=partial(self._informer_failed_for, name),
                 **self._watch_options(kind),
@@ -402,6 +408,30 @@ class GatewayApiSource(MultiService):
             why=why,
         )
         self._released.fire(None)
+
+    def _upserted(self, name: str, obj: JSON) -> None:
+        """
+        A new or changed object: resolve soon, unless it is a GatewayClass,
+        Gateway or HTTPRoute whose spec did not change (same
+        ``metadata.generation``, which the API server raises on every spec
+        change of these kinds; labels and annotations are not read). Those
+        are status writes, ours above all: resolving again for each would
+        cost a whole resolution per status the Lease holder writes, and
+        delay the next change being served.
+        """
+        if name in _STATUS_KINDS:
+            meta = obj.get("metadata") or {}
+            key = (name, meta.get("namespace", ""), meta.get("name", ""))
+            version = (meta.get("uid"), meta.get("generation"), meta.get("deletionTimestamp"))
+            if version[1] is not None and self._seen.get(key) == version:
+                return
+            self._seen[key] = version
+        self._changed(obj)
+
+    def _deleted(self, name: str, obj: JSON) -> None:
+        meta = obj.get("metadata") or {}
+        self._seen.pop((name, meta.get("namespace", ""), meta.get("name", "")), None)
+        self._changed(obj)
 
     def _changed(self, obj: Any) -> None:
         """Any change: resolve soon (one resolution per burst)."""

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from gateway.model import Certificate, GatewayRoutes, ObjectRef, Store
@@ -358,6 +359,30 @@ class SourceTests(TestCase):
         await wait_for(lambda: time.time() >= int(first) + 1, timeout=3)
         self.server.set_object(http_route("api", APPS, "/v2", "api", service_namespace=BACKENDS))
         await wait_for(lambda: modified() > first)
+
+    async def test_status_write_is_not_resolved_again(self) -> None:
+        """
+        A status write to an HTTPRoute, a Gateway or a GatewayClass (what
+        the Lease holder does after each resolution) leaves their
+        generation alone and costs no resolution; a spec change does.
+        """
+        source, _ = await self._world()
+        client = await source.when_started()
+        before = source.resolutions
+        for kind, namespace, name in ((HTTP_ROUTE, APPS, "api"), (GATEWAY, INFRA, "gw")):
+            current = source.informer(kind).get(namespace, name)
+            assert current is not None
+            written = await client.update_status(kind, {**current, "status": {"conditions": []}})
+            await wait_for(
+                lambda k=kind, ns=namespace, n=name, w=written: (
+                    (source.informer(k).get(ns, n) or {}).get("metadata", {}).get("resourceVersion")
+                    == w["metadata"]["resourceVersion"]
+                )
+            )
+        await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(source.resolutions, before)
+        self.server.set_object(http_route("api", APPS, "/v2", "api", service_namespace=BACKENDS))
+        await wait_for(lambda: source.resolutions > before)
 
     async def test_one_namespace(self) -> None:
         """
