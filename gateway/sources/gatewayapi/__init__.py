@@ -18,6 +18,7 @@ from ._hostnames import effective_hostnames, host_matches, intersect, specificit
 from ._matches import UnsupportedRule, precedence
 from ._publish import SOURCE
 from ._resolve import DEFAULT_CONTROLLER, GatewayApiInputs, GatewayApiSettings, resolve
+from ._routes import RulesMemo
 from ._selectors import InvalidSelector, selector_matches
 from ._source import DEFAULT_ELECTION_ID, WAITING, GatewayApiSource
 from ._types import (
@@ -72,6 +73,7 @@ __all__ = [
     "RouteParentStatus",
     "RouteStatus",
     "RuleFilters",
+    "RulesMemo",
     "URLRewrite",
     "UnsupportedRule",
     "bodies",

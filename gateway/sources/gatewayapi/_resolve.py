@@ -27,7 +27,7 @@ from ._hostnames import specificity
 from ._kube import KubeObject, generation, key, meta, spec
 from ._listeners import ListenerState, resolve_listeners
 from ._matches import precedence
-from ._routes import RouteContext, attach_route
+from ._routes import RouteContext, RulesMemo, attach_route
 from ._types import (
     Condition,
     GatewayClassStatus,
@@ -116,8 +116,14 @@ def _listener(
     )
 
 
-def resolve(inputs: GatewayApiInputs) -> Resolution:
-    """Resolve every Gateway API object of ours (see the module docstring)."""
+def resolve(inputs: GatewayApiInputs, memo: RulesMemo | None = None) -> Resolution:
+    """
+    Resolve every Gateway API object of ours (see the module docstring).
+
+    :param memo: the source's :class:`RulesMemo`, so that the rules of the
+        HTTPRoutes that did not change are not read again; the result is
+        the same with or without it.
+    """
     settings = inputs.settings
     classes = [
         c
@@ -140,7 +146,10 @@ def resolve(inputs: GatewayApiInputs) -> Resolution:
         grants=grants,
         controller_name=settings.controller_name,
         dns_suffix=settings.dns_suffix,
+        memo=memo,
     )
+    if memo is not None:
+        memo.begin(ctx.services, ctx.grants, settings.dns_suffix)
     served: dict[int, dict[str | None, list[ResolvedRule]]] = {}
     route_status = []
     for route in _sorted(inputs.http_routes):

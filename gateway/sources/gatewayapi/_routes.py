@@ -25,7 +25,63 @@ from ._listeners import ListenerState
 from ._matches import UnsupportedRule, read_filters, read_matches
 from ._types import Condition, ParentRef, ResolvedRule, RouteParentStatus
 
-__all__ = ["Attachment", "RouteContext", "attach_route"]
+__all__ = ["Attachment", "RouteContext", "RulesMemo", "attach_route"]
+
+
+class RulesMemo:
+    """
+    The servable rules of each HTTPRoute, kept from one resolution to the
+    next: reading a route's matches, filters and backends is most of what
+    resolving it costs, and a change touches one route at a time.
+
+    An entry is the route's ``(uid, resourceVersion)``; all entries are
+    valid while the Services, ReferenceGrants and DNS suffix they were
+    read against are unchanged (:meth:`begin` compares their
+    ``(namespace/name, resourceVersion)`` and forgets everything when they
+    changed). Objects without a ``resourceVersion`` (hand-built inputs)
+    are never kept. The rules are frozen, so the same objects are handed
+    out again, which lets later stages keep their work by identity.
+    """
+
+    def __init__(self) -> None:
+        self._basis: tuple[object, ...] | None = None
+        self._entries: dict[tuple[str, str], tuple[list[ResolvedRule], list[str]]] = {}
+        self._used: dict[tuple[str, str], tuple[list[ResolvedRule], list[str]]] = {}
+        self.hits = 0
+
+    @staticmethod
+    def _version(obj: KubeObject) -> tuple[str, str] | None:
+        m = meta(obj)
+        uid, rv = m.get("uid"), m.get("resourceVersion")
+        return (uid, rv) if uid and rv else None
+
+    def begin(self, services: Mapping[str, KubeObject], grants: Sequence[KubeObject],
+              dns_suffix: str) -> None:
+        """Start a resolution: keep the entries only if what they read is unchanged."""
+        basis = (
+            dns_suffix,
+            tuple(sorted((k, meta(s).get("resourceVersion")) for k, s in services.items())),
+            tuple((key(g), meta(g).get("resourceVersion")) for g in grants),
+        )
+        if basis != self._basis or any(v is None for _, v in basis[1] + basis[2]):
+            self._entries = {}
+        else:
+            # Only the routes of the last resolution: deleted ones go.
+            self._entries = self._used
+        self._basis = basis
+        self._used = {}
+
+    def rules(self, route: KubeObject, ctx: RouteContext) -> tuple[list[ResolvedRule], list[str]]:
+        version = self._version(route)
+        if version is None:
+            return _rules(route, ctx)
+        found = self._entries.get(version)
+        if found is None:
+            found = _rules(route, ctx)
+        else:
+            self.hits += 1
+        self._used[version] = found
+        return found
 
 
 @dataclass(frozen=True)
@@ -38,6 +94,7 @@ class RouteContext:
     grants: Sequence[KubeObject]
     controller_name: str
     dns_suffix: str
+    memo: RulesMemo | None = None
 
 
 @dataclass
@@ -127,7 +184,7 @@ def attach_route(route: KubeObject, ctx: RouteContext) -> Attachment:
     """Resolve one HTTPRoute against every one of its parentRefs that names a Gateway of ours."""
     namespace = meta(route).get("namespace", "")
     observed = generation(route)
-    rules, problems = _rules(route, ctx)
+    rules, problems = _rules(route, ctx) if ctx.memo is None else ctx.memo.rules(route, ctx)
     refs_ok, refs_reason, refs_message = _resolved_refs(rules)
     result = Attachment()
     served: set[tuple[int, str | None]] = set()

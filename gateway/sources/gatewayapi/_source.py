@@ -76,6 +76,7 @@ from ._publish import (
     route_objects,
 )
 from ._resolve import GatewayApiInputs, GatewayApiSettings, resolve
+from ._routes import RulesMemo
 from ._types import Resolution
 
 __all__ = ["DEFAULT_ELECTION_ID", "WAITING", "GatewayApiSource"]
@@ -186,6 +187,7 @@ class GatewayApiSource(MultiService):
         #: The spec version last seen of each object with a status
         #: (see :meth:`_upserted`).
         self._seen: dict[tuple[str, str, str], tuple[Any, ...]] = {}
+        self._rules_memo = RulesMemo()
         self._synced = False
         self._released: OneShot[None] = OneShot()
         self._started: OneShot[KubeClient] = OneShot()
@@ -463,7 +465,7 @@ class GatewayApiSource(MultiService):
             # A newly named Secret is being fetched: publishing now would
             # take its listener down for a moment. The fetch resolves again.
             return
-        resolution = resolve(inputs)
+        resolution = resolve(inputs, self._rules_memo)
         self.resolutions += 1
         by_key = keyed(gateways)
         objects, problems = certificates(resolution, by_key, keyed(inputs.secrets))
