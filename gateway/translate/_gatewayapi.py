@@ -30,6 +30,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from gateway.memo import BuildMemo
 from gateway.model import (
     GatewayHeaderEdits,
     GatewayPathChange,
@@ -220,13 +221,69 @@ def _variant(
     return _Served((_host(rule.host), match, path), (rule.order, obj.ref.order), variant, obj.modified)
 
 
+def _entry(key: tuple[str, str, str], variants: tuple[Variant, ...], modified: float) -> RouteEntry:
+    """The route entry of one route key: its variants in precedence order."""
+    first = variants[0]
+    backend = next(
+        (b.backend for v in variants for b in v.backends if b.backend is not None), _NO_BACKEND
+    )
+    host, match, path = key
+    return RouteEntry(
+        host=host,
+        path=path,
+        match=match,
+        kind=KIND_ROUTE,
+        backend=backend,
+        origin=first.origin,
+        modified=modified,
+        label=f"{first.origin.name}:{host or '*'}{path}",
+        variants=variants,
+    )
+
+
+def _served(
+    obj: SourceObject,
+    rule: GatewayRule,
+    parse: Callable[[str], Backend],
+    memo: BuildMemo | None,
+) -> tuple[_Served | None, tuple[Problem, ...]]:
+    """
+    One rule's variant (``None`` when it cannot be served) and its
+    problems. With ``memo``, kept by the rule's identity (the source hands
+    out the same rule object while its HTTPRoute does not change) within
+    the same object: a change to one HTTPRoute compiles its rules only,
+    though the body's time (every rule's) moves with it.
+    """
+
+    def compute() -> tuple[_Served | None, tuple[Problem, ...]]:
+        problems: list[Problem] = []
+        try:
+            return _variant(obj, rule, parse, problems), tuple(problems)
+        except _Invalid as e:
+            label = f"{rule.route} rule {rule.rule} match {rule.match_index}"
+            return None, (*problems, Problem(obj.ref, f"{label}: {e}"))
+
+    if memo is None:
+        return compute()
+    served, problems = memo.get_for(rule, f"gatewayapi-rule {obj.ref}", compute)
+    if served is not None and served.modified != obj.modified:
+        # Compiled for an older version of the same body: only the time moved.
+        served = _Served(served.key, served.order, served.variant, obj.modified)
+    return served, problems
+
+
 def gateway_entries(
-    objects: Iterable[SourceObject], parse_backend: Callable[[str], Backend]
+    objects: Iterable[SourceObject],
+    parse_backend: Callable[[str], Backend],
+    memo: BuildMemo | None = None,
 ) -> tuple[tuple[RouteEntry, ...], tuple[Problem, ...], tuple[ListenerClaim, ...]]:
     """
     The route entries of all Gateway API bodies among ``objects`` (one
     per route key), their problems, and the claims of their listeners.
     Depends on these objects alone (a build memo may reuse the result).
+    With ``memo``, the variant of an unchanged rule and the entry of an
+    unchanged group of variants are the previous build's objects, so the
+    route table keeps the compiled tiers of unchanged hosts too.
     """
     gateways = sorted(
         (o for o in objects if isinstance(o.body, GatewayRoutes)), key=lambda o: o.ref.order
@@ -251,36 +308,25 @@ def gateway_entries(
         for rule in body.rules:
             if _isolated(rule, claimed):
                 continue
-            try:
-                served = _variant(obj, rule, parse, problems)
-            except _Invalid as e:
-                problems.append(
-                    Problem(obj.ref, f"{rule.route} rule {rule.rule} match {rule.match_index}: {e}")
-                )
-                continue
-            groups.setdefault(served.key, []).append(served)
+            served, found = _served(obj, rule, parse, memo)
+            problems.extend(found)
+            if served is not None:
+                groups.setdefault(served.key, []).append(served)
     entries = []
     for key in sorted(groups):
         ranked = sorted(groups[key], key=lambda s: s.order)  # type: ignore[arg-type, return-value]
         variants = tuple(s.variant for s in ranked)
-        first = variants[0]
-        backend = next(
-            (b.backend for v in variants for b in v.backends if b.backend is not None), _NO_BACKEND
-        )
-        host, match, path = key
-        entries.append(
-            RouteEntry(
-                host=host,
-                path=path,
-                match=match,
-                kind=KIND_ROUTE,
-                backend=backend,
-                origin=first.origin,
-                modified=max(s.modified for s in ranked),
-                label=f"{first.origin.name}:{host or '*'}{path}",
-                variants=variants,
+        modified = max(s.modified for s in ranked)
+        if memo is None:
+            entries.append(_entry(key, variants, modified))
+        else:
+            # The entry holds its variants, so their ids stay unique while it lives.
+            entries.append(
+                memo.get(
+                    ("gatewayapi-entry", key, tuple(map(id, variants)), modified),
+                    lambda k=key, v=variants, m=modified: _entry(k, v, m),  # type: ignore[misc]
+                )
             )
-        )
     claims = tuple(
         sorted(
             (

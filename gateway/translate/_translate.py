@@ -29,8 +29,6 @@ from gateway.model import (
     Subscription,
 )
 
-from ._pipelines import CompiledPolicy, PolicyTable, api_pipelines, build_policy_table
-from ._subscriptions import ApiAccess, SubscriptionIndex, build_index
 from ._certificates import (
     InvalidCertificate,
     certificate_entry,
@@ -38,7 +36,6 @@ from ._certificates import (
     keep_previous,
     resolve_certificates,
 )
-from ._gatewayapi import gateway_entries
 from ._config import (
     EXACT,
     KIND_API,
@@ -52,6 +49,9 @@ from ._config import (
     RouteEntry,
     Shadowing,
 )
+from ._gatewayapi import gateway_entries
+from ._pipelines import CompiledPolicy, PolicyTable, api_pipelines, build_policy_table
+from ._subscriptions import ApiAccess, SubscriptionIndex, build_index
 from ._variants import ListenerClaim
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -361,20 +361,13 @@ def _gateway_routes(
     gateways: list[SourceObject], memo: BuildMemo | None
 ) -> tuple[tuple[RouteEntry, ...], tuple[Problem, ...], tuple[ListenerClaim, ...]]:
     """
-    The Gateway API entries, problems and claims: they depend on all
+    The Gateway API entries, problems and claims. They depend on all
     Gateway bodies together (rules of several Gateways share entries), so
-    the memo keys them by the identity of every body; the result keeps the
-    bodies, so those ids stay unique while it lives.
+    they are grouped again on every build; the memo keeps the compiled
+    variant of each unchanged rule and the entry of each unchanged group
+    (:func:`gateway_entries`), which is what costs.
     """
-
-    def compute() -> tuple[Any, ...]:
-        return (*gateway_entries(gateways, parse_backend), tuple(gateways))
-
-    if memo is None:
-        result = compute()
-    else:
-        result = memo.get(("gatewayapi", tuple(map(id, gateways))), compute)
-    return result[0], result[1], result[2]
+    return gateway_entries(gateways, parse_backend, memo)
 
 
 def _newest(objs: list[SourceObject], name: str, problems: list[Problem]) -> SourceObject:

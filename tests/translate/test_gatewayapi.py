@@ -205,3 +205,25 @@ class ClaimTests(SynchronousTestCase):
         memo.rotate()
         second = translate(objects, memo=memo)
         self.assertTrue(all(a is b for a, b in zip(first.routes, second.routes, strict=True)))
+
+    def test_memo_recompiles_only_changed_rules(self) -> None:
+        """
+        One Gateway's body changes (one rule replaced, the others the same
+        objects, the body newer): only the new rule is compiled; the entry
+        of an untouched key in another Gateway is the same object, and
+        entries of the changed Gateway carry its new time.
+        """
+        kept, other = rule("/kept"), rule("/other", route="ns/o")
+        memo = BuildMemo()
+        objects = [gateway("ns/a", kept, rule("/old")), gateway("ns/b", other)]
+        first = by_key(translate(objects, memo=memo).routes)
+        memo.rotate()
+        misses = memo.misses
+        changed = [gateway("ns/a", kept, rule("/new"), modified=2.0), gateway("ns/b", other)]
+        second = by_key(translate(changed, memo=memo).routes)
+        self.assertEqual(sorted(k[2] for k in second), ["/kept", "/new", "/other"])
+        self.assertIs(second[("", PREFIX, "/other")], first[("", PREFIX, "/other")])
+        self.assertEqual(second[("", PREFIX, "/kept")].modified, 2.0)
+        # Compiled again: /new only, plus the entries of the changed
+        # Gateway's keys (their time moved); /other and its entry are reused.
+        self.assertEqual(memo.misses - misses, 3)

@@ -12,7 +12,7 @@ pushes the bodies, the listeners' certificates and the problems
 (:mod:`._publish`) to the store. See docs/gateway-api.md.
 """
 
-from ._bodies import bodies
+from ._bodies import BodiesMemo, bodies
 from ._grants import Reference, permitted
 from ._hostnames import effective_hostnames, host_matches, intersect, specificity
 from ._matches import UnsupportedRule, precedence
@@ -50,6 +50,7 @@ __all__ = [
     "SOURCE",
     "WAITING",
     "Backend",
+    "BodiesMemo",
     "Condition",
     "GatewayApiInputs",
     "GatewayApiSettings",

@@ -35,7 +35,32 @@ from ._types import (
     ResolvedRule,
 )
 
-__all__ = ["bodies"]
+__all__ = ["BodiesMemo", "bodies"]
+
+
+class BodiesMemo:
+    """
+    The model rule made of each resolved rule, kept from one call of
+    :func:`bodies` to the next by the resolved rule's identity (which
+    :class:`~._routes.RulesMemo` keeps for unchanged HTTPRoutes), so an
+    unchanged rule gives the very same model object again and translation
+    can keep its work for it too. Only the last call's entries are kept.
+    """
+
+    def __init__(self) -> None:
+        self._previous: dict[tuple[object, ...], tuple[ResolvedRule, GatewayRule]] = {}
+        self._current: dict[tuple[object, ...], tuple[ResolvedRule, GatewayRule]] = {}
+
+    def rule(self, listener: ResolvedListener, host: str | None, rule: ResolvedRule) -> GatewayRule:
+        key = (id(rule), listener.hostname, listener.protocol, host)
+        found = self._current.get(key) or self._previous.get(key)
+        if found is None or found[0] is not rule:
+            found = (rule, _rule(listener, host, rule))
+        self._current[key] = found
+        return found[1]
+
+    def rotate(self) -> None:
+        self._previous, self._current = self._current, {}
 
 _PATH_KINDS = {"ReplaceFullPath": "full", "ReplacePrefixMatch": "prefix"}
 
@@ -94,12 +119,14 @@ def _rule(listener: ResolvedListener, host: str | None, rule: ResolvedRule) -> G
     )
 
 
-def bodies(resolution: Resolution) -> dict[str, GatewayRoutes]:
+def bodies(resolution: Resolution, memo: BodiesMemo | None = None) -> dict[str, GatewayRoutes]:
     """
     One body per Gateway with at least one programmed listener, by
     ``namespace/name``. A Gateway with programmed listeners but no routes
-    still gets a body: its claims isolate the hosts it listens for.
+    still gets a body: its claims isolate the hosts it listens for. With
+    ``memo``, unchanged rules are the same objects as in the last call.
     """
+    make = _rule if memo is None else memo.rule
     rules: dict[str, list[GatewayRule]] = {}
     claims: dict[str, list[GatewayClaim]] = {}
     for listener in resolution.listeners:
@@ -109,7 +136,9 @@ def bodies(resolution: Resolution) -> dict[str, GatewayRoutes]:
             found.append(claim)
         served = rules.setdefault(listener.gateway, [])
         for group in listener.hosts:
-            served.extend(_rule(listener, group.host, rule) for rule in group.rules)
+            served.extend(make(listener, group.host, rule) for rule in group.rules)
+    if memo is not None:
+        memo.rotate()
     return {
         name: GatewayRoutes(tuple(rules[name]), tuple(claims[name])) for name in sorted(claims)
     }

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping
 from gateway.model import Certificate, ObjectRef, Problem, RouteSet, SourceObject, kind_of
 
 from ..kubernetes import InvalidSecret, modification_time, tls_secret_pem
-from ._bodies import bodies
+from ._bodies import BodiesMemo, bodies
 from ._kube import KubeObject, key, meta, spec
 from ._types import Condition, Resolution
 
@@ -129,14 +129,15 @@ def route_objects(
     resolution: Resolution,
     gateways: Mapping[str, KubeObject],
     routes: Mapping[str, KubeObject],
+    memo: BodiesMemo | None = None,
 ) -> list[SourceObject]:
     """
     The Gateways' route bodies as store objects (see the module
     docstring); ``gateways`` and ``routes`` (HTTPRoutes) by
-    ``namespace/name``.
+    ``namespace/name``; ``memo``: the source's, see :class:`BodiesMemo`.
     """
     objects = []
-    for name, body in bodies(resolution).items():
+    for name, body in bodies(resolution, memo).items():
         times = [modification_time(gateways[name])] if name in gateways else []
         times.extend(
             modification_time(routes[route])

@@ -66,6 +66,7 @@ from ..kubernetes import (
     load_credentials_in_thread,
     replica_identity,
 )
+from ._bodies import BodiesMemo
 from ._publish import (
     SOURCE,
     certificates,
@@ -188,6 +189,7 @@ class GatewayApiSource(MultiService):
         #: (see :meth:`_upserted`).
         self._seen: dict[tuple[str, str, str], tuple[Any, ...]] = {}
         self._rules_memo = RulesMemo()
+        self._bodies_memo = BodiesMemo()
         self._synced = False
         self._released: OneShot[None] = OneShot()
         self._started: OneShot[KubeClient] = OneShot()
@@ -469,7 +471,9 @@ class GatewayApiSource(MultiService):
         self.resolutions += 1
         by_key = keyed(gateways)
         objects, problems = certificates(resolution, by_key, keyed(inputs.secrets))
-        objects.extend(route_objects(resolution, by_key, keyed(inputs.http_routes)))
+        objects.extend(
+            route_objects(resolution, by_key, keyed(inputs.http_routes), self._bodies_memo)
+        )
         problems.extend(resolution_problems(resolution))
         self._store.replace_source(SOURCE, objects, problems)
         self.resolution = resolution
