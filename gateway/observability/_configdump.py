@@ -22,6 +22,7 @@ from gateway.translate import (
     CertificateEntry,
     Pipelines,
     SubscriptionEntry,
+    Variant,
     describe_pipeline,
 )
 
@@ -81,6 +82,8 @@ def describe_generation(generation: Generation | None) -> dict[str, Any]:
             route["protocols"] = sorted(s.decode() for s in entry.schemes)
         if entry.endpoints is not None:
             route["endpoints"] = [b.url for b in entry.endpoints]
+        if entry.variants is not None:
+            route["variants"] = [_variant(v) for v in entry.variants]
         routes.append(route)
     return {
         "generation": generation.number,
@@ -100,7 +103,53 @@ def describe_generation(generation: Generation | None) -> dict[str, Any]:
         "certificates": [_certificate(c, config.default_certificate) for c in config.certificates],
         "defaultCertificate": _default_certificate(generation),
         "subscriptions": [_subscription(s) for s in config.subscriptions.entries],
+        "listenerClaims": [
+            {"host": c.hostname or "*", "scheme": c.scheme.decode()} for c in config.claims
+        ],
     }
+
+
+def _variant(variant: Variant) -> dict[str, Any]:
+    """One Gateway API rule match of an entry, in the order it is tried."""
+    out: dict[str, Any] = {"label": variant.label, "source": str(variant.origin)}
+    if variant.schemes is not None:
+        out["protocols"] = sorted(s.decode() for s in variant.schemes)
+    if variant.method is not None:
+        out["method"] = variant.method
+    for name, values in (("headers", variant.headers), ("query", variant.query)):
+        if values:
+            out[name] = [
+                {"name": m.name, "value": m.value, "regex": m.pattern is not None} for m in values
+            ]
+    if variant.redirect is not None:
+        r = variant.redirect
+        out["redirect"] = {
+            "scheme": r.scheme, "hostname": r.hostname, "port": r.port, "status": r.status,
+            "path": None if r.path is None else {"kind": r.path.kind, "value": r.path.value},
+        }
+    if variant.rewrite is not None:
+        w = variant.rewrite
+        out["rewrite"] = {
+            "hostname": w.hostname,
+            "path": None if w.path is None else {"kind": w.path.kind, "value": w.path.value},
+        }
+    for name, edits in (("requestHeaders", variant.request_headers),
+                        ("responseHeaders", variant.response_headers)):
+        if edits is not None:
+            out[name] = {
+                "set": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in edits.set],
+                "add": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in edits.add],
+                "remove": [k.decode("latin-1") for k in edits.remove],
+            }
+    out["backends"] = [
+        {
+            "url": None if b.backend is None else b.backend.url,
+            "weight": b.weight,
+            **({"problem": b.problem} if b.problem else {}),
+        }
+        for b in variant.backends
+    ]
+    return out
 
 
 def _access(access: ApiAccess) -> dict[str, Any]:

@@ -11,6 +11,12 @@ from gateway.model import (
     Api,
     Body,
     Certificate,
+    GatewayBackend,
+    GatewayClaim,
+    GatewayHeaderEdits,
+    GatewayRoutes,
+    GatewayRule,
+    GatewayValueMatch,
     NamedValue,
     ObjectRef,
     Operation,
@@ -202,3 +208,42 @@ class ApiManagementDumpTests(SynchronousTestCase):
         self.assertEqual(dump["subscriptions"], [])
         # Before the first generation the admin resource has none.
         self.assertEqual(describe_generation(None)["subscriptions"], [])
+
+
+class GatewayApiDumpTests(SynchronousTestCase):
+    def test_variants_and_claims(self) -> None:
+        """
+        A Gateway API entry lists its variants in the order they are tried
+        (conditions, filters, weighted backends with the invalid one's
+        reason), and the listeners' claims are listed per scheme.
+        """
+        url = "http://v1.ns.svc.cluster.local:8080"
+        rules = (
+            GatewayRule(
+                listener="*.example.com", protocol="HTTP", host="a.example.com",
+                path_type="PathPrefix", path="/api", route="ns/r", rule=0, match_index=0,
+                order=(0,), method="GET",
+                headers=(GatewayValueMatch("X-Canary", "yes"),),
+                request_headers=GatewayHeaderEdits(add=(("x-gw", "apimgw"),)),
+                backends=(GatewayBackend("ns/v1:8080", url, 3),
+                          GatewayBackend("other/v2:8080", None, 1, "RefNotPermitted")),
+            ),
+        )
+        body = GatewayRoutes(rules, (GatewayClaim("*.example.com", "HTTP"),))
+        now = time.time()
+        config = translate([SourceObject(ObjectRef("gatewayapi", kind_of(body), "ns/gw"), now, body)])
+        generation = Generation(1, config, RouteTable.build(config.routes, None, config.claims), now)
+        dump = json.loads(json.dumps(describe_generation(generation)))
+        [route] = dump["routes"]
+        self.assertEqual(route["path"], "/api")
+        [variant] = route["variants"]
+        self.assertEqual(variant["label"], "ns/r rule 0 match 0")
+        self.assertEqual(variant["protocols"], ["http"])
+        self.assertEqual(variant["method"], "GET")
+        self.assertEqual(variant["headers"], [{"name": "x-canary", "value": "yes", "regex": False}])
+        self.assertEqual(variant["requestHeaders"]["add"], [["x-gw", "apimgw"]])
+        self.assertEqual(
+            variant["backends"],
+            [{"url": url, "weight": 3}, {"url": None, "weight": 1, "problem": "RefNotPermitted"}],
+        )
+        self.assertEqual(dump["listenerClaims"], [{"host": "*.example.com", "scheme": "http"}])
