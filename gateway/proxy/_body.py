@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import io
 import tempfile
-from typing import IO
+from collections import deque
+from collections.abc import Callable
+from typing import IO, Protocol
 
 #: Bodies up to this size stay in memory.
 MEMORY_THRESHOLD = 1024 * 1024
@@ -74,3 +76,306 @@ class BoundedBody:
         """The stored body, positioned at the start (for sending)."""
         self._file.seek(0)
         return self._file
+
+
+# -- streamed request bodies (the strict HTTP/1.1 server) -------------------------
+
+#: Body bytes a source holds for a consumer that is absent or paused before
+#: the client connection stops reading (one socket read may add up to
+#: 64 KiB more): the memory a streamed upload costs, whatever its size.
+HIGH_WATER = 64 * 1024
+
+#: Body bytes kept after they went to the backend, so that a retry (a stale
+#: pooled connection, another endpoint) can send them again; a body that
+#: has sent more than this is not retried.
+REPLAY_LIMIT = 64 * 1024
+
+
+class BodyError(Exception):
+    """
+    The request body cannot be completed: what the client is answered
+    (``status``, ``message``), if no response has started.
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
+
+
+class BodyConsumer(Protocol):
+    """Receives a :class:`StreamedBody`: pieces, then one end or one failure."""
+
+    def body_received(self, data: bytes) -> None:
+        """One piece of the body (chunked framing already removed)."""
+
+    def body_finished(self) -> None:
+        """The whole body was delivered."""
+
+    def body_failed(self, error: BodyError) -> None:
+        """The body will not complete (too large, client gone, timeout, bad framing)."""
+
+
+class BodyControl(Protocol):
+    """The connection a :class:`StreamedBody` is read from (:class:`~gateway.proxy.H1Channel`)."""
+
+    def body_backlog(self, source: StreamedBody, full: bool) -> None:
+        """``full``: stop reading the client; ``False``: read again."""
+
+    def body_wanted(self, source: StreamedBody) -> None:
+        """A consumer started: the moment for ``100 Continue``."""
+
+
+class StreamedBody:
+    """
+    A request body as it arrives: the source the strict HTTP/1.1 server
+    gives the resource, which is rendered at the end of the header section.
+
+    The channel writes pieces (:meth:`write`), then :meth:`finish` or
+    :meth:`fail`. A consumer (:meth:`start`) receives them as a
+    :class:`BodyConsumer`, and pauses the source as a push producer; what
+    it has not taken yet (no consumer, or paused) is held here up to
+    :data:`HIGH_WATER`, above which the channel stops reading the client
+    (TCP backpressure reaches the client). The limit is checked as the body
+    arrives: over it, the consumer is failed with a 413 :class:`BodyError`
+    and the rest is dropped.
+
+    What was delivered is kept while it is at most :data:`REPLAY_LIMIT`,
+    so a retry can :meth:`rewind` (only then).
+
+    :param length: the declared ``Content-Length``; ``None``: chunked.
+    """
+
+    __slots__ = (
+        "_buffered",
+        "_consumer",
+        "_control",
+        "_delivered",
+        "_discarding",
+        "_ended",
+        "_flushing",
+        "_full",
+        "_paused",
+        "_pieces",
+        "_replay",
+        "complete",
+        "error",
+        "exceeded",
+        "length",
+        "limit",
+        "size",
+        "started",
+    )
+
+    def __init__(self, limit: int, length: int | None, control: BodyControl | None = None) -> None:
+        self.limit = limit
+        self.length = length
+        #: bytes received so far
+        self.size = 0
+        self.exceeded = length is not None and length > limit
+        #: the whole body has been received
+        self.complete = False
+        #: why it cannot complete, once known
+        self.error: BodyError | None = None
+        #: a consumer was given (the body is wanted)
+        self.started = False
+        self._control = control
+        self._pieces: deque[bytes] = deque()
+        self._buffered = 0
+        self._consumer: BodyConsumer | None = None
+        self._paused = False
+        self._full = False
+        self._flushing = False
+        self._ended = False
+        self._discarding = False
+        self._delivered = 0
+        self._replay: list[bytes] | None = []
+
+    # -- the channel's side -------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """A piece of the body arrived."""
+        if self._discarding or self.error is not None:
+            return
+        size = self.size = self.size + len(data)
+        if size > self.limit:
+            self.exceeded = True
+            self.fail(BodyError(413, "Request entity too large"))
+            return
+        consumer = self._consumer
+        if consumer is not None and not self._paused and not self._pieces:
+            self._deliver(consumer, data)
+            return
+        self._pieces.append(data)
+        self._buffered += len(data)
+        if self._buffered >= HIGH_WATER and not self._full:
+            self._set_full(True)
+
+    def finish(self) -> None:
+        """The last piece arrived."""
+        self.complete = True
+        self._full = False
+        self._flush()
+
+    def fail(self, error: BodyError) -> None:
+        """The body will not complete: the consumer (now or when it starts) is told."""
+        if self.error is not None or self.complete and self._ended:
+            return
+        self.error = error
+        self._pieces.clear()
+        self._buffered = 0
+        self._replay = None
+        consumer = self._consumer
+        if consumer is not None and not self._ended:
+            self._ended = True
+            self._consumer = None
+            consumer.body_failed(error)
+
+    def whole(self) -> bytes | None:
+        """The body, when complete and not started; else ``None``."""
+        if not self.complete or self.started or self.error is not None:
+            return None
+        return b"".join(self._pieces)
+
+    # -- the consumer's side ------------------------------------------------------
+
+    def start(self, consumer: BodyConsumer) -> None:
+        """Deliver to ``consumer``: what is held at once, the rest as it comes."""
+        self._consumer = consumer
+        self._paused = False
+        self._ended = False
+        first = not self.started
+        self.started = True
+        if self.error is not None:
+            self._ended = True
+            self._consumer = None
+            consumer.body_failed(self.error)
+            return
+        if first and not self.complete and self._control is not None:
+            self._control.body_wanted(self)
+        self._flush()
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._flush()
+
+    def stopProducing(self) -> None:
+        self.detach()
+
+    def detach(self, consumer: BodyConsumer | None = None) -> None:
+        """
+        ``consumer`` (or whichever is current) lets go, its connection
+        closed: nothing more is delivered to it.
+        """
+        if consumer is None or self._consumer is consumer:
+            self._consumer = None
+
+    def discard(self) -> None:
+        """Nobody will want the rest (the backend answered early): drop it as it comes."""
+        self._consumer = None
+        self._discarding = True
+        self._pieces.clear()
+        self._buffered = 0
+        self._replay = None
+        if self._full:
+            self._set_full(False)
+
+    def rewind(self) -> bool:
+        """
+        Start over for a new consumer (a retry): possible while everything
+        delivered is still held (at most :data:`REPLAY_LIMIT` bytes).
+        """
+        replay = self._replay
+        if replay is None or self.error is not None:
+            return False
+        self._consumer = None
+        self._ended = False
+        if replay:
+            self._pieces.extendleft(reversed(replay))
+            self._buffered += self._delivered
+            self._replay = []
+            self._delivered = 0
+        return True
+
+    # -- delivery ------------------------------------------------------------------
+
+    def _deliver(self, consumer: BodyConsumer, data: bytes) -> None:
+        replay = self._replay
+        if replay is not None:
+            delivered = self._delivered = self._delivered + len(data)
+            if delivered <= REPLAY_LIMIT:
+                replay.append(data)
+            else:
+                self._replay = None
+        consumer.body_received(data)
+
+    def _flush(self) -> None:
+        if self._flushing:
+            return
+        self._flushing = True
+        try:
+            pieces = self._pieces
+            while pieces and not self._paused:
+                consumer = self._consumer
+                if consumer is None:
+                    break
+                data = pieces.popleft()
+                self._buffered -= len(data)
+                self._deliver(consumer, data)
+            if self._full and self._buffered < HIGH_WATER:
+                self._set_full(False)
+            consumer = self._consumer
+            if (
+                self.complete
+                and not pieces
+                and consumer is not None
+                and not self._ended
+                and self.error is None
+            ):
+                self._ended = True
+                consumer.body_finished()
+        finally:
+            self._flushing = False
+
+    def _set_full(self, full: bool) -> None:
+        self._full = full
+        control = self._control
+        if control is not None and not self.complete:
+            control.body_backlog(self, full)
+
+
+class BodyCollector:
+    """
+    Collects a :class:`StreamedBody` into a :class:`BoundedBody` (the
+    policy path, which needs the whole body: retries re-send it). ``ended``
+    once it is complete or failed (``error``); ``on_end`` is called then,
+    if set.
+    """
+
+    __slots__ = ("ended", "error", "on_end", "spool")
+
+    def __init__(self, spool: BoundedBody) -> None:
+        self.spool = spool
+        self.ended = False
+        self.error: BodyError | None = None
+        self.on_end: Callable[[], None] | None = None
+
+    def body_received(self, data: bytes) -> None:
+        self.spool.write(data)
+
+    def body_finished(self) -> None:
+        self._end()
+
+    def body_failed(self, error: BodyError) -> None:
+        self.error = error
+        self._end()
+
+    def _end(self) -> None:
+        self.ended = True
+        on_end = self.on_end
+        if on_end is not None:
+            self.on_end = None
+            on_end()

@@ -24,7 +24,7 @@ from twisted.web.http_headers import Headers
 
 from gateway.translate import ApiCall
 
-from ._body import BoundedBody
+from ._body import BoundedBody, StreamedBody
 
 __all__ = ["ProxyHealth", "ProxyObserver", "ProxyRequest"]
 
@@ -40,8 +40,10 @@ class ProxyRequest(Protocol):
     clientproto: bytes
     requestHeaders: Headers
     responseHeaders: Headers
-    #: the spooled body; ``None`` before twisted.web created one
-    content: BoundedBody | None
+    #: the spooled body (``None`` before twisted.web created one), or, on
+    #: the strict HTTP/1.1 server, the body as it arrives (the policy path
+    #: replaces it with the collected ``BoundedBody`` before it runs)
+    content: BoundedBody | StreamedBody | None
     code: int
     sentLength: int
     startedWriting: int

@@ -51,7 +51,7 @@ from twisted.web.http_headers import Headers, _nameEncoder
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
-from ._body import BoundedBody
+from ._body import BodyError, BoundedBody, StreamedBody
 from ._h1limits import H1Limits
 from ._h1request import H1Request
 from ._replies import envelope
@@ -110,6 +110,11 @@ class H1Channel(Protocol):
         self.limits = server.limits
         self.clock = server.clock
         self.resource = server.resource
+        #: the resource takes bodies as they arrive (rendered at the end of
+        #: the header section, with a StreamedBody): the proxy does
+        self._streams = getattr(server.resource, "streams_request_body", False)
+        #: the body being received holds as much as it may: stop reading
+        self._backlog = False
         self.parser = HttpRequestParser(self)
         #: requests received and not yet answered, oldest first
         self.queue: deque[H1Request] = deque()
@@ -220,6 +225,9 @@ class H1Channel(Protocol):
         queue, self.queue = self.queue, deque()
         for request in queue:
             request.client_gone(reason)
+            content = request.content
+            if content.__class__ is StreamedBody and not content.complete:  # type: ignore[union-attr]
+                content.fail(BodyError(499, "Client closed the request"))  # type: ignore[union-attr]
 
     # -- writing --------------------------------------------------------------------
 
@@ -301,16 +309,45 @@ class H1Channel(Protocol):
         """Read from the client unless its answers are stuck or enough is queued."""
         if self._gone or self._closing:
             return
-        pause = self._send_paused or self._queue_full()
+        pause = self._send_paused or self._backlog or self._queue_full()
         if pause and not self._reading_paused:
             self._reading_paused = True
             self.transport.pauseProducing()
+            if self._read_phase == _BODY:
+                # Not the client's slowness: no body timeout while we do not read.
+                self._read_phase = 0
         elif not pause and self._reading_paused:
             self._reading_paused = False
             self.transport.resumeProducing()
+            if self._body_of is not None and not self._in_head:
+                self._arm_read(_BODY, self.limits.body_timeout)
 
     def stopProducing(self) -> None:
         """The transport is going away: ``connectionLost`` follows."""
+
+    # -- BodyControl (a streamed request body) ----------------------------------------
+
+    def body_backlog(self, source: StreamedBody, full: bool) -> None:
+        """The body being received is held whole by its source (``full``), or taken again."""
+        request = self._body_of
+        if request is None or request.content is not source:
+            return
+        self._backlog = full
+        self._update_reading()
+
+    def body_wanted(self, source: StreamedBody) -> None:
+        """
+        A consumer started on a body still to come (the backend exchange
+        is under way, or the policy path collects it): ``100 Continue`` now,
+        if the client waits for it (RFC 9110 §10.1.1).
+        """
+        queue = self.queue
+        if not queue or self._closing:
+            return
+        request = queue[0]
+        if request.content is source and request.expect_continue and not request.startedWriting:
+            request.expect_continue = False
+            self.send(_CONTINUE)
 
     # -- httptools callbacks ---------------------------------------------------------
 
@@ -414,13 +451,19 @@ class H1Channel(Protocol):
             raise _Reject(417, "Expectation failed")
         headers = Headers()
         headers._rawHeaders = fields
+        content: BoundedBody | StreamedBody
+        if self._streams and (chunked or length):
+            content = StreamedBody(self.limits.max_body, None if chunked else length, self)
+            self._backlog = False
+        else:
+            content = BoundedBody(self.limits.max_body, length)
         request = H1Request(
             self,
             method,
             url,
             proto,
             headers,
-            BoundedBody(self.limits.max_body, length),
+            content,
             parser.should_keep_alive(),  # read here: after the message it says False
         )
         self.queue.append(request)
@@ -441,11 +484,15 @@ class H1Channel(Protocol):
 
     def on_message_complete(self) -> None:
         self._completed += 1
+        request = self._body_of
         self._body_of = None
         self._read_phase = 0
         queue = self.queue
         if queue:
             queue[-1].complete = True
+            if request is not None and request.content.__class__ is StreamedBody:
+                self._backlog = False
+                request.content.finish()  # type: ignore[union-attr]
             self._update_reading()
 
     # -- answering ---------------------------------------------------------------------
@@ -467,6 +514,12 @@ class H1Channel(Protocol):
                     continue
                 if not request.complete:
                     content = request.content
+                    if content.__class__ is StreamedBody:
+                        # Rendered at the end of its header section; the
+                        # 100 goes out when a consumer starts on the body.
+                        request.rendered = True
+                        self._render(request)
+                        continue
                     if content is None or not content.exceeded:
                         if request.expect_continue:
                             # Its turn, and its body is wanted (RFC 9110 §10.1.1).
@@ -557,8 +610,14 @@ class H1Channel(Protocol):
         request = self._body_of
         self._body_of = None
         if request is not None:
+            content = request.content
+            if content.__class__ is StreamedBody:
+                # Its consumer (the backend exchange) is failed; the
+                # resource answers the error if no response started.
+                self._backlog = False
+                content.fail(BodyError(status, message))  # type: ignore[union-attr]
             if request.rendered:
-                return  # answered already (its body was over the limit)
+                return  # answered already (its body was over the limit), or answering
             request.error = (status, message)
             return
         if status == 408 and not started and not self.queue:

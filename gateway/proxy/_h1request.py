@@ -21,7 +21,7 @@ from twisted.web.http_headers import Headers
 
 from gateway.translate import ApiCall
 
-from ._body import BoundedBody
+from ._body import BoundedBody, StreamedBody
 
 if TYPE_CHECKING:
     from ._h1 import H1Channel
@@ -85,7 +85,7 @@ class H1Request:
         uri: bytes,
         clientproto: bytes,
         headers: Headers,
-        content: BoundedBody,
+        content: BoundedBody | StreamedBody,
         keep_alive: bool,
     ) -> None:
         self.channel: Any = channel
@@ -96,7 +96,7 @@ class H1Request:
         self.clientproto = clientproto
         self.requestHeaders = headers
         self.responseHeaders = Headers()
-        self.content: BoundedBody | None = content
+        self.content: BoundedBody | StreamedBody | None = content
         self.code = 200
         self.code_message: bytes | None = None
         self.sentLength = 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable
+from typing import IO
 from urllib.parse import unquote_plus
 
 from twisted.internet.defer import Deferred
@@ -37,6 +38,7 @@ from gateway.translate import (
 )
 from gateway.upstream import FAILURE_HOLD, BackendError, BackendPool, BackendTimeout, Exchange
 
+from ._body import BodyCollector, BodyError, BoundedBody, StreamedBody
 from ._contracts import ProxyHealth, ProxyObserver, ProxyRequest
 from ._headers import forward_request_headers, response_headers_to_forward
 from ._limits import Counters
@@ -132,6 +134,10 @@ class ProxyResource(Resource):
     """
 
     isLeaf = True
+    #: The strict HTTP/1.1 server renders this resource at the end of the
+    #: header section, ``request.content`` a :class:`StreamedBody`: the plain
+    #: path streams it to the backend, the policy path collects it first.
+    streams_request_body = True
     _log = Logger()
 
     def __init__(
@@ -282,20 +288,25 @@ class ProxyResource(Resource):
             if entry.policy_error is not None:
                 return self._policy_failed(request, started, entry)
             if pipelines is not None:
-                return self._run_pipeline(
+                args = (
                     request,
                     started,
                     generation.number,
                     match,
                     query,
                     access.header,
-                    verdict,  # type: ignore[arg-type]
+                    verdict,
                     pipelines,
                     denied,
                     cors_only,
                     operation is None and entry.operations is not None,
                     host,
                 )
+                if body.__class__ is StreamedBody:
+                    # Policies see (and retries re-send) the whole body:
+                    # collected first, as the other servers do.
+                    return self._collect_then(request, started, entry.label, self._run_pipeline, args)
+                return self._run_pipeline(*args)  # type: ignore[arg-type]
         backend = entry.backend
         if entry.kind == KIND_API:
             target = (backend.base_path + match.rest) or "/"
@@ -317,7 +328,7 @@ class ProxyResource(Resource):
             request_id=request_id,
             drop=drop,
         )
-        length = body.size if body is not None else 0
+        payload, length, source = _outgoing_body(body)
         endpoints = entry.endpoints
         balancer = None
         if endpoints is not None:
@@ -335,10 +346,11 @@ class ProxyResource(Resource):
             request.method,
             target_bytes,
             headers,
-            body.file if length else None,  # type: ignore[union-attr]
+            payload,
             length,
             exchange,
             balancer,
+            source=source,
         )
         return NOT_DONE_YET
 
@@ -411,8 +423,7 @@ class ProxyResource(Resource):
         )
         if variant.request_headers is not None:
             headers = edit_headers(headers, variant.request_headers)
-        body = request.content
-        length = body.size if body is not None else 0
+        payload, length, source = _outgoing_body(request.content)
         exchange = _VariantExchange(
             self, request, match.entry, variant, started, request_id, backend
         )
@@ -423,10 +434,11 @@ class ProxyResource(Resource):
             request.method,
             target_bytes,
             headers,
-            body.file if length else None,  # type: ignore[union-attr]
+            payload,
             length,
             exchange,
             None,
+            source=source,
         )
         return NOT_DONE_YET
 
@@ -523,6 +535,87 @@ class ProxyResource(Resource):
             _forwarded_for(request, ctx.ip_address),
         )
         return run.start(self._jwt)
+
+    def _collect_then(
+        self,
+        request: ProxyRequest,
+        started: float,
+        label: str,
+        then: Callable[..., bytes | int],
+        args: tuple[object, ...],
+    ) -> bytes | int:
+        """
+        Collect a streamed body into a :class:`BoundedBody` (memory, then a
+        temporary file), make it ``request.content``, then ``then(*args)``:
+        at once if the body is complete, else once it is (the answer then
+        written here, as the server would have).
+        """
+        source: StreamedBody = request.content  # type: ignore[assignment]
+        spool = BoundedBody(source.limit)
+        collector = BodyCollector(spool)
+        source.start(collector)
+        if collector.ended:
+            return self._collected(request, started, label, spool, collector.error, then, args)
+        self.in_flight += 1
+
+        def ended() -> None:
+            self._request_ended()
+            if request.channel is None:
+                return  # the client left
+            try:
+                result = self._collected(
+                    request, started, label, spool, collector.error, then, args
+                )
+            except Exception:  # noqa: BLE001 - as the server does for render()
+                self._log.failure("Serving {uri!r} failed", uri=request.uri)
+                if request.startedWriting:
+                    request.loseConnection()
+                    return
+                result = self._answer(
+                    request, started, 500, envelope(500, "Internal server error"), label
+                )
+            if isinstance(result, bytes):
+                if not request.responseHeaders.hasHeader(b"content-length"):
+                    request.setHeader(b"content-length", b"%d" % len(result))
+                request.write(result)
+                request.finish()
+
+        collector.on_end = ended
+        return NOT_DONE_YET
+
+    def _collected(
+        self,
+        request: ProxyRequest,
+        started: float,
+        label: str,
+        spool: BoundedBody,
+        error: BodyError | None,
+        then: Callable[..., bytes | int],
+        args: tuple[object, ...],
+    ) -> bytes | int:
+        if error is not None:
+            spool.close()
+            return self._answer(
+                request, started, error.status, envelope(error.status, error.message), label
+            )
+        request.content = spool
+        return then(*args)
+
+    def answer_body_error(
+        self, request: ProxyRequest, started: float, label: str, error: BodyError
+    ) -> None:
+        """
+        A streamed body failed (over the limit, too slow, bad framing) and
+        the backend request was aborted: answer the body's status, unless
+        the client is gone.
+        """
+        if request.channel is None or getattr(request, "finished", False):
+            return
+        body = self._answer(
+            request, started, error.status, envelope(error.status, error.message), label
+        )
+        request.write(body)
+        request.finish()
 
     def _redirect_to_https(
         self,
@@ -807,6 +900,12 @@ class _Exchange:
             cut(request)
             self._end(request.code)
             return
+        body_error = getattr(request.content, "error", None)
+        if body_error is not None:
+            # The client's body failed, not the backend: answer its status.
+            self.resource.answer_body_error(request, self.started, self.label, body_error)
+            self._end(None)
+            return
         self.resource.backend_failed(
             request, self.started, self.label, self.service, self.request_id, reason
         )
@@ -893,6 +992,28 @@ class _VariantExchange(_Exchange):
             self.resource._health.draining,
             producer,
         )
+
+
+def _outgoing_body(
+    body: BoundedBody | StreamedBody | None,
+) -> tuple[bytes | IO[bytes] | None, int, StreamedBody | None]:
+    """
+    What the backend client is given for a request body: a complete body
+    as bytes or a file (so a retry re-sends it), or a body still arriving as
+    a source (its declared length, ``-1`` when chunked).
+    """
+    if body is None:
+        return None, 0, None
+    if body.__class__ is StreamedBody:
+        streamed: StreamedBody = body  # type: ignore[assignment]
+        whole = streamed.whole()
+        if whole is not None:
+            return (whole or None), len(whole), None
+        length = streamed.length
+        return None, (-1 if length is None else length), streamed
+    spooled: BoundedBody = body  # type: ignore[assignment]
+    size = spooled.size
+    return (spooled.file if size else None), size, None
 
 
 def _edit_response(request: ProxyRequest, edits: HeaderEdits) -> None:

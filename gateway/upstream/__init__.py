@@ -9,6 +9,7 @@ imports nothing of the gateway but :class:`gateway.translate.Backend`.
 * :mod:`._exchange`: one request and its response, the caller's
   :class:`ResponseSink` contract.
 * :mod:`._connection`: one connection, parsing responses with llhttp.
+* :mod:`._upload`: a request body streamed to the backend as it arrives.
 * :mod:`._connect`: opening a connection within a timeout.
 * :mod:`._pool`: keep-alive reuse, idle expiry, and every retry.
 * :mod:`._balancer`: round robin with failure holds, across generations.
@@ -24,10 +25,12 @@ from ._errors import (
     BackendProtocolError,
     BackendResponseTimeout,
     BackendTimeout,
+    RequestBodyError,
 )
 from ._exchange import Exchange, ResponseSink
 from ._pool import IDEMPOTENT_METHODS, BackendPool
 from ._service import PoolService
+from ._upload import BodySource
 
 __all__ = [
     "FAILURE_HOLD",
@@ -42,7 +45,9 @@ __all__ = [
     "BackendTimeout",
     "Balancer",
     "Balancers",
+    "BodySource",
     "Exchange",
     "PoolService",
+    "RequestBodyError",
     "ResponseSink",
 ]

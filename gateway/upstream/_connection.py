@@ -24,9 +24,11 @@ from ._errors import (
     BackendError,
     BackendProtocolError,
     BackendResponseTimeout,
+    RequestBodyError,
     backend_failure,
 )
 from ._exchange import RECEIVING, SENT, STREAMING, Exchange
+from ._upload import StreamSender
 
 if TYPE_CHECKING:
     from ._connect import ConnectAttempt
@@ -67,7 +69,7 @@ class Connection(Protocol):
         self._dead = False
         self._gone = False
         self._timer: IDelayedCall | None = None
-        self._sender: BodySender | None = None
+        self._sender: BodySender | StreamSender | None = None
         self._lost: Deferred[None] | None = None
         #: in the pool's idle deque, since ``idle_since``
         self.idle = False
@@ -141,7 +143,12 @@ class Connection(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._dead = self._gone = True
         self._cancel_timer()
-        self._sender = None
+        sender = self._sender
+        if sender is not None:
+            # A streamed body lets go of this connection (a retry may
+            # rewind it for another one).
+            sender.stop()
+            self._sender = None
         if self.idle:
             self._pool._forget(self)
         lost = self._lost
@@ -245,6 +252,13 @@ class Connection(Protocol):
             timer.reset(ex._timeout)
         transport = self.transport
         transport.write(ex._head)
+        source = ex._source
+        if source is not None:
+            # Streamed as it arrives from the client; the response timer
+            # runs from the end of the body (see _timed_out).
+            self._sender = sender = StreamSender(self, source, ex._body_length < 0)
+            sender.start()
+            return
         body = ex._body
         if body is not None:
             if isinstance(body, bytes):
@@ -258,6 +272,17 @@ class Connection(Protocol):
     def _timed_out(self) -> None:
         self._timer = None
         ex = self._exchange
+        sender = self._sender
+        if (
+            ex is not None
+            and sender is not None
+            and sender.__class__ is StreamSender
+            and sender.progressed  # type: ignore[union-attr]
+        ):
+            # The backend is still taking the body: not a stalled backend.
+            sender.progressed = False  # type: ignore[union-attr]
+            self._timer = self._pool._reactor.callLater(ex._timeout, self._timed_out)
+            return
         if ex is not None and ex._state < STREAMING:
             timeout = ex._timeout
             self._fail(
@@ -272,9 +297,14 @@ class Connection(Protocol):
         assert ex is not None
         self._exchange = None
         ex._conn = None
-        if self._sender is not None:
-            # The backend answered before reading the whole request body.
-            self._sender.stop()
+        sender = self._sender
+        if sender is not None:
+            # The backend answered before reading the whole request body:
+            # the rest of a streamed one is dropped as the client sends it.
+            if sender.__class__ is StreamSender:
+                sender.abandon()  # type: ignore[union-attr]
+            else:
+                sender.stop()
             self._keep_alive = False
         if self._keep_alive:
             if self._renew_parser:
@@ -293,6 +323,24 @@ class Connection(Protocol):
         self._abort()
         if ex is not None:
             ex._fail(reason)
+
+    def body_sent(self) -> None:
+        """A streamed body was written whole: the response timeout counts from now."""
+        ex = self._exchange
+        timer = self._timer
+        if ex is not None and timer is not None and timer.active():
+            timer.reset(ex._timeout)
+
+    def body_failed(self, error: Any) -> None:
+        """
+        The client's side of a streamed body failed (over the limit, gone,
+        too slow, bad framing): the backend request is aborted; the caller
+        answers the client from the source's error.
+        """
+        ex = self._exchange
+        if ex is not None:
+            message = getattr(error, "message", None) or str(error)
+            self._fail(backend_failure(RequestBodyError(f"request body failed: {message}"), error))
 
     def body_short(self, sent: int) -> None:
         """The request body file ended before ``body_length`` bytes."""

@@ -16,6 +16,7 @@ __all__ = [
     "BackendProtocolError",
     "BackendResponseTimeout",
     "BackendTimeout",
+    "RequestBodyError",
     "backend_failure",
 ]
 
@@ -52,6 +53,15 @@ class BackendProtocolError(BackendError):
 
 class BackendConnectionLost(BackendError):
     """The connection closed before the response was complete."""
+
+
+class RequestBodyError(BackendError):
+    """
+    The client's request body failed while it streamed to the backend (over
+    the size limit, the client gone or too slow): the backend request was
+    aborted. Not the backend's fault; the caller answers from the body's
+    own error.
+    """
 
 
 def backend_failure(error: BackendError, cause: BaseException | None = None) -> Failure:

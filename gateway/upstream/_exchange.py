@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ._connect import ConnectAttempt
     from ._connection import Connection
     from ._pool import BackendPool
+    from ._upload import BodySource
 
 __all__ = ["CONNECTING", "DONE", "RECEIVING", "SENT", "STREAMING", "Exchange", "ResponseSink"]
 
@@ -107,6 +108,7 @@ class Exchange:
         "_head",
         "_body",
         "_body_length",
+        "_source",
         "_sink",
         "_conn",
         "_attempt",
@@ -127,6 +129,7 @@ class Exchange:
         sink: ResponseSink,
         balancer: Balancer | None,
         timeout: float,
+        source: BodySource | None = None,
     ) -> None:
         self._pool = pool
         self._backend = backend
@@ -138,7 +141,10 @@ class Exchange:
         self._head = head
         #: a body too large to join with the head, else ``None``
         self._body = body
+        #: the body's length; ``-1``: chunked (a streamed body of unknown length)
         self._body_length = body_length
+        #: a body streamed as it arrives from the client, else ``None``
+        self._source = source
         self._sink = sink
         self._conn: Connection | None = None
         self._attempt: ConnectAttempt | None = None

@@ -48,6 +48,8 @@ from ._exchange import CONNECTING, DONE, Exchange, ResponseSink
 if TYPE_CHECKING:
     from gateway.translate import Backend
 
+    from ._upload import BodySource
+
 __all__ = ["IDEMPOTENT_METHODS", "BackendPool"]
 
 #: Methods whose request may be sent twice (RFC 9110, 9.2.2): only these are
@@ -124,6 +126,8 @@ class BackendPool:
         sink: ResponseSink,
         balancer: Balancer | None = None,
         response_timeout: float | None = None,
+        *,
+        source: BodySource | None = None,
     ) -> Exchange:
         """
         Send one request to ``backend`` and stream the response to ``sink``.
@@ -147,13 +151,22 @@ class BackendPool:
             route's endpoints, from :attr:`balancers`), or ``None``.
         :param response_timeout: seconds for the response headers, for this
             request only (a ``forward-request timeout``); ``None``: the
-            pool's :attr:`response_timeout`.
+            pool's :attr:`response_timeout`. For a streamed body, counted
+            from the end of the body (and while it streams, from the
+            backend's last progress in taking it).
+        :param source: a body streamed as it arrives (``body`` is then
+            ``None``), sent with ``Content-Length: body_length``, or chunked
+            when ``body_length`` is ``-1``. Retries (a stale connection,
+            another endpoint) happen only while the source can rewind: at
+            most its replay buffer (64 KiB) was sent.
         :return: the exchange, to cancel it if the client goes away.
         """
         parts = [method, b" ", target, b" HTTP/1.1\r\n"]
         for name, value in headers:
             parts += (name, b": ", value, b"\r\n")
-        if body_length > 0 or method in _BODY_METHODS:
+        if body_length < 0:
+            parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
+        elif body_length > 0 or method in _BODY_METHODS:
             parts.append(b"Content-Length: %d\r\n\r\n" % body_length)
         else:
             parts.append(b"\r\n")
@@ -178,6 +191,7 @@ class BackendPool:
             sink,
             balancer,
             self.response_timeout if response_timeout is None else response_timeout,
+            source,
         )
         self._dispatch(ex, backend)
         return ex
@@ -337,6 +351,10 @@ class BackendPool:
         """
         if ex._retried or ex._method not in IDEMPOTENT_METHODS:
             return False
+        source = ex._source
+        if source is not None and not source.rewind():
+            # More of a streamed body was sent than its replay buffer holds.
+            return False
         ex._retried = True
         ex._state = CONNECTING
         self.retries += 1
@@ -375,14 +393,20 @@ class BackendPool:
                 if ex._state == DONE:
                     # The sink cancelled the exchange.
                     return
-                _rewind(ex)
+                if not _rewind(ex):
+                    ex._fail(reason)
+                    return
                 self._dispatch(ex, backend)
                 return
         ex._fail(reason)
 
 
-def _rewind(ex: Exchange) -> None:
-    """Before sending ``ex`` again: a streamed body starts over."""
+def _rewind(ex: Exchange) -> bool:
+    """Before sending ``ex`` again: its body starts over. Whether it can."""
+    source = ex._source
+    if source is not None:
+        return source.rewind()
     body = ex._body
     if body is not None and not isinstance(body, bytes):
         body.seek(0)
+    return True
