@@ -79,6 +79,14 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("gateway.config.poll", "poll-interval", "1", "seconds between checks of the configuration file"),
     Setting(
+        "gateway.workers",
+        "workers",
+        "1",
+        "worker processes serving the traffic listeners (sharing the ports with SO_REUSEPORT; "
+        "the sources, the reconciler and the admin port run once); auto: the CPUs the "
+        "container may use (cgroup quota); 0 or 1: one process",
+    ),
+    Setting(
         "net.server.tls.min-version",
         "tls-min-version",
         "1.2",
@@ -643,6 +651,9 @@ class GatewaySettings:
     ingress: IngressSourceSettings | None
     rate_limit: RateLimitSettings
     gateway_api: GatewayApiSourceSettings | None = None
+    #: worker processes; ``None``: ``auto`` (the CPUs the container may
+    #: use, counted by the composition); 0 and 1: one process
+    workers: int | None = 1
 
     @classmethod
     def parse(cls, values: Mapping[str, str]) -> GatewaySettings:
@@ -660,4 +671,15 @@ class GatewaySettings:
             ingress=IngressSourceSettings.parse(values),
             rate_limit=RateLimitSettings.parse(values),
             gateway_api=GatewayApiSourceSettings.parse(values),
+            workers=_workers(values),
         )
+
+
+def _workers(values: Mapping[str, str]) -> int | None:
+    """``gateway.workers``: a count, or ``auto`` (``None``)."""
+    if _text(values, "gateway.workers").lower() == "auto":
+        return None
+    count: int = _number(values, "gateway.workers", int)
+    if count > 256:
+        raise SettingError(f"gateway.workers must be at most 256, not {count}")
+    return count

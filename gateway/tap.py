@@ -10,13 +10,17 @@ drain first, while the admin port still answers ``/readyz`` with 503.
 from __future__ import annotations
 
 import gc
+import itertools
 import os
+import signal
+import socket
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
-from twisted.logger import Logger
+from twisted.logger import FileLogObserver, Logger, formatEventAsClassicLogText, globalLogBeginner
 from twisted.python import usage
 from twisted.web import http
 
@@ -39,6 +43,7 @@ from gateway.observability import (
     RequestObserver,
     build_access_log,
 )
+from gateway.observability._logwriter import twistd_logs_to_stdout
 from gateway.proxy import H1Limits, ProxyResource, TrafficListener, listener_factory
 from gateway.reconcile import Reconciler
 from gateway.routing import Generation
@@ -68,6 +73,21 @@ from gateway.tls import (
 )
 from gateway.translate import GatewayConfig
 from gateway.upstream import BackendPool, PoolService
+from gateway.workers import (
+    CHANNEL_FD,
+    AdoptedTrafficListener,
+    ChannelFactory,
+    MergedMetricsResource,
+    UnsupportedListener,
+    WorkerLink,
+    WorkerPool,
+    WorkerStart,
+    available_cpus,
+    bind_group,
+    parse_listen,
+    read_message,
+    snapshot_of,
+)
 
 _log = Logger(namespace="apimgw")
 
@@ -156,6 +176,9 @@ class Gateway(MultiService):
     ingress: IngressSource | None = None
     #: The Kubernetes Gateway API source, when ``k8s.gateway.enabled`` is true.
     gateway_api: GatewayApiSource | None = None
+    #: The worker processes, with ``--workers`` above 1 (this process is
+    #: then their supervisor and serves no traffic itself).
+    workers: WorkerPool | None = None
 
     def startService(self) -> None:
         super().startService()
@@ -201,6 +224,11 @@ def build_gateway(
     for key in options.unknown_settings:
         _log.warn("Unknown setting {key} in the environment: ignored", key=key)
     settings = options.settings
+    workers = worker_count(settings.workers)
+    if workers > 1:
+        return _build_supervisor(
+            options, reactor, workers, store=store, extra_sources=extra_sources
+        )
     top = Gateway()
     top.store = Store() if store is None else store
     top.metrics = GatewayMetrics(clock=reactor.seconds)
@@ -397,8 +425,16 @@ def _add_traffic(
     reactor: Any,
     sni: SNIMapBuilder | None,
     twistd_options: Any = None,
+    *,
+    adopt: Mapping[str, int] | None = None,
 ) -> None:
-    """The backend pool and the HTTP (and HTTPS) listeners."""
+    """
+    The backend pool and the HTTP (and HTTPS) listeners.
+
+    :param adopt: in a worker, listener name → the fd of the listening
+        socket inherited from the supervisor (listened on once the first
+        generation is live), instead of the listen descriptions.
+    """
     proxy = settings.proxy
     pool = BackendPool(
         reactor,
@@ -469,17 +505,21 @@ def _add_traffic(
             factory = TLSServerFactory(
                 creator, site, on_handshake=top.metrics.handshake, clock=reactor
             )
-        top.listeners[name] = TrafficListener(
-            reactor,
-            description,
-            site,
-            resource,
-            top.health,
-            name=name,
-            grace=proxy.grace,
-            drain_delay=proxy.drain_delay,
-            factory=factory,
-        )
+        drain = {"name": name, "grace": proxy.grace, "drain_delay": proxy.drain_delay, "factory": factory}
+        if adopt is not None:
+            top.listeners[name] = AdoptedTrafficListener(
+                reactor,
+                adopt[name],
+                site,
+                resource,
+                top.health,
+                ready=top.reconciler.when_live,
+                **drain,
+            )
+        else:
+            top.listeners[name] = TrafficListener(
+                reactor, description, site, resource, top.health, **drain
+            )
         top.listeners[name].setServiceParent(top)
 
 
@@ -596,14 +636,17 @@ def _gateway_api_source(
     )
 
 
-def _sni_builder(proxy: ProxySettings, reactor: Any) -> SNIMapBuilder:
+def _sni_builder(proxy: ProxySettings, reactor: Any, fallback: Any = None) -> SNIMapBuilder:
     """
     The TLS settings of the HTTPS listener and its generated default
-    certificate (made once per process; served while the configuration
-    names no ``defaultCertificate``).
+    certificate (made once per process, or given: a worker serves its
+    supervisor's; served while the configuration names no
+    ``defaultCertificate``).
     """
     alpn = ALPN_PROTOCOLS if http.H2_ENABLED else (b"http/1.1",)
     settings = TLSSettings(min_version=proxy.tls_min_version, alpn=alpn)
+    if fallback is not None:
+        return SNIMapBuilder(settings, fallback)
     fallback = generate_default_certificate(reactor.seconds())
     _log.info(
         "Generated a self-signed default certificate ({subject}, sha256 {fingerprint}); it is "
@@ -633,6 +676,188 @@ def _https_port(port: int | None, listeners: dict[str, Any]) -> Callable[[], int
         return int(listener.port.getHost().port)
 
     return listening
+
+
+def worker_count(setting: int | None) -> int:
+    """``gateway.workers``: ``None`` (``auto``) is the CPUs the container may use."""
+    return available_cpus() if setting is None else setting
+
+
+def _build_supervisor(
+    options: Options,
+    reactor: Any,
+    workers: int,
+    *,
+    store: Store | None,
+    extra_sources: Sequence[Any],
+) -> Gateway:
+    """
+    ``--workers N`` (N > 1): this process runs the sources, the reconciler
+    (and the status stage), the admin port, and N worker processes that
+    serve the traffic listeners (docs/workers.md). Each swap here sends
+    the store's objects to the workers, one worker at a time; ``/metrics``
+    merges every process's metrics.
+    """
+    settings = options.settings
+    top = Gateway()
+    top.store = Store() if store is None else store
+    top.metrics = GatewayMetrics(clock=reactor.seconds)
+    top.health = Health()
+    top.listeners = {}
+    synced = _add_sources(top, settings, reactor, extra_sources, environ=options._environ)
+    sni = _sni_builder(settings.proxy, reactor) if settings.listen.https else None
+    _add_reconciler(top, reactor, synced, sni)
+    listen = {"http": settings.listen.http}
+    if settings.listen.https:
+        listen["https"] = settings.listen.https
+    try:
+        sockets = {name: bind_group(parse_listen(d), workers) for name, d in listen.items()}
+    except UnsupportedListener as e:
+        raise usage.UsageError(str(e)) from None
+    except OSError as e:
+        raise usage.UsageError(f"cannot listen on {listen}: {e}") from None
+    twistd_options = getattr(options, "parent", None)
+    logfile = twistd_options.get("logfile") if twistd_options is not None else None
+    to_stdout = twistd_options is None or twistd_logs_to_stdout(twistd_options)
+    log_file = None if to_stdout or not logfile or logfile == "-" else os.path.abspath(logfile)
+    fallback = sni.fallback if sni is not None else None
+
+    def start_message(index: int, fds: dict[str, int]) -> WorkerStart:
+        return WorkerStart(
+            index,
+            settings,
+            fds,
+            log_file=log_file,
+            access_log_stdout=twistd_options is not None and twistd_logs_to_stdout(twistd_options),
+            fallback_certificate=fallback,
+        )
+
+    proxy = settings.proxy
+    pool = WorkerPool(
+        reactor,
+        workers,
+        sockets,
+        start_message,
+        grace=proxy.grace + proxy.drain_delay,
+        health=top.health,
+    )
+    top.workers = pool
+    versions = itertools.count(1)
+    top.reconciler.add_swap_listener(
+        lambda generation: pool.publish(snapshot_of(top.store, next(versions)))
+    )
+    top.metrics.registry.register(pool)
+    admin = AdminResource(
+        top.metrics,
+        top.health,
+        top.reconciler,
+        token=settings.admin.token,
+        sections={"workers": pool.status},
+    )
+    merged = MergedMetricsResource(admin, top.metrics.registry, pool.scrape)
+    top.listeners["admin"] = AdminListener(reactor, settings.admin.listen, merged)  # type: ignore[arg-type]
+    top.listeners["admin"].setServiceParent(top)
+    # Last: stopped first, so the workers drain while the admin port answers.
+    pool.setServiceParent(top)
+    _log.info(
+        "{workers} worker processes serve {listeners} (SO_REUSEPORT); this process runs the "
+        "sources, the reconciler and the admin port",
+        workers=workers,
+        listeners=", ".join(f"{n} {d}" for n, d in listen.items()),
+    )
+    return top
+
+
+def build_worker(start: WorkerStart, reactor: Any, on_lost: Callable[[], None]) -> tuple[Gateway, WorkerLink]:
+    """
+    One worker's services: a mirror store fed by the supervisor's
+    snapshots, its own reconciler, the backend pool, the counters and the
+    traffic listeners on the inherited sockets. No sources, no admin port.
+    """
+    from prometheus_client import generate_latest
+
+    settings = start.settings
+    top = Gateway()
+    top.store = Store()
+    top.metrics = GatewayMetrics(clock=reactor.seconds)
+    top.health = Health()
+    top.listeners = {}
+    link = WorkerLink(top.store, lambda: generate_latest(top.metrics.registry), on_lost)
+    sni = (
+        _sni_builder(settings.proxy, reactor, start.fallback_certificate)
+        if settings.listen.https
+        else None
+    )
+    health = top.health
+
+    def swapped(generation: Generation) -> None:
+        # Generation gauges are the supervisor's: a worker's stay 0, so
+        # the merged /metrics adds nothing to them.
+        health.generation = generation.number
+
+    top.reconciler = Reconciler(
+        top.store,
+        reactor,
+        synced=[link.first_snapshot],  # type: ignore[list-item]
+        on_swap=[swapped, link.swapped],
+        on_failure=link.failed,
+        sni=sni,
+    )
+    top.reconciler.setServiceParent(top)
+    _add_openid_keys(top, reactor)
+    twistd_options = {"nodaemon": True} if start.access_log_stdout else None
+    _add_traffic(top, settings, reactor, sni, twistd_options, adopt=start.listeners)
+    return top, link
+
+
+def _worker_logging(start: WorkerStart) -> None:
+    """A worker logs where its supervisor does, each line marked with the worker's number."""
+    # Open for the process's life: the log observer writes to it until exit.
+    out: Any = open(start.log_file, "a") if start.log_file else sys.stdout  # noqa: SIM115
+    system = f"worker {start.index}"
+
+    def formatted(event: dict[str, Any]) -> str | None:
+        return formatEventAsClassicLogText(dict(event, log_system=system))
+
+    observer: Any = FileLogObserver(out, formatted)
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+
+def worker_main() -> None:
+    """
+    A worker process's entry point (started by the supervisor's
+    :class:`~gateway.workers.WorkerPool`): read the start message from the
+    channel, compose, serve until SIGTERM (drain) or until the supervisor
+    is gone.
+    """
+    start = read_message(CHANNEL_FD)
+    # A SIGHUP is the supervisor's (reload the file source), never a reason to die.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    _worker_logging(start)
+    from twisted.internet import reactor as global_reactor
+    from twisted.internet.error import ReactorNotRunning
+
+    reactor: Any = global_reactor
+    streamline(reactor)
+
+    def lost() -> None:
+        try:
+            reactor.stop()
+        except ReactorNotRunning:
+            pass
+
+    top, link = build_worker(start, reactor, lost)
+    os.set_blocking(CHANNEL_FD, False)
+    reactor.adoptStreamConnection(CHANNEL_FD, socket.AF_UNIX, ChannelFactory(link.channel))
+    os.close(CHANNEL_FD)
+    top.startService()
+
+    def closing() -> None:
+        link.closing = True
+
+    reactor.addSystemEventTrigger("before", "shutdown", closing)
+    reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
+    reactor.run()
 
 
 def makeService(options: Options) -> IService:  # noqa: N802 (twistd's name)

@@ -73,6 +73,9 @@ ALLOWED: dict[str, frozenset[str]] = {
         }
     ),
     "gateway.echo": frozenset({"gateway.ready"}),
+    # Worker processes: the channel carries model objects; a worker's
+    # listener is the proxy's drain-aware one on an inherited socket.
+    "gateway.workers": frozenset({"gateway.model", "gateway.proxy"}),
     # Shipped fakes and builders for tests.
     "gateway.testing": frozenset({"gateway.model", "gateway.echo", "gateway.ready"}),
     # The other side of the wire shares only the protocol.

@@ -1,0 +1,83 @@
+"""
+What crosses the process boundary between the supervisor and a worker.
+
+Plain frozen data, pickled (both ends are our own code, the same
+checkout). The configuration travels as the store's *model objects*, not
+as a compiled generation: model objects are plain data by construction
+(``gateway.model`` imports nothing else), while a compiled route table holds
+policy pipelines and TLS contexts that cannot cross a pipe. Each worker runs
+its own reconciler over a mirror of the supervisor's store, so translation,
+the per-object build memo, the SNI map and the "keep the last valid
+certificate" rule are the single-process code, unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.model import Problem, SourceObject
+
+__all__ = ["Applied", "Scrape", "Scraped", "Snapshot", "WorkerStart"]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStart:
+    """
+    The first message a worker reads (before its reactor runs).
+
+    :ivar index: the worker's number, 1..N (stable across restarts).
+    :ivar settings: the supervisor's :class:`~gateway.settings.GatewaySettings`.
+    :ivar listeners: listener name → the fd of the inherited listening socket.
+    :ivar log_file: where the worker's log goes: ``None`` for stdout, else
+        the supervisor's log file (appended to).
+    :ivar access_log_stdout: the access log goes to stdout through the
+        buffered writer (twistd logs to stdout).
+    :ivar fallback_certificate: the self-signed default certificate the
+        supervisor generated, so every worker serves the same one.
+    """
+
+    index: int
+    settings: Any
+    listeners: dict[str, int]
+    log_file: str | None = None
+    access_log_stdout: bool = False
+    fallback_certificate: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """
+    The supervisor's whole store at one of its swaps, by source.
+
+    :ivar version: increases with every snapshot; a worker acknowledges it
+        with :class:`Applied` once its own generation is built from it.
+    """
+
+    version: int
+    objects: dict[str, tuple[SourceObject, ...]] = field(default_factory=dict)
+    problems: dict[str, tuple[Problem, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """A worker serves the generation built from snapshot ``version`` (or kept its last on failure)."""
+
+    version: int
+    generation: int
+    failed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Scrape:
+    """The supervisor asks for the worker's metrics (``/metrics`` is being scraped)."""
+
+    request: int
+
+
+@dataclass(frozen=True, slots=True)
+class Scraped:
+    """A worker's metrics as Prometheus text, answering :class:`Scrape` ``request``."""
+
+    request: int
+    text: bytes

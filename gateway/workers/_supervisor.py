@@ -1,0 +1,398 @@
+"""
+The supervisor's side: start N worker processes, feed them every new
+configuration, merge their metrics, restart the ones that die, drain them
+all at shutdown.
+
+Rollout of a new configuration, one worker at a time: the supervisor sends
+the snapshot to one worker and waits for its :class:`Applied` (sent once
+that worker's own reconciler swapped; a build blocks that worker's reactor
+for as long as it takes) before sending it to the next. So at any moment
+at most one worker is building and the others keep serving at full speed:
+a change of a large configuration never stalls the whole gateway at once,
+and no request is dropped because each worker swaps one reference exactly
+as a single process does. A worker that does not answer within
+``rollout_timeout`` no longer holds the others back.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from gateway.model import Store
+
+from ._channel import Channel, ChannelFactory, encode
+from ._messages import Applied, Scrape, Scraped, Snapshot, WorkerStart
+
+__all__ = ["WORKER_COMMAND", "WorkerPool", "snapshot_of"]
+
+#: How a worker process is started: the composition's worker entry point.
+WORKER_COMMAND = (sys.executable, "-c", "from gateway.tap import worker_main; worker_main()")
+
+#: The fd of the channel in a worker; the listening sockets follow.
+CHANNEL_FD = 3
+
+
+def snapshot_of(store: Store, version: int) -> Snapshot:
+    """The store's objects and problems, by source."""
+    objects: dict[str, list[Any]] = {}
+    for obj in store.objects():
+        objects.setdefault(obj.ref.source, []).append(obj)
+    problems: dict[str, list[Any]] = {}
+    for problem in store.problems():
+        problems.setdefault(problem.ref.source, []).append(problem)
+    return Snapshot(
+        version,
+        {k: tuple(v) for k, v in objects.items()},
+        {k: tuple(v) for k, v in problems.items()},
+    )
+
+
+@dataclass(eq=False)
+class _Worker:
+    """The supervisor's record of one worker slot (kept across restarts)."""
+
+    index: int
+    process: Any = None
+    channel: Channel | None = None
+    pid: int | None = None
+    #: the snapshot version it acknowledged, and its own generation number
+    version: int = 0
+    generation: int = 0
+    #: a snapshot was sent and its Applied has not come back
+    busy: bool = False
+    restarts: int = 0
+    started: float = 0.0
+    rapid_failures: int = 0
+    scrapes: dict[int, Deferred[bytes]] = field(default_factory=dict)
+    ended: Deferred[None] | None = None
+
+
+def _cancelling(result: Any, timer: Any) -> Any:
+    if timer.active():
+        timer.cancel()
+    return result
+
+
+class _WorkerProcess(ProcessProtocol):
+    def __init__(self, pool: WorkerPool, worker: _Worker) -> None:
+        self.pool = pool
+        self.worker = worker
+
+    def processEnded(self, reason: Failure) -> None:
+        self.pool._ended(self.worker, reason)
+
+
+class WorkerPool(Service):
+    """
+    N worker processes serving the traffic listeners.
+
+    :param sockets: listener name → one listening socket per worker (see
+        :func:`~gateway.workers.bind_group`); the pool keeps them open for
+        restarts and closes them at shutdown.
+    :param start_message: builds worker ``index``'s :class:`WorkerStart`
+        (its listener fds filled in by the pool).
+    :param grace: how long a worker may drain at shutdown before it is killed.
+    :param health: the supervisor's readiness (``/readyz``), not ready from
+        the start of the drain.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        count: int,
+        sockets: Mapping[str, Sequence[socket.socket]],
+        start_message: Callable[[int, dict[str, int]], WorkerStart],
+        *,
+        grace: float = 30.0,
+        command: Sequence[str] = WORKER_COMMAND,
+        env: dict[str, str] | None = None,
+        restart_delay: float = 0.5,
+        rollout_timeout: float = 30.0,
+        scrape_timeout: float = 2.0,
+        health: Any = None,
+    ) -> None:
+        self.reactor = reactor
+        self.count = count
+        self.sockets = {name: list(group) for name, group in sockets.items()}
+        self._start_message = start_message
+        self.grace = grace
+        self.command = list(command)
+        self.env = dict(os.environ if env is None else env)
+        self.restart_delay = restart_delay
+        self.rollout_timeout = rollout_timeout
+        self.scrape_timeout = scrape_timeout
+        self.health = health
+        self.workers = [_Worker(i + 1) for i in range(count)]
+        self._latest: tuple[int, bytes] | None = None
+        self._rollout_timer: Any = None  # IDelayedCall
+        self._restarts: dict[int, Any] = {}  # index -> IDelayedCall
+        self._scrape_ids = 0
+        #: fires each time every worker has acknowledged the latest snapshot
+        self._rolled_waiters: list[Deferred[None]] = []
+
+    # -- life cycle ----------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        for worker in self.workers:
+            self._spawn(worker)
+
+    def _spawn(self, worker: _Worker) -> None:
+        self._restarts.pop(worker.index, None)
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        parent_end.setblocking(False)
+        child_fds: dict[int, Any] = {0: "w", 1: 1, 2: 2, CHANNEL_FD: child_end.fileno()}
+        listeners: dict[str, int] = {}
+        for offset, name in enumerate(sorted(self.sockets)):
+            fd = CHANNEL_FD + 1 + offset
+            child_fds[fd] = self.sockets[name][worker.index - 1].fileno()
+            listeners[name] = fd
+        channel = Channel(
+            lambda message: self._received(worker, message), lambda: self._channel_closed(worker)
+        )
+        try:
+            worker.process = self.reactor.spawnProcess(
+                _WorkerProcess(self, worker),
+                self.command[0],
+                self.command,
+                env=self.env,
+                childFDs=child_fds,
+            )
+        finally:
+            child_end.close()
+        self.reactor.adoptStreamConnection(parent_end.fileno(), socket.AF_UNIX, ChannelFactory(channel))
+        parent_end.close()
+        worker.channel = channel
+        worker.pid = worker.process.pid
+        worker.started = self.reactor.seconds()
+        worker.ended = Deferred()
+        worker.busy = False
+        worker.version = 0
+        channel.send(self._start_message(worker.index, listeners))
+        self._log.info("Worker {index} started (pid {pid})", index=worker.index, pid=worker.pid)
+        if self._latest is not None:
+            # A new worker gets the live configuration at once: it serves
+            # nothing before it has one, so this stalls no one.
+            channel.send_encoded(self._latest[1])
+            worker.busy = True
+
+    def _ended(self, worker: _Worker, reason: Failure) -> None:
+        code = getattr(reason.value, "exitCode", None)
+        sig = getattr(reason.value, "signal", None)
+        worker.process = None
+        ended, worker.ended = worker.ended, None
+        for d in worker.scrapes.values():
+            d.callback(b"")
+        worker.scrapes.clear()
+        if worker.channel is not None:
+            worker.channel.close()
+            worker.channel = None
+        was_busy, worker.busy = worker.busy, False
+        if ended is not None:
+            ended.callback(None)
+        if not self.running:
+            self._log.info(
+                "Worker {index} (pid {pid}) exited ({code})",
+                index=worker.index,
+                pid=worker.pid,
+                code=code if sig is None else f"signal {sig}",
+            )
+            return
+        lived = self.reactor.seconds() - worker.started
+        worker.rapid_failures = worker.rapid_failures + 1 if lived < 10 else 0
+        delay = min(30.0, self.restart_delay * 2 ** max(0, worker.rapid_failures - 1))
+        worker.restarts += 1
+        self._log.error(
+            "Worker {index} (pid {pid}) died ({how}); restarting it in {delay}s",
+            index=worker.index,
+            pid=worker.pid,
+            how=f"exit {code}" if sig is None else f"signal {sig}",
+            delay=delay,
+        )
+        self._restarts[worker.index] = self.reactor.callLater(delay, self._spawn, worker)
+        if was_busy:
+            self._roll()
+
+    def _channel_closed(self, worker: _Worker) -> None:
+        # The process's end is what counts (processEnded); a worker that
+        # closed its channel but lives on is told to stop.
+        if worker.process is not None and self.running:
+            self._signal(worker, "TERM")
+
+    def _signal(self, worker: _Worker, name: str) -> None:
+        if worker.process is not None:
+            try:
+                worker.process.signalProcess(name)
+            except ProcessExitedAlready:
+                pass  # its processEnded is on its way
+
+    def stopService(self) -> Deferred[Any]:
+        """
+        Drain every worker: SIGTERM each (a worker stops accepting after
+        ``gateway.shutdown.delay`` and lets in-flight requests finish within
+        the grace), then wait for all; a worker still alive after the grace
+        (and some slack) is killed. The pool's own copies of the listening
+        sockets close first, so the sockets close as soon as the workers
+        stop listening.
+        """
+        super().stopService()
+        if self.health is not None:
+            self.health.draining = True
+        for call in self._restarts.values():
+            if call.active():
+                call.cancel()
+        self._restarts.clear()
+        if self._rollout_timer is not None and self._rollout_timer.active():
+            self._rollout_timer.cancel()
+        for group in self.sockets.values():
+            for s in group:
+                s.close()
+        waiting = []
+        for worker in self.workers:
+            if worker.ended is not None:
+                waiting.append(worker.ended)
+                self._signal(worker, "TERM")
+        if not waiting:
+            return succeed(None)
+        kill: Any = self.reactor.callLater(self.grace + 5.0, self._kill_all)
+        done: Deferred[Any] = DeferredList(waiting)
+
+        def finished(result: Any) -> Any:
+            if kill.active():
+                kill.cancel()
+            return result
+
+        return done.addBoth(finished)
+
+    def _kill_all(self) -> None:
+        for worker in self.workers:
+            if worker.process is not None:
+                self._log.warn("Worker {index} still draining after the grace: killed", index=worker.index)
+                self._signal(worker, "KILL")
+
+    # -- configuration rollout -------------------------------------------------
+
+    def publish(self, snapshot: Snapshot) -> None:
+        """Roll ``snapshot`` out to the workers, one at a time."""
+        self._latest = (snapshot.version, encode(snapshot))
+        self._roll()
+
+    def _roll(self) -> None:
+        if self._latest is None or any(w.busy for w in self.workers):
+            return
+        version, data = self._latest
+        for worker in self.workers:
+            if worker.channel is not None and worker.version < version:
+                worker.busy = True
+                worker.channel.send_encoded(data)
+                if self._rollout_timer is not None and self._rollout_timer.active():
+                    self._rollout_timer.cancel()
+                self._rollout_timer = self.reactor.callLater(
+                    self.rollout_timeout, self._rollout_late, worker, version
+                )
+                return
+        waiters, self._rolled_waiters = self._rolled_waiters, []
+        for d in waiters:
+            d.callback(None)
+
+    def _rollout_late(self, worker: _Worker, version: int) -> None:
+        if worker.busy and worker.version < version:
+            self._log.warn(
+                "Worker {index} has not applied configuration {version} after {timeout}s; "
+                "rolling on to the others",
+                index=worker.index,
+                version=version,
+                timeout=self.rollout_timeout,
+            )
+            worker.busy = False
+            worker.version = version
+            self._roll()
+
+    def when_rolled_out(self) -> Deferred[None]:
+        """Fires once every live worker has applied the latest snapshot."""
+        d: Deferred[None] = Deferred()
+        self._rolled_waiters.append(d)
+        self._roll()
+        return d
+
+    def _received(self, worker: _Worker, message: Any) -> None:
+        if isinstance(message, Applied):
+            worker.version = max(worker.version, message.version)
+            worker.generation = message.generation
+            worker.busy = False
+            if self._rollout_timer is not None and self._rollout_timer.active():
+                self._rollout_timer.cancel()
+            self._roll()
+        elif isinstance(message, Scraped):
+            d = worker.scrapes.pop(message.request, None)
+            if d is not None:
+                d.callback(message.text)
+
+    # -- metrics ---------------------------------------------------------------
+
+    def scrape(self) -> Deferred[list[bytes]]:
+        """
+        Every live worker's metrics text (a worker that does not answer
+        within ``scrape_timeout`` is left out of this scrape).
+        """
+        asked: list[Deferred[bytes]] = []
+        for worker in self.workers:
+            if worker.channel is None:
+                continue
+            self._scrape_ids += 1
+            request = self._scrape_ids
+            d: Deferred[bytes] = Deferred()
+            worker.scrapes[request] = d
+            worker.channel.send(Scrape(request))
+            timer = self.reactor.callLater(self.scrape_timeout, self._scrape_late, worker, request)
+            d.addBoth(_cancelling, timer)
+            asked.append(d)
+        done = DeferredList(asked, consumeErrors=True)
+        return done.addCallback(lambda results: [text for ok, text in results if ok and text])
+
+    def _scrape_late(self, worker: _Worker, request: int) -> None:
+        d = worker.scrapes.pop(request, None)
+        if d is not None:
+            self._log.warn("Worker {index} did not answer a metrics scrape in time", index=worker.index)
+            d.callback(b"")
+
+    def status(self) -> list[dict[str, Any]]:
+        """The workers, for the admin port's ``/config``."""
+        return [
+            {
+                "index": w.index,
+                "pid": w.pid if w.process is not None else None,
+                "generation": w.generation,
+                "snapshot": w.version,
+                "restarts": w.restarts,
+            }
+            for w in self.workers
+        ]
+
+    def collect(self) -> Iterator[Metric]:
+        """Prometheus collector: live workers and restarts (register on the supervisor's registry)."""
+        live = GaugeMetricFamily("apimgw_workers", "Worker processes running.")
+        live.add_metric([], sum(1 for w in self.workers if w.process is not None))
+        yield live
+        restarts = CounterMetricFamily(
+            "apimgw_worker_restarts", "Worker processes restarted after they died.", labels=["worker"]
+        )
+        for w in self.workers:
+            restarts.add_metric([str(w.index)], w.restarts)
+        yield restarts
+
