@@ -213,7 +213,8 @@ class H1Channel(Protocol):
                     # A header line llhttp is still collecting: its parts are
                     # buffered by httptools until the line ends.
                     self._reject(431, "Request header fields too large")
-            elif self._body_of is not None:
+            elif self._body_of is not None and not self._reading_paused:
+                # (While reading is paused, the wait is ours, not the client's.)
                 self._arm_read(_BODY, self.limits.body_timeout)
         self._advance()
 
