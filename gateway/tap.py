@@ -20,7 +20,13 @@ from typing import Any
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
-from twisted.logger import FileLogObserver, Logger, formatEventAsClassicLogText, globalLogBeginner
+from twisted.logger import (
+    FileLogObserver,
+    Logger,
+    eventAsText,
+    formatEventAsClassicLogText,
+    globalLogBeginner,
+)
 from twisted.python import usage
 from twisted.web import http
 
@@ -717,9 +723,10 @@ def _build_supervisor(
     except OSError as e:
         raise usage.UsageError(f"cannot listen on {listen}: {e}") from None
     twistd_options = getattr(options, "parent", None)
-    logfile = twistd_options.get("logfile") if twistd_options is not None else None
+    # twistd logging to stdout (the container): the workers write there
+    # too, the access log through its buffered writer. Anything else (a
+    # log file, syslog, tests): their lines come through the supervisor.
     to_stdout = twistd_options is None or twistd_logs_to_stdout(twistd_options)
-    log_file = None if to_stdout or not logfile or logfile == "-" else os.path.abspath(logfile)
     fallback = sni.fallback if sni is not None else None
 
     def start_message(index: int, fds: dict[str, int]) -> WorkerStart:
@@ -727,8 +734,8 @@ def _build_supervisor(
             index,
             settings,
             fds,
-            log_file=log_file,
-            access_log_stdout=twistd_options is not None and twistd_logs_to_stdout(twistd_options),
+            log_to_supervisor=not to_stdout,
+            access_log_stdout=twistd_options is not None and to_stdout,
             fallback_certificate=fallback,
         )
 
@@ -740,6 +747,7 @@ def _build_supervisor(
         start_message,
         grace=proxy.grace + proxy.drain_delay,
         health=top.health,
+        forward_logs=not to_stdout,
     )
     top.workers = pool
     versions = itertools.count(1)
@@ -811,15 +819,25 @@ def build_worker(start: WorkerStart, reactor: Any, on_lost: Callable[[], None]) 
 
 
 def _worker_logging(start: WorkerStart) -> None:
-    """A worker logs where its supervisor does, each line marked with the worker's number."""
-    # Open for the process's life: the log observer writes to it until exit.
-    out: Any = open(start.log_file, "a") if start.log_file else sys.stdout  # noqa: SIM115
+    """
+    A worker logs where its supervisor does, each line marked with the
+    worker's number: on the shared stdout, or (``log_to_supervisor``)
+    without timestamps into the pipe the supervisor logs from.
+    """
     system = f"worker {start.index}"
 
     def formatted(event: dict[str, Any]) -> str | None:
         return formatEventAsClassicLogText(dict(event, log_system=system))
 
-    observer: Any = FileLogObserver(out, formatted)
+    def forwarded(event: dict[str, Any]) -> str | None:
+        text = eventAsText(event, includeTimestamp=False, includeSystem=False)
+        if not text:
+            return None
+        level = event.get("log_level")
+        where = f"[{event.get('log_namespace', '-')}#{level.name if level else '-'}] "
+        return "".join(where + line + "\n" for line in text.splitlines())
+
+    observer: Any = FileLogObserver(sys.stdout, forwarded if start.log_to_supervisor else formatted)
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 
 

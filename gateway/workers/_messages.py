@@ -29,8 +29,11 @@ class WorkerStart:
     :ivar index: the worker's number, 1..N (stable across restarts).
     :ivar settings: the supervisor's :class:`~gateway.settings.GatewaySettings`.
     :ivar listeners: listener name → the fd of the inherited listening socket.
-    :ivar log_file: where the worker's log goes: ``None`` for stdout, else
-        the supervisor's log file (appended to).
+    :ivar log_to_supervisor: the worker writes its log lines (without
+        timestamps) to its stdout, a pipe the supervisor reads and logs
+        into its own log file: twistd's log file is written at its own
+        offset (not appended to), so no other process may write it. Else
+        the worker logs to the stdout it shares with the supervisor.
     :ivar access_log_stdout: the access log goes to stdout through the
         buffered writer (twistd logs to stdout).
     :ivar fallback_certificate: the self-signed default certificate the
@@ -40,7 +43,7 @@ class WorkerStart:
     index: int
     settings: Any
     listeners: dict[str, int]
-    log_file: str | None = None
+    log_to_supervisor: bool = False
     access_log_stdout: bool = False
     fallback_certificate: Any = None
 

@@ -90,6 +90,16 @@ class _WorkerProcess(ProcessProtocol):
     def __init__(self, pool: WorkerPool, worker: _Worker) -> None:
         self.pool = pool
         self.worker = worker
+        self._partial = b""
+
+    def outReceived(self, data: bytes) -> None:
+        """A worker's log lines (``forward_logs``): into the supervisor's log."""
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self.pool._log_line(self.worker, line)
+
+    errReceived = outReceived
 
     def processEnded(self, reason: Failure) -> None:
         self.pool._ended(self.worker, reason)
@@ -105,6 +115,9 @@ class WorkerPool(Service):
     :param start_message: builds worker ``index``'s :class:`WorkerStart`
         (its listener fds filled in by the pool).
     :param grace: how long a worker may drain at shutdown before it is killed.
+    :param forward_logs: the workers' stdout and stderr are pipes whose
+        lines the pool logs (twistd logs to a file); else the workers share
+        the supervisor's stdout and stderr.
     :param health: the supervisor's readiness (``/readyz``), not ready from
         the start of the drain.
     """
@@ -125,6 +138,7 @@ class WorkerPool(Service):
         rollout_timeout: float = 30.0,
         scrape_timeout: float = 2.0,
         health: Any = None,
+        forward_logs: bool = False,
     ) -> None:
         self.reactor = reactor
         self.count = count
@@ -137,6 +151,7 @@ class WorkerPool(Service):
         self.rollout_timeout = rollout_timeout
         self.scrape_timeout = scrape_timeout
         self.health = health
+        self.forward_logs = forward_logs
         self.workers = [_Worker(i + 1) for i in range(count)]
         self._latest: tuple[int, bytes] | None = None
         self._rollout_timer: Any = None  # IDelayedCall
@@ -156,7 +171,9 @@ class WorkerPool(Service):
         self._restarts.pop(worker.index, None)
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         parent_end.setblocking(False)
-        child_fds: dict[int, Any] = {0: "w", 1: 1, 2: 2, CHANNEL_FD: child_end.fileno()}
+        out: Any = "r" if self.forward_logs else 1
+        err: Any = "r" if self.forward_logs else 2
+        child_fds: dict[int, Any] = {0: "w", 1: out, 2: err, CHANNEL_FD: child_end.fileno()}
         listeners: dict[str, int] = {}
         for offset, name in enumerate(sorted(self.sockets)):
             fd = CHANNEL_FD + 1 + offset
@@ -190,6 +207,11 @@ class WorkerPool(Service):
             # nothing before it has one, so this stalls no one.
             channel.send_encoded(self._latest[1])
             worker.busy = True
+
+    def _log_line(self, worker: _Worker, line: bytes) -> None:
+        self._log.info(
+            "{line}", line=line.decode("utf-8", "replace"), log_system=f"worker {worker.index}"
+        )
 
     def _ended(self, worker: _Worker, reason: Failure) -> None:
         code = getattr(reason.value, "exitCode", None)

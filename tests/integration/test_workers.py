@@ -1,0 +1,347 @@
+"""
+Tests of ``twistd apimgw --workers 2``: real supervisor and worker
+processes on loopback ports.
+
+Which worker answered a connection is read from the kernel, not from the
+gateway: the server side of a loopback connection is a socket whose inode
+``/proc/net/tcp`` lists, and ``/proc/<pid>/fd`` says which worker holds
+it. So the tests know, without any debug header, that each worker served,
+saw a configuration change, or drained.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from gateway.testing.backends import scenario_site
+from gateway.testing.process import GatewayProcess
+
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def _hex_address(port: int) -> str:
+    """127.0.0.1:port as /proc/net/tcp writes it."""
+    return f"0100007F:{port:04X}"
+
+
+def server_socket_inode(server_port: int, client_port: int) -> int | None:
+    """The inode of the accepted socket of a loopback connection (``None``: not accepted)."""
+    local, remote = _hex_address(server_port), _hex_address(client_port)
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if fields[1] == local and fields[2] == remote and fields[9] != "0":
+                return int(fields[9])
+    return None
+
+
+def owner(server_port: int, client_port: int, pids: list[int]) -> int | None:
+    """Which of ``pids`` holds the server side of the connection from ``client_port``."""
+    inode = server_socket_inode(server_port, client_port)
+    if inode is None:
+        return None
+    wanted = f"socket:[{inode}]"
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{fd}") == wanted:
+                        return pid
+                except OSError:
+                    continue
+        except OSError:
+            continue
+    return None
+
+
+class WorkersTestCase(TestCase):
+    timeout = 180
+
+    def start_gateway(self, args: list[str]) -> Any:
+        log = tempfile.mktemp(suffix=".log")
+        environ = dict(os.environ, TELEMETRY_LOGS_STD="text")
+        gw = GatewayProcess(["--workers", "2", *args], env=environ, cwd=_REPO, logfile=log)
+        self.addCleanup(self._kill_all, gw)
+        self.log_path = log
+        return deferToThread(gw.start).addCallback(lambda _: deferToThread(self.live, gw))
+
+    def _kill_all(self, gw: GatewayProcess) -> None:
+        pids = []
+        if gw.process is not None and gw.process.poll() is None:
+            try:
+                pids = [w["pid"] for w in self.workers(gw) if w["pid"]]
+            except Exception:  # noqa: BLE001 (best effort in a cleanup)
+                pids = []
+        gw.kill()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    def log_text(self) -> str:
+        with open(self.log_path) as f:
+            return f.read()
+
+    def workers(self, gw: GatewayProcess) -> list[dict[str, Any]]:
+        status, body = _get(gw.admin_url + "/config")
+        assert status == 200, body
+        return json.loads(body)["workers"]  # type: ignore[no-any-return]
+
+    def live(self, gw: GatewayProcess, snapshot: int = 1, deadline: float = 30.0) -> GatewayProcess:
+        """Wait until both workers run and serve snapshot ``snapshot`` (or later)."""
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            workers = self.workers(gw)
+            if all(w["pid"] and w["snapshot"] >= snapshot and w["generation"] for w in workers):
+                return gw
+            time.sleep(0.05)
+        raise AssertionError(f"workers not live: {self.workers(gw)}")
+
+    @inlineCallbacks
+    def backend(self) -> Any:
+        site = scenario_site(reactor)
+        port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
+        self.addCleanup(port.stopListening)
+        return f"http://127.0.0.1:{port.getHost().port}"
+
+    def config(self, text: str) -> str:
+        fd, path = tempfile.mkstemp(suffix=".yaml")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        self.addCleanup(os.unlink, path)
+        return path
+
+    def connection_per_worker(self, gw: GatewayProcess, path: str = "/a") -> dict[int, Any]:
+        """
+        A keep-alive connection to each worker (pid → connection), found by
+        opening connections until the kernel has given one to each; every
+        request on the way must answer 200.
+        """
+        pids = [w["pid"] for w in self.workers(gw)]
+        found: dict[int, Any] = {}
+        for _ in range(200):
+            conn = http.client.HTTPConnection("127.0.0.1", gw.http_port, timeout=10)
+            conn.request("GET", path)
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200, response.status
+            pid = owner(gw.http_port, conn.sock.getsockname()[1], pids)
+            if pid is not None and pid not in found:
+                found[pid] = conn
+            else:
+                conn.close()
+            if len(found) == len(pids):
+                return found
+        raise AssertionError(f"connections reached only {sorted(found)} of {pids}")
+
+
+class WorkersServeTests(WorkersTestCase):
+    @inlineCallbacks
+    def test_both_workers_serve_and_metrics_add_up(self) -> Any:
+        """Two worker processes (not the supervisor) answer on the one port; /metrics counts every worker's requests."""
+        backend = yield self.backend()
+        path = self.config(f"routes:\n  - path: /a\n    backend: {backend}\n")
+        gw = yield self.start_gateway(["--config", path])
+        workers = yield deferToThread(self.workers, gw)
+        pids = [w["pid"] for w in workers]
+        self.assertEqual(len(set(pids)), 2)
+        self.assertNotIn(gw.process.pid, pids)
+        connections = yield deferToThread(self.connection_per_worker, gw)
+        self.assertEqual(sorted(connections), sorted(pids))
+
+        def more() -> int:
+            # Five more requests on each worker's connection.
+            for conn in connections.values():
+                for _ in range(5):
+                    conn.request("GET", "/a")
+                    response = conn.getresponse()
+                    response.read()
+                    assert response.status == 200
+                conn.close()
+            return 10
+
+        yield deferToThread(more)
+        status, body = yield deferToThread(_get, gw.admin_url + "/metrics")
+        self.assertEqual(status, 200)
+        text = body.decode()
+        # Every request reached /a: the merged total is all of them, from both workers.
+        served = sum(
+            float(m.group(1))
+            for m in re.finditer(r'^apimgw_requests_total\{[^}]*route="[^"]*"[^}]*\} (\S+)$', text, re.MULTILINE)
+        )
+        # connection_per_worker's probes plus the ten above, each answered once.
+        probes = served - 10
+        self.assertGreaterEqual(probes, 2)
+        access = [line for line in self.log_text().splitlines() if '"GET /a HTTP/1.1" 200' in line]
+        self.assertEqual(len(access), served)
+        self.assertIn("apimgw_workers 2.0", text)
+        yield deferToThread(gw.stop)
+
+
+class WorkersConfigurationTests(WorkersTestCase):
+    @inlineCallbacks
+    def test_change_reaches_every_worker_without_a_failed_request(self) -> Any:
+        """
+        SIGHUP changes the configuration ten times while a steady loop of
+        requests runs on both workers: every request answers 200, and each
+        worker (on its own connection) serves the last change.
+        """
+        backend = yield self.backend()
+        base = f"routes:\n  - path: /a\n    backend: {backend}\n"
+        path = self.config(base)
+        gw = yield self.start_gateway(["--config", path, "--poll-interval", "3600"])
+        connections = yield deferToThread(self.connection_per_worker, gw)
+        failures: list[str] = []
+        answered = [0]
+        stop = threading.Event()
+
+        def steady(conn: Any) -> None:
+            while not stop.is_set():
+                try:
+                    conn.request("GET", "/a")
+                    response = conn.getresponse()
+                    response.read()
+                    if response.status != 200:
+                        failures.append(f"status {response.status}")
+                    answered[0] += 1
+                except Exception as e:  # noqa: BLE001 (any failure is the finding)
+                    failures.append(repr(e))
+                    return
+
+        def fresh() -> None:
+            # New connections too, spread by the kernel over both workers.
+            while not stop.is_set():
+                try:
+                    status, _ = _get(gw.url + "/a")
+                    if status != 200:
+                        failures.append(f"fresh status {status}")
+                    answered[0] += 1
+                except Exception as e:  # noqa: BLE001
+                    failures.append(repr(e))
+
+        threads = [threading.Thread(target=steady, args=(c,)) for c in connections.values()]
+        threads.append(threading.Thread(target=fresh))
+        for t in threads:
+            t.start()
+        try:
+            for n in range(1, 11):
+                with open(path, "w") as f:
+                    f.write(base + f"  - path: /v{n}\n    backend: {backend}\n")
+                gw.signal(signal.SIGHUP)
+                # Each change rolled out to both workers before the next.
+                yield deferToThread(self.live, gw, n + 1)
+        finally:
+            stop.set()
+            for t in threads:
+                yield deferToThread(t.join, 30)
+        self.assertEqual(failures, [])
+        self.assertGreater(answered[0], 0)
+
+        def last_change_everywhere() -> dict[int, int]:
+            seen = {}
+            for pid, conn in connections.items():
+                conn.request("GET", "/v10")
+                response = conn.getresponse()
+                response.read()
+                seen[pid] = response.status
+            return seen
+
+        seen = yield deferToThread(last_change_everywhere)
+        self.assertEqual(set(seen.values()), {200})
+        self.assertEqual(len(seen), 2)
+        yield deferToThread(gw.stop)
+
+
+class WorkersLifecycleTests(WorkersTestCase):
+    @inlineCallbacks
+    def test_killed_worker_is_restarted_and_serves(self) -> Any:
+        """A worker killed with SIGKILL is replaced by a new process that serves the live configuration."""
+        backend = yield self.backend()
+        path = self.config(f"routes:\n  - path: /a\n    backend: {backend}\n")
+        gw = yield self.start_gateway(["--config", path])
+        before = yield deferToThread(self.workers, gw)
+        victim = before[0]["pid"]
+        os.kill(victim, signal.SIGKILL)
+
+        def replaced() -> list[dict[str, Any]]:
+            end = time.monotonic() + 30
+            while time.monotonic() < end:
+                workers = self.workers(gw)
+                if workers[0]["pid"] not in (None, victim) and workers[0]["generation"]:
+                    return workers
+                time.sleep(0.05)
+            raise AssertionError(f"not restarted: {self.workers(gw)}")
+
+        after = yield deferToThread(replaced)
+        self.assertEqual(after[0]["restarts"], 1)
+        self.assertEqual(after[1]["pid"], before[1]["pid"])
+        connections = yield deferToThread(self.connection_per_worker, gw)
+        self.assertIn(after[0]["pid"], connections)
+        for conn in connections.values():
+            conn.close()
+        self.assertIn(f"Worker 1 (pid {victim}) died", self.log_text())
+        yield deferToThread(gw.stop)
+
+    @inlineCallbacks
+    def test_sigterm_drains_every_worker(self) -> Any:
+        """
+        SIGTERM to the supervisor: slow requests in flight on both workers
+        all complete with 200, new connections are refused once the
+        workers stopped listening, and every process exits.
+        """
+        backend = yield self.backend()
+        path = self.config(f"routes:\n  - path: /\n    backend: {backend}\n")
+        gw = yield self.start_gateway(["--config", path, "--drain-delay", "0.5", "--grace", "20"])
+        connections = yield deferToThread(self.connection_per_worker, gw, "/a")
+        pids = sorted(connections)
+        results: dict[int, Any] = {}
+
+        def slow(pid: int, conn: Any) -> None:
+            try:
+                conn.request("GET", "/slow?sleep=2500")
+                response = conn.getresponse()
+                results[pid] = (response.status, json.loads(response.read())["path"])
+            except Exception as e:  # noqa: BLE001
+                results[pid] = repr(e)
+
+        threads = [threading.Thread(target=slow, args=item) for item in connections.items()]
+        for t in threads:
+            t.start()
+        yield deferToThread(time.sleep, 0.5)
+        gw.signal(signal.SIGTERM)
+        code = yield deferToThread(gw.process.wait, 60)
+        for t in threads:
+            yield deferToThread(t.join, 30)
+        self.assertEqual(results, {pid: (200, "/slow") for pid in pids})
+        self.assertEqual(code, -signal.SIGTERM)
+        for pid in pids:
+            self.assertFalse(os.path.exists(f"/proc/{pid}"), f"worker {pid} still running")
+        log = self.log_text()
+        self.assertEqual(log.count("http listener drained"), 2)
+        self.assertNotIn("killed", log)
