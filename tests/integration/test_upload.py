@@ -27,7 +27,11 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 
+from gateway.model import Certificate
+from gateway.testing.certs import CertificateAuthority
+
 from .harness import GatewayTestCase
+from .tlsclient import tls_connect
 
 MiB = 1024 * 1024
 
@@ -236,19 +240,26 @@ def upload(
     path: str,
     total: int,
     *,
+    tls: bool = False,
     chunked: bool = False,
     method: str = "POST",
     extra: Sequence[str] = (),
     pause_after_head: float = 0.0,
 ) -> tuple[int, dict[str, str], bytes]:
     """Send a generated body of ``total`` bytes; the response (status, headers, body)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+    with _connect(port, tls) as sock:
         sock.sendall(_head(method, path, None if chunked else total, extra))
         if pause_after_head:
             # The head alone first: the gateway renders before any body byte.
             time.sleep(pause_after_head)
         _send_generated(sock.sendall, total, chunked)
         return _response(sock)
+
+
+def _connect(port: int, tls: bool) -> socket.socket:
+    if not tls:
+        return socket.create_connection(("127.0.0.1", port), timeout=60)
+    return tls_connect(port, "upload.example.com", timeout=60).sock
 
 
 def _memory_kib() -> tuple[int, int]:
@@ -288,33 +299,13 @@ class UploadTestCase(GatewayTestCase):
     def last(self, fragment: str) -> Seen:
         return [s for s in self.counting.seen if fragment in s.path][-1]
 
-
-class StreamingTests(UploadTestCase):
-    """Bodies reach the backend as they arrive, under backpressure."""
-
-    extra_args = ["--max-body", str(2 * LARGE)]  # noqa: RUF012 (as the harness declares it)
-
     @inlineCallbacks
-    def test_large_upload_bounded_memory(self) -> Any:
-        """1 GB through the gateway (client, gateway and backend in this process): peak RSS grows < 64 MB."""
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset VmHWM to the current RSS
-        before, _ = _memory_kib()
-        status, _, body = yield deferToThread(upload, self.port, "/plain/large", LARGE)
-        _, peak = _memory_kib()
-        self.assertEqual(status, 200, body)
-        answer = json.loads(body)
-        self.assertEqual((answer["received"], answer["length"]), (LARGE, str(LARGE)))
-        self.assertLess(peak - before, 64 * 1024, f"peak RSS grew by {(peak - before) // 1024} MB")
-
-    @inlineCallbacks
-    def test_slow_backend_pauses_the_client(self) -> Any:
-        """A backend that reads nothing stops the client's sends: bytes in flight stay bounded, then all arrive."""
+    def slow_backend_pauses_the_client(self, port: int, tls: bool) -> Any:
         total = 256 * MiB
         sent = []
 
         def run() -> tuple[int, dict[str, str], bytes]:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=60) as sock:
+            with _connect(port, tls) as sock:
                 sock.sendall(_head("POST", "/plain/slow", total))
                 sock.settimeout(2.0)
                 count = 0
@@ -337,6 +328,30 @@ class StreamingTests(UploadTestCase):
         # Socket buffers on loopback (client, gateway in and out, backend)
         # hold a few MB each; the gateway itself a few 64 KiB pieces.
         self.assertLess(sent[0], 48 * MiB)
+
+
+class StreamingTests(UploadTestCase):
+    """Bodies reach the backend as they arrive, under backpressure."""
+
+    extra_args = ["--max-body", str(2 * LARGE)]  # noqa: RUF012 (as the harness declares it)
+
+    @inlineCallbacks
+    def test_large_upload_bounded_memory(self) -> Any:
+        """1 GB through the gateway (client, gateway and backend in this process): peak RSS grows < 64 MB."""
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current RSS
+        before, _ = _memory_kib()
+        status, _, body = yield deferToThread(upload, self.port, "/plain/large", LARGE)
+        _, peak = _memory_kib()
+        self.assertEqual(status, 200, body)
+        answer = json.loads(body)
+        self.assertEqual((answer["received"], answer["length"]), (LARGE, str(LARGE)))
+        self.assertLess(peak - before, 64 * 1024, f"peak RSS grew by {(peak - before) // 1024} MB")
+
+    @inlineCallbacks
+    def test_slow_backend_pauses_the_client(self) -> Any:
+        """A backend that reads nothing stops the client's sends: bytes in flight stay bounded, then all arrive."""
+        yield self.slow_backend_pauses_the_client(self.port, False)
 
     @inlineCallbacks
     def test_chunked_upload(self) -> Any:
@@ -409,6 +424,44 @@ class StreamingTests(UploadTestCase):
         self.assertEqual((status, json.loads(body)["statusCode"]), (500, 500))
         self.assertEqual(self.gateway.pool.retries, 3)
         self.assertEqual(len([s for s in self.counting.seen if "late-stale" in s.path]), 1)
+
+
+class TLSTests(UploadTestCase):
+    """Through the HTTPS listener (ALPNServer, HTTP/1.1 on the strict server)."""
+
+    extra_args = ["--max-body", str(2 * LARGE)]  # noqa: RUF012 (as the harness declares it)
+
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        yield super().setUp()
+        assert self.https_port is not None
+        self.tls_port: int = self.https_port
+        issued = CertificateAuthority().issue("upload.example.com")
+        generation = self.gateway.reconciler.current.number  # type: ignore[union-attr]
+        self.memory.put(
+            "upload", Certificate(("upload.example.com",), issued.chain_pem, issued.key_pem, True), 10.0
+        )
+        yield self.wait_for(lambda: self.gateway.reconciler.current.number > generation)  # type: ignore[union-attr]
+
+    @inlineCallbacks
+    def test_chunked_upload(self) -> Any:
+        """Over TLS: 64 MB, chunked, whole and unchanged at the backend."""
+        total = 64 * MiB
+        status, _, body = yield deferToThread(
+            upload, self.tls_port, "/plain/tls", total, chunked=True, tls=True
+        )
+        self.assertEqual(status, 200, body)
+        answer = json.loads(body)
+        self.assertEqual((answer["received"], answer["sha256"]), (total, body_digest(total)))
+
+    @inlineCallbacks
+    def test_slow_backend_pauses_the_client(self) -> Any:
+        """Over TLS: a backend that reads nothing stops the client's sends."""
+        yield self.slow_backend_pauses_the_client(self.tls_port, True)
+
+    def _settled(self) -> Any:
+        channels = self.gateway.listeners["https"].site.h1.channels
+        return self.wait_for(lambda: all(c._gone or c.is_idle() for c in list(channels)))
 
 
 class LimitTests(UploadTestCase):
