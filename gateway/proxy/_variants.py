@@ -63,9 +63,19 @@ class RequestFacts:
         self.params: dict[str, str] | None = None
 
     def header(self, name: bytes) -> str | None:
-        """The first value of header ``name`` (lower case), latin-1; ``None`` when absent."""
+        """
+        The value of header ``name`` (lower case), latin-1; ``None`` when
+        absent. A header sent several times is matched as its values
+        joined with ``", "`` (RFC 9110 §5.3, which the spec's header
+        matching follows): a match cannot be dodged or forced by splitting
+        or repeating a header.
+        """
         values = self.headers.getRawHeaders(name)
-        return values[0].decode("latin-1") if values else None
+        if not values:
+            return None
+        if len(values) == 1:
+            return values[0].decode("latin-1")
+        return b", ".join(values).decode("latin-1")
 
     def query(self, name: str) -> str | None:
         """

@@ -48,7 +48,6 @@ The request path is matched as sent: no percent-decoding, no collapsing of
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -61,10 +60,13 @@ from gateway.translate import (
     KIND_API,
     PREFIX,
     REGEX,
+    LinearPattern,
     ListenerClaim,
     OperationSpec,
+    RegexError,
     RouteEntry,
     Variant,
+    compile_linear,
 )
 
 from ._facts import RequestFacts
@@ -198,7 +200,7 @@ class _Tier:
         self.exact: dict[str, _Target] = {}
         self.root = _PathNode()
         #: REGEX entries, longer patterns first (the resolver's order).
-        self.regex: list[tuple[re.Pattern[str], _Target]] = []
+        self.regex: list[tuple[LinearPattern, _Target]] = []
         #: Has REGEX entries or entries with variants: lookups walk every
         #: candidate (:meth:`serve`) instead of taking the most specific.
         self.general = False
@@ -215,8 +217,8 @@ class _Tier:
             if any(p.pattern == entry.path for p, _ in self.regex):
                 raise ValueError(f"duplicate route {entry.key!r}")
             try:
-                pattern = re.compile(entry.path)
-            except re.error as e:
+                pattern = compile_linear(entry.path)
+            except RegexError as e:
                 raise ValueError(f"invalid pattern in {entry.key!r}: {e}") from None
             self.regex.append((pattern, _Target(entry, 0, memo)))
             self.regex.sort(key=lambda pt: (-len(pt[0].pattern), pt[0].pattern))

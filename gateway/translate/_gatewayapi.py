@@ -42,6 +42,7 @@ from gateway.model import (
 )
 
 from ._config import EXACT, KIND_ROUTE, PREFIX, Backend, RouteEntry
+from ._regex import LinearPattern, RegexError, compile_linear
 from ._variants import (
     REGEX,
     HeaderEdits,
@@ -107,10 +108,10 @@ def _host(host: str | None) -> str:
     return name
 
 
-def _compile(pattern: str, what: str) -> re.Pattern[str]:
+def _compile(pattern: str, what: str) -> LinearPattern:
     try:
-        return re.compile(pattern)
-    except re.error as e:
+        return compile_linear(pattern)
+    except RegexError as e:
         raise _Invalid(f"invalid regular expression {pattern!r} in {what}: {e}") from None
 
 
@@ -125,6 +126,16 @@ def _values(matches: tuple[GatewayValueMatch, ...], what: str, lower: bool) -> t
     )
 
 
+#: An HTTP header name (RFC 9110 ``token``).
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: Control characters (HTAB allowed in header values only).
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+#: A host name a redirect or rewrite writes (a DNS name, case as given).
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*")
+#: What a path a filter writes into the request line may not hold.
+_NOT_IN_PATH = re.compile(r"[\x00-\x20\x7f?#]")
+
+
 def _bytes(text: str) -> bytes:
     try:
         return text.encode("latin-1")
@@ -132,21 +143,50 @@ def _bytes(text: str) -> bytes:
         raise _Invalid(f"header text {text!r} is not latin-1") from None
 
 
+def _name(text: str) -> bytes:
+    """A header name a filter sets, adds or removes: a token, never anything that splits a line."""
+    if not _TOKEN.fullmatch(text):
+        raise _Invalid(f"header name {text!r} is not an HTTP token")
+    return text.encode("ascii")
+
+
+def _value(text: str) -> bytes:
+    """A header value a filter writes: no CR, LF, NUL or other control (HTAB allowed)."""
+    if _CONTROL.search(text):
+        raise _Invalid(f"header value {text!r} holds a control character")
+    return _bytes(text)
+
+
 def _edits(edits: GatewayHeaderEdits | None) -> HeaderEdits | None:
+    """
+    Header edits, checked here as well as by the resolver: they are
+    written into the request to the backend, so a CR or LF would split a
+    second request onto a pooled connection.
+    """
     if edits is None:
         return None
     return HeaderEdits(
-        tuple((_bytes(n), _bytes(v)) for n, v in edits.set),
-        tuple((_bytes(n), _bytes(v)) for n, v in edits.add),
-        tuple(_bytes(n.lower()) for n in edits.remove),
+        tuple((_name(n), _value(v)) for n, v in edits.set),
+        tuple((_name(n), _value(v)) for n, v in edits.add),
+        tuple(_name(n.lower()) for n in edits.remove),
     )
 
 
+def _hostname(text: str | None) -> str | None:
+    """A host name a filter writes into ``Host`` or a ``Location``: a DNS name only."""
+    if text is not None and not _HOSTNAME.fullmatch(text):
+        raise _Invalid(f"hostname {text!r} is not a DNS name")
+    return text
+
+
 def _path_change(change: GatewayPathChange | None) -> PathChange | None:
+    """A path a filter writes into the request line or a Location: absolute, no space, control, ``?`` or ``#``."""
     if change is None:
         return None
     if change.kind not in ("full", "prefix"):
         raise _Invalid(f"unknown path change {change.kind!r}")
+    if not change.value.startswith("/") or _NOT_IN_PATH.search(change.value):
+        raise _Invalid(f"path {change.value!r} must start with '/' and hold no space, control, '?' or '#'")
     return PathChange(change.kind, change.value)
 
 
@@ -208,14 +248,14 @@ def _variant(
         if redirect is None
         else Redirect(
             redirect.scheme,
-            redirect.hostname,
+            _hostname(redirect.hostname),
             redirect.port,
             _path_change(redirect.path),
             redirect.status,
         ),
         rewrite=None
         if rewrite is None
-        else Rewrite(rewrite.hostname, _path_change(rewrite.path)),
+        else Rewrite(_hostname(rewrite.hostname), _path_change(rewrite.path)),
         backends=tuple(backends),
     )
     return _Served((_host(rule.host), match, path), (rule.order, obj.ref.order), variant, obj.modified)

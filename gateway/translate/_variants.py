@@ -16,12 +16,12 @@ are compiled and backend URLs parsed by translation, never per request.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from gateway.model import ObjectRef
 
 from ._config import Backend
+from ._regex import LinearPattern
 
 __all__ = [
     "REGEX",
@@ -49,12 +49,12 @@ class ValueMatch:
     :ivar name: a header name in lower case; a query parameter name exactly
         (the spec makes those case-sensitive).
     :ivar pattern: for ``RegularExpression``: ``pattern.fullmatch(actual)``
-        decides; ``None``: ``actual == value``.
+        decides (RE2, :mod:`._regex`); ``None``: ``actual == value``.
     """
 
     name: str
     value: str
-    pattern: re.Pattern[str] | None = None
+    pattern: LinearPattern | None = None
 
     def holds(self, actual: str | None) -> bool:
         """Whether the request's value (``None``: absent) satisfies this condition."""

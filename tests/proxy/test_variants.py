@@ -372,13 +372,18 @@ class BackendChooserTests(TestCase):
 
 
 class RequestFactsTests(TestCase):
-    def test_header_first_value(self) -> None:
-        """header() gives the first value of a repeated header, any case; None when absent."""
+    def test_header_values_joined(self) -> None:
+        """
+        header() gives a repeated header's values joined with ", " (RFC
+        9110 §5.3), any case; a single value as it is; None when absent.
+        """
         headers = Headers()
         headers.addRawHeader(b"X-Version", b"two")
         headers.addRawHeader(b"x-version", b"three")
+        headers.addRawHeader(b"X-One", b"1")
         facts = RequestFacts(headers, b"")
-        self.assertEqual(facts.header(b"x-version"), "two")
+        self.assertEqual(facts.header(b"x-version"), "two, three")
+        self.assertEqual(facts.header(b"x-one"), "1")
         self.assertIsNone(facts.header(b"x-absent"))
 
     def test_query_as_sent(self) -> None:

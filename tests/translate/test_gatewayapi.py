@@ -15,6 +15,8 @@ from gateway.model import (
     GatewayBackend,
     GatewayClaim,
     GatewayHeaderEdits,
+    GatewayPathChange,
+    GatewayRewrite,
     GatewayRoutes,
     GatewayRule,
     GatewayValueMatch,
@@ -23,6 +25,7 @@ from gateway.model import (
     RouteSet,
     SourceObject,
 )
+from gateway.routing import RouteTable
 from gateway.translate import (
     EXACT,
     PREFIX,
@@ -134,6 +137,43 @@ class ProblemTests(SynchronousTestCase):
         self.assertIn("ns/r rule 0 match 0: invalid regular expression '/('", messages[0])
         self.assertIn("ns/r rule 1 match 0: invalid regular expression '['", messages[1])
         self.assertEqual({p.ref.name for p in config.problems}, {"ns/gw"})
+
+    def test_regex_is_re2(self) -> None:
+        """
+        Patterns are compiled with RE2 (linear time): Python-only syntax
+        such as a backreference is a problem, and a pattern that
+        backtracks exponentially in Python's ``re`` answers at once.
+        """
+        config = translate([gateway(
+            "ns/gw",
+            rule(r"/(a)\1", path_type="RegularExpression", index=0),
+            rule("/(a+)+b", path_type="RegularExpression", index=1),
+        )])
+        [problem] = config.problems
+        self.assertIn("RE2 syntax", problem.message)
+        table = RouteTable.build(config.routes, None, config.claims)
+        self.assertIsNone(table.lookup("h", "/" + "a" * 64, "GET"))
+        self.assertIsNotNone(table.lookup("h", "/aab", "GET"))
+
+    def test_filter_text_that_would_split_the_request_is_refused(self) -> None:
+        """
+        Header names that are not tokens, values with CR/LF, paths with a
+        space or CR/LF, and host names that are not DNS names are problems:
+        they would be written into the request to the backend.
+        """
+        bad = [
+            rule("/a", index=0, request_headers=GatewayHeaderEdits(set=(("X-A", "v\r\nX-Injected: 1"),))),
+            rule("/b", index=1, response_headers=GatewayHeaderEdits(add=(("X A", "v"),))),
+            rule("/c", index=2, rewrite=GatewayRewrite(None, GatewayPathChange("full", "/x HTTP/1.1\r\nHost: evil"))),
+            rule("/d", index=3, rewrite=GatewayRewrite("evil\r\nX: 1", None)),
+            rule("/e", index=4, rewrite=GatewayRewrite(None, GatewayPathChange("prefix", "/p?q=1"))),
+        ]
+        config = translate([gateway("ns/gw", *bad, rule("/fine", index=5,
+                           request_headers=GatewayHeaderEdits(set=(("X-A", "v\tw"),))))])
+        self.assertEqual([k[2] for k in by_key(config.routes)], ["/fine"])
+        self.assertEqual(len(config.problems), 5)
+        for problem, what in zip(config.problems, ("control", "token", "path", "DNS", "path"), strict=True):
+            self.assertIn(what, problem.message)
 
     def test_invalid_backends_answer_500(self) -> None:
         """A backend without a URL keeps its reason; a URL that does not parse is a problem too."""
