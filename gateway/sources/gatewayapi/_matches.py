@@ -4,10 +4,23 @@ precedence order between matches.
 
 A rule we cannot serve exactly as written (an unknown match type, a filter
 we do not implement, a ``ReplacePrefixMatch`` without a ``PathPrefix``
-match, a regular expression that does not compile) raises
-:class:`UnsupportedRule`: the resolver drops that rule and reports the
-route ``PartiallyInvalid`` (or not ``Accepted`` when no rule is left), as
-the spec asks, rather than serving something close to it.
+match, a regular expression RE2 refuses) raises :class:`UnsupportedRule`:
+the resolver drops that rule and reports the route ``PartiallyInvalid``
+(or not ``Accepted`` when no rule is left), as the spec asks, rather than
+serving something close to it.
+
+Values that end up in the request sent to the backend, or in a redirect's
+``Location``, are checked here too, because the API server does not
+always (the CRD's CEL rules are optional, and objects may come from an
+older CRD): a header name that is not an RFC 7230 token, a header value
+with a control character (CR, LF, NUL: header injection), a path
+replacement that is not an absolute path without spaces, ``?``, ``#`` or
+control characters (request-line injection), a hostname that is not a DNS
+name. Such a rule is unsupported like any other.
+
+Regular expressions are RE2 syntax (linear-time matching, no
+backreferences or lookarounds): translation compiles them with RE2, and
+a pattern RE2 refuses is reported here rather than dropped there.
 """
 
 from __future__ import annotations
@@ -15,6 +28,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import re2  # type: ignore[import-untyped]  # no stubs published
 
 from ._types import (
     HeaderMatch,
@@ -44,11 +59,68 @@ class UnsupportedRule(ValueError):
     """A rule that cannot be served as written (the message says why)."""
 
 
-def _regex(pattern: str, what: str) -> None:
+#: RFC 7230 ``token``: what a header name may be.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+#: Control characters other than HTAB, which no header value may hold.
+_VALUE_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+#: What a path replacement may not hold: control characters, space, ``?``, ``#``.
+_PATH_FORBIDDEN = re.compile(r"[\x00-\x20\x7f?#]")
+#: A DNS name (RFC 1123 labels), as the API's ``PreciseHostname``, any case.
+_HOSTNAME = re.compile(
+    r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*", re.IGNORECASE
+)
+
+
+def _re2_options() -> re2.Options:
+    options = re2.Options()
+    options.log_errors = False  # a refused pattern is reported, not printed to stderr
+    return options
+
+
+_RE2_OPTIONS = _re2_options()
+
+
+def _regex(pattern: Any, what: str) -> None:
+    """Refuse what RE2 cannot compile (translation matches with RE2)."""
+    if not isinstance(pattern, str):
+        raise UnsupportedRule(f"{what}: regular expression {pattern!r} is not a string")
     try:
-        re.compile(pattern)
-    except re.error as e:
-        raise UnsupportedRule(f"{what}: invalid regular expression {pattern!r}: {e}") from None
+        re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as e:
+        why = e.args[0].decode(errors="replace") if e.args and isinstance(e.args[0], bytes) else e
+        raise UnsupportedRule(
+            f"{what}: regular expression {pattern!r} is not valid RE2 syntax ({why}; "
+            "backreferences and lookarounds are not supported)"
+        ) from None
+
+
+def _header_name(name: Any, what: str) -> str:
+    if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+        raise UnsupportedRule(f"{what}: header name {name!r} is not an HTTP token")
+    return name
+
+
+def _header_value(value: Any, what: str) -> str:
+    if not isinstance(value, str) or _VALUE_CONTROL.search(value):
+        raise UnsupportedRule(f"{what}: header value {value!r} holds a control character")
+    return value
+
+
+def _replacement_path(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value.startswith("/") or _PATH_FORBIDDEN.search(value):
+        raise UnsupportedRule(
+            f"{what} {value!r} must be an absolute path without spaces, '?', '#' or control "
+            "characters"
+        )
+    return value
+
+
+def _hostname(value: Any, what: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 253 or not _HOSTNAME.fullmatch(value):
+        raise UnsupportedRule(f"{what} hostname {value!r} is not a DNS name")
+    return value
 
 
 def _path(raw: Mapping[str, Any] | None) -> tuple[str, str]:
@@ -78,6 +150,8 @@ def _values(raw: Sequence[Mapping[str, Any]], what: str, fold: bool) -> list[tup
             raise UnsupportedRule(f"{what} match type {kind!r} is not supported")
         if kind == "RegularExpression":
             _regex(value, f"{what} {name}")
+        if fold:  # headers: the name is a token (query names are only compared)
+            _header_name(name, f"{what} match")
         folded = name.lower() if fold else name
         if folded in seen:
             continue
@@ -100,14 +174,22 @@ def read_matches(rule: Mapping[str, Any]) -> tuple[Match, ...]:
     return tuple(matches)
 
 
-def _pairs(raw: Sequence[Mapping[str, Any]] | None) -> tuple[tuple[str, str], ...]:
-    return tuple((entry.get("name", ""), entry.get("value", "")) for entry in raw or ())
+def _pairs(raw: Sequence[Mapping[str, Any]] | None, what: str) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        (
+            _header_name(entry.get("name", ""), what),
+            _header_value(entry.get("value", ""), what),
+        )
+        for entry in raw or ()
+    )
 
 
-def _header_modifier(raw: Mapping[str, Any] | None) -> HeaderModifier:
+def _header_modifier(raw: Mapping[str, Any] | None, what: str) -> HeaderModifier:
     raw = raw or {}
     return HeaderModifier(
-        _pairs(raw.get("set")), _pairs(raw.get("add")), tuple(raw.get("remove") or ())
+        _pairs(raw.get("set"), what),
+        _pairs(raw.get("add"), what),
+        tuple(_header_name(name, what) for name in raw.get("remove") or ()),
     )
 
 
@@ -116,11 +198,11 @@ def _path_modifier(raw: Mapping[str, Any] | None, matches: Sequence[Match]) -> P
         return None
     kind = raw.get("type")
     if kind == "ReplaceFullPath":
-        return PathModifier(kind, raw.get("replaceFullPath") or "/")
+        return PathModifier(kind, _replacement_path(raw.get("replaceFullPath") or "/", kind))
     if kind == "ReplacePrefixMatch":
         if any(m.path_kind != "PathPrefix" for m in matches):
             raise UnsupportedRule("ReplacePrefixMatch needs PathPrefix matches")
-        return PathModifier(kind, raw.get("replacePrefixMatch") or "/")
+        return PathModifier(kind, _replacement_path(raw.get("replacePrefixMatch") or "/", kind))
     raise UnsupportedRule(f"path modifier {kind!r} is not supported")
 
 
@@ -132,9 +214,9 @@ def read_filters(rule: Mapping[str, Any], matches: Sequence[Match]) -> RuleFilte
         if kind in found:
             raise UnsupportedRule(f"filter {kind} is given twice")
         if kind == "RequestHeaderModifier":
-            found[kind] = _header_modifier(raw.get("requestHeaderModifier"))
+            found[kind] = _header_modifier(raw.get("requestHeaderModifier"), kind)
         elif kind == "ResponseHeaderModifier":
-            found[kind] = _header_modifier(raw.get("responseHeaderModifier"))
+            found[kind] = _header_modifier(raw.get("responseHeaderModifier"), kind)
         elif kind == "RequestRedirect":
             body = raw.get("requestRedirect") or {}
             code = body.get("statusCode", 302)
@@ -145,7 +227,7 @@ def read_filters(rule: Mapping[str, Any], matches: Sequence[Match]) -> RuleFilte
                 raise UnsupportedRule(f"redirect scheme {scheme!r} is not supported")
             found[kind] = RequestRedirect(
                 scheme,
-                body.get("hostname"),
+                _hostname(body.get("hostname"), "RequestRedirect"),
                 _path_modifier(body.get("path"), matches),
                 body.get("port"),
                 code,
@@ -153,7 +235,8 @@ def read_filters(rule: Mapping[str, Any], matches: Sequence[Match]) -> RuleFilte
         elif kind == "URLRewrite":
             body = raw.get("urlRewrite") or {}
             found[kind] = URLRewrite(
-                body.get("hostname"), _path_modifier(body.get("path"), matches)
+                _hostname(body.get("hostname"), "URLRewrite"),
+                _path_modifier(body.get("path"), matches),
             )
         else:
             raise UnsupportedRule(f"filter {kind!r} is not supported")

@@ -63,7 +63,7 @@ class Match:
     """
     One ``HTTPRouteMatch``: every condition must hold. ``path_kind`` is
     ``Exact``, ``PathPrefix`` (whole segments: ``/foo`` matches ``/foo/bar``,
-    never ``/foobar``) or ``RegularExpression`` (Python ``re`` syntax,
+    never ``/foobar``) or ``RegularExpression`` (RE2 syntax,
     matched against the whole path).
     """
 

@@ -304,6 +304,188 @@ class RouteStatusTests(SynchronousTestCase):
         self.assertEqual((result.listeners, result.gateways, result.routes), ((), (), ()))
 
 
+def _rule_with(**fields: Any) -> dict[str, Any]:
+    """One rule (with a backend unless a redirect is given) of the given matches and filters."""
+    rule: dict[str, Any] = {"backendRefs": [{"name": "svc", "port": 80}], **fields}
+    if any(f.get("type") == "RequestRedirect" for f in rule.get("filters", ())):
+        del rule["backendRefs"]
+    return rule
+
+
+class UnsafeValueTests(SynchronousTestCase):
+    """
+    Values that reach the backend request or a redirect are checked: a
+    rule carrying one that would inject (CR/LF in a header, a space or
+    ``?`` in a path, a non-DNS hostname) is dropped as unsupported, and
+    the route says so, while its other rules are served.
+    """
+
+    def _verdict(self, rule: dict[str, Any]) -> tuple[int, list[tuple[str, bool, str, str]]]:
+        route = _route("r")
+        route["spec"]["rules"].append(rule)
+        result = resolve(_inputs(route))
+        conditions = result.routes[0].parents[0].conditions
+        served = sum(len(h.rules) for h in result.listeners[0].hosts)
+        return served, [(c.type, c.status, c.reason, c.message) for c in conditions]
+
+    def assertDropped(self, rule: dict[str, Any], words: str) -> None:
+        served, conditions = self._verdict(rule)
+        self.assertEqual(served, 1, conditions)  # only the plain rule 0
+        (partial,) = [c for c in conditions if c[0] == "PartiallyInvalid"]
+        self.assertEqual(partial[1:3], (True, "UnsupportedValue"))
+        self.assertIn("rule 1: ", partial[3])
+        self.assertIn(words, partial[3])
+
+    def assertServed(self, rule: dict[str, Any]) -> None:
+        served, conditions = self._verdict(rule)
+        self.assertEqual(served, 2, conditions)
+        self.assertNotIn("PartiallyInvalid", [c[0] for c in conditions])
+
+    def _modifier(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        field = kind[0].lower() + kind[1:]
+        return _rule_with(filters=[{"type": kind, field: body}])
+
+    def test_header_value_with_cr_lf_or_nul(self) -> None:
+        """CR, LF, NUL or DEL in a set/add value: dropped, for request and response modifiers."""
+        for kind in ("RequestHeaderModifier", "ResponseHeaderModifier"):
+            for op in ("set", "add"):
+                for value in ("v\r\nX-Injected: 1", "v\nx", "a\x00b", "a\x7fb"):
+                    with self.subTest(kind=kind, op=op, value=value):
+                        self.assertDropped(
+                            self._modifier(kind, {op: [{"name": "X-A", "value": value}]}),
+                            "control character",
+                        )
+
+    def test_header_value_with_tab_is_served(self) -> None:
+        """HTAB is allowed in a field value (RFC 7230), as is any printable text."""
+        self.assertServed(
+            self._modifier(
+                "RequestHeaderModifier", {"set": [{"name": "X-A", "value": 'a\tb ;="x"'}]}
+            )
+        )
+
+    def test_header_name_must_be_a_token(self) -> None:
+        """A name with a space, colon, CR/LF or empty: dropped, in set, add, remove and matches."""
+        for name in ("X A", "X-A:", "X\r\nB", "", "Ä"):
+            with self.subTest(name=name):
+                for body in (
+                    {"set": [{"name": name, "value": "v"}]},
+                    {"add": [{"name": name, "value": "v"}]},
+                    {"remove": [name]},
+                ):
+                    self.assertDropped(self._modifier("RequestHeaderModifier", body), "HTTP token")
+                self.assertDropped(
+                    _rule_with(matches=[{"headers": [{"name": name, "value": "v"}]}]), "HTTP token"
+                )
+        self.assertServed(
+            self._modifier("RequestHeaderModifier", {"set": [{"name": "X-Ok_1.~!", "value": "v"}]})
+        )
+
+    def test_path_replacements(self) -> None:
+        """ReplaceFullPath/ReplacePrefixMatch, rewrite or redirect: absolute, no space, ?, # or controls."""
+        bad = ("/x HTTP/1.1\r\nHost: evil", "/a b", "/a?b=1", "/a#f", "relative", "/a\x00")
+        for filter_kind, field in (
+            ("URLRewrite", "urlRewrite"),
+            ("RequestRedirect", "requestRedirect"),
+        ):
+            for kind, key in (
+                ("ReplaceFullPath", "replaceFullPath"),
+                ("ReplacePrefixMatch", "replacePrefixMatch"),
+            ):
+                for value in bad:
+                    with self.subTest(filter=filter_kind, kind=kind, value=value):
+                        self.assertDropped(
+                            _rule_with(
+                                filters=[
+                                    {
+                                        "type": filter_kind,
+                                        field: {"path": {"type": kind, key: value}},
+                                    }
+                                ]
+                            ),
+                            "absolute path",
+                        )
+                self.assertServed(
+                    _rule_with(
+                        filters=[
+                            {
+                                "type": filter_kind,
+                                field: {"path": {"type": kind, key: "/ok/%20-_.~"}},
+                            }
+                        ]
+                    )
+                )
+
+    def test_hostnames_must_be_dns_names(self) -> None:
+        """A rewrite or redirect hostname that is not a DNS name: dropped; any case is served."""
+        for filter_kind, field in (
+            ("URLRewrite", "urlRewrite"),
+            ("RequestRedirect", "requestRedirect"),
+        ):
+            for host in ("evil.com\r\nX: 1", "a b.com", "a.com:80", "-a.com", "a..com", "", "a/b"):
+                with self.subTest(filter=filter_kind, host=host):
+                    self.assertDropped(
+                        _rule_with(filters=[{"type": filter_kind, field: {"hostname": host}}]),
+                        "DNS name",
+                    )
+            self.assertServed(
+                _rule_with(filters=[{"type": filter_kind, field: {"hostname": "Ex-1.Example.com"}}])
+            )
+
+
+class RegexTests(SynchronousTestCase):
+    """Regular expressions are RE2's: what RE2 refuses is an unsupported rule, saying so."""
+
+    def _partial(self, match: dict[str, Any]) -> str | None:
+        route = _route("r")
+        route["spec"]["rules"].append(_rule_with(matches=[match]))
+        conditions = resolve(_inputs(route)).routes[0].parents[0].conditions
+        return next((c.message for c in conditions if c.type == "PartiallyInvalid"), None)
+
+    def _matches(self, pattern: str) -> list[dict[str, Any]]:
+        return [
+            {"path": {"type": "RegularExpression", "value": pattern}},
+            {"headers": [{"name": "x-id", "type": "RegularExpression", "value": pattern}]},
+            {"queryParams": [{"name": "q", "type": "RegularExpression", "value": pattern}]},
+        ]
+
+    def test_backreferences_and_lookarounds_are_refused(self) -> None:
+        """Valid Python ``re`` but not RE2: path, header and query matches all dropped, naming RE2."""
+        for pattern in (r"/(\w+)/\1", "/(?=a)b", "/(?<!x)y", "/["):
+            for match in self._matches(pattern):
+                with self.subTest(match=match):
+                    message = self._partial(match)
+                    self.assertIsNotNone(message)
+                    self.assertIn("RE2 syntax", message or "")
+
+    def test_re2_patterns_are_served(self) -> None:
+        """Nested quantifiers (catastrophic in backtracking engines) are linear in RE2: served."""
+        for pattern in ("/(a+)+b", r"/v[0-9]+/.*", "(a|aa)+"):
+            for match in self._matches(pattern):
+                with self.subTest(match=match):
+                    self.assertIsNone(self._partial(match))
+
+    def test_refused_pattern_prints_nothing(self) -> None:
+        """RE2's own error log is off: the route's condition is the only report."""
+        import os
+        import sys
+        import tempfile
+
+        with tempfile.TemporaryFile() as capture:
+            saved = os.dup(2)
+            sys.stderr.flush()
+            os.dup2(capture.fileno(), 2)
+            try:
+                self.assertIsNotNone(
+                    self._partial({"path": {"type": "RegularExpression", "value": "/(?=a)"}})
+                )
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            capture.seek(0)
+            self.assertEqual(capture.read(), b"")
+
+
 class ListenerTests(SynchronousTestCase):
     def _listeners(
         self,
