@@ -160,3 +160,19 @@ class GatewaySettingsTests(SynchronousTestCase):
         """``listener`` makes redirects name the HTTPS listener's own port."""
         settings = GatewaySettings.parse({"gateway.https.redirect-port": "listener"})
         self.assertIsNone(settings.listen.https_redirect_port)
+
+
+class WorkersSettingTests(SynchronousTestCase):
+    def test_workers(self) -> None:
+        """gateway.workers: 1 by default, a count, or auto (None: the composition counts the CPUs)."""
+        self.assertEqual(GatewaySettings.parse({}).workers, 1)
+        self.assertEqual(GatewaySettings.parse({"gateway.workers": "3"}).workers, 3)
+        self.assertEqual(GatewaySettings.parse({"gateway.workers": "0"}).workers, 0)
+        self.assertIsNone(GatewaySettings.parse({"gateway.workers": "auto"}).workers)
+        self.assertIsNone(GatewaySettings.parse({"gateway.workers": "AUTO"}).workers)
+
+    def test_bad_workers_refused(self) -> None:
+        """A negative count, a word other than auto, or an absurd count is refused by name."""
+        for value in ("-1", "many", "1000"):
+            e = self.assertRaises(SettingError, GatewaySettings.parse, {"gateway.workers": value})
+            self.assertIn("gateway.workers", str(e))

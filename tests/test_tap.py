@@ -368,3 +368,52 @@ class GatewayApiServingTests(TestCase):
         for host, path in (("www.example.com", "/echo/resource"), ("other.example.com", "/app/x")):
             missing = await get("http", path, host)
             self.assertEqual((missing.code, await missing.content())[0], 404)
+
+
+class WorkersWiringTests(SynchronousTestCase):
+    """``--workers``: one process as today, or a supervisor of worker processes."""
+
+    def supervisor(self, argv: list[str]) -> Any:
+        from twisted.internet.task import Clock
+
+        gateway = build_gateway(parse(argv, {}), Clock())
+        if gateway.workers is not None:
+            for group in gateway.workers.sockets.values():
+                for s in group:
+                    self.addCleanup(s.close)
+        return gateway
+
+    def test_one_worker_is_one_process(self) -> None:
+        """--workers 1 (the default) and 0 compose today's single process: traffic listeners here, no pool."""
+        for argv in ([], ["--workers", "1"], ["--workers", "0"]):
+            gateway = self.supervisor(argv)
+            self.assertIsNone(gateway.workers)
+            self.assertEqual(sorted(gateway.listeners), ["admin", "http", "https"])
+
+    def test_two_workers_make_a_supervisor(self) -> None:
+        """
+        --workers 2: the supervisor keeps the sources, reconciler and admin
+        port, serves no traffic itself, and holds two listening sockets per
+        listener on one port for its two workers.
+        """
+        gateway = self.supervisor(
+            ["--workers", "2", "--http", "tcp:0:interface=127.0.0.1", "--https", ""]
+        )
+        self.assertEqual(sorted(gateway.listeners), ["admin"])
+        self.assertEqual(len(gateway.workers.workers), 2)
+        (name, group), = gateway.workers.sockets.items()
+        self.assertEqual(name, "http")
+        self.assertEqual(len(group), 2)
+        self.assertEqual(len({s.getsockname() for s in group}), 1)
+        self.assertIsNotNone(gateway.reconciler)
+        # The supervisor is the last service: it stops (drains its workers) first.
+        self.assertIs(list(gateway)[-1], gateway.workers)
+
+    def test_listeners_workers_cannot_share_are_refused(self) -> None:
+        """With workers, a non-TCP listener is a usage error naming it."""
+        e = self.assertRaises(
+            usage.UsageError,
+            self.supervisor,
+            ["--workers", "2", "--http", "unix:/tmp/apimgw-test.sock", "--https", ""],
+        )
+        self.assertIn("unix:/tmp/apimgw-test.sock", str(e))

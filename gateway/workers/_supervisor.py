@@ -318,16 +318,20 @@ class WorkerPool(Service):
         if self._latest is None or any(w.busy for w in self.workers):
             return
         version, data = self._latest
-        for worker in self.workers:
-            if worker.channel is not None and worker.version < version:
-                worker.busy = True
-                worker.channel.send_encoded(data)
-                if self._rollout_timer is not None and self._rollout_timer.active():
-                    self._rollout_timer.cancel()
-                self._rollout_timer = self.reactor.callLater(
-                    self.rollout_timeout, self._rollout_late, worker, version
-                )
-                return
+        # The most out-of-date worker first: one that applied an older
+        # snapshot while a newer one arrived waits for the others.
+        behind = [w for w in self.workers if w.channel is not None and w.version < version]
+        if behind:
+            worker = min(behind, key=lambda w: (w.version, w.index))
+            worker.busy = True
+            assert worker.channel is not None
+            worker.channel.send_encoded(data)
+            if self._rollout_timer is not None and self._rollout_timer.active():
+                self._rollout_timer.cancel()
+            self._rollout_timer = self.reactor.callLater(
+                self.rollout_timeout, self._rollout_late, worker, version
+            )
+            return
         waiters, self._rolled_waiters = self._rolled_waiters, []
         for d in waiters:
             d.callback(None)
