@@ -58,11 +58,18 @@ class ListenerState:
     programmed: bool = False
     attached: set[str] = field(default_factory=set)
 
-    def admits_namespace(self, namespace: str, labels: Mapping[str, str]) -> bool:
-        """``allowedRoutes.namespaces``: may a route of ``namespace`` attach?"""
+    def admits_namespace(self, namespace: str, labels: Mapping[str, str] | None) -> bool:
+        """
+        ``allowedRoutes.namespaces``: may a route of ``namespace`` attach?
+        ``labels`` is ``None`` when the Namespace is not known (yet): a
+        selector then admits nothing, since reading it as "no labels"
+        would let ``NotIn``/``DoesNotExist`` admit it (fail closed).
+        """
         if self.allowed_from == "All":
             return True
         if self.allowed_from == "Selector":
+            if labels is None:
+                return False
             try:
                 return self.selector is not None and selector_matches(self.selector, labels)
             except InvalidSelector:

@@ -160,7 +160,7 @@ def _attach(
     ]
     if not any(state.programmed for state in named):
         return "NoMatchingParent", "no programmed listener matches sectionName/port", []
-    labels = ctx.namespace_labels.get(namespace, {})
+    labels = ctx.namespace_labels.get(namespace)  # None: not known, no selector admits it
     allowed = [
         state
         for state in named

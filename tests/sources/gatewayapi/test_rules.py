@@ -234,6 +234,41 @@ class SelectorTests(SynchronousTestCase):
         self.assertEqual(statuses["plain/out"].reason, "NotAllowedByListeners")
 
 
+    def test_selector_fails_closed_for_an_unknown_namespace(self) -> None:
+        """
+        A route whose Namespace is not in the cache (yet) is not admitted
+        by a selector, even one that admits every namespace without a
+        label (``DoesNotExist``, ``NotIn``); once the Namespace is known
+        without the label, it is.
+        """
+        for expression in (
+            {"key": "restricted", "operator": "DoesNotExist"},
+            {"key": "tier", "operator": "NotIn", "values": ["internal"]},
+        ):
+            gateway = _gateway(
+                allowed={
+                    "namespaces": {
+                        "from": "Selector",
+                        "selector": {"matchExpressions": [expression]},
+                    }
+                }
+            )
+            with self.subTest(expression=expression):
+                unknown = resolve(_inputs(_route("r", namespace="plain"), gateway=gateway))
+                self.assertEqual(
+                    unknown.routes[0].parents[0].conditions[0].reason, "NotAllowedByListeners"
+                )
+                self.assertEqual(unknown.listeners[0].hosts, ())
+                known = resolve(
+                    _inputs(
+                        _route("r", namespace="plain"),
+                        gateway=gateway,
+                        namespaces=(_namespace("plain", {}),),
+                    )
+                )
+                self.assertEqual(known.routes[0].parents[0].conditions[0].reason, "Accepted")
+
+
 class RouteStatusTests(SynchronousTestCase):
     def _accepted(self, route: dict[str, Any], **extra: Any) -> tuple[str, str]:
         result = resolve(_inputs(route, **extra))
