@@ -15,6 +15,7 @@ pushes the bodies, the listeners' certificates and the problems
 from ._bodies import BodiesMemo, bodies
 from ._grants import Reference, permitted
 from ._hostnames import effective_hostnames, host_matches, intersect, specificity
+from ._listeners import SecretChecks
 from ._matches import UnsupportedRule, precedence
 from ._publish import SOURCE
 from ._resolve import DEFAULT_CONTROLLER, GatewayApiInputs, GatewayApiSettings, resolve
@@ -75,6 +76,7 @@ __all__ = [
     "RouteStatus",
     "RuleFilters",
     "RulesMemo",
+    "SecretChecks",
     "URLRewrite",
     "UnsupportedRule",
     "bodies",

@@ -27,16 +27,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+
+from ..kubernetes import InvalidSecret, tls_secret_pem
 from ._grants import Reference, permitted
 from ._kube import GROUP, KubeObject, generation, key, meta, spec
 from ._selectors import InvalidSelector, selector_matches
 from ._types import Condition
 
-__all__ = ["ListenerState", "resolve_listeners"]
+__all__ = ["ListenerState", "SecretChecks", "resolve_listeners"]
 
 _PROTOCOLS = ("HTTP", "HTTPS")
 _ROUTE_KINDS = ((GROUP, "HTTPRoute"),)
-_TLS_SECRET_TYPE = "kubernetes.io/tls"
 
 
 @dataclass
@@ -84,15 +88,64 @@ def _condition(state: ListenerState, kind: str, ok: bool, reason: str, message: 
     state.conditions.append(Condition(kind, ok, reason, message, state.generation))
 
 
-def _secret_problem(secret: KubeObject | None) -> str | None:
-    if secret is None:
-        return "not found"
-    if secret.get("type") != _TLS_SECRET_TYPE:
-        return f"type is not {_TLS_SECRET_TYPE}"
-    data = secret.get("data") or {}
-    if not data.get("tls.crt") or not data.get("tls.key"):
-        return "tls.crt or tls.key missing"
+def _pem_problem(secret: KubeObject | None) -> str | None:
+    """
+    Why a Secret cannot serve as a listener's certificate, or ``None``:
+    missing, another type, an item missing or not base64 text, or text
+    that is not PEM (``tls.crt``: at least one X.509 certificate;
+    ``tls.key``: an unencrypted private key). Whether the two match is
+    translation's check, as for Ingress; RSA keys are parsed without
+    their (slow) consistency check for the same reason.
+    """
+    try:
+        cert_pem, key_pem = tls_secret_pem(secret)
+    except InvalidSecret as e:
+        return str(e)
+    try:
+        x509.load_pem_x509_certificates(cert_pem.encode("ascii"))
+    except (ValueError, UnsupportedAlgorithm):
+        return "tls.crt holds no PEM certificate"
+    try:
+        serialization.load_pem_private_key(
+            key_pem.encode("ascii"), password=None, unsafe_skip_rsa_key_validation=True
+        )
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return "tls.key holds no unencrypted PEM private key"
     return None
+
+
+class SecretChecks:
+    """
+    The verdict of each TLS Secret (:func:`_pem_problem`) kept from one
+    resolution to the next by ``(uid, resourceVersion)``: parsing a
+    certificate and key is cheap but not free, and every resolution checks
+    every named Secret again. Only the entries used by the last resolution
+    are kept (:meth:`begin`); Secrets without both (hand-built inputs) are
+    checked every time.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], str | None] = {}
+        self._used: dict[tuple[str, str], str | None] = {}
+        self.hits = 0
+
+    def begin(self) -> None:
+        """Start a resolution: forget what the last one did not use."""
+        self._entries, self._used = self._used, {}
+
+    def problem(self, secret: KubeObject | None) -> str | None:
+        m = meta(secret) if secret is not None else {}
+        uid, rv = m.get("uid"), m.get("resourceVersion")
+        if not (uid and rv):
+            return _pem_problem(secret)
+        version = (uid, rv)
+        if version in self._entries:
+            self.hits += 1
+            found = self._entries[version]
+        else:
+            found = _pem_problem(secret)
+        self._used[version] = found
+        return found
 
 
 def _certificates(
@@ -100,6 +153,7 @@ def _certificates(
     tls: Mapping[str, Any],
     secrets: Mapping[str, KubeObject],
     grants: Iterable[KubeObject],
+    checks: SecretChecks | None,
 ) -> tuple[tuple[str, ...], str | None, str]:
     """The usable certificate Secrets, and the first problem (reason, message)."""
     usable: list[str] = []
@@ -120,7 +174,11 @@ def _certificates(
             grants,
         ):
             problem = ("RefNotPermitted", f"Secret {target}: no ReferenceGrant allows it")
-        elif (why := _secret_problem(secrets.get(target))) is not None:
+        elif (
+            why := _pem_problem(secrets.get(target))
+            if checks is None
+            else checks.problem(secrets.get(target))
+        ) is not None:
             problem = ("InvalidCertificateRef", f"Secret {target}: {why}")
         else:
             usable.append(target)
@@ -149,8 +207,13 @@ def resolve_listeners(
     gateway: KubeObject,
     secrets: Mapping[str, KubeObject],
     grants: Iterable[KubeObject],
+    checks: SecretChecks | None = None,
 ) -> list[ListenerState]:
-    """Every listener of ``gateway``, validated, with its conditions (routes not attached yet)."""
+    """
+    Every listener of ``gateway``, validated, with its conditions (routes
+    not attached yet); ``checks`` keeps the Secrets' verdicts across
+    resolutions.
+    """
     grants = tuple(grants)
     namespace = meta(gateway).get("namespace", "")
     states: list[ListenerState] = []
@@ -183,7 +246,7 @@ def resolve_listeners(
         accepted = protocol in _PROTOCOLS
         if protocol == "HTTPS":
             state.certificates, reason, message = _certificates(
-                state, listener.get("tls") or {}, secrets, grants
+                state, listener.get("tls") or {}, secrets, grants, checks
             )
             if reason is not None and refs_reason is None:
                 refs_reason, refs_message = reason, message

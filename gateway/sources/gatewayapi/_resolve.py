@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from ._hostnames import specificity
 from ._kube import KubeObject, generation, key, meta, spec
-from ._listeners import ListenerState, resolve_listeners
+from ._listeners import ListenerState, SecretChecks, resolve_listeners
 from ._matches import precedence
 from ._routes import RouteContext, RulesMemo, attach_route
 from ._types import (
@@ -116,13 +116,19 @@ def _listener(
     )
 
 
-def resolve(inputs: GatewayApiInputs, memo: RulesMemo | None = None) -> Resolution:
+def resolve(
+    inputs: GatewayApiInputs,
+    memo: RulesMemo | None = None,
+    secret_checks: SecretChecks | None = None,
+) -> Resolution:
     """
     Resolve every Gateway API object of ours (see the module docstring).
 
     :param memo: the source's :class:`RulesMemo`, so that the rules of the
         HTTPRoutes that did not change are not read again; the result is
         the same with or without it.
+    :param secret_checks: the source's :class:`SecretChecks`, so that the
+        certificates of unchanged Secrets are not parsed again (idem).
     """
     settings = inputs.settings
     classes = [
@@ -136,7 +142,9 @@ def resolve(inputs: GatewayApiInputs, memo: RulesMemo | None = None) -> Resoluti
     gateways = [
         g for g in _sorted(inputs.gateways) if spec(g).get("gatewayClassName") in class_names
     ]
-    listeners = {key(g): resolve_listeners(g, secrets, grants) for g in gateways}
+    if secret_checks is not None:
+        secret_checks.begin()
+    listeners = {key(g): resolve_listeners(g, secrets, grants, secret_checks) for g in gateways}
     ctx = RouteContext(
         gateways=listeners,
         namespace_labels={

@@ -67,6 +67,7 @@ from ..kubernetes import (
     replica_identity,
 )
 from ._bodies import BodiesMemo
+from ._listeners import SecretChecks
 from ._publish import (
     SOURCE,
     certificates,
@@ -189,6 +190,7 @@ class GatewayApiSource(MultiService):
         #: (see :meth:`_upserted`).
         self._seen: dict[tuple[str, str, str], tuple[Any, ...]] = {}
         self._rules_memo = RulesMemo()
+        self._secret_checks = SecretChecks()
         self._bodies_memo = BodiesMemo()
         self._synced = False
         self._released: OneShot[None] = OneShot()
@@ -467,7 +469,7 @@ class GatewayApiSource(MultiService):
             # A newly named Secret is being fetched: publishing now would
             # take its listener down for a moment. The fetch resolves again.
             return
-        resolution = resolve(inputs, self._rules_memo)
+        resolution = resolve(inputs, self._rules_memo, self._secret_checks)
         self.resolutions += 1
         by_key = keyed(gateways)
         objects, problems = certificates(resolution, by_key, keyed(inputs.secrets))

@@ -42,6 +42,7 @@ HTTPRouteQueryParamMatching                           passes
 HTTPRouteInvalidNonExistentBackendRef                 passes (BackendNotFound, 500 backend)
 HTTPRouteInvalidParentRefNotMatchingSectionName       passes (NoMatchingParent)
 HTTPRouteHTTPSListener                                passes (certificates resolved; TLS not served)
+GatewayInvalidTLSConfiguration                        passes (InvalidCertificateRef, not programmed)
 ===================================================  =====================================
 """
 

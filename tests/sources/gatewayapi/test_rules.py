@@ -7,6 +7,7 @@ not reach.
 
 from __future__ import annotations
 
+import base64
 from typing import Any, ClassVar
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -19,6 +20,7 @@ from gateway.sources.gatewayapi import (
     Reference,
     ResolvedRule,
     RuleFilters,
+    SecretChecks,
     effective_hostnames,
     host_matches,
     intersect,
@@ -28,6 +30,7 @@ from gateway.sources.gatewayapi import (
     selector_matches,
     specificity,
 )
+from gateway.testing.certs import self_signed
 
 GROUP = "gateway.networking.k8s.io"
 
@@ -232,7 +235,6 @@ class SelectorTests(SynchronousTestCase):
         statuses = {r.route: r.parents[0].conditions[0] for r in resolve(inputs).routes}
         self.assertEqual(statuses["labelled/in"].reason, "Accepted")
         self.assertEqual(statuses["plain/out"].reason, "NotAllowedByListeners")
-
 
     def test_selector_fails_closed_for_an_unknown_namespace(self) -> None:
         """
@@ -554,11 +556,7 @@ class ListenerTests(SynchronousTestCase):
             "protocol": "HTTPS",
             "tls": {"certificateRefs": [{"name": "cert", "namespace": "certs"}]},
         }
-        secret = {
-            "metadata": {"name": "cert", "namespace": "certs"},
-            "type": "kubernetes.io/tls",
-            "data": {"tls.crt": "eA==", "tls.key": "eA=="},
-        }
+        secret = _tls_secret("cert", "certs")
         status = self._listeners(listener, secrets=(secret,))
         self.assertEqual(
             {c.type: c for c in status.listeners[0].conditions}["ResolvedRefs"].reason,
@@ -573,6 +571,72 @@ class ListenerTests(SynchronousTestCase):
         }
         status = self._listeners(listener, secrets=(secret,), grants=(grant,))
         self.assertTrue({c.type: c for c in status.listeners[0].conditions}["Programmed"].status)
+
+    def test_malformed_secret_is_an_invalid_certificate_ref(self) -> None:
+        """
+        A Secret whose items are base64 but not PEM (the conformance
+        manifest's "Hello world"), a key that is not a private key, or a
+        certificate that is a key: ResolvedRefs=False InvalidCertificateRef,
+        not programmed; a real certificate and key: programmed.
+        """
+        listener = {
+            "name": "https",
+            "port": 443,
+            "protocol": "HTTPS",
+            "tls": {"certificateRefs": [{"name": "cert"}]},
+        }
+        good = _tls_secret("cert", "ns")
+        hello = base64.b64encode(b"Hello world\n").decode()
+        cases = {
+            "hello world": {"tls.crt": hello, "tls.key": hello},
+            "key is not a key": {**good["data"], "tls.key": good["data"]["tls.crt"]},
+            "certificate is a key": {**good["data"], "tls.crt": good["data"]["tls.key"]},
+        }
+        for name, data in cases.items():
+            with self.subTest(name):
+                status = self._listeners(listener, secrets=({**good, "data": data},))
+                conditions = {c.type: c for c in status.listeners[0].conditions}
+                self.assertEqual(
+                    (conditions["ResolvedRefs"].status, conditions["ResolvedRefs"].reason),
+                    (False, "InvalidCertificateRef"),
+                )
+                self.assertIn("ns/cert", conditions["ResolvedRefs"].message)
+                self.assertFalse(conditions["Programmed"].status)
+        status = self._listeners(listener, secrets=(good,))
+        self.assertTrue({c.type: c for c in status.listeners[0].conditions}["Programmed"].status)
+
+    def test_secret_verdicts_are_kept_by_version(self) -> None:
+        """
+        With a :class:`SecretChecks`, an unchanged Secret (same uid and
+        resourceVersion) is not parsed again, and the verdict is the same;
+        a new resourceVersion is checked again.
+        """
+        gateway = _gateway()
+        gateway["spec"]["listeners"] = [
+            {
+                "name": "https",
+                "port": 443,
+                "protocol": "HTTPS",
+                "tls": {"certificateRefs": [{"name": "cert"}]},
+            }
+        ]
+        secret = _tls_secret("cert", "ns")
+        secret["metadata"].update(uid="u1", resourceVersion="1")
+        checks = SecretChecks()
+        first = resolve(_inputs(gateway=gateway, secrets=(secret,)), secret_checks=checks)
+        self.assertEqual(checks.hits, 0)
+        again = resolve(_inputs(gateway=gateway, secrets=(secret,)), secret_checks=checks)
+        self.assertEqual(checks.hits, 1)
+        self.assertEqual(again, first)
+        self.assertEqual(len(again.listeners), 1)
+        broken = {
+            **secret,
+            "metadata": {**secret["metadata"], "resourceVersion": "2"},
+            "data": {"tls.crt": secret["data"]["tls.key"], "tls.key": secret["data"]["tls.key"]},
+        }
+        changed = resolve(_inputs(gateway=gateway, secrets=(broken,)), secret_checks=checks)
+        self.assertEqual(checks.hits, 1)
+        self.assertEqual(changed.listeners, ())
 
     def test_unsupported_protocol_and_conflicts(self) -> None:
         """TCP is UnsupportedProtocol; two listeners on one port and hostname conflict."""
@@ -605,6 +669,19 @@ class ListenerTests(SynchronousTestCase):
 
 
 # --- builders --------------------------------------------------------------
+
+
+def _tls_secret(name: str, namespace: str) -> dict[str, Any]:
+    """A ``kubernetes.io/tls`` Secret holding a real self-signed certificate and key."""
+    cert = self_signed("example.com")
+    return {
+        "metadata": {"name": name, "namespace": namespace},
+        "type": "kubernetes.io/tls",
+        "data": {
+            "tls.crt": base64.b64encode(cert.chain_pem.encode()).decode(),
+            "tls.key": base64.b64encode(cert.key_pem.encode()).decode(),
+        },
+    }
 
 
 def _namespace(name: str, labels: dict[str, str]) -> dict[str, Any]:
