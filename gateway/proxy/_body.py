@@ -1,4 +1,8 @@
 """
+Request bodies: a bounded spool (:class:`BoundedBody`), and a body as it
+arrives (:class:`StreamedBody`, the strict HTTP/1.1 server's, streamed to
+the backend with backpressure).
+
 A bounded request-body spool.
 
 twisted.web reads the whole request body before ``render`` runs. This spool
@@ -32,7 +36,7 @@ _EMPTY: IO[bytes] = _Empty()
 class BoundedBody:
     """File-like sink for twisted.web's ``request.content``."""
 
-    __slots__ = ("limit", "size", "exceeded", "_file")
+    __slots__ = ("_file", "exceeded", "limit", "size")
 
     def __init__(self, limit: int, declared_length: int | None = None) -> None:
         self.limit = limit
@@ -53,7 +57,7 @@ class BoundedBody:
             self._file = _EMPTY
             return
         if self.size > MEMORY_THRESHOLD and isinstance(self._file, io.BytesIO):
-            spilled = tempfile.TemporaryFile()
+            spilled = tempfile.TemporaryFile()  # noqa: SIM115 - kept open as the body
             spilled.write(self._file.getvalue())
             self._file = spilled
         self._file.write(data)

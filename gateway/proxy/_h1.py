@@ -23,9 +23,13 @@ answers to the requests before it, and never reaches the resource.
 
 Pipelining: requests are parsed as they arrive and queued; the resource
 renders one at a time, in order; the connection stops reading once
-``max_pipelined`` requests wait. Request bodies are collected into a
+``max_pipelined`` requests wait. A resource that declares
+``streams_request_body`` (the proxy) is rendered at the end of the header
+section with a :class:`~gateway.proxy._body.StreamedBody` that it takes as
+it arrives (the channel stops reading while the source holds its
+high-water mark); other resources get the body collected into a
 :class:`~gateway.proxy._body.BoundedBody` before rendering, as with
-twisted.web (streaming them to the backend is part 2 of issue 11).
+twisted.web.
 """
 
 from __future__ import annotations
