@@ -80,6 +80,11 @@ class ListenerState:
                 return False
         return namespace == self.namespace
 
+    @property
+    def serves_http(self) -> bool:
+        """Whether HTTPRoutes may attach at all (HTTP or HTTPS, whatever else is wrong)."""
+        return self.protocol in _PROTOCOLS
+
     def admits_kind(self, kind: str) -> bool:
         return kind in self.kinds
 

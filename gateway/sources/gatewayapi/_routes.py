@@ -158,13 +158,18 @@ def _attach(
         for state in listeners
         if parent.section_name in (None, state.name) and parent.port in (None, state.port)
     ]
-    if not any(state.programmed for state in named):
-        return "NoMatchingParent", "no programmed listener matches sectionName/port", []
+    if not named:
+        return "NoMatchingParent", "no listener matches sectionName/port", []
     labels = ctx.namespace_labels.get(namespace)  # None: not known, no selector admits it
+    # Whether a listener is programmed does not matter here: the spec
+    # counts attachedRoutes "even if the Accepted condition of an
+    # individual Listener is set to False" (GatewayWithAttachedRoutes: a
+    # listener whose Secret is missing has its route attached). Only
+    # programmed listeners serve the rules (attach_route).
     allowed = [
         state
         for state in named
-        if state.programmed
+        if state.serves_http
         and state.admits_namespace(namespace, labels)
         and state.admits_kind("HTTPRoute")
     ]
@@ -217,6 +222,8 @@ def attach_route(route: KubeObject, ctx: RouteContext) -> Attachment:
         result.parents.append(RouteParentStatus(parent, ctx.controller_name, tuple(conditions)))
         for state, found in hosts:
             state.attached.add(key(route))
+            if not state.programmed:
+                continue  # counted and accepted, not served
             for host in found:
                 # Two parentRefs reaching one listener (by name and by
                 # sectionName, say) serve its rules once.

@@ -43,6 +43,7 @@ HTTPRouteInvalidNonExistentBackendRef                 passes (BackendNotFound, 5
 HTTPRouteInvalidParentRefNotMatchingSectionName       passes (NoMatchingParent)
 HTTPRouteHTTPSListener                                passes (certificates resolved; TLS not served)
 GatewayInvalidTLSConfiguration                        passes (InvalidCertificateRef, not programmed)
+GatewayWithAttachedRoutes                             passes (counted on an unprogrammed listener too)
 ===================================================  =====================================
 """
 
