@@ -15,6 +15,7 @@ from gateway.upstream import (
     BackendConnectionLost,
     BackendPool,
     BackendResponseTimeout,
+    Balancer,
     RequestBodyError,
 )
 
@@ -161,3 +162,20 @@ class StreamedUploadTests(ClientTestCase):
         await second.done
         self.assertFailedWith(second, BackendConnectionLost)
         self.assertEqual(pool.retries, 0)
+
+    async def test_refused_endpoint_moves_with_the_whole_body(self) -> None:
+        """Nothing went to a refused endpoint: a streamed POST goes to the next one, whole."""
+        dead = await self.dead_backend()
+        server, live = self.start_backend(answer(ok(b"created")))
+        pool = self.make_pool()
+        source = StreamedBody(10**9, None)
+        source.write(b"a" * 100_000)
+        sink = RecordingSink()
+        pool.request(
+            dead, b"POST", b"/", [(b"Host", b"x")], None, -1, sink, Balancer((dead, live)), source=source
+        )
+        source.write(b"b" * 100_000)
+        source.finish()
+        await sink.done
+        self.assertEqual((sink.calls[0], sink.calls[-1], sink.body), ("moved", "finished", b"created"))
+        self.assertEqual(server.requests[-1].body, b"a" * 100_000 + b"b" * 100_000)
