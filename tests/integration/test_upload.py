@@ -16,7 +16,7 @@ import json
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from httptools import HttpRequestParser
@@ -27,8 +27,19 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 
-from gateway.model import Certificate
+from gateway.model import Certificate, ObjectRef
+from gateway.routing import Generation, RouteTable
 from gateway.testing.certs import CertificateAuthority
+from gateway.translate import (
+    KIND_ROUTE,
+    PREFIX,
+    PathChange,
+    Rewrite,
+    RouteEntry,
+    Variant,
+    WeightedBackend,
+    parse_backend,
+)
 
 from .harness import GatewayTestCase
 from .tlsclient import tls_connect
@@ -462,6 +473,65 @@ class TLSTests(UploadTestCase):
     def _settled(self) -> Any:
         channels = self.gateway.listeners["https"].site.h1.channels
         return self.wait_for(lambda: all(c._gone or c.is_idle() for c in list(channels)))
+
+
+class VariantTests(UploadTestCase):
+    """A Gateway API rule (the variant path) streams too."""
+
+    extra_args = ["--max-body", str(2 * LARGE)]  # noqa: RUF012 (as the harness declares it)
+
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        yield super().setUp()
+        origin = ObjectRef("gateway-api", "httproutes", "ns/upload")
+        backend = parse_backend(self.counting_url)
+        variant = Variant(
+            label="ns/upload rule",
+            origin=origin,
+            schemes=None,
+            method=None,
+            headers=(),
+            query=(),
+            backends=(WeightedBackend(backend, 1),),
+            rewrite=Rewrite(None, PathChange("prefix", "/rewritten")),
+        )
+        entry = RouteEntry(
+            host="",
+            path="/variant",
+            match=PREFIX,
+            kind=KIND_ROUTE,
+            backend=backend,
+            origin=origin,
+            modified=0.0,
+            label="ns/upload /variant",
+            variants=(variant,),
+        )
+        reconciler = self.gateway.reconciler
+        current = reconciler.current
+        assert current is not None
+        entries = (*current.config.routes, entry)
+        reconciler.current = Generation(
+            current.number + 1,
+            replace(current.config, routes=entries),
+            RouteTable.build(list(entries)),
+            current.created,
+            current.sni,
+        )
+
+    @inlineCallbacks
+    def test_streamed_through_a_rule(self) -> Any:
+        """A chunked 64 MB upload through a rule with a URL rewrite arrives whole, chunked, at the rewritten path."""
+        total = 64 * MiB
+        status, _, body = yield deferToThread(
+            upload, self.port, "/variant/up", total, chunked=True, pause_after_head=0.2
+        )
+        self.assertEqual(status, 200, body)
+        answer = json.loads(body)
+        self.assertEqual(
+            (answer["received"], answer["chunked"], answer["sha256"]),
+            (total, "chunked", body_digest(total)),
+        )
+        self.assertEqual(self.counting.seen[-1].path, "/rewritten/up")
 
 
 class LimitTests(UploadTestCase):
