@@ -113,6 +113,8 @@ class Gateway(GatewayProcess):
             "k8s.gateway.enabled": "true",
             "k8s.gateway.namespace": NAMESPACE,
             "k8s.gateway.config.path": kubeconfig,
+            # The backends are ExternalName Services naming 127.0.0.1.
+            "k8s.gateway.allow-external-name": "true",
             "telemetry.logs.std": "none",
             "POD_NAME": "bench",
             "POD_NAMESPACE": NAMESPACE,

@@ -185,6 +185,9 @@ class GatewayApiProcessTests(TestCase):
                 "k8s.gateway.enabled": "true",
                 "k8s.gateway.config.path": kubeconfig,
                 "k8s.gateway.namespace": "",
+                # The backends are ExternalName Services naming 127.0.0.1,
+                # which the gateway refuses unless allowed (SSRF).
+                "k8s.gateway.allow-external-name": "true",
                 "telemetry.logs.std": "none",
                 "POD_NAME": name,
                 "POD_NAMESPACE": "default",

@@ -51,6 +51,8 @@ class GatewayApiSettings:
 
     controller_name: str = DEFAULT_CONTROLLER
     dns_suffix: str = "svc.cluster.local"
+    #: Serve backendRefs to ``ExternalName`` Services (off: SSRF, CVE-2021-25740).
+    allow_external_name: bool = False
 
 
 @dataclass(frozen=True)
@@ -155,9 +157,10 @@ def resolve(
         controller_name=settings.controller_name,
         dns_suffix=settings.dns_suffix,
         memo=memo,
+        allow_external_name=settings.allow_external_name,
     )
     if memo is not None:
-        memo.begin(ctx.services, ctx.grants, settings.dns_suffix)
+        memo.begin(ctx.services, ctx.grants, settings.dns_suffix, settings.allow_external_name)
     served: dict[int, dict[str | None, list[ResolvedRule]]] = {}
     route_status = []
     for route in _sorted(inputs.http_routes):

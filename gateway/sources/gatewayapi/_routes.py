@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ._backends import read_backends
+from ._backends import EXTERNAL_NAME_SETTING, UNSUPPORTED_VALUE, read_backends
 from ._hostnames import effective_hostnames
 from ._kube import GROUP, KubeObject, creation_time, generation, key, meta, spec
 from ._listeners import ListenerState
@@ -55,15 +55,21 @@ class RulesMemo:
         uid, rv = m.get("uid"), m.get("resourceVersion")
         return (uid, rv) if uid and rv else None
 
-    def begin(self, services: Mapping[str, KubeObject], grants: Sequence[KubeObject],
-              dns_suffix: str) -> None:
+    def begin(
+        self,
+        services: Mapping[str, KubeObject],
+        grants: Sequence[KubeObject],
+        dns_suffix: str,
+        allow_external_name: bool = False,
+    ) -> None:
         """Start a resolution: keep the entries only if what they read is unchanged."""
         basis = (
             dns_suffix,
+            allow_external_name,
             tuple(sorted((k, meta(s).get("resourceVersion")) for k, s in services.items())),
             tuple((key(g), meta(g).get("resourceVersion")) for g in grants),
         )
-        if basis != self._basis or any(v is None for _, v in basis[1] + basis[2]):
+        if basis != self._basis or any(v is None for _, v in basis[2] + basis[3]):
             self._entries = {}
         else:
             # Only the routes of the last resolution: deleted ones go.
@@ -95,6 +101,7 @@ class RouteContext:
     controller_name: str
     dns_suffix: str
     memo: RulesMemo | None = None
+    allow_external_name: bool = False
 
 
 @dataclass
@@ -121,7 +128,12 @@ def _rules(route: KubeObject, ctx: RouteContext) -> tuple[list[ResolvedRule], li
             problems.append(f"rule {index}: {e}")
             continue
         backends = read_backends(
-            rule.get("backendRefs") or (), namespace, ctx.services, ctx.grants, ctx.dns_suffix
+            rule.get("backendRefs") or (),
+            namespace,
+            ctx.services,
+            ctx.grants,
+            ctx.dns_suffix,
+            ctx.allow_external_name,
         )
         for match_index, match in enumerate(matches):
             served.append(
@@ -135,6 +147,9 @@ def _rules(route: KubeObject, ctx: RouteContext) -> tuple[list[ResolvedRule], li
 def _resolved_refs(rules: Sequence[ResolvedRule]) -> tuple[bool, str, str]:
     for rule in rules:
         for backend in rule.backends:
+            if backend.problem == UNSUPPORTED_VALUE:
+                why = f"ExternalName Services are not served (setting {EXTERNAL_NAME_SETTING})"
+                return False, backend.problem, f"rule {rule.rule}: backend {backend.service}: {why}"
             if backend.problem is not None:
                 return False, backend.problem, f"rule {rule.rule}: backend {backend.service}"
     return True, "ResolvedRefs", ""

@@ -139,6 +139,7 @@ class GatewayApiSource(MultiService):
         environ: Mapping[str, str] = os.environ,
         coalesce: float = 0.01,
         lease_timing: tuple[float, float, float] = (15.0, 10.0, 2.0),
+        allow_external_name: bool = False,
     ) -> None:
         """
         :param controller_name: ``k8s.gateway.controller``: the
@@ -156,13 +157,20 @@ class GatewayApiSource(MultiService):
         :param election_id: the Lease electing the replica that writes
             status; ``None``: no election, this replica writes.
         :param lease_timing: lease duration, renew deadline, retry period.
+        :param allow_external_name: ``k8s.gateway.allow-external-name``:
+            serve backendRefs to ``ExternalName`` Services (off by default:
+            a tenant could name localhost or a metadata endpoint).
         """
         super().__init__()
         self._store = store
         #: ``IReactorTime`` (typed ``Any``: the interface's methods do not type-check).
         self._reactor: Any = reactor
         self.controller_name = controller_name
-        self.settings = GatewayApiSettings(controller_name=controller_name, dns_suffix=dns_suffix)
+        self.settings = GatewayApiSettings(
+            controller_name=controller_name,
+            dns_suffix=dns_suffix,
+            allow_external_name=allow_external_name,
+        )
         self.namespace = namespace
         self._config_path = config_path
         self.client = client

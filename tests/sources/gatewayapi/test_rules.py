@@ -8,18 +8,21 @@ not reach.
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from gateway.sources.gatewayapi import (
     GatewayApiInputs,
+    GatewayApiSettings,
     HostRoutes,
     InvalidSelector,
     Match,
     Reference,
     ResolvedRule,
     RuleFilters,
+    RulesMemo,
     SecretChecks,
     effective_hostnames,
     host_matches,
@@ -299,6 +302,54 @@ class RouteStatusTests(SynchronousTestCase):
         route = _route("r")
         route["spec"]["rules"][0]["backendRefs"][0]["kind"] = "Pod"
         self.assertEqual(self._accepted(route)[1], "InvalidKind")
+
+    def test_external_name_service_is_refused_by_default(self) -> None:
+        """
+        A backendRef to an ExternalName Service (a tenant could name
+        localhost or a metadata endpoint) has no URL and the problem
+        UnsupportedValue; the route is Accepted with ResolvedRefs=False
+        UnsupportedValue naming the setting. With the setting on, it is
+        served at the external name.
+        """
+        route = _route("r", backend="ext")
+        external = {
+            "metadata": {"name": "ext", "namespace": "ns"},
+            "spec": {"type": "ExternalName", "externalName": "169.254.169.254"},
+        }
+        inputs = _inputs(route)
+        inputs = replace(inputs, services=(*inputs.services, external))
+        result = resolve(inputs)
+        accepted, refs = result.routes[0].parents[0].conditions
+        self.assertEqual((accepted.status, accepted.reason), (True, "Accepted"))
+        self.assertEqual((refs.status, refs.reason), (False, "UnsupportedValue"))
+        self.assertIn("k8s.gateway.allow-external-name", refs.message)
+        (backend,) = result.listeners[0].hosts[0].rules[0].backends
+        self.assertEqual((backend.url, backend.problem), (None, "UnsupportedValue"))
+
+        allowed = resolve(replace(inputs, settings=GatewayApiSettings(allow_external_name=True)))
+        (backend,) = allowed.listeners[0].hosts[0].rules[0].backends
+        self.assertEqual((backend.url, backend.problem), ("http://169.254.169.254:80", None))
+        self.assertTrue(allowed.routes[0].parents[0].conditions[1].status)
+
+    def test_external_name_setting_invalidates_the_memo(self) -> None:
+        """A RulesMemo does not hand out rules read under the other setting."""
+        route = _route("r", backend="ext")
+        route["metadata"].update(uid="u", resourceVersion="1")
+        external = {
+            "metadata": {"name": "ext", "namespace": "ns", "resourceVersion": "1"},
+            "spec": {"type": "ExternalName", "externalName": "example.net"},
+        }
+        inputs = _inputs(route)
+        inputs = replace(inputs, services=(external,))
+        memo = RulesMemo()
+        refused = resolve(inputs, memo)
+        allowed = resolve(
+            replace(inputs, settings=GatewayApiSettings(allow_external_name=True)), memo
+        )
+        self.assertIsNone(refused.listeners[0].hosts[0].rules[0].backends[0].url)
+        self.assertEqual(
+            allowed.listeners[0].hosts[0].rules[0].backends[0].url, "http://example.net:80"
+        )
 
     def test_unsupported_filter_drops_the_rule(self) -> None:
         """An unsupported filter drops its rule: PartiallyInvalid, or not Accepted when none is left."""

@@ -474,6 +474,45 @@ class SourceTests(TestCase):
         self.assertEqual(self._certificates(), [])
         self.assertIn("infra/web", served(source.resolution))
 
+    async def _external_name_world(self, **kwargs: Any) -> GatewayApiSource:
+        external = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "ext", "namespace": INFRA},
+            "spec": {"type": "ExternalName", "externalName": "127.0.0.1"},
+        }
+        source = await self._start(
+            gateway_class(),
+            gateway(secret=None),
+            external,
+            http_route("web", INFRA, "/web", "ext"),
+            **kwargs,
+        )
+        await source.when_synced()
+        return source
+
+    async def test_external_name_is_not_served_by_default(self) -> None:
+        """
+        A route to an ExternalName Service: no URL in the store (answered
+        500), and a problem naming the setting that would allow it.
+        """
+        source = await self._external_name_world()
+        self.assertEqual(self._stored(), {"infra/web": [("/web", None)]})
+        self.assertTrue(
+            any(
+                p.startswith("HTTPRoute/infra/web: ") and "k8s.gateway.allow-external-name" in p
+                for p in self._problems()
+            ),
+            self._problems(),
+        )
+        self.assertFalse(source.settings.allow_external_name)
+
+    async def test_external_name_allowed(self) -> None:
+        """``allow_external_name=True``: the external name is the backend, no problem."""
+        await self._external_name_world(allow_external_name=True)
+        self.assertEqual(self._stored(), {"infra/web": [("/web", "http://127.0.0.1:8080")]})
+        self.assertEqual(self._problems(), [])
+
     async def test_outage_keeps_the_last_state_and_resumes(self) -> None:
         """
         With the API server down the store keeps what it held (no empty
