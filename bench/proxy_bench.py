@@ -23,8 +23,15 @@ warmed up, measured, and stopped by its PID (SIGTERM, then SIGKILL). The
 results are printed as a table with the apimgw ratios and written as JSON
 to bench/out/proxy-<timestamp>.json.
 
+With ``--workers N`` (N > 1) apimgw runs N worker processes
+(``GATEWAY_WORKERS``, docs/workers.md) and nginx N workers, and nothing is
+pinned: on the 2-CPU machine the proxies' workers share both CPUs with wrk
+and the backend, so the figures are whole-machine throughput, and the CPU
+per request (the proxy's processes, supervisor and workers included, or
+nginx's master and workers) is the comparable figure.
+
 Run: python bench/proxy_bench.py [--duration 10] [--connections 50]
-     [--threads 1] [--only backend,nginx,stock] [--profile]
+     [--threads 1] [--only backend,nginx,stock] [--profile] [--workers 2]
 """
 
 from __future__ import annotations
@@ -422,16 +429,22 @@ def start_nginx(
     name: str,
     template: str,
     cpu: int | None,
+    workers: int = 1,
     **values: Any,
 ) -> tuple[subprocess.Popen[bytes], Path, list[str]]:
     """
     Start nginx in the foreground (``daemon off``) from its own prefix
-    directory under ``workdir``.
+    directory under ``workdir``, with ``workers`` worker processes.
     """
     prefix = workdir / name
     prefix.mkdir(mode=0o755)
     conf = prefix / "nginx.conf"
-    conf.write_text(_fill(template, prefix=prefix, body=BODY, **values))
+    text = _fill(template, prefix=prefix, body=BODY, **values)
+    if workers != 1:
+        if "worker_processes 1;" not in text:
+            raise BenchError(f"{template}: no 'worker_processes 1;' to set {workers} workers in")
+        text = text.replace("worker_processes 1;", f"worker_processes {workers};")
+    conf.write_text(text)
     log = prefix / "error.log"
     argv = pinned(
         [nginx, "-p", f"{prefix}/", "-c", str(conf), "-e", str(log)],
@@ -454,6 +467,8 @@ class Settings:
     apimgw_from: str
     out_dir: Path
     stamp: str
+    #: worker processes of the proxy under test (apimgw and nginx)
+    workers: int = 1
 
 
 def _apimgw_argv(
@@ -662,6 +677,7 @@ def start_proxy(
             "nginx-proxy",
             "nginx-proxy.conf.in",
             cpu,
+            workers=settings.workers,
             port=port,
             backend_port=backend_port,
         )
@@ -714,6 +730,7 @@ def start_proxy(
     # once wrk has finished).
     env["GATEWAY_SHUTDOWN_DELAY"] = "0"
     env["GATEWAY_SHUTDOWN_GRACE"] = "2"
+    env["GATEWAY_WORKERS"] = str(settings.workers)
     if settings.apimgw_from == "tree":
         # Benchmark the working tree: twistd then also finds the plugin in
         # the tree's twisted/plugins/.
@@ -968,6 +985,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="seconds of py-spy recording (default: --duration, at most 10)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes of apimgw (GATEWAY_WORKERS) and nginx; above 1 nothing is pinned",
+    )
     parser.add_argument("--out-dir", type=Path, default=BENCH_DIR / "out")
     parser.add_argument(
         "--keep-temp", action="store_true", help="keep the temporary directory (configs and logs)"
@@ -975,6 +998,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads > args.connections or min(args.duration, args.threads, args.repeat) < 1:
         parser.error("need --duration >= 1, --repeat >= 1 and 1 <= --threads <= --connections")
+    if not 1 <= args.workers <= 64:
+        parser.error("need 1 <= --workers <= 64")
 
     stamp = timestamp()
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -989,6 +1014,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         apimgw_from=args.apimgw_from,
         out_dir=args.out_dir,
         stamp=stamp,
+        workers=args.workers,
     )
     signal.signal(signal.SIGTERM, _on_sigterm)
     procs = Processes(stop_timeout=STOP_TIMEOUT)
@@ -999,6 +1025,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         nginx, wrk_path = ensure_tools()
         load_cpu, proxy_cpu, plan = cpu_plan()
+        if args.workers > 1:
+            load_cpu = proxy_cpu = None
+            plan = (
+                f"{args.workers} proxy workers (apimgw and nginx): nothing pinned; the proxies, "
+                "wrk and the backend share every CPU"
+            )
         print(f"pinning: {plan}", flush=True)
         wrk = Wrk(wrk_path, args.threads, args.connections, load_cpu, procs)
 
@@ -1066,6 +1098,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "backend_body_bytes": len(BODY),
             "apimgw_cmd": args.apimgw_cmd,
             "apimgw_from": args.apimgw_from,
+            "workers": args.workers,
         },
         "cases": {name: asdict(r) for name, r in results.items()},
         "ratios": ratios(results),
