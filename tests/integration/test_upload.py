@@ -403,6 +403,20 @@ class StreamingTests(UploadTestCase):
         self.assertTrue(first.startswith(b"HTTP/1.1 500 "), first)
 
     @inlineCallbacks
+    def test_client_leaves_mid_upload(self) -> Any:
+        """A client that closes after part of its body: the backend sees its request aborted; nothing hangs."""
+
+        def run() -> None:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=20) as sock:
+                sock.sendall(_head("POST", "/plain/leaving", 64 * MiB))
+                _send_generated(sock.sendall, 3 * MiB)
+
+        yield deferToThread(run)
+        yield self.wait_for(lambda: bool(self.counting.seen) and self.last("leaving").aborted)
+        self.assertLess(self.last("leaving").received, 64 * MiB)
+        self.assertEqual(self.gateway.listeners["http"].resource.in_flight, 0)
+
+    @inlineCallbacks
     def test_early_backend_answer(self) -> Any:
         """A backend answering 401 before reading the body ends the client's request; the gateway serves on."""
         status, headers, body = yield deferToThread(upload, self.port, "/plain/early", 8 * MiB)
