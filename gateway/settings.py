@@ -149,6 +149,13 @@ SETTINGS: tuple[Setting, ...] = (
         "(empty: all; GatewayClasses are cluster-scoped)",
     ),
     Setting(
+        "k8s.gateway.allow-external-name",
+        None,
+        "false",
+        "serve HTTPRoute backendRefs to ExternalName Services (off: a tenant could name "
+        "localhost or a metadata endpoint)",
+    ),
+    Setting(
         "k8s.gateway.election-id",
         None,
         "apimgw-gateway-api",
@@ -561,6 +568,8 @@ class GatewayApiSourceSettings:
     :ivar config_path: ``k8s.gateway.config.path``, else
         ``k8s.ingress.config.path``; ``None``: in-cluster or ``KUBECONFIG``.
     :ivar election_id: ``None``: no election, this replica writes status.
+    :ivar allow_external_name: serve backendRefs to ``ExternalName``
+        Services (``k8s.gateway.allow-external-name``).
     """
 
     controller: str
@@ -568,6 +577,7 @@ class GatewayApiSourceSettings:
     dns_suffix: str
     config_path: str | None
     election_id: str | None
+    allow_external_name: bool = False
 
     @classmethod
     def parse(cls, values: Mapping[str, str]) -> GatewayApiSourceSettings | None:
@@ -592,6 +602,7 @@ class GatewayApiSourceSettings:
                 or None
             ),
             election_id=_text(values, "k8s.gateway.election-id") or None,
+            allow_external_name=flag(values.get("k8s.gateway.allow-external-name")),
         )
 
 

@@ -639,6 +639,7 @@ def _gateway_api_source(
         require_configuration=alone,
         election_id=settings.election_id,
         environ=environ,
+        allow_external_name=settings.allow_external_name,
     )
 
 
@@ -818,6 +819,9 @@ def build_worker(start: WorkerStart, reactor: Any, on_lost: Callable[[], None]) 
     return top, link
 
 
+_RECONCILER_NAMESPACE = f"{Reconciler.__module__}.{Reconciler.__name__}"
+
+
 def _worker_logging(start: WorkerStart) -> None:
     """
     A worker logs where its supervisor does, each line marked with the
@@ -838,7 +842,16 @@ def _worker_logging(start: WorkerStart) -> None:
         return "".join(where + line + "\n" for line in text.splitlines())
 
     observer: Any = FileLogObserver(sys.stdout, forwarded if start.log_to_supervisor else formatted)
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+    def without_duplicates(event: dict[str, Any]) -> None:
+        # The supervisor's reconciler reports the same problems, shadowed
+        # routes and generations from the same objects: a worker's own
+        # reconciler logs only its failures.
+        if event.get("log_namespace") == _RECONCILER_NAMESPACE and "log_failure" not in event:
+            return
+        observer(event)
+
+    globalLogBeginner.beginLoggingTo([without_duplicates], redirectStandardIO=False)
 
 
 def worker_main() -> None:

@@ -143,6 +143,12 @@ class GatewaySettingsTests(SynchronousTestCase):
         ).gateway_api
         assert own is not None
         self.assertEqual(own.config_path, "/gw.kubeconfig")
+        self.assertFalse(own.allow_external_name)
+        allowed = GatewaySettings.parse(
+            {"k8s.gateway.enabled": "true", "k8s.gateway.allow-external-name": "true"}
+        ).gateway_api
+        assert allowed is not None
+        self.assertTrue(allowed.allow_external_name)
 
     def test_gateway_api_off_ignores_its_settings(self) -> None:
         """Not enabled: no Gateway API settings, and an unusable controller is not even read."""

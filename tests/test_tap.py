@@ -159,6 +159,7 @@ class GatewayApiWiringTests(SynchronousTestCase):
                 "k8s.gateway.election-id": "",
                 "k8s.gateway.config.path": "/kubeconfig",
                 "k8s.ingress.dns.suffix": "cluster.example",
+                "k8s.gateway.allow-external-name": "true",
             }
         )
         source = gateway.gateway_api
@@ -167,6 +168,8 @@ class GatewayApiWiringTests(SynchronousTestCase):
             ("example.com/gw", "infra", None, "/kubeconfig"),
         )
         self.assertEqual(source.settings.dns_suffix, "cluster.example")
+        self.assertTrue(source.settings.allow_external_name)
+        self.assertFalse(self._build().gateway_api.settings.allow_external_name)
 
     def test_beside_ingress_neither_holds_the_other_back(self) -> None:
         """With Ingress on too, both sources run, each with its own Lease, neither required alone."""
@@ -343,6 +346,8 @@ class GatewayApiServingTests(TestCase):
                 "k8s.gateway.enabled": "true",
                 "k8s.gateway.config.path": kube.kubeconfig(os.path.abspath(self.mktemp())),
                 "k8s.gateway.election-id": "",
+                # The backend is an ExternalName Service naming 127.0.0.1.
+                "k8s.gateway.allow-external-name": "true",
                 "telemetry.logs.std": "none",
             },
         )
