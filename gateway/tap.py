@@ -851,7 +851,8 @@ def _worker_logging(start: WorkerStart) -> None:
             return
         observer(event)
 
-    globalLogBeginner.beginLoggingTo([without_duplicates], redirectStandardIO=False)
+    observers: list[Any] = [without_duplicates]
+    globalLogBeginner.beginLoggingTo(observers, redirectStandardIO=False)
 
 
 def worker_main() -> None:

@@ -118,8 +118,8 @@ class WorkerPool(Service):
     :param forward_logs: the workers' stdout and stderr are pipes whose
         lines the pool logs (twistd logs to a file); else the workers share
         the supervisor's stdout and stderr.
-    :param health: the supervisor's readiness (``/readyz``), not ready from
-        the start of the drain.
+    :param health: the supervisor's readiness (``/readyz``): waiting until
+        a worker serves, not ready from the start of the drain.
     """
 
     _log = Logger()
@@ -164,8 +164,18 @@ class WorkerPool(Service):
 
     def startService(self) -> None:
         super().startService()
+        self._update_readiness()
         for worker in self.workers:
             self._spawn(worker)
+
+    def _update_readiness(self) -> None:
+        """``/readyz`` waits until a worker serves (the sources alone serve nothing)."""
+        if self.health is None:
+            return
+        if any(w.process is not None and w.generation for w in self.workers):
+            self.health.waiting.pop("workers", None)
+        else:
+            self.health.waiting["workers"] = "no worker process serves a configuration yet"
 
     def _spawn(self, worker: _Worker) -> None:
         self._restarts.pop(worker.index, None)
@@ -200,6 +210,7 @@ class WorkerPool(Service):
         worker.ended = Deferred()
         worker.busy = False
         worker.version = 0
+        worker.generation = 0
         channel.send(self._start_message(worker.index, listeners))
         self._log.info("Worker {index} started (pid {pid})", index=worker.index, pid=worker.pid)
         if self._latest is not None:
@@ -225,8 +236,11 @@ class WorkerPool(Service):
             worker.channel.close()
             worker.channel = None
         was_busy, worker.busy = worker.busy, False
+        worker.generation = 0
         if ended is not None:
             ended.callback(None)
+        if self.running:
+            self._update_readiness()
         if not self.running:
             self._log.info(
                 "Worker {index} (pid {pid}) exited ({code})",
@@ -361,6 +375,7 @@ class WorkerPool(Service):
             worker.version = max(worker.version, message.version)
             worker.generation = message.generation
             worker.busy = False
+            self._update_readiness()
             if self._rollout_timer is not None and self._rollout_timer.active():
                 self._rollout_timer.cancel()
             self._roll()

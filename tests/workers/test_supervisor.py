@@ -131,3 +131,24 @@ class BookkeepingTests(SynchronousTestCase):
         self.assertEqual(families["apimgw_workers"].samples[0].value, 1)
         restarts = {s.labels["worker"]: s.value for s in families["apimgw_worker_restarts"].samples if s.name.endswith("_total")}
         self.assertEqual(restarts, {"1": 0, "2": 2})
+
+
+class ReadinessTests(SynchronousTestCase):
+    def test_ready_once_a_worker_serves(self) -> None:
+        """The supervisor's readiness waits for a worker's acknowledged generation, and again when none is left."""
+        from gateway.observability import Health
+
+        health = Health()
+        health.generation = 1
+        pool, _, _ = pool_with_channels()
+        pool.health = health
+        pool._update_readiness()
+        self.assertFalse(health.ready)
+        self.assertIn("workers", health.describe())
+        pool.publish(Snapshot(1))
+        pool._received(pool.workers[0], Applied(1, 1))
+        self.assertTrue(health.ready)
+        for worker in pool.workers:
+            worker.process = None
+        pool._update_readiness()
+        self.assertFalse(health.ready)
