@@ -7,9 +7,18 @@ Core conformance rules (``Listener``, ``ListenerStatus`` in the v1 API):
 
 * Protocols ``HTTP`` and ``HTTPS`` are served; any other is
   ``Accepted=False UnsupportedProtocol``.
+* A listener's ``port`` must be the one the gateway serves its protocol
+  on (settings ``k8s.gateway.http-port``, ``k8s.gateway.https-port``):
+  else ``Accepted=False PortUnavailable``, not programmed. All Gateways
+  share the gateway's two ports, so a listener on another port would be
+  served where its ``allowedRoutes`` were never meant to apply.
 * Listeners sharing a port must agree on the protocol
   (``Conflicted=True ProtocolConflict``) and differ in hostname
-  (``HostnameConflict``); a conflicted listener is not programmed.
+  (``HostnameConflict``); a conflicted listener is not programmed. Across
+  our Gateways (one pair of ports for all), a (hostname, protocol) two
+  programmed listeners claim goes to the oldest Gateway
+  (``creationTimestamp``, then ``namespace/name``); the others' listeners
+  are ``Conflicted=True HostnameConflict`` (:func:`mark_gateway_conflicts`).
 * ``HTTPS`` terminates TLS with ``tls.certificateRefs``: core Secrets of
   type ``kubernetes.io/tls``; another namespace needs a ReferenceGrant
   (``RefNotPermitted``); missing or malformed is
@@ -37,7 +46,7 @@ from ._kube import GROUP, KubeObject, generation, key, meta, spec
 from ._selectors import InvalidSelector, selector_matches
 from ._types import Condition
 
-__all__ = ["ListenerState", "SecretChecks", "resolve_listeners"]
+__all__ = ["ListenerState", "SecretChecks", "mark_gateway_conflicts", "resolve_listeners"]
 
 _PROTOCOLS = ("HTTP", "HTTPS")
 _ROUTE_KINDS = ((GROUP, "HTTPRoute"),)
@@ -213,11 +222,13 @@ def resolve_listeners(
     secrets: Mapping[str, KubeObject],
     grants: Iterable[KubeObject],
     checks: SecretChecks | None = None,
+    ports: Mapping[str, int] | None = None,
 ) -> list[ListenerState]:
     """
     Every listener of ``gateway``, validated, with its conditions (routes
     not attached yet); ``checks`` keeps the Secrets' verdicts across
-    resolutions.
+    resolutions; ``ports``: the port each protocol is served on (``None``:
+    any port is accepted).
     """
     grants = tuple(grants)
     namespace = meta(gateway).get("namespace", "")
@@ -249,14 +260,27 @@ def resolve_listeners(
             )
         )
         accepted = protocol in _PROTOCOLS
+        served_port = (ports or {}).get(protocol)
+        port_ok = served_port is None or state.port == served_port
         if protocol == "HTTPS":
             state.certificates, reason, message = _certificates(
                 state, listener.get("tls") or {}, secrets, grants, checks
             )
             if reason is not None and refs_reason is None:
                 refs_reason, refs_message = reason, message
-        state.programmed = accepted and (protocol != "HTTPS" or bool(state.certificates))
-        if accepted:
+        state.programmed = (
+            accepted and port_ok and (protocol != "HTTPS" or bool(state.certificates))
+        )
+        if accepted and not port_ok:
+            _condition(
+                state,
+                "Accepted",
+                False,
+                "PortUnavailable",
+                f"{protocol} is served on port {served_port} only "
+                f"(setting k8s.gateway.{protocol.lower()}-port)",
+            )
+        elif accepted:
             _condition(state, "Accepted", True, "Accepted")
         else:
             _condition(
@@ -303,3 +327,42 @@ def _mark_conflicts(states: list[ListenerState]) -> None:
         else:
             state.programmed = False
             state.conditions.append(Condition("Conflicted", True, reason, "", state.generation))
+
+
+def _replace(state: ListenerState, condition: Condition) -> None:
+    state.conditions = [c for c in state.conditions if c.type != condition.type] + [condition]
+
+
+def mark_gateway_conflicts(gateways: list[tuple[str, list[ListenerState]]]) -> None:
+    """
+    Conflicts across our Gateways, which share the gateway's ports: a
+    (hostname, protocol) claimed by programmed listeners of several
+    Gateways stays with the first in ``gateways`` (the caller orders them
+    oldest first); the others' listeners become ``Conflicted=True
+    HostnameConflict`` and not programmed. (Two Gateways serving one host
+    would otherwise merge their routes: a Gateway allowing routes from
+    every namespace could serve paths of a host another Gateway keeps
+    to its own namespace.)
+    """
+    owners: dict[tuple[str | None, str], str] = {}
+    for gateway, states in gateways:
+        for state in states:
+            if not state.programmed:
+                continue
+            claim = (state.hostname, state.protocol)
+            owner = owners.setdefault(claim, gateway)
+            if owner == gateway:
+                continue
+            state.programmed = False
+            host = state.hostname or "(any host)"
+            _replace(
+                state,
+                Condition(
+                    "Conflicted",
+                    True,
+                    "HostnameConflict",
+                    f"{state.protocol} {host} is served by the older Gateway {owner}",
+                    state.generation,
+                ),
+            )
+            _replace(state, Condition("Programmed", False, "Invalid", "", state.generation))

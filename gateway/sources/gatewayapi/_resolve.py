@@ -24,8 +24,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ._hostnames import specificity
-from ._kube import KubeObject, generation, key, meta, spec
-from ._listeners import ListenerState, SecretChecks, resolve_listeners
+from ._kube import KubeObject, creation_time, generation, key, meta, spec
+from ._listeners import (
+    ListenerState,
+    SecretChecks,
+    mark_gateway_conflicts,
+    resolve_listeners,
+)
 from ._matches import precedence
 from ._routes import RouteContext, RulesMemo, attach_route
 from ._types import (
@@ -53,6 +58,10 @@ class GatewayApiSettings:
     dns_suffix: str = "svc.cluster.local"
     #: Serve backendRefs to ``ExternalName`` Services (off: SSRF, CVE-2021-25740).
     allow_external_name: bool = False
+    #: The ports the gateway serves HTTP and HTTPS on, as clients reach it
+    #: (its Service's ports): listeners on other ports are PortUnavailable.
+    http_port: int = 80
+    https_port: int = 443
 
 
 @dataclass(frozen=True)
@@ -146,7 +155,12 @@ def resolve(
     ]
     if secret_checks is not None:
         secret_checks.begin()
-    listeners = {key(g): resolve_listeners(g, secrets, grants, secret_checks) for g in gateways}
+    ports = {"HTTP": settings.http_port, "HTTPS": settings.https_port}
+    listeners = {
+        key(g): resolve_listeners(g, secrets, grants, secret_checks, ports) for g in gateways
+    }
+    oldest_first = sorted(gateways, key=lambda g: (creation_time(g), key(g)))
+    mark_gateway_conflicts([(key(g), listeners[key(g)]) for g in oldest_first])
     ctx = RouteContext(
         gateways=listeners,
         namespace_labels={

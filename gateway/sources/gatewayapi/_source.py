@@ -140,6 +140,8 @@ class GatewayApiSource(MultiService):
         coalesce: float = 0.01,
         lease_timing: tuple[float, float, float] = (15.0, 10.0, 2.0),
         allow_external_name: bool = False,
+        http_port: int = 80,
+        https_port: int = 443,
     ) -> None:
         """
         :param controller_name: ``k8s.gateway.controller``: the
@@ -160,6 +162,9 @@ class GatewayApiSource(MultiService):
         :param allow_external_name: ``k8s.gateway.allow-external-name``:
             serve backendRefs to ``ExternalName`` Services (off by default:
             a tenant could name localhost or a metadata endpoint).
+        :param http_port: ``k8s.gateway.http-port``, the port clients reach
+            the gateway's HTTP on (its Service's): listeners on another
+            port are ``PortUnavailable``; ``https_port`` likewise.
         """
         super().__init__()
         self._store = store
@@ -170,6 +175,8 @@ class GatewayApiSource(MultiService):
             controller_name=controller_name,
             dns_suffix=dns_suffix,
             allow_external_name=allow_external_name,
+            http_port=http_port,
+            https_port=https_port,
         )
         self.namespace = namespace
         self._config_path = config_path

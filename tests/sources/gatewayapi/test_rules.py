@@ -719,6 +719,178 @@ class ListenerTests(SynchronousTestCase):
         )
 
 
+class SharedPortsTests(SynchronousTestCase):
+    """
+    All our Gateways share the gateway's two ports: a (hostname, protocol)
+    goes to the oldest Gateway claiming it, and a listener on another
+    port is not served, so neither another Gateway nor another port can
+    bypass a listener's ``allowedRoutes`` (the reviewer's t5 and t6).
+    """
+
+    def _gateway(
+        self, name: str, namespace: str, created: str, *listeners: dict[str, Any]
+    ) -> dict[str, Any]:
+        return {
+            "metadata": {"name": name, "namespace": namespace, "creationTimestamp": created},
+            "spec": {"gatewayClassName": "ours", "listeners": list(listeners)},
+        }
+
+    def _listener(
+        self, name: str, port: int = 80, hostname: str | None = None, allowed: str = "Same"
+    ) -> dict[str, Any]:
+        listener: dict[str, Any] = {
+            "name": name,
+            "port": port,
+            "protocol": "HTTP",
+            "allowedRoutes": {"namespaces": {"from": allowed}},
+        }
+        if hostname is not None:
+            listener["hostname"] = hostname
+        return listener
+
+    def _resolve(
+        self, gateways: list[dict[str, Any]], routes: list[dict[str, Any]], **settings: Any
+    ) -> Any:
+        inputs = replace(
+            _inputs(*routes),
+            gateways=tuple(gateways),
+            services=tuple(
+                {"metadata": {"name": "svc", "namespace": ns}, "spec": {"ports": [{"port": 80}]}}
+                for ns in ("team-a", "evil", "infra")
+            ),
+            settings=GatewayApiSettings(**settings),
+        )
+        return resolve(inputs)
+
+    def _conditions(self, result: Any, gateway: str, listener: str) -> dict[str, Any]:
+        (status,) = [g for g in result.gateways if g.gateway == gateway]
+        (found,) = [s for s in status.listeners if s.name == listener]
+        return {c.type: c for c in found.conditions}
+
+    def _served_routes(self, result: Any) -> set[str]:
+        return {r.route for l in result.listeners for h in l.hosts for r in h.rules}
+
+    def test_another_gateway_cannot_take_a_claimed_hostname(self) -> None:
+        """
+        t5: team-b's Gateway (newer, though first by name) also claims
+        ``a.example.com`` HTTP, from All namespaces: its listener is
+        Conflicted=True HostnameConflict and not programmed; the route of
+        ``evil`` attached to it is counted but never served; team-a's
+        Gateway, the older, keeps the host.
+        """
+        older = self._gateway(
+            "gw-a",
+            "team-a",
+            "2026-01-01T00:00:00+00:00",
+            self._listener("http", hostname="a.example.com"),
+        )
+        newer = self._gateway(
+            "gw-0",
+            "team-b",
+            "2026-06-01T00:00:00+00:00",
+            self._listener("http", hostname="a.example.com", allowed="All"),
+        )
+        app = _route("app", namespace="team-a", parent={"name": "gw-a"})
+        steal = _route("steal", namespace="evil", parent={"name": "gw-0", "namespace": "team-b"})
+        result = self._resolve([older, newer], [app, steal])
+        lost = self._conditions(result, "team-b/gw-0", "http")
+        self.assertEqual(
+            (lost["Conflicted"].status, lost["Conflicted"].reason), (True, "HostnameConflict")
+        )
+        self.assertIn("team-a/gw-a", lost["Conflicted"].message)
+        self.assertFalse(lost["Programmed"].status)
+        kept = self._conditions(result, "team-a/gw-a", "http")
+        self.assertEqual((kept["Conflicted"].status, kept["Programmed"].status), (False, True))
+        self.assertEqual([l.gateway for l in result.listeners], ["team-a/gw-a"])
+        self.assertEqual(self._served_routes(result), {"team-a/app"})
+        # Attached (the spec counts routes on every listener), not served.
+        (status,) = [g for g in result.gateways if g.gateway == "team-b/gw-0"]
+        self.assertEqual(status.listeners[0].attached_routes, 1)
+
+    def test_equal_age_goes_to_namespace_name_and_any_host_conflicts_too(self) -> None:
+        """Same creationTimestamp: the first namespace/name keeps it; two any-host listeners conflict."""
+        same = "2026-01-01T00:00:00+00:00"
+        first = self._gateway("a", "infra", same, self._listener("http"))
+        second = self._gateway(
+            "b",
+            "infra",
+            same,
+            self._listener("http"),
+            self._listener("other", hostname="b.example.com"),
+        )
+        result = self._resolve([second, first], [])
+        self.assertEqual(
+            self._conditions(result, "infra/b", "http")["Conflicted"].reason, "HostnameConflict"
+        )
+        self.assertTrue(self._conditions(result, "infra/b", "other")["Programmed"].status)
+        self.assertEqual(
+            [(l.gateway, l.name) for l in result.listeners],
+            [("infra/a", "http"), ("infra/b", "other")],
+        )
+
+    def test_listener_on_another_port_is_port_unavailable(self) -> None:
+        """
+        t6: a listener on 8080 taking routes from All namespaces, beside
+        the Same-namespace listener on 80 the gateway serves: it is
+        Accepted=False PortUnavailable and not programmed, so the route of
+        ``evil`` attached to it never serves ``admin.corp.example/login``.
+        """
+        gateway = self._gateway(
+            "gw",
+            "infra",
+            "2026-01-01T00:00:00+00:00",
+            self._listener("internal", 80),
+            self._listener("tenants", 8080, allowed="All"),
+        )
+        admin = _route(
+            "admin",
+            namespace="infra",
+            hostnames=["admin.corp.example"],
+            parent={"name": "gw", "sectionName": "internal"},
+        )
+        steal = _route(
+            "steal",
+            namespace="evil",
+            hostnames=["admin.corp.example"],
+            parent={"name": "gw", "namespace": "infra", "sectionName": "tenants"},
+        )
+        result = self._resolve([gateway], [admin, steal])
+        tenants = self._conditions(result, "infra/gw", "tenants")
+        self.assertEqual(
+            (tenants["Accepted"].status, tenants["Accepted"].reason), (False, "PortUnavailable")
+        )
+        self.assertIn("k8s.gateway.http-port", tenants["Accepted"].message)
+        self.assertFalse(tenants["Programmed"].status)
+        self.assertEqual([l.name for l in result.listeners], ["internal"])
+        self.assertEqual(self._served_routes(result), {"infra/admin"})
+        # Served on the configured port instead, when the operator says so.
+        moved = self._resolve([gateway], [admin, steal], http_port=8080)
+        self.assertEqual([l.name for l in moved.listeners], ["tenants"])
+        self.assertEqual(
+            self._conditions(moved, "infra/gw", "internal")["Accepted"].reason, "PortUnavailable"
+        )
+
+    def test_https_port(self) -> None:
+        """HTTPS listeners are checked against the HTTPS port."""
+        listener = {
+            "name": "https",
+            "port": 8443,
+            "protocol": "HTTPS",
+            "tls": {"certificateRefs": [{"name": "cert"}]},
+        }
+        gateway = self._gateway("gw", "ns", "2026-01-01T00:00:00+00:00", listener)
+        secret = _tls_secret("cert", "ns")
+        for port, reason in ((443, "PortUnavailable"), (8443, "Accepted")):
+            inputs = replace(
+                _inputs(),
+                gateways=(gateway,),
+                secrets=(secret,),
+                settings=GatewayApiSettings(https_port=port),
+            )
+            status = resolve(inputs).gateways[0].listeners[0]
+            self.assertEqual({c.type: c for c in status.conditions}["Accepted"].reason, reason)
+
+
 # --- builders --------------------------------------------------------------
 
 

@@ -87,9 +87,7 @@ def lookup(
 
 
 class ConformanceRequestTests(SynchronousTestCase):
-    def check(
-        self, table: RouteTable, cases: list[tuple[dict[str, object], Expected]]
-    ) -> None:
+    def check(self, table: RouteTable, cases: list[tuple[dict[str, object], Expected]]) -> None:
         for request, expected in cases:
             got = lookup(table, **request)  # type: ignore[arg-type]
             self.assertEqual(got, expected, f"{request} gave {got}, expected {expected}")
@@ -119,7 +117,10 @@ class ConformanceRequestTests(SynchronousTestCase):
                 ({"host": "example.com", "target": "/"}, "v1"),
                 ({"host": "example.com", "target": "/example"}, "v1"),
                 ({"host": "example.net", "target": "/example"}, "v1"),
-                ({"host": "example.com", "target": "/example", "headers": {"Version": "one"}}, "v1"),
+                (
+                    {"host": "example.com", "target": "/example", "headers": {"Version": "one"}},
+                    "v1",
+                ),
                 ({"host": "example.com", "target": "/v2"}, "v2"),
                 ({"host": "example.net", "target": "/v2"}, "v1"),
                 ({"host": "example.com", "target": "/v2/example"}, "v2"),
@@ -203,12 +204,19 @@ class ConformanceRequestTests(SynchronousTestCase):
         """HTTPRouteHTTPSListener: the rules of HTTPS listeners answer HTTPS requests, not plain HTTP."""
         table = served("https-listener")
         for host, expected in [("example.org", "v1"), ("second-example.org", "v2")]:
-            self.check(table, [({"host": host, "target": "/", "scheme": b"https"}, expected),
-                               ({"host": host, "target": "/", "scheme": b"http"}, None)])
+            self.check(
+                table,
+                [
+                    ({"host": host, "target": "/", "scheme": b"https"}, expected),
+                    ({"host": host, "target": "/", "scheme": b"http"}, None),
+                ],
+            )
 
     def test_hostname_intersection(self) -> None:
         """HTTPRouteHostnameIntersection: route ∩ listener hostnames, Gateway API wildcards."""
-        table = served("hostname-intersection", "gateway-conformance-infra/httproute-hostname-intersection")
+        table = served(
+            "hostname-intersection", "gateway-conformance-infra/httproute-hostname-intersection"
+        )
         cases: list[tuple[str, str, Expected]] = [
             ("very.specific.com", "/s1", "v1"),
             ("very.specific.com:1234", "/s1", "v1"),
@@ -258,16 +266,20 @@ class ConformanceRequestTests(SynchronousTestCase):
     def test_listener_isolation(self) -> None:
         """GatewayHTTPListenerIsolation: only the most specific listener's routes serve a host,
         for both Gateways of the case (with and without route hostnames)."""
-        paths = ("/empty-hostname", "/wildcard-example-com", "/wildcard-foo-example-com",
-                 "/abc-foo-example-com")
+        paths = (
+            "/empty-hostname",
+            "/wildcard-example-com",
+            "/wildcard-foo-example-com",
+            "/abc-foo-example-com",
+        )
         owner = {
             "bar.com": "/empty-hostname",
             "bar.example.com": "/wildcard-example-com",
             "bar.foo.example.com": "/wildcard-foo-example-com",
             "abc.foo.example.com": "/abc-foo-example-com",
         }
-        for gateway in ("http-listener-isolation", "http-listener-isolation-with-hostname-intersection"):
-            table = served("listener-isolation", f"gateway-conformance-infra/{gateway}")
+        for case in ("listener-isolation", "listener-isolation-with-hostname-intersection"):
+            table = served(case)
             self.check(
                 table,
                 [
@@ -281,21 +293,26 @@ class ConformanceRequestTests(SynchronousTestCase):
 class BodiesTests(SynchronousTestCase):
     def test_one_body_per_gateway_with_claims(self) -> None:
         """bodies() gives one GatewayRoutes per Gateway, named namespace/name, with every listener's claim."""
-        found = bodies(resolve(load_inputs(TESTDATA / "listener-isolation.in.yaml")))
+        found = bodies(resolve(load_inputs(TESTDATA / "hostname-intersection.in.yaml")))
         self.assertEqual(
             sorted(found),
             [
-                "gateway-conformance-infra/http-listener-isolation",
-                "gateway-conformance-infra/http-listener-isolation-with-hostname-intersection",
+                "gateway-conformance-infra/httproute-hostname-intersection",
+                "gateway-conformance-infra/httproute-hostname-intersection-all",
             ],
         )
-        body = found["gateway-conformance-infra/http-listener-isolation"]
+        body = found["gateway-conformance-infra/httproute-hostname-intersection"]
         self.assertIsInstance(body, GatewayRoutes)
         self.assertEqual(
             sorted((c.hostname or "", c.protocol) for c in body.claims),
-            [("", "HTTP"), ("*.example.com", "HTTP"), ("*.foo.example.com", "HTTP"),
-             ("abc.foo.example.com", "HTTP")],
+            [
+                ("*.anotherwildcard.io", "HTTP"),
+                ("*.wildcard.io", "HTTP"),
+                ("very.specific.com", "HTTP"),
+            ],
         )
+        body = found["gateway-conformance-infra/httproute-hostname-intersection-all"]
+        self.assertEqual([(c.hostname, c.protocol) for c in body.claims], [(None, "HTTP")])
 
     def test_rules_keep_matches_filters_and_backends(self) -> None:
         """A rule carries its listener, host, match, filters and backends as plain data."""
@@ -317,10 +334,18 @@ class BodiesTests(SynchronousTestCase):
         headers = {(h.name, h.value, h.regex) for r in body.rules for h in r.headers}
         self.assertIn(("version", "two", False), headers)
         backends = {b.url for r in body.rules for b in r.backends}
-        self.assertIn("http://infra-backend-v1.gateway-conformance-infra.svc.cluster.local:8080", backends)
+        self.assertIn(
+            "http://infra-backend-v1.gateway-conformance-infra.svc.cluster.local:8080", backends
+        )
 
     def test_invalid_backend_keeps_its_problem(self) -> None:
         """An invalid backendRef stays in the body with no URL and its reason (answered 500)."""
         found = bodies(resolve(load_inputs(TESTDATA / "invalid-nonexistent-backendref.in.yaml")))
-        problems = {b.problem for body in found.values() for r in body.rules for b in r.backends if b.url is None}
+        problems = {
+            b.problem
+            for body in found.values()
+            for r in body.rules
+            for b in r.backends
+            if b.url is None
+        }
         self.assertEqual(problems, {"BackendNotFound"})
