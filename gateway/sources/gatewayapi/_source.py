@@ -22,8 +22,14 @@ problems replace everything this source holds in the store. The same shape as
   replaced by a complete resolution.
 * **Secrets**: only those an HTTPS listener of one of our Gateways names
   are held (:func:`._publish.referenced_secrets`); a newly named one is
-  fetched before the resolution that needs it is published. Secret data
-  is never logged.
+  fetched, and the resolution that needs it waits for the fetch, but only
+  for a short while (``secret_grace``): a slow or failing fetch must not
+  hold back every other Gateway's changes. Past that, the resolution is
+  published with that listener reporting the missing Secret, and again
+  when the fetch lands. A fetch that fails with anything but ``404`` is
+  retried with backoff (1 s doubling to 30 s) for as long as a listener
+  names the Secret; a missing one arrives by the watch once created.
+  Secret data is never logged.
 * **Status** is not written here: a status writer reads the last
   :attr:`~GatewayApiSource.resolution` (or listens for new ones), the
   informers' current objects, and whether this replica holds the Lease
@@ -63,6 +69,7 @@ from ..kubernetes import (
     Kind,
     KubeClient,
     LeaderElection,
+    NotFound,
     load_credentials_in_thread,
     replica_identity,
 )
@@ -91,6 +98,9 @@ WAITING = "kubernetes gateway api"
 DEFAULT_ELECTION_ID = "apimgw-gateway-api"
 
 #: What the resolver reads, by the field of :class:`GatewayApiInputs`.
+#: A failed Secret fetch is retried after 1 s, doubling up to this.
+_FETCH_MAX_DELAY = 30.0
+
 #: The watched kinds that have a ``status`` the Lease holder writes.
 _STATUS_KINDS = frozenset({"gateway_classes", "gateways", "http_routes"})
 
@@ -142,6 +152,7 @@ class GatewayApiSource(MultiService):
         allow_external_name: bool = False,
         http_port: int = 80,
         https_port: int = 443,
+        secret_grace: float = 0.5,
     ) -> None:
         """
         :param controller_name: ``k8s.gateway.controller``: the
@@ -165,6 +176,8 @@ class GatewayApiSource(MultiService):
         :param http_port: ``k8s.gateway.http-port``, the port clients reach
             the gateway's HTTP on (its Service's): listeners on another
             port are ``PortUnavailable``; ``https_port`` likewise.
+        :param secret_grace: how long a resolution waits for the fetch of
+            a newly named Secret before it is published without it.
         """
         super().__init__()
         self._store = store
@@ -199,7 +212,10 @@ class GatewayApiSource(MultiService):
         #: (the first list keeps every TLS Secret, so starting up needs no
         #: GET per Secret; the others are dropped right after).
         self._referenced: set[str] | None = None
-        self._fetching: set[str] = set()
+        #: Secret ``namespace/name`` → when its fetch started, and the fetch.
+        self._fetching: dict[str, tuple[float, Deferred[None]]] = {}
+        self._secret_grace = secret_grace
+        self._grace_call: DelayedCall | None = None
         self._pending: DelayedCall | None = None
         #: The spec version last seen of each object with a status
         #: (see :meth:`_upserted`).
@@ -347,9 +363,13 @@ class GatewayApiSource(MultiService):
         )
 
     def stopService(self) -> Deferred[None]:  # type: ignore[override]
-        if self._pending is not None and self._pending.active():
-            self._pending.cancel()
-        self._pending = None
+        for call in (self._pending, self._grace_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._pending = self._grace_call = None
+        for _, fetch in list(self._fetching.values()):
+            fetch.cancel()
+        self._fetching.clear()
         if self._starting is not None and not self._starting.called:
             self._starting.cancel()
         d = super().stopService()
@@ -480,9 +500,10 @@ class GatewayApiSource(MultiService):
             settings=self.settings,
         )
         gateways = ours(inputs.gateway_classes, inputs.gateways, self.controller_name)
-        if self._update_secrets(referenced_secrets(gateways)):
+        if self._hold_for_secrets(referenced_secrets(gateways)):
             # A newly named Secret is being fetched: publishing now would
-            # take its listener down for a moment. The fetch resolves again.
+            # take its listener down for a moment. The fetch, or the end
+            # of the grace period, resolves again.
             return
         resolution = resolve(inputs, self._rules_memo, self._secret_checks)
         self.resolutions += 1
@@ -514,29 +535,89 @@ class GatewayApiSource(MultiService):
             f"{meta.get('namespace', '')}/{meta.get('name', '')}" in self._referenced
         )
 
-    def _update_secrets(self, wanted: set[str]) -> bool:
+    def _hold_for_secrets(self, wanted: set[str]) -> bool:
         """
-        Keep only the named Secrets; fetch newly named ones. Whether
-        fetches are in progress (the resolution then waits).
+        Keep only the named Secrets and fetch newly named ones; whether
+        the resolution should wait: a fetch of a named Secret started less
+        than ``secret_grace`` ago (then a resolution is scheduled for the
+        end of the grace period).
         """
-        if wanted != self._referenced:
-            added = wanted - (self._referenced or set())
-            self._referenced = wanted
-            informer = self.informers["secrets"]
-            for cached in [k for k in informer.cache if f"{k[0]}/{k[1]}" not in wanted]:
-                informer.forget(cached)
-            for secret in sorted(added):
-                namespace, _, name = secret.partition("/")
-                if self.namespace is not None and namespace != self.namespace:
-                    # Outside the watched namespace: neither listed nor
-                    # fetched (RBAC would refuse); the listener reports it.
-                    continue
-                if informer.get(namespace, name) is None and secret not in self._fetching:
-                    self._fetching.add(secret)
-                    informer.fetch(namespace, name).addBoth(self._fetched, secret)
-        return bool(self._fetching & wanted)
+        self._update_secrets(wanted)
+        now = self._reactor.seconds()
+        started = [since for secret, (since, _) in self._fetching.items() if secret in wanted]
+        recent = [since for since in started if since + self._secret_grace > now + 1e-6]
+        if not recent:
+            return False
+        if self._grace_call is None or not self._grace_call.active():
+            self._grace_call = self._reactor.callLater(
+                min(recent) + self._secret_grace - now, self._changed, None
+            )
+        return True
 
-    def _fetched(self, _: object, secret: str) -> None:
-        """A fetch ended (found, missing or failed): resolve with what we have."""
-        self._fetching.discard(secret)
-        self._changed(None)
+    def _update_secrets(self, wanted: set[str]) -> None:
+        """Keep only the named Secrets; fetch newly named ones; stop fetching unnamed ones."""
+        if wanted == self._referenced:
+            return
+        added = wanted - (self._referenced or set())
+        self._referenced = wanted
+        informer = self.informers["secrets"]
+        for cached in [k for k in informer.cache if f"{k[0]}/{k[1]}" not in wanted]:
+            informer.forget(cached)
+        for secret in [s for s in self._fetching if s not in wanted]:
+            _, fetch = self._fetching.pop(secret)
+            fetch.cancel()
+        for secret in sorted(added):
+            namespace, _, name = secret.partition("/")
+            if self.namespace is not None and namespace != self.namespace:
+                # Outside the watched namespace: neither listed nor
+                # fetched (RBAC would refuse); the listener reports it.
+                continue
+            if informer.get(namespace, name) is None and secret not in self._fetching:
+                fetch = Deferred.fromCoroutine(self._fetch_secret(informer, secret))
+                fetch.addErrback(lambda f: f.trap(CancelledError))
+                if fetch.called:  # done at once (a synchronous client: tests)
+                    continue
+                self._fetching[secret] = (self._reactor.seconds(), fetch)
+
+    async def _fetch_secret(self, informer: Informer, secret: str) -> None:
+        """
+        GET one newly named Secret into the informer's cache, retrying
+        failures other than ``404`` with backoff while it stays named; a
+        watch event that brought it in first (at least as new) wins. Then
+        resolve again with what we have (found, missing or given up).
+        Cancelled (no longer named, or stopping): whoever cancelled it
+        already forgot it.
+        """
+        client = self.client
+        assert client is not None
+        namespace, _, name = secret.partition("/")
+        attempt = 0
+        try:
+            while self.running and self._referenced is not None and secret in self._referenced:
+                try:
+                    obj = await client.get(SECRET, namespace, name)
+                except NotFound:
+                    break  # the watch brings it once it is created
+                except CancelledError:
+                    raise
+                except Exception as e:  # noqa: BLE001 (any failure: retried, and said)
+                    delay = min(_FETCH_MAX_DELAY, 2.0**attempt)
+                    attempt += 1
+                    self._log.warn(
+                        "Gateway API source: cannot fetch Secret {secret} ({error}); "
+                        "retrying in {delay:.0f} s",
+                        secret=secret,
+                        error=f"{type(e).__name__}: {e}",
+                        delay=delay,
+                    )
+                    await deferLater(self._reactor, delay, lambda: None)
+                    continue
+                key = (namespace, name)
+                if key not in informer.cache and self._keep_secret(obj):
+                    informer.cache[key] = obj
+                break
+        except CancelledError:
+            return
+        self._fetching.pop(secret, None)
+        if self.running:
+            self._changed(None)

@@ -445,6 +445,44 @@ class SourceTests(TestCase):
         await wait_for(lambda: [c.cert_pem for c in self._certificates()] == [other.chain_pem])
         self.assertEqual(list(source.informers["secrets"].cache), [(INFRA, "rotated-tls")])
 
+    async def test_failed_secret_fetch_is_retried_without_holding_back_changes(self) -> None:
+        """
+        The GET of a newly named Secret fails (503, twice): the source
+        does not wait for it — a route change made meanwhile is
+        published, the HTTPS listener reporting the Secret it lacks — and
+        retries with backoff until the Secret is there; then its
+        certificate is published. (Before: the failed fetch was never
+        retried, and the certificate stayed missing until the Secret
+        changed.)
+        """
+        source, _ = await self._world(secret_grace=0.1)
+        other = self_signed(SECURE_HOST)
+        stored = self.server.set_object(
+            tls_secret("rotated-tls", INFRA, other.chain_pem, other.key_pem)
+        )
+        secrets = source.informers["secrets"]
+        await wait_for(
+            lambda: int(secrets.resource_version or 0) >= int(stored["metadata"]["resourceVersion"])
+        )
+        gets = len(self.server.requests_for("get", "secrets"))
+        self.server.fail_next(503, verb="get", plural="secrets", count=2)
+        self.server.set_object(gateway(secret="rotated-tls"))
+        self.server.set_object(http_route("web", INFRA, "/new", "web"))
+        await wait_for(
+            lambda: self._stored().get("infra/web")
+            == [("/new", "http://web.infra.svc.cluster.local:8080")]
+        )
+        self.assertEqual(self._certificates(), [])
+        self.assertTrue(
+            any("listener https" in p and "rotated-tls" in p for p in self._problems()),
+            self._problems(),
+        )
+        await wait_for(
+            lambda: [c.cert_pem for c in self._certificates()] == [other.chain_pem], timeout=15
+        )
+        self.assertEqual(len(self.server.requests_for("get", "secrets")) - gets, 3)
+        self.assertEqual(self._problems(), [])
+
     async def test_invalid_secret_is_a_problem(self) -> None:
         """
         A named Secret that is missing takes its listener down with a
