@@ -92,7 +92,6 @@ from gateway.workers import (
     bind_group,
     parse_listen,
     read_message,
-    snapshot_of,
 )
 
 _log = Logger(namespace="apimgw")
@@ -702,7 +701,7 @@ def _build_supervisor(
     ``--workers N`` (N > 1): this process runs the sources, the reconciler
     (and the status stage), the admin port, and N worker processes that
     serve the traffic listeners (docs/workers.md). Each swap here sends
-    the store's objects to the workers, one worker at a time; ``/metrics``
+    the store's changed objects to the workers, one worker at a time; ``/metrics``
     merges every process's metrics.
     """
     settings = options.settings
@@ -752,9 +751,7 @@ def _build_supervisor(
     )
     top.workers = pool
     versions = itertools.count(1)
-    top.reconciler.add_swap_listener(
-        lambda generation: pool.publish(snapshot_of(top.store, next(versions)))
-    )
+    top.reconciler.add_swap_listener(lambda generation: pool.publish(top.store, next(versions)))
     top.metrics.registry.register(pool)
     admin = AdminResource(
         top.metrics,
@@ -807,7 +804,7 @@ def build_worker(start: WorkerStart, reactor: Any, on_lost: Callable[[], None]) 
     top.reconciler = Reconciler(
         top.store,
         reactor,
-        synced=[link.first_snapshot],  # type: ignore[list-item]
+        synced=[link.first_configuration],  # type: ignore[list-item]
         on_swap=[swapped, link.swapped],
         on_failure=link.failed,
         sni=sni,

@@ -18,9 +18,9 @@ from ._channel import Channel, ChannelFactory, encode, read_message
 from ._cpus import available_cpus
 from ._listener import AdoptedTrafficListener
 from ._merge import merge_expositions
-from ._messages import Applied, Scrape, Scraped, Snapshot, WorkerStart
+from ._messages import Applied, Changes, Scrape, Scraped, WorkerStart
 from ._sockets import ListenAddress, UnsupportedListener, bind_group, parse_listen
-from ._supervisor import CHANNEL_FD, WORKER_COMMAND, WorkerPool, snapshot_of
+from ._supervisor import CHANNEL_FD, WORKER_COMMAND, StoreState, WorkerPool
 from ._worker import WorkerLink
 
 __all__ = [
@@ -28,13 +28,14 @@ __all__ = [
     "WORKER_COMMAND",
     "AdoptedTrafficListener",
     "Applied",
+    "Changes",
     "Channel",
     "ChannelFactory",
     "ListenAddress",
     "MergedMetricsResource",
     "Scrape",
     "Scraped",
-    "Snapshot",
+    "StoreState",
     "UnsupportedListener",
     "WorkerLink",
     "WorkerPool",
@@ -45,5 +46,4 @@ __all__ = [
     "merge_expositions",
     "parse_listen",
     "read_message",
-    "snapshot_of",
 ]

@@ -2,8 +2,8 @@
 What crosses the process boundary between the supervisor and a worker.
 
 Plain frozen data, pickled (both ends are our own code, the same
-checkout). The configuration travels as the store's *model objects*, not
-as a compiled generation: model objects are plain data by construction
+checkout). The configuration travels as the store's *model objects* (the changed
+ones), not as a compiled generation: model objects are plain data by construction
 (``gateway.model`` imports nothing else), while a compiled route table holds
 policy pipelines and TLS contexts that cannot cross a pipe. Each worker runs
 its own reconciler over a mirror of the supervisor's store, so translation,
@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.model import Problem, SourceObject
+from gateway.model import ObjectRef, Problem, SourceObject
 
-__all__ = ["Applied", "Scrape", "Scraped", "Snapshot", "WorkerStart"]
+__all__ = ["Applied", "Changes", "Scrape", "Scraped", "WorkerStart"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,22 +49,34 @@ class WorkerStart:
 
 
 @dataclass(frozen=True, slots=True)
-class Snapshot:
+class Changes:
     """
-    The supervisor's whole store at one of its swaps, by source.
+    What changed in the supervisor's store since the last :class:`Changes`
+    sent to this worker (everything, for a worker that just started).
 
-    :ivar version: increases with every snapshot; a worker acknowledges it
-        with :class:`Applied` once its own generation is built from it.
+    Only changed objects cross the pipe: the store keeps an unchanged
+    object the *same* object, so the supervisor finds the changes by
+    identity, and a worker unpickles one changed API, not the whole
+    configuration (2,000 APIs x 10 operations: ~1 MB and 0.36 s to unpickle
+    whole, per worker and change).
+
+    :ivar version: increases with every swap of the supervisor; a worker
+        acknowledges it with :class:`Applied` once its own generation is
+        built from it.
+    :ivar upserts: new and changed objects.
+    :ivar removed: objects no longer held.
+    :ivar problems: every source's decoding problems (whole: they are few).
     """
 
     version: int
-    objects: dict[str, tuple[SourceObject, ...]] = field(default_factory=dict)
+    upserts: tuple[SourceObject, ...] = ()
+    removed: tuple[ObjectRef, ...] = ()
     problems: dict[str, tuple[Problem, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class Applied:
-    """A worker serves the generation built from snapshot ``version`` (or kept its last on failure)."""
+    """A worker serves the generation built from :class:`Changes` ``version`` (or kept its last on failure)."""
 
     version: int
     generation: int

@@ -4,7 +4,7 @@ configuration, merge their metrics, restart the ones that die, drain them
 all at shutdown.
 
 Rollout of a new configuration, one worker at a time: the supervisor sends
-the snapshot to one worker and waits for its :class:`Applied` (sent once
+the changes to one worker and waits for its :class:`Applied` (sent once
 that worker's own reconciler swapped; a build blocks that worker's reactor
 for as long as it takes) before sending it to the next. So at any moment
 at most one worker is building and the others keep serving at full speed:
@@ -31,12 +31,12 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from gateway.model import Store
+from gateway.model import ObjectRef, Problem, SourceObject, Store
 
-from ._channel import Channel, ChannelFactory, encode
-from ._messages import Applied, Scrape, Scraped, Snapshot, WorkerStart
+from ._channel import Channel, ChannelFactory
+from ._messages import Applied, Changes, Scrape, Scraped, WorkerStart
 
-__all__ = ["WORKER_COMMAND", "WorkerPool", "snapshot_of"]
+__all__ = ["WORKER_COMMAND", "StoreState", "WorkerPool"]
 
 #: How a worker process is started: the composition's worker entry point.
 WORKER_COMMAND = (sys.executable, "-c", "from gateway.tap import worker_main; worker_main()")
@@ -45,19 +45,33 @@ WORKER_COMMAND = (sys.executable, "-c", "from gateway.tap import worker_main; wo
 CHANNEL_FD = 3
 
 
-def snapshot_of(store: Store, version: int) -> Snapshot:
-    """The store's objects and problems, by source."""
-    objects: dict[str, list[Any]] = {}
-    for obj in store.objects():
-        objects.setdefault(obj.ref.source, []).append(obj)
-    problems: dict[str, list[Any]] = {}
-    for problem in store.problems():
-        problems.setdefault(problem.ref.source, []).append(problem)
-    return Snapshot(
-        version,
-        {k: tuple(v) for k, v in objects.items()},
-        {k: tuple(v) for k, v in problems.items()},
-    )
+@dataclass(frozen=True, slots=True)
+class StoreState:
+    """
+    The supervisor's store at one swap: its objects by ref and its problems
+    by source (never mutated once made: every worker's record may share it).
+    """
+
+    version: int
+    objects: dict[ObjectRef, SourceObject]
+    problems: dict[str, tuple[Problem, ...]]
+
+    @classmethod
+    def of(cls, store: Store, version: int) -> StoreState:
+        problems: dict[str, list[Problem]] = {}
+        for problem in store.problems():
+            problems.setdefault(problem.ref.source, []).append(problem)
+        return cls(
+            version,
+            {obj.ref: obj for obj in store.objects()},
+            {k: tuple(v) for k, v in problems.items()},
+        )
+
+    def changes_since(self, held: dict[ObjectRef, SourceObject]) -> Changes:
+        """What a worker holding ``held`` needs to hold this state (by identity: see :class:`Changes`)."""
+        upserts = tuple(obj for ref, obj in self.objects.items() if held.get(ref) is not obj)
+        removed = tuple(ref for ref in held if ref not in self.objects)
+        return Changes(self.version, upserts, removed, self.problems)
 
 
 @dataclass(eq=False)
@@ -68,10 +82,12 @@ class _Worker:
     process: Any = None
     channel: Channel | None = None
     pid: int | None = None
-    #: the snapshot version it acknowledged, and its own generation number
+    #: the Changes version it acknowledged, and its own generation number
     version: int = 0
     generation: int = 0
-    #: a snapshot was sent and its Applied has not come back
+    #: the objects sent to it (what it holds once it applied them)
+    held: dict[ObjectRef, SourceObject] = field(default_factory=dict)
+    #: Changes were sent and its Applied has not come back
     busy: bool = False
     restarts: int = 0
     started: float = 0.0
@@ -153,11 +169,11 @@ class WorkerPool(Service):
         self.health = health
         self.forward_logs = forward_logs
         self.workers = [_Worker(i + 1) for i in range(count)]
-        self._latest: tuple[int, bytes] | None = None
+        self._latest: StoreState | None = None
         self._rollout_timer: Any = None  # IDelayedCall
         self._restarts: dict[int, Any] = {}  # index -> IDelayedCall
         self._scrape_ids = 0
-        #: fires each time every worker has acknowledged the latest snapshot
+        #: fires each time every worker has acknowledged the latest state
         self._rolled_waiters: list[Deferred[None]] = []
 
     # -- life cycle ----------------------------------------------------------
@@ -211,13 +227,13 @@ class WorkerPool(Service):
         worker.busy = False
         worker.version = 0
         worker.generation = 0
+        worker.held = {}
         channel.send(self._start_message(worker.index, listeners))
         self._log.info("Worker {index} started (pid {pid})", index=worker.index, pid=worker.pid)
         if self._latest is not None:
             # A new worker gets the live configuration at once: it serves
             # nothing before it has one, so this stalls no one.
-            channel.send_encoded(self._latest[1])
-            worker.busy = True
+            self._send(worker, self._latest)
 
     def _log_line(self, worker: _Worker, line: bytes) -> None:
         self._log.info(
@@ -323,27 +339,31 @@ class WorkerPool(Service):
 
     # -- configuration rollout -------------------------------------------------
 
-    def publish(self, snapshot: Snapshot) -> None:
-        """Roll ``snapshot`` out to the workers, one at a time."""
-        self._latest = (snapshot.version, encode(snapshot))
+    def publish(self, store: Store, version: int) -> None:
+        """Roll the store's state (the supervisor's swap ``version``) out to the workers, one at a time."""
+        self._latest = StoreState.of(store, version)
         self._roll()
+
+    def _send(self, worker: _Worker, state: StoreState) -> None:
+        assert worker.channel is not None
+        worker.busy = True
+        worker.channel.send(state.changes_since(worker.held))
+        worker.held = state.objects
 
     def _roll(self) -> None:
         if self._latest is None or any(w.busy for w in self.workers):
             return
-        version, data = self._latest
+        state = self._latest
         # The most out-of-date worker first: one that applied an older
-        # snapshot while a newer one arrived waits for the others.
-        behind = [w for w in self.workers if w.channel is not None and w.version < version]
+        # version while a newer one arrived waits for the others.
+        behind = [w for w in self.workers if w.channel is not None and w.version < state.version]
         if behind:
             worker = min(behind, key=lambda w: (w.version, w.index))
-            worker.busy = True
-            assert worker.channel is not None
-            worker.channel.send_encoded(data)
+            self._send(worker, state)
             if self._rollout_timer is not None and self._rollout_timer.active():
                 self._rollout_timer.cancel()
             self._rollout_timer = self.reactor.callLater(
-                self.rollout_timeout, self._rollout_late, worker, version
+                self.rollout_timeout, self._rollout_late, worker, state.version
             )
             return
         waiters, self._rolled_waiters = self._rolled_waiters, []
@@ -364,7 +384,7 @@ class WorkerPool(Service):
             self._roll()
 
     def when_rolled_out(self) -> Deferred[None]:
-        """Fires once every live worker has applied the latest snapshot."""
+        """Fires once every live worker has applied the latest state."""
         d: Deferred[None] = Deferred()
         self._rolled_waiters.append(d)
         self._roll()
@@ -419,7 +439,7 @@ class WorkerPool(Service):
                 "index": w.index,
                 "pid": w.pid if w.process is not None else None,
                 "generation": w.generation,
-                "snapshot": w.version,
+                "applied": w.version,
                 "restarts": w.restarts,
             }
             for w in self.workers

@@ -1,5 +1,5 @@
 """
-A worker's side of the channel: apply each configuration snapshot to the
+A worker's side of the channel: apply each configuration change to the
 worker's mirror store, acknowledge it once the worker's own reconciler has
 swapped, answer metrics scrapes.
 """
@@ -12,10 +12,10 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from gateway.model import Store
+from gateway.model import ObjectRef, SourceObject, Store
 
 from ._channel import Channel
-from ._messages import Applied, Scrape, Scraped, Snapshot
+from ._messages import Applied, Changes, Scrape, Scraped
 
 __all__ = ["WorkerLink"]
 
@@ -42,9 +42,12 @@ class WorkerLink:
         self._metrics_text = metrics_text
         self._on_lost = on_lost
         self.channel = Channel(self.received, self._lost)
-        #: fires at the first snapshot (the reconciler's ``synced``)
-        self.first_snapshot: Deferred[None] = Deferred()
-        self._sources: set[str] = set()
+        #: fires at the first Changes (the reconciler's ``synced``)
+        self.first_configuration: Deferred[None] = Deferred()
+        #: the objects received, by source then ref (the mirror store's content)
+        self._held: dict[str, dict[ObjectRef, SourceObject]] = {}
+        #: the sources that had problems in the last Changes
+        self._problems: set[str] = set()
         self._awaiting: int | None = None
         self.generation = 0
         #: set when the worker shuts down on its own (SIGTERM): the
@@ -52,31 +55,40 @@ class WorkerLink:
         self.closing = False
 
     def received(self, message: Any) -> None:
-        if isinstance(message, Snapshot):
+        if isinstance(message, Changes):
             self._apply(message)
         elif isinstance(message, Scrape):
             self.channel.send(Scraped(message.request, self._metrics_text()))
 
-    def _apply(self, snapshot: Snapshot) -> None:
+    def _apply(self, changes: Changes) -> None:
         before = self.store.version
-        sources = set(snapshot.objects) | set(snapshot.problems)
-        for source in sorted(sources | self._sources):
-            self.store.replace_source(
-                source, snapshot.objects.get(source, ()), snapshot.problems.get(source, ())
-            )
-        self._sources = sources
-        if not self.first_snapshot.called:
+        touched = set(changes.problems) | set(self._problems)
+        for ref in changes.removed:
+            self._held.get(ref.source, {}).pop(ref, None)
+            touched.add(ref.source)
+        for obj in changes.upserts:
+            self._held.setdefault(obj.ref.source, {})[obj.ref] = obj
+            touched.add(obj.ref.source)
+        for source in sorted(touched):
+            # An unchanged object stays the same object in the mirror store
+            # (replace_source keeps it), so the build memo reuses its build.
+            held = self._held.get(source, {})
+            self.store.replace_source(source, held.values(), changes.problems.get(source, ()))
+            if not held:
+                self._held.pop(source, None)
+        self._problems = set(changes.problems)
+        if not self.first_configuration.called:
             # The reconciler builds the first generation when this fires.
-            self._awaiting = snapshot.version
-            self.first_snapshot.callback(None)
+            self._awaiting = changes.version
+            self.first_configuration.callback(None)
         elif self.store.version == before:
             # Nothing changed for this worker: nothing to build.
-            self.channel.send(Applied(snapshot.version, self.generation))
+            self.channel.send(Applied(changes.version, self.generation))
         else:
-            self._awaiting = snapshot.version
+            self._awaiting = changes.version
 
     def swapped(self, generation: Any) -> None:
-        """The reconciler's swap listener: acknowledge the snapshot being built."""
+        """The reconciler's swap listener: acknowledge the Changes being built."""
         self.generation = generation.number
         self._acknowledge(failed=False)
 

@@ -119,7 +119,7 @@ class WorkersTestCase(TestCase):
         end = time.monotonic() + deadline
         while time.monotonic() < end:
             workers = self.workers(gw)
-            if all(w["pid"] and w["snapshot"] >= snapshot and w["generation"] for w in workers):
+            if all(w["pid"] and w["applied"] >= snapshot and w["generation"] for w in workers):
                 return gw
             time.sleep(0.05)
         raise AssertionError(f"workers not live: {self.workers(gw)}")

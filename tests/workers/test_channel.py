@@ -10,7 +10,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from gateway.model import ObjectRef
-from gateway.workers import Channel, Scrape, Snapshot, encode, read_message
+from gateway.workers import Changes, Channel, Scrape, encode, read_message
 
 
 class ChannelTests(SynchronousTestCase):
@@ -18,7 +18,7 @@ class ChannelTests(SynchronousTestCase):
         """read_message reads exactly one length-prefixed message, however the bytes arrive; EOF raises."""
         a, b = socket.socketpair()
         self.addCleanup(a.close)
-        big = Snapshot(7, {"file": ()}, {})
+        big = Changes(7, removed=(ObjectRef("file", "api", "x"),))
         data = encode(big) + encode(Scrape(1))
         a.sendall(data)
         self.assertEqual(read_message(b.fileno()), big)
@@ -36,7 +36,7 @@ class ChannelTests(SynchronousTestCase):
         channel = Channel(received.append, lambda: closed.append(True))
         transport = StringTransport()
         channel.makeConnection(transport)
-        message = Snapshot(3, {"file": ()}, {})
+        message = Changes(3)
         data = encode(message) + encode(Scrape(9))
         for i in range(len(data)):
             channel.dataReceived(data[i : i + 1])

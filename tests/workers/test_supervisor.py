@@ -13,7 +13,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from gateway.model import ObjectRef, Problem, Route, RouteSet, SourceObject, Store
-from gateway.workers import Applied, Scrape, Scraped, Snapshot, WorkerPool, snapshot_of
+from gateway.workers import Applied, Changes, Scrape, Scraped, StoreState, WorkerPool
 from gateway.workers._channel import Channel
 
 
@@ -47,46 +47,94 @@ def channels_append(channels: list[Recorder]) -> Recorder:
     return channel
 
 
+def route_object(source: str, path: str) -> SourceObject:
+    return SourceObject(
+        ObjectRef(source, "routes", "routes"),
+        1.0,
+        RouteSet((Route(path=path, backend="http://127.0.0.1:9"),)),
+    )
+
+
 class RolloutTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.store = Store()
+        self.version = 0
+
+    def change(self, pool: WorkerPool, source: str, path: str) -> None:
+        """The supervisor's store changes and its reconciler swaps."""
+        self.store.upsert(route_object(source, path))
+        self.version += 1
+        pool.publish(self.store, self.version)
+
+    def versions(self, channel: Recorder) -> list[int]:
+        return [m.version for m in channel.sent]
+
     def test_one_worker_at_a_time(self) -> None:
-        """A snapshot goes to worker 1, and to worker 2 only once worker 1 has applied it."""
+        """Changes go to worker 1, and to worker 2 only once worker 1 has applied them."""
         pool, _, (one, two) = pool_with_channels()
-        pool.publish(Snapshot(1))
-        self.assertEqual((one.sent, two.sent), ([Snapshot(1)], []))
+        self.change(pool, "file", "/a")
+        self.assertEqual((self.versions(one), self.versions(two)), ([1], []))
         pool._received(pool.workers[0], Applied(1, 1))
-        self.assertEqual(two.sent, [Snapshot(1)])
+        self.assertEqual(self.versions(two), [1])
         rolled = pool.when_rolled_out()
         self.assertNoResult(rolled)
         pool._received(pool.workers[1], Applied(1, 1))
         self.successResultOf(rolled)
 
-    def test_newer_snapshot_during_a_rollout_replaces_the_older(self) -> None:
-        """Snapshots published while one worker builds are coalesced: the next worker gets only the newest."""
-        pool, _, (one, two) = pool_with_channels()
-        pool.publish(Snapshot(1))
-        pool.publish(Snapshot(2))
-        pool.publish(Snapshot(3))
-        self.assertEqual(one.sent, [Snapshot(1)])
+    def test_only_changed_objects_cross(self) -> None:
+        """A worker's first Changes hold everything; later ones only what changed since, and removals."""
+        pool, _, (one,) = pool_with_channels(1)
+        self.change(pool, "file", "/a")
         pool._received(pool.workers[0], Applied(1, 1))
-        self.assertEqual(two.sent, [Snapshot(3)])
+        self.change(pool, "cloud", "/c")
+        pool._received(pool.workers[0], Applied(2, 2))
+        self.change(pool, "cloud", "/d")
+        pool._received(pool.workers[0], Applied(3, 3))
+        self.store.delete(ObjectRef("cloud", "routes", "routes"))
+        self.version += 1
+        pool.publish(self.store, self.version)
+        sent = [
+            (m.version, [(o.ref.source, o.body.routes[0].path) for o in m.upserts], m.removed)
+            for m in one.sent
+        ]
+        self.assertEqual(
+            sent,
+            [
+                (1, [("file", "/a")], ()),
+                (2, [("cloud", "/c")], ()),
+                (3, [("cloud", "/d")], ()),
+                (4, [], (ObjectRef("cloud", "routes", "routes"),)),
+            ],
+        )
+
+    def test_newer_change_during_a_rollout_is_coalesced(self) -> None:
+        """Swaps published while one worker builds are coalesced: the next worker gets only the newest state."""
+        pool, _, (one, two) = pool_with_channels()
+        self.change(pool, "file", "/a")
+        self.change(pool, "file", "/b")
+        self.change(pool, "file", "/c")
+        self.assertEqual(self.versions(one), [1])
+        pool._received(pool.workers[0], Applied(1, 1))
+        self.assertEqual(self.versions(two), [3])
+        self.assertEqual(two.sent[0].upserts[0].body.routes[0].path, "/c")
         pool._received(pool.workers[1], Applied(3, 1))
-        self.assertEqual(one.sent, [Snapshot(1), Snapshot(3)])
+        self.assertEqual(self.versions(one), [1, 3])
 
     def test_a_silent_worker_holds_no_one_back(self) -> None:
         """A worker that never acknowledges is passed over after the rollout timeout."""
         pool, clock, (_one, two) = pool_with_channels()
-        pool.publish(Snapshot(1))
+        self.change(pool, "file", "/a")
         clock.advance(29)
         self.assertEqual(two.sent, [])
         clock.advance(2)
-        self.assertEqual(two.sent, [Snapshot(1)])
+        self.assertEqual(self.versions(two), [1])
 
     def test_a_worker_without_channel_is_skipped(self) -> None:
         """A dead worker (being restarted) does not receive the rollout; it gets the latest at its start."""
         pool, _, (one, two) = pool_with_channels()
         pool.workers[0].channel = None
-        pool.publish(Snapshot(1))
-        self.assertEqual((one.sent, two.sent), ([], [Snapshot(1)]))
+        self.change(pool, "file", "/a")
+        self.assertEqual((one.sent, self.versions(two)), ([], [1]))
 
 
 class ScrapeTests(SynchronousTestCase):
@@ -105,19 +153,22 @@ class ScrapeTests(SynchronousTestCase):
 
 
 class BookkeepingTests(SynchronousTestCase):
-    def test_snapshot_of_a_store(self) -> None:
-        """The store's objects and problems, grouped by source."""
+    def test_store_state_and_changes(self) -> None:
+        """A store's objects by ref and problems by source; changes against what a worker holds, by identity."""
         store = Store()
-        route = SourceObject(
-            ObjectRef("file", "routes", "routes"),
-            1.0,
-            RouteSet((Route(path="/a", backend="http://127.0.0.1:9"),)),
-        )
+        route = route_object("file", "/a")
         store.upsert(route)
         problem = Problem(ObjectRef("cloud", "api", "x"), "broken")
         store.report(problem.ref, [problem])
-        snapshot = snapshot_of(store, 4)
-        self.assertEqual(snapshot, Snapshot(4, {"file": (route,)}, {"cloud": (problem,)}))
+        state = StoreState.of(store, 4)
+        self.assertEqual(state.objects, {route.ref: route})
+        self.assertEqual(state.problems, {"cloud": (problem,)})
+        self.assertEqual(state.changes_since({}), Changes(4, (route,), (), {"cloud": (problem,)}))
+        self.assertEqual(state.changes_since({route.ref: route}).upserts, ())
+        equal_but_other = route_object("file", "/a")
+        self.assertEqual(state.changes_since({route.ref: equal_but_other}).upserts, (route,))
+        gone = ObjectRef("file", "api", "gone")
+        self.assertEqual(state.changes_since({gone: route}).removed, (gone,))
 
     def test_status_and_metrics(self) -> None:
         """/config lists each worker; the collector counts live workers and restarts."""
@@ -145,7 +196,7 @@ class ReadinessTests(SynchronousTestCase):
         pool._update_readiness()
         self.assertFalse(health.ready)
         self.assertIn("workers", health.describe())
-        pool.publish(Snapshot(1))
+        pool.publish(Store(), 1)
         pool._received(pool.workers[0], Applied(1, 1))
         self.assertTrue(health.ready)
         for worker in pool.workers:

@@ -8,9 +8,9 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from gateway.model import ObjectRef, Route, RouteSet, SourceObject, Store
+from gateway.model import ObjectRef, Problem, Route, RouteSet, SourceObject, Store
 from gateway.reconcile import Reconciler
-from gateway.workers import Applied, Channel, Scrape, Scraped, Snapshot, WorkerLink, encode
+from gateway.workers import Applied, Changes, Channel, Scrape, Scraped, WorkerLink, encode
 
 
 def routes(source: str, *paths: str, modified: float = 1.0) -> SourceObject:
@@ -51,7 +51,7 @@ class WorkerLinkTests(SynchronousTestCase):
         self.reconciler = Reconciler(
             self.store,
             self.clock,  # type: ignore[arg-type]
-            synced=[self.link.first_snapshot],  # type: ignore[list-item]
+            synced=[self.link.first_configuration],  # type: ignore[list-item]
             on_swap=[self.link.swapped],
             on_failure=self.link.failed,
         )
@@ -63,18 +63,18 @@ class WorkerLinkTests(SynchronousTestCase):
         assert generation is not None
         return sorted(e.path for e in generation.config.routes)
 
-    def test_first_snapshot_builds_and_is_acknowledged(self) -> None:
+    def test_first_configuration_builds_and_is_acknowledged(self) -> None:
         """The first snapshot fills the mirror store, the reconciler builds at once, the worker acknowledges it."""
         self.assertIsNone(self.reconciler.current)
-        self.supervisor.send(Snapshot(1, {"file": (routes("file", "/a"),)}, {}))
+        self.supervisor.send(Changes(1, (routes("file", "/a"),)))
         self.assertEqual(self.paths(), ["/a"])
         self.assertEqual(self.supervisor.messages(), [Applied(1, 1)])
 
     def test_change_acknowledged_after_the_swap(self) -> None:
         """A changed snapshot is acknowledged only once the worker's own generation is built (after the coalescing delay)."""
-        self.supervisor.send(Snapshot(1, {"file": (routes("file", "/a"),)}, {}))
+        self.supervisor.send(Changes(1, (routes("file", "/a"),)))
         self.supervisor.messages()
-        self.supervisor.send(Snapshot(2, {"file": (routes("file", "/a", "/b"),)}, {}))
+        self.supervisor.send(Changes(2, (routes("file", "/a", "/b"),)))
         self.assertEqual(self.supervisor.messages(), [])
         self.assertEqual(self.paths(), ["/a"])
         self.clock.advance(1)
@@ -83,22 +83,39 @@ class WorkerLinkTests(SynchronousTestCase):
 
     def test_unchanged_snapshot_acknowledged_at_once(self) -> None:
         """A snapshot equal to what the worker holds builds nothing and is acknowledged with the same generation."""
-        self.supervisor.send(Snapshot(1, {"file": (routes("file", "/a"),)}, {}))
+        self.supervisor.send(Changes(1, (routes("file", "/a"),)))
         self.supervisor.messages()
-        self.supervisor.send(Snapshot(2, {"file": (routes("file", "/a"),)}, {}))
+        self.supervisor.send(Changes(2, (routes("file", "/a"),)))
         self.assertEqual(self.supervisor.messages(), [Applied(2, 1)])
+        self.supervisor.send(Changes(3))
+        self.assertEqual(self.supervisor.messages(), [Applied(3, 1)])
         self.assertEqual(self.reconciler.current.number, 1)  # type: ignore[union-attr]
 
-    def test_a_source_that_disappears_is_emptied(self) -> None:
-        """Objects of a source absent from the next snapshot leave the mirror store."""
-        self.supervisor.send(
-            Snapshot(1, {"file": (routes("file", "/a"),), "cloud": (routes("cloud", "/c"),)}, {})
-        )
+    def test_removed_objects_and_sources_leave(self) -> None:
+        """A removed object leaves the mirror store; so does a source whose last object is removed."""
+        self.supervisor.send(Changes(1, (routes("file", "/a"), routes("cloud", "/c"))))
         self.assertEqual(self.paths(), ["/a", "/c"])
-        self.supervisor.send(Snapshot(2, {"file": (routes("file", "/a"),)}, {}))
+        self.supervisor.send(Changes(2, removed=(ObjectRef("cloud", "routes", "routes"),)))
         self.clock.advance(1)
         self.assertEqual(self.paths(), ["/a"])
         self.assertEqual([o.ref.source for o in self.store.objects()], ["file"])
+
+    def test_problems_replace_the_previous_ones(self) -> None:
+        """Each Changes carries every source's problems: a source's problems disappear when it has none."""
+        problem = Problem(ObjectRef("cloud", "api", "broken"), "no path")
+        self.supervisor.send(Changes(1, (routes("file", "/a"),), problems={"cloud": (problem,)}))
+        self.assertEqual(self.store.problems(), (problem,))
+        self.supervisor.send(Changes(2))
+        self.assertEqual(self.store.problems(), ())
+
+    def test_unchanged_objects_stay_the_same_objects(self) -> None:
+        """An object not in the Changes stays the very object held, so the build memo reuses its build."""
+        self.supervisor.send(Changes(1, (routes("file", "/a"), routes("cloud", "/c"))))
+        kept = self.store.objects("file")[0]
+        self.supervisor.send(Changes(2, (routes("cloud", "/d"),)))
+        self.clock.advance(1)
+        self.assertIs(self.store.objects("file")[0], kept)
+        self.assertEqual(self.paths(), ["/a", "/d"])
 
     def test_scrape_answered(self) -> None:
         """A scrape is answered with the worker's metrics text under the same request number."""
