@@ -59,7 +59,7 @@ class Balancer:
     :ivar backends: the endpoints, in the order translation gave them.
     """
 
-    __slots__ = ("backends", "_next", "_held_until")
+    __slots__ = ("_held_until", "_next", "backends")
 
     def __init__(
         self, backends: tuple[Backend, ...], held_until: dict[_Address, float] | None = None

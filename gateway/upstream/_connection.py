@@ -277,9 +277,12 @@ class Connection(Protocol):
             ex is not None
             and sender is not None
             and sender.__class__ is StreamSender
-            and sender.progressed  # type: ignore[union-attr]
+            and (sender.progressed or not sender.held)  # type: ignore[union-attr]
         ):
-            # The backend is still taking the body: not a stalled backend.
+            # The backend is still taking the body, or the body waits for
+            # the client (whose own body timeout applies): not a stalled
+            # backend. Only a backend that takes nothing for the whole
+            # timeout is one.
             sender.progressed = False  # type: ignore[union-attr]
             self._timer = self._pool._reactor.callLater(ex._timeout, self._timed_out)
             return

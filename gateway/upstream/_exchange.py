@@ -101,20 +101,20 @@ class Exchange:
     """
 
     __slots__ = (
-        "_pool",
+        "_attempt",
         "_backend",
         "_balancer",
-        "_method",
-        "_head",
         "_body",
         "_body_length",
-        "_source",
-        "_sink",
         "_conn",
-        "_attempt",
-        "_state",
-        "_retried",
+        "_head",
+        "_method",
         "_paused",
+        "_pool",
+        "_retried",
+        "_sink",
+        "_source",
+        "_state",
         "_timeout",
     )
 

@@ -59,7 +59,7 @@ class StreamSender:
     its write buffer is full, so the source, and the client, are paused).
     """
 
-    __slots__ = ("_chunked", "_conn", "_done", "_source", "progressed", "sent")
+    __slots__ = ("_chunked", "_conn", "_done", "_source", "held", "progressed", "sent")
 
     def __init__(self, conn: Connection, source: BodySource, chunked: bool) -> None:
         self._conn = conn
@@ -70,6 +70,9 @@ class StreamSender:
         self.sent = 0
         #: a piece was written since the connection's timer last looked
         self.progressed = False
+        #: the backend transport paused us: its buffer is full (the backend
+        #: is not reading), as opposed to waiting for the client
+        self.held = False
 
     def start(self) -> None:
         self._conn.transport.registerProducer(self, True)
@@ -104,10 +107,12 @@ class StreamSender:
     # -- IPushProducer (the backend transport) -----------------------------------
 
     def pauseProducing(self) -> None:
+        self.held = True
         if not self._done:
             self._source.pauseProducing()
 
     def resumeProducing(self) -> None:
+        self.held = False
         if not self._done:
             self._source.resumeProducing()
 

@@ -10,6 +10,9 @@ buffer only.
 
 from __future__ import annotations
 
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+
 from gateway.proxy._body import HIGH_WATER, REPLAY_LIMIT, BodyError, StreamedBody
 from gateway.upstream import (
     BackendConnectionLost,
@@ -102,8 +105,28 @@ class StreamedUploadTests(ClientTestCase):
         # The transport's buffer (64 KiB) pauses the sender, then the source
         # holds its high-water mark: a few hundred KiB, not the body.
         self.assertLessEqual(fed, 4 * HIGH_WATER)
-        await sink.done
+        # The client goes on sending (its connection would stop reading at
+        # the high-water mark; here the source just holds it): the backend,
+        # not the client, is what waits, once the kernel's socket buffers
+        # (a few MB on loopback) are full too.
+        while not sink.done.called:
+            source.write(b"y" * 65536)
+            await deferLater(reactor, 0.01, lambda: None)
         self.assertFailedWith(sink, BackendResponseTimeout)
+
+    async def test_waiting_for_the_client_is_not_a_backend_timeout(self) -> None:
+        """A body starved by a slow client does not time the backend out (the client's body timeout does)."""
+        server, backend = self.start_backend(answer(ok(b"stored")))
+        pool = self.make_pool(response_timeout=0.3)
+        source = StreamedBody(10**9, None)
+        sink = self.put(pool, backend, source, -1)
+        await wait_until(lambda: server.accepted == 1)
+        source.write(b"a" * 1000)
+        await deferLater(reactor, 0.8, lambda: None)
+        self.assertEqual(sink.calls, [])
+        source.finish()
+        await sink.done
+        self.assertEqual((sink.calls[-1], server.requests[-1].body), ("finished", b"a" * 1000))
 
     async def test_body_failure_aborts_the_backend_request(self) -> None:
         """The client's body failing mid-stream (over the limit) aborts the backend connection."""
