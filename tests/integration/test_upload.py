@@ -548,6 +548,27 @@ class VariantTests(UploadTestCase):
         self.assertEqual(self.counting.seen[-1].path, "/rewritten/up")
 
 
+class TwistedServerTests(UploadTestCase):
+    """``gateway.http1.server: twisted`` still collects the body, then forwards it."""
+
+    extra_args = ["--http1-server", "twisted", "--max-body", str(64 * MiB)]  # noqa: RUF012 (as the harness declares it)
+
+    def _settled(self) -> Any:
+        return None
+
+    @inlineCallbacks
+    def test_chunked_upload_buffered(self) -> Any:
+        """A chunked 16 MB upload reaches the backend whole, with the length twisted.web collected."""
+        total = 16 * MiB
+        status, _, body = yield deferToThread(upload, self.port, "/plain/twisted", total, chunked=True)
+        self.assertEqual(status, 200, body)
+        answer = json.loads(body)
+        self.assertEqual(
+            (answer["received"], answer["length"], answer["chunked"], answer["sha256"]),
+            (total, str(total), None, body_digest(total)),
+        )
+
+
 class LimitTests(UploadTestCase):
     """The size limit applies as the body streams."""
 
