@@ -510,7 +510,12 @@ def _add_traffic(
             factory = TLSServerFactory(
                 creator, site, on_handshake=top.metrics.handshake, clock=reactor
             )
-        drain = {"name": name, "grace": proxy.grace, "drain_delay": proxy.drain_delay, "factory": factory}
+        drain = {
+            "name": name,
+            "grace": proxy.grace,
+            "drain_delay": proxy.drain_delay,
+            "factory": factory,
+        }
         if adopt is not None:
             top.listeners[name] = AdoptedTrafficListener(
                 reactor,
@@ -701,8 +706,8 @@ def _build_supervisor(
     ``--workers N`` (N > 1): this process runs the sources, the reconciler
     (and the status stage), the admin port, and N worker processes that
     serve the traffic listeners (docs/workers.md). Each swap here sends
-    the store's changed objects to the workers, one worker at a time; ``/metrics``
-    merges every process's metrics.
+    the store's changed objects to the workers, one worker at a time;
+    ``/metrics`` merges every process's metrics.
     """
     settings = options.settings
     top = Gateway()
