@@ -30,8 +30,6 @@ from twisted.logger import (
 from twisted.python import usage
 from twisted.web import http
 
-from gateway.dispatch import streamline
-from gateway.echo import EchoBackend
 from gateway.counters import (
     Counters,
     CountersService,
@@ -39,6 +37,8 @@ from gateway.counters import (
     LocalCounters,
     RedisCounters,
 )
+from gateway.dispatch import streamline
+from gateway.echo import EchoBackend
 from gateway.jwt import OpenIdKeys, OpenIdKeysService, TokenValidator, http_fetch
 from gateway.model import Store
 from gateway.observability import (
@@ -894,7 +894,7 @@ def worker_main() -> None:
     reactor.run()
 
 
-def makeService(options: Options) -> IService:  # noqa: N802 (twistd's name)
+def makeService(options: Options) -> IService:
     """twistd entry point."""
     from twisted.internet import reactor
 
