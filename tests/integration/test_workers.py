@@ -199,8 +199,20 @@ class WorkersServeTests(WorkersTestCase):
         # connection_per_worker's probes plus the ten above, each answered once.
         probes = served - 10
         self.assertGreaterEqual(probes, 2)
-        access = [line for line in self.log_text().splitlines() if '"GET /a HTTP/1.1" 200' in line]
-        self.assertEqual(len(access), served)
+
+        def access_lines() -> int:
+            # The workers' lines reach the log file through the supervisor:
+            # wait (bounded) for the last ones.
+            count = 0
+            for _ in range(100):
+                count = sum('"GET /a HTTP/1.1" 200' in line for line in self.log_text().splitlines())
+                if count >= served:
+                    break
+                time.sleep(0.05)
+            return count
+
+        access = yield deferToThread(access_lines)
+        self.assertEqual(access, served)
         self.assertIn("apimgw_workers 2.0", text)
         yield deferToThread(gw.stop)
 
