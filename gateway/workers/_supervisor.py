@@ -89,11 +89,20 @@ class _Worker:
     held: dict[ObjectRef, SourceObject] = field(default_factory=dict)
     #: Changes were sent and its Applied has not come back
     busy: bool = False
+    #: when a busy worker stops holding the rollout back (IDelayedCall)
+    late: Any = None
+    #: it let its last rollout time out: served last until it answers again
+    stuck: bool = False
     restarts: int = 0
     started: float = 0.0
     rapid_failures: int = 0
     scrapes: dict[int, Deferred[bytes]] = field(default_factory=dict)
     ended: Deferred[None] | None = None
+
+
+def _cancel(call: Any) -> None:
+    if call is not None and call.active():
+        call.cancel()
 
 
 def _cancelling(result: Any, timer: Any) -> Any:
@@ -170,7 +179,6 @@ class WorkerPool(Service):
         self.forward_logs = forward_logs
         self.workers = [_Worker(i + 1) for i in range(count)]
         self._latest: StoreState | None = None
-        self._rollout_timer: Any = None  # IDelayedCall
         self._restarts: dict[int, Any] = {}  # index -> IDelayedCall
         self._scrape_ids = 0
         #: fires each time every worker has acknowledged the latest state
@@ -228,6 +236,7 @@ class WorkerPool(Service):
         worker.version = 0
         worker.generation = 0
         worker.held = {}
+        worker.stuck = False
         channel.send(self._start_message(worker.index, listeners))
         self._log.info("Worker {index} started (pid {pid})", index=worker.index, pid=worker.pid)
         if self._latest is not None:
@@ -252,6 +261,7 @@ class WorkerPool(Service):
             worker.channel.close()
             worker.channel = None
         was_busy, worker.busy = worker.busy, False
+        _cancel(worker.late)
         worker.generation = 0
         if ended is not None:
             ended.callback(None)
@@ -309,8 +319,8 @@ class WorkerPool(Service):
             if call.active():
                 call.cancel()
         self._restarts.clear()
-        if self._rollout_timer is not None and self._rollout_timer.active():
-            self._rollout_timer.cancel()
+        for worker in self.workers:
+            _cancel(worker.late)
         for group in self.sockets.values():
             for s in group:
                 s.close()
@@ -345,8 +355,18 @@ class WorkerPool(Service):
         self._roll()
 
     def _send(self, worker: _Worker, state: StoreState) -> None:
+        """
+        Send ``worker`` the changes to ``state``; it is busy until it
+        acknowledges them or ``rollout_timeout`` passes (a worker that
+        hangs, including a new one on its first configuration, must not
+        hold the rollout to the others back for ever).
+        """
         assert worker.channel is not None
         worker.busy = True
+        _cancel(worker.late)
+        worker.late = self.reactor.callLater(
+            self.rollout_timeout, self._rollout_late, worker, state.version
+        )
         worker.channel.send(state.changes_since(worker.held))
         worker.held = state.objects
 
@@ -354,17 +374,13 @@ class WorkerPool(Service):
         if self._latest is None or any(w.busy for w in self.workers):
             return
         state = self._latest
-        # The most out-of-date worker first: one that applied an older
-        # version while a newer one arrived waits for the others.
+        # The most out-of-date worker first (one that applied an older
+        # version while a newer one arrived waits for the others), a worker
+        # that let its last rollout time out last.
         behind = [w for w in self.workers if w.channel is not None and w.version < state.version]
         if behind:
-            worker = min(behind, key=lambda w: (w.version, w.index))
+            worker = min(behind, key=lambda w: (w.stuck, w.version, w.index))
             self._send(worker, state)
-            if self._rollout_timer is not None and self._rollout_timer.active():
-                self._rollout_timer.cancel()
-            self._rollout_timer = self.reactor.callLater(
-                self.rollout_timeout, self._rollout_late, worker, state.version
-            )
             return
         waiters, self._rolled_waiters = self._rolled_waiters, []
         for d in waiters:
@@ -380,6 +396,7 @@ class WorkerPool(Service):
                 timeout=self.rollout_timeout,
             )
             worker.busy = False
+            worker.stuck = True
             worker.version = version
             self._roll()
 
@@ -395,9 +412,9 @@ class WorkerPool(Service):
             worker.version = max(worker.version, message.version)
             worker.generation = message.generation
             worker.busy = False
+            worker.stuck = False
             self._update_readiness()
-            if self._rollout_timer is not None and self._rollout_timer.active():
-                self._rollout_timer.cancel()
+            _cancel(worker.late)
             self._roll()
         elif isinstance(message, Scraped):
             d = worker.scrapes.pop(message.request, None)

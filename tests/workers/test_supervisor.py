@@ -203,3 +203,24 @@ class ReadinessTests(SynchronousTestCase):
             worker.process = None
         pool._update_readiness()
         self.assertFalse(health.ready)
+
+
+class NewWorkerTests(SynchronousTestCase):
+    def test_a_new_worker_that_hangs_holds_no_one_back(self) -> None:
+        """A (re)started worker gets everything at once; if it never acknowledges, the rollout to the others resumes after the timeout."""
+        pool, clock, (one, two) = pool_with_channels()
+        store = Store()
+        store.upsert(route_object("file", "/a"))
+        pool.publish(store, 1)
+        pool._received(pool.workers[0], Applied(1, 1))
+        pool._received(pool.workers[1], Applied(1, 1))
+        # Worker 1 restarts: its state is sent whole at spawn (as _spawn does).
+        worker = pool.workers[0]
+        worker.version, worker.held = 0, {}
+        pool._send(worker, pool._latest)  # type: ignore[arg-type]
+        self.assertEqual(len(one.sent[-1].upserts), 1)
+        store.upsert(route_object("file", "/b"))
+        pool.publish(store, 2)
+        self.assertEqual([m.version for m in two.sent], [1])
+        clock.advance(pool.rollout_timeout + 1)
+        self.assertEqual([m.version for m in two.sent], [1, 2])
