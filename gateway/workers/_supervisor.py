@@ -127,6 +127,9 @@ class _WorkerProcess(ProcessProtocol):
     errReceived = outReceived
 
     def processEnded(self, reason: Failure) -> None:
+        if self._partial:
+            self.pool._log_line(self.worker, self._partial)
+            self._partial = b""
         self.pool._ended(self.worker, reason)
 
 
@@ -203,6 +206,16 @@ class WorkerPool(Service):
 
     def _spawn(self, worker: _Worker) -> None:
         self._restarts.pop(worker.index, None)
+        try:
+            self._start(worker)
+        except OSError:
+            # Out of descriptors or processes: try again later rather than
+            # lose the worker slot for good.
+            self._log.failure("Cannot start worker {index}; trying again in 5s", index=worker.index)
+            if self.running:
+                self._restarts[worker.index] = self.reactor.callLater(5.0, self._spawn, worker)
+
+    def _start(self, worker: _Worker) -> None:
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         parent_end.setblocking(False)
         out: Any = "r" if self.forward_logs else 1
@@ -224,6 +237,9 @@ class WorkerPool(Service):
                 env=self.env,
                 childFDs=child_fds,
             )
+        except BaseException:
+            parent_end.close()
+            raise
         finally:
             child_end.close()
         self.reactor.adoptStreamConnection(parent_end.fileno(), socket.AF_UNIX, ChannelFactory(channel))
@@ -265,8 +281,6 @@ class WorkerPool(Service):
         worker.generation = 0
         if ended is not None:
             ended.callback(None)
-        if self.running:
-            self._update_readiness()
         if not self.running:
             self._log.info(
                 "Worker {index} (pid {pid}) exited ({code})",
@@ -279,6 +293,7 @@ class WorkerPool(Service):
         worker.rapid_failures = worker.rapid_failures + 1 if lived < 10 else 0
         delay = min(30.0, self.restart_delay * 2 ** max(0, worker.rapid_failures - 1))
         worker.restarts += 1
+        self._update_readiness()
         self._log.error(
             "Worker {index} (pid {pid}) died ({how}); restarting it in {delay}s",
             index=worker.index,

@@ -224,3 +224,25 @@ class NewWorkerTests(SynchronousTestCase):
         self.assertEqual([m.version for m in two.sent], [1])
         clock.advance(pool.rollout_timeout + 1)
         self.assertEqual([m.version for m in two.sent], [1, 2])
+
+
+class SpawnFailureTests(SynchronousTestCase):
+    def test_a_worker_that_cannot_start_is_tried_again(self) -> None:
+        """spawnProcess failing (no descriptors, no processes) keeps the slot: another try 5 s later."""
+        tries: list[int] = []
+
+        class Refusing(Clock):
+            def spawnProcess(self, *args: Any, **kwargs: Any) -> Any:
+                tries.append(1)
+                raise OSError(24, "Too many open files")
+
+        clock = Refusing()
+        pool = WorkerPool(clock, 2, {}, lambda i, fds: None)  # type: ignore[arg-type,return-value]
+        pool.startService()
+        self.addCleanup(pool.stopService)
+        self.assertEqual(len(tries), 2)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 2)
+        clock.advance(5)
+        self.assertEqual(len(tries), 4)
+        self.flushLoggedErrors(OSError)
+        self.assertEqual([w.process for w in pool.workers], [None, None])
