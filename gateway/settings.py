@@ -156,6 +156,19 @@ SETTINGS: tuple[Setting, ...] = (
         "localhost or a metadata endpoint)",
     ),
     Setting(
+        "k8s.gateway.http-port",
+        None,
+        "80",
+        "the port clients reach the gateway's HTTP listener on (its Service's port): Gateway "
+        "listeners of protocol HTTP on another port are not served (PortUnavailable)",
+    ),
+    Setting(
+        "k8s.gateway.https-port",
+        None,
+        "443",
+        "the same for HTTPS listeners",
+    ),
+    Setting(
         "k8s.gateway.election-id",
         None,
         "apimgw-gateway-api",
@@ -570,6 +583,8 @@ class GatewayApiSourceSettings:
     :ivar election_id: ``None``: no election, this replica writes status.
     :ivar allow_external_name: serve backendRefs to ``ExternalName``
         Services (``k8s.gateway.allow-external-name``).
+    :ivar http_port: the port of HTTP listeners served
+        (``k8s.gateway.http-port``); :ivar https_port: of HTTPS ones.
     """
 
     controller: str
@@ -578,6 +593,8 @@ class GatewayApiSourceSettings:
     config_path: str | None
     election_id: str | None
     allow_external_name: bool = False
+    http_port: int = 80
+    https_port: int = 443
 
     @classmethod
     def parse(cls, values: Mapping[str, str]) -> GatewayApiSourceSettings | None:
@@ -603,6 +620,8 @@ class GatewayApiSourceSettings:
             ),
             election_id=_text(values, "k8s.gateway.election-id") or None,
             allow_external_name=flag(values.get("k8s.gateway.allow-external-name")),
+            http_port=_number(values, "k8s.gateway.http-port", int, positive=True),
+            https_port=_number(values, "k8s.gateway.https-port", int, positive=True),
         )
 
 

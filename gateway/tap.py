@@ -644,6 +644,8 @@ def _gateway_api_source(
         election_id=settings.election_id,
         environ=environ,
         allow_external_name=settings.allow_external_name,
+        http_port=settings.http_port,
+        https_port=settings.https_port,
     )
 
 

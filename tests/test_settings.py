@@ -149,6 +149,15 @@ class GatewaySettingsTests(SynchronousTestCase):
         ).gateway_api
         assert allowed is not None
         self.assertTrue(allowed.allow_external_name)
+        self.assertEqual((own.http_port, own.https_port), (80, 443))
+        ports = GatewaySettings.parse(
+            {"k8s.gateway.enabled": "true", "k8s.gateway.http-port": "8080",
+             "k8s.gateway.https-port": "8443"}
+        ).gateway_api
+        assert ports is not None
+        self.assertEqual((ports.http_port, ports.https_port), (8080, 8443))
+        with self.assertRaises(SettingError):
+            GatewaySettings.parse({"k8s.gateway.enabled": "true", "k8s.gateway.http-port": "0"})
 
     def test_gateway_api_off_ignores_its_settings(self) -> None:
         """Not enabled: no Gateway API settings, and an unusable controller is not even read."""
