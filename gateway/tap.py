@@ -48,8 +48,8 @@ from gateway.observability import (
     Health,
     RequestObserver,
     build_access_log,
+    twistd_logs_to_stdout,
 )
-from gateway.observability._logwriter import twistd_logs_to_stdout
 from gateway.proxy import H1Limits, ProxyResource, TrafficListener, listener_factory
 from gateway.reconcile import Reconciler
 from gateway.routing import Generation

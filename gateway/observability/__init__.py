@@ -10,7 +10,7 @@ from ._admin import AdminListener, AdminResource, AdminToken
 from ._configdump import describe_generation
 from ._health import Health
 from ._logwriter import DEFAULT_BUFFER as ACCESS_LOG_BUFFER
-from ._logwriter import LogWriter, LogWriterService, open_sink
+from ._logwriter import LogWriter, LogWriterService, open_sink, twistd_logs_to_stdout
 from ._metrics import GatewayMetrics
 from ._observer import RequestObserver
 from ._redact import DEFAULT_REDACTED_PARAMETERS, REDACTED, QueryRedactor
@@ -33,4 +33,5 @@ __all__ = [
     "build_access_log",
     "describe_generation",
     "open_sink",
+    "twistd_logs_to_stdout",
 ]
