@@ -127,12 +127,37 @@ class GatewayMetrics:
             "New backend connections opened (reused keep-alive connections are not counted).",
             registry=r,
         )
+        self.upgraded = Counter(
+            "apimgw_upgraded_connections",
+            "Connections switched to another protocol after the backend's 101 (WebSocket), "
+            "by protocol (websocket, h2c, tls, other).",
+            ["protocol"],
+            registry=r,
+        )
+        self._upgraded_children: dict[str, Any] = {}
+        self.upgraded_open = Gauge(
+            "apimgw_upgraded_connections_open",
+            "Upgraded connections (WebSocket) open right now.",
+            registry=r,
+        )
         self.access_log_dropped = Counter(
             "apimgw_access_log_dropped",
             "Access-log lines dropped because stdout did not take them fast enough (more than "
             "telemetry.logs.access.buffer bytes were pending) or could not be written at all.",
             registry=r,
         )
+
+    def upgrade_opened(self, protocol: str) -> None:
+        """An upgraded connection (a 101 from the backend) started, e.g. ``websocket``."""
+        child = self._upgraded_children.get(protocol)
+        if child is None:
+            child = self._upgraded_children[protocol] = self.upgraded.labels(protocol)
+        child.inc()
+        self.upgraded_open.inc()
+
+    def upgrade_closed(self) -> None:
+        """An upgraded connection ended (either side closed, or it was idle too long)."""
+        self.upgraded_open.dec()
 
     def observe_request(
         self, route: str, method: str, status: int, seconds: float, api_call: Any = None

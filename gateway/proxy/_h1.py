@@ -69,6 +69,11 @@ _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
+#: Bytes held behind an upgrade request waiting for its answer, beyond
+#: which the connection stops reading (a WebSocket client may send its
+#: first frames before the 101; a well-behaved one waits).
+_HOLD_LIMIT = 64 * 1024
+
 #: Twisted's header-name canonicalizer (cached): our fields are stored in
 #: ``Headers``' own form, so the resource reads them through ``Headers``.
 _encode_name = _nameEncoder.encode
@@ -155,6 +160,14 @@ class H1Channel(Protocol):
         self._linger_until = 0.0
         #: over TLS (Twisted's TLS protocol): no half-close, see :meth:`close_now`
         self._tls = False
+        #: an upgrade request (``Connection: upgrade``) waiting for its
+        #: answer: what the client sends meanwhile is held, not parsed
+        self._upgrade_wait: H1Request | None = None
+        self._held: list[bytes] = []
+        self._held_bytes = 0
+        #: after a 101: the :class:`~gateway.proxy._splice.Splice` that
+        #: receives the client's bytes (``client_data``) and its close
+        self.tunnel: Any = None
 
     # -- Twisted protocol ----------------------------------------------------------
 
@@ -175,6 +188,13 @@ class H1Channel(Protocol):
         self._arm_read(_HEADER, self.limits.header_timeout)
 
     def dataReceived(self, data: bytes) -> None:
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.client_data(data)
+            return
+        if self._upgrade_wait is not None:
+            self._hold(data)
+            return
         if self._broken:
             if self._read_phase == _LINGER:
                 # Still sending the body we refused: let it finish (up to
@@ -190,14 +210,24 @@ class H1Channel(Protocol):
         self._completed = 0
         try:
             self.parser.feed_data(data)
-        except HttpParserUpgrade:
-            # Upgrade (WebSocket) is not served yet (part 2 of issue 11):
-            # the request is answered as a plain one (RFC 9110 §7.8 lets a
-            # server ignore Upgrade), then the connection closes, since
-            # whatever follows is not HTTP/1.1.
-            if self.queue:
-                self.queue[-1].keep_alive = False
-            self._broken = True
+        except HttpParserUpgrade as e:
+            # llhttp stopped after a request with ``Connection: upgrade``
+            # and ``Upgrade`` (a body is refused at its head, CONNECT too):
+            # what follows may already be the new protocol, so it is held
+            # until the answer says which (a 101: the tunnel's; else HTTP/1.1
+            # again, parsed then).
+            queue = self.queue
+            request = queue[-1] if queue else None
+            if request is None or not request.complete or request.error is not None:
+                self._broken = True
+            else:
+                request.upgrade = b",".join(
+                    request.requestHeaders.getRawHeaders(b"upgrade", [])
+                )
+                self._upgrade_wait = request
+                rest = data[e.args[0]:]
+                if rest:
+                    self._hold(rest)
         except HttpParserError as e:
             cause = e.__context__
             if isinstance(cause, _Reject):
@@ -223,6 +253,13 @@ class H1Channel(Protocol):
         self._advance()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        tunnel = self.tunnel
+        if tunnel is not None:
+            self._gone = self._broken = True
+            self.tunnel = None
+            self.server.channels.discard(self)
+            tunnel.client_lost(reason)
+            return
         self._gone = self._broken = True
         self._cancel_timers()
         self.server.channels.discard(self)
@@ -314,7 +351,12 @@ class H1Channel(Protocol):
         """Read from the client unless its answers are stuck or enough is queued."""
         if self._gone or self._closing:
             return
-        pause = self._send_paused or self._backlog or self._queue_full()
+        pause = (
+            self._send_paused
+            or self._backlog
+            or self._held_bytes > _HOLD_LIMIT
+            or self._queue_full()
+        )
         if pause and not self._reading_paused:
             self._reading_paused = True
             self.transport.pauseProducing()
@@ -576,6 +618,14 @@ class H1Channel(Protocol):
         if queue and queue[0] is request:
             queue.popleft()
         self._producer = None
+        held = b""
+        if request is self._upgrade_wait:
+            # Answered without switching: what the client sent since is
+            # HTTP/1.1 again (llhttp resumes after the upgrade request).
+            self._upgrade_wait = None
+            held = b"".join(self._held)
+            self._held = []
+            self._held_bytes = 0
         if self._gone:
             return
         if not self.persistent:
@@ -586,6 +636,50 @@ class H1Channel(Protocol):
             self._advance()
         elif not self._in_head and self._body_of is None:
             self._arm_read(_KEEPALIVE, self.limits.keepalive_timeout)
+        if held:
+            self.dataReceived(held)
+
+    # -- switching protocols (Upgrade) -------------------------------------------------
+
+    def _hold(self, data: bytes) -> None:
+        """Keep what arrives behind an upgrade request; stop reading past a bound."""
+        self._held.append(data)
+        self._held_bytes += len(data)
+        if self._held_bytes > _HOLD_LIMIT:
+            self._update_reading()
+
+    def switch_protocols(
+        self, request: H1Request, head: bytes, make_tunnel: Callable[[Any], Any]
+    ) -> Any:
+        """
+        The upgrade request ``request`` is answered 101 (``head``): send it,
+        let go of the transport (no producer, no timer, no HTTP any more)
+        and hand it to the tunnel ``make_tunnel(transport)`` builds, which
+        receives what the client sent after the request first. Returns the
+        tunnel, or ``None`` when the request is not the one waiting (the
+        client left, or it was no upgrade request).
+        """
+        if self._gone or self._closing or request is not self._upgrade_wait:
+            return None
+        queue = self.queue
+        if queue and queue[0] is request:
+            queue.popleft()
+        self._upgrade_wait = None
+        held = b"".join(self._held)
+        self._held = []
+        self._held_bytes = 0
+        self._cancel_timers()
+        self._read_phase = 0
+        self._producer = None
+        self.send(head)
+        self._unregister()
+        if self._reading_paused:
+            self._reading_paused = False
+            self.transport.resumeProducing()
+        tunnel = self.tunnel = make_tunnel(self.transport)
+        if held:
+            tunnel.client_data(held)
+        return tunnel
 
     def producer_registered(self, request: H1Request, producer: IPushProducer) -> None:
         self._producer = producer
@@ -765,8 +859,10 @@ class H1Channel(Protocol):
         self._read_timer = self._send_timer = None
 
     def is_idle(self) -> bool:
-        """No request in progress (between requests of a keep-alive connection)."""
-        return not self.queue and not self._in_head and self._body_of is None
+        """No request in progress (between requests of a keep-alive connection); a tunnel never is."""
+        return (
+            not self.queue and not self._in_head and self._body_of is None and self.tunnel is None
+        )
 
 
 def _parser_refusal(error: HttpParserError, start: bytes) -> tuple[int, str]:

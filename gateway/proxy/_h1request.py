@@ -12,6 +12,7 @@ the HTTP/2 path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IPushProducer
@@ -75,6 +76,7 @@ class H1Request:
         "responseHeaders",
         "sentLength",
         "startedWriting",
+        "upgrade",
         "uri",
     )
 
@@ -120,6 +122,9 @@ class H1Request:
         self._chunked = False
         self._no_body = method == b"HEAD"
         self._producer: IPushProducer | None = None
+        #: the ``Upgrade`` header of a request that asks to switch
+        #: protocols (``Connection: upgrade``, no body), else ``None``
+        self.upgrade: bytes | None = None
 
     # -- what the resource reads ---------------------------------------------
 
@@ -216,6 +221,34 @@ class H1Request:
         self.finished = True
         self._producer = None
         channel.request_done(self)
+
+    def switch_protocols(
+        self,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        make_tunnel: Callable[[Any], Any],
+    ) -> Any:
+        """
+        Answer ``101 Switching Protocols`` with ``headers`` (plus
+        ``Connection: Upgrade``) and hand the connection to the tunnel that
+        ``make_tunnel(transport)`` builds. Returns the tunnel, or ``None``
+        when the connection cannot switch (the client left, the request is
+        not an upgrade request, an answer started).
+        """
+        channel = self.channel
+        if channel is None or self.startedWriting or self.upgrade is None:
+            return None
+        lines = [_status_line(101, reason or None)]
+        for name, value in headers:
+            lines.append(b"%s: %s\r\n" % (name, value))
+        lines.append(b"Connection: Upgrade\r\n\r\n")
+        tunnel = channel.switch_protocols(self, b"".join(lines), make_tunnel)
+        if tunnel is not None:
+            self.startedWriting = 1
+            self.code = 101
+            self.finished = True
+            self._producer = None
+        return tunnel
 
     def loseConnection(self) -> None:
         """Close the connection now (a broken response: the client sees it truncated)."""

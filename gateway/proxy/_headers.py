@@ -165,3 +165,38 @@ def response_headers_to_forward(
         for name, value in headers
         if (lower := name.lower()) not in HOP_BY_HOP and lower not in named
     ]
+
+
+def upgrade_request_headers(
+    headers: list[tuple[bytes, bytes]], upgrade: bytes
+) -> list[tuple[bytes, bytes]]:
+    """
+    ``headers`` (from :func:`forward_request_headers`, which drops
+    ``Connection`` and ``Upgrade`` as hop-by-hop) with the two put back for
+    a request that asks to switch protocols (RFC 9110 §7.8): the backend is
+    asked for the same upgrade. ``Sec-WebSocket-*`` are ordinary headers and
+    went through already.
+    """
+    return [*headers, (b"Connection", b"Upgrade"), (b"Upgrade", upgrade)]
+
+
+def switching_response_headers(
+    headers: list[tuple[bytes, bytes]],
+) -> list[tuple[bytes, bytes]]:
+    """
+    A backend's ``101 Switching Protocols`` headers for the client: the
+    hop-by-hop ones dropped, except ``Upgrade`` (the protocol switched to);
+    the caller adds ``Connection: Upgrade``. A 101 has no body: no framing
+    headers either.
+    """
+    named: frozenset[bytes] = frozenset()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            named = named | connection_tokens([value])
+    named = named - {b"upgrade"}
+    return [
+        (name, value)
+        for name, value in headers
+        if (lower := name.lower()) == b"upgrade"
+        or (lower not in HOP_BY_HOP and lower not in named and lower != b"content-length")
+    ]

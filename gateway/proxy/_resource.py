@@ -37,14 +37,21 @@ from gateway.translate import (
     Variant,
 )
 from gateway.upstream import FAILURE_HOLD, BackendError, BackendPool, BackendTimeout, Exchange
+from gateway.upstream._connection import Connection
 
 from ._body import BodyCollector, BodyError, BoundedBody, StreamedBody
 from ._contracts import ProxyHealth, ProxyObserver, ProxyRequest
-from ._headers import forward_request_headers, response_headers_to_forward
+from ._headers import (
+    forward_request_headers,
+    response_headers_to_forward,
+    switching_response_headers,
+    upgrade_request_headers,
+)
 from ._limits import Counters
 from ._policies import JwtValidator, policy_request
 from ._policy_run import PolicyRun
 from ._replies import close_after_response, cut, envelope, finish_streamed, start_streamed
+from ._splice import Splice
 from ._variants import BackendChooser, RequestFacts, change_path, edit_headers, redirect_location
 
 #: The upstream Helm chart's probe path, answered on the traffic port.
@@ -80,6 +87,14 @@ _NOT_READY = envelope(503, "Service unavailable: no configuration loaded yet")
 _NO_ENDPOINTS = envelope(503, "Service unavailable: the backend has no ready endpoint")
 _TOO_LARGE = envelope(413, "Request entity too large")
 _BAD_REQUEST = envelope(400, "Bad request")
+#: An upgrade (WebSocket) request to an API with policies: the policies
+#: cannot run on what follows a 101, and passing it through without them
+#: would skip the API's checks (validate-jwt, limits).
+_NO_UPGRADE = envelope(501, "Upgrade not implemented for an API with policies")
+
+#: ``apimgw_upgraded_connections_total{protocol}`` values: the common
+#: upgrade tokens, everything else ``other`` (the token comes from clients).
+_PROTOCOLS = frozenset({"websocket", "h2c", "tls"})
 
 
 class RequestIds:
@@ -178,6 +193,9 @@ class ProxyResource(Resource):
         self._scheme_text = scheme.decode("ascii")
         #: Rebound to each request before its lookup (see RequestFacts).
         self._facts = RequestFacts(Headers(), b"")
+        #: the gateway's metrics (``GatewayMetrics``) when the observer has
+        #: them: upgraded connections are counted there
+        self._metrics = getattr(observer, "metrics", None)
 
     # -- draining ---------------------------------------------------------
 
@@ -236,6 +254,7 @@ class ProxyResource(Resource):
         body = request.content
         if getattr(body, "exceeded", False):
             return self._answer(request, started, 413, _TOO_LARGE, entry.label)
+        upgrade: bytes | None = getattr(request, "upgrade", None)
         if match.variant is not None:
             return self._serve_variant(
                 request, started, generation, match, match.variant, host, path_text, query
@@ -288,6 +307,8 @@ class ProxyResource(Resource):
             if entry.policy_error is not None:
                 return self._policy_failed(request, started, entry)
             if pipelines is not None:
+                if upgrade is not None:
+                    return self._answer(request, started, 501, _NO_UPGRADE, entry.label)
                 args = (
                     request,
                     started,
@@ -328,6 +349,8 @@ class ProxyResource(Resource):
             request_id=request_id,
             drop=drop,
         )
+        if upgrade is not None:
+            headers = upgrade_request_headers(headers, upgrade)
         payload, length, source = _outgoing_body(body)
         endpoints = entry.endpoints
         balancer = None
@@ -338,7 +361,8 @@ class ProxyResource(Resource):
             if picked is None:
                 return self._answer(request, started, 503, _NO_ENDPOINTS, entry.label)
             backend = picked
-        exchange = _Exchange(self, request, entry, started, request_id, backend)
+        kind = _Exchange if upgrade is None else _UpgradeExchange
+        exchange = kind(self, request, entry, started, request_id, backend)
         self.in_flight += 1
         request.on_client_gone = exchange.client_gone
         exchange.backend_exchange = self._pool.request(
@@ -351,6 +375,7 @@ class ProxyResource(Resource):
             exchange,
             balancer,
             source=source,
+            upgrade=upgrade is not None,
         )
         return NOT_DONE_YET
 
@@ -423,10 +448,12 @@ class ProxyResource(Resource):
         )
         if variant.request_headers is not None:
             headers = edit_headers(headers, variant.request_headers)
+        upgrade: bytes | None = getattr(request, "upgrade", None)
+        if upgrade is not None:
+            headers = upgrade_request_headers(headers, upgrade)
         payload, length, source = _outgoing_body(request.content)
-        exchange = _VariantExchange(
-            self, request, match.entry, variant, started, request_id, backend
-        )
+        kind = _VariantExchange if upgrade is None else _VariantUpgradeExchange
+        exchange = kind(self, request, match.entry, variant, started, request_id, backend)
         self.in_flight += 1
         request.on_client_gone = exchange.client_gone
         exchange.backend_exchange = self._pool.request(
@@ -439,6 +466,7 @@ class ProxyResource(Resource):
             exchange,
             None,
             source=source,
+            upgrade=upgrade is not None,
         )
         return NOT_DONE_YET
 
@@ -992,6 +1020,92 @@ class _VariantExchange(_Exchange):
             self.resource._health.draining,
             producer,
         )
+
+
+def _switched(
+    exchange: _Exchange,
+    edits: HeaderEdits | None,
+    reason: bytes,
+    headers: list[tuple[bytes, bytes]],
+    connection: Connection,
+    rest: bytes,
+) -> None:
+    """
+    The backend answered 101 to an upgrade request: the 101 goes to the
+    client and a :class:`Splice` copies bytes between the two connections
+    from now on. The request itself ends here (access log: 101); the
+    upgraded connection is counted in the metrics until it closes.
+    """
+    resource = exchange.resource
+    request = exchange.request
+    forwarded = switching_response_headers(headers)
+    if edits is not None:
+        forwarded = edit_headers(forwarded, edits)
+    metrics = resource._metrics
+    if metrics is not None and not hasattr(metrics, "upgrade_opened"):
+        metrics = None
+
+    def closed(splice: Splice) -> None:
+        if metrics is not None:
+            metrics.upgrade_closed()
+
+    def make(transport: object) -> Splice:
+        return Splice(transport, connection.transport, resource._clock, on_closed=closed)
+
+    switch = getattr(request, "switch_protocols", None)
+    tunnel = switch(reason, forwarded, make) if switch is not None else None
+    if tunnel is None:
+        # The client left meanwhile: nobody for the backend to talk to.
+        connection.transport.abortConnection()
+        exchange._end(499)
+        return
+    connection.hand_over(tunnel)
+    if rest:
+        tunnel.backend_data(rest)
+    if metrics is not None:
+        metrics.upgrade_opened(_protocol(headers, getattr(request, "upgrade", b"") or b""))
+    exchange._end(101)
+
+
+def _protocol(headers: list[tuple[bytes, bytes]], asked: bytes) -> str:
+    """The metric label of the protocol switched to: the 101's ``Upgrade``, bounded."""
+    token = asked
+    for name, value in headers:
+        if name.lower() == b"upgrade":
+            token = value
+            break
+    text = token.split(b",")[0].split(b"/")[0].strip().lower().decode("latin-1")
+    return text if text in _PROTOCOLS else "other"
+
+
+class _UpgradeExchange(_Exchange):
+    """A request asking to switch protocols: a 101 starts a :class:`Splice`."""
+
+    __slots__ = ()
+
+    def switched(
+        self,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        connection: Connection,
+        rest: bytes,
+    ) -> None:
+        _switched(self, None, reason, headers, connection, rest)
+
+
+class _VariantUpgradeExchange(_VariantExchange):
+    """:class:`_UpgradeExchange` for a Gateway API rule (its response header edits apply to the 101)."""
+
+    __slots__ = ()
+
+    def switched(
+        self,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        connection: Connection,
+        rest: bytes,
+    ) -> None:
+        _switched(self, self.edits, reason, headers, connection, rest)
 
 
 def _outgoing_body(

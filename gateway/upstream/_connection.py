@@ -9,6 +9,7 @@ back) and the pool decides whether to send again (:mod:`._pool`).
 
 from __future__ import annotations
 
+import typing
 from typing import IO, TYPE_CHECKING, Any
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
@@ -27,11 +28,12 @@ from ._errors import (
     RequestBodyError,
     backend_failure,
 )
-from ._exchange import RECEIVING, SENT, STREAMING, Exchange
+from ._exchange import DONE, RECEIVING, SENT, STREAMING, Exchange
 from ._upload import StreamSender
 
 if TYPE_CHECKING:
     from ._connect import ConnectAttempt
+    from ._exchange import UpgradeSink
     from ._pool import BackendPool
 
 __all__ = ["BODY_CHUNK", "BodySender", "Connection"]
@@ -82,6 +84,12 @@ class Connection(Protocol):
         self._keep_alive = False
         self._eof_ends = False
         self._renew_parser = False
+        #: a 101 to an upgrade exchange: ``(reason, headers)``, handed over
+        #: once the parser stops at the end of the 101's head
+        self._switch: tuple[bytes, list[tuple[bytes, bytes]]] | None = None
+        #: after a 101: receives the bytes (``backend_data``) and the close
+        #: (``backend_lost``), see :meth:`hand_over`
+        self._tunnel: Any = None
 
     # -- Twisted protocol ----------------------------------------------------
 
@@ -99,6 +107,10 @@ class Connection(Protocol):
             self.transport.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
+        tunnel = self._tunnel
+        if tunnel is not None:
+            tunnel.backend_data(data)
+            return
         ex = self._exchange
         if ex is None:
             # Bytes on an idle connection: nothing was asked, so whatever the
@@ -112,6 +124,10 @@ class Connection(Protocol):
         try:
             self._parser.feed_data(data)
         except (HttpParserError, HttpParserUpgrade) as e:
+            if self._switch is not None and self._exchange is ex:
+                offset = e.args[0] if isinstance(e, HttpParserUpgrade) else len(data)
+                self._switched(ex, data[offset:])
+                return
             if self._exchange is not ex:
                 # The sink cancelled, or the exchange failed, during the feed.
                 return
@@ -141,6 +157,12 @@ class Connection(Protocol):
             self._complete()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        tunnel = self._tunnel
+        if tunnel is not None:
+            self._tunnel = None
+            self._dead = self._gone = True
+            tunnel.backend_lost(reason)
+            return
         self._dead = self._gone = True
         self._cancel_timer()
         sender = self._sender
@@ -214,11 +236,20 @@ class Connection(Protocol):
             if not keep_alive:
                 keep_alive = _head_keep_alive(parser.get_http_version(), headers)
         elif status == 101:
-            # We never ask for an upgrade; whatever follows is not HTTP/1.1.
             self._done = True
             keep_alive = False
+            if ex._upgrade:
+                # The sink takes the connection once llhttp stops at the
+                # end of this head (what follows is the new protocol).
+                self._switch = (self._reason, headers)
+                return
+            # We did not ask for an upgrade: whatever follows is not HTTP/1.1.
         elif not keep_alive:
             self._eof_ends = _close_delimited(headers)
+        if ex._upgrade:
+            # Refused (not 101): the answer is forwarded as usual, and this
+            # connection, opened for the upgrade alone, is not pooled.
+            keep_alive = False
         self._keep_alive = keep_alive
         ex._state = STREAMING
         ex._sink.response_started(status, self._reason, headers, ex)
@@ -232,6 +263,33 @@ class Connection(Protocol):
     def on_message_complete(self) -> None:
         if self._final:
             self._done = True
+
+    # -- switching protocols ---------------------------------------------------------
+
+    def _switched(self, ex: Exchange, rest: bytes) -> None:
+        """
+        The backend answered 101 to an upgrade exchange: the exchange is
+        done, and the connection is the sink's (no timer, never pooled).
+        """
+        reason, headers = self._switch  # type: ignore[misc]
+        self._switch = None
+        self._exchange = None
+        ex._conn = None
+        ex._state = DONE
+        self._dead = True
+        self._cancel_timer()
+        if ex._paused:
+            ex._paused = False
+            self.transport.resumeProducing()
+        sink = typing.cast("UpgradeSink", ex._sink)
+        sink.switched(reason, headers, self, rest)
+
+    def hand_over(self, receiver: Any) -> None:
+        """
+        After a 101: ``receiver.backend_data(bytes)`` gets what the backend
+        sends from now on, and ``receiver.backend_lost(reason)`` the close.
+        """
+        self._tunnel = receiver
 
     # -- requests ----------------------------------------------------------------
 

@@ -28,7 +28,16 @@ if TYPE_CHECKING:
     from ._pool import BackendPool
     from ._upload import BodySource
 
-__all__ = ["CONNECTING", "DONE", "RECEIVING", "SENT", "STREAMING", "Exchange", "ResponseSink"]
+__all__ = [
+    "CONNECTING",
+    "DONE",
+    "RECEIVING",
+    "SENT",
+    "STREAMING",
+    "Exchange",
+    "ResponseSink",
+    "UpgradeSink",
+]
 
 # Exchange states, in order: comparisons such as ``state < STREAMING`` rely
 # on it.
@@ -88,6 +97,29 @@ class ResponseSink(typing.Protocol):
         """
 
 
+class UpgradeSink(ResponseSink, typing.Protocol):
+    """
+    The sink of an exchange that asks to switch protocols
+    (``BackendPool.request(..., upgrade=True)``): a final response other
+    than 101 comes as for any exchange; a 101 comes here instead, and
+    nothing else follows.
+    """
+
+    def switched(
+        self,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        connection: Connection,
+        rest: bytes,
+    ) -> None:
+        """
+        The backend answered 101 Switching Protocols: ``connection`` is the
+        sink's from now on (:meth:`Connection.hand_over` says who receives
+        its bytes; closing it is the sink's job). ``rest``: the bytes that
+        followed the 101 in the same read, already of the new protocol.
+        """
+
+
 @implementer(IPushProducer)
 class Exchange:
     """
@@ -116,6 +148,7 @@ class Exchange:
         "_source",
         "_state",
         "_timeout",
+        "_upgrade",
     )
 
     def __init__(
@@ -154,6 +187,10 @@ class Exchange:
         #: seconds from writing the request to the end of the response
         #: headers (the pool's, or a ``forward-request`` policy's)
         self._timeout = timeout
+        #: the request asks to switch protocols (``Upgrade``): sent on a
+        #: new connection that is never pooled, and a 101 hands that
+        #: connection over to the sink (:meth:`UpgradeSink.switched`)
+        self._upgrade = False
 
     def cancel(self) -> None:
         """

@@ -128,6 +128,7 @@ class BackendPool:
         response_timeout: float | None = None,
         *,
         source: BodySource | None = None,
+        upgrade: bool = False,
     ) -> Exchange:
         """
         Send one request to ``backend`` and stream the response to ``sink``.
@@ -159,6 +160,11 @@ class BackendPool:
             when ``body_length`` is ``-1``. Retries (a stale connection,
             another endpoint) happen only while the source can rewind: at
             most its replay buffer (64 KiB) was sent.
+        :param upgrade: the request asks to switch protocols (its headers
+            carry ``Connection: upgrade`` and ``Upgrade``; ``sink`` is an
+            :class:`UpgradeSink`): it goes on a new connection, never
+            pooled afterwards, whatever the answer; a 101 hands the
+            connection over to ``sink.switched``.
         :return: the exchange, to cancel it if the client goes away.
         """
         parts = [method, b" ", target, b" HTTP/1.1\r\n"]
@@ -193,12 +199,13 @@ class BackendPool:
             self.response_timeout if response_timeout is None else response_timeout,
             source,
         )
+        ex._upgrade = upgrade
         self._dispatch(ex, backend)
         return ex
 
     def _dispatch(self, ex: Exchange, backend: Backend) -> None:
         """Send ``ex`` on an idle connection to ``backend``, or on a new one."""
-        idle = self._idle.get(backend.key)
+        idle = None if ex._upgrade else self._idle.get(backend.key)
         if idle:
             conn = idle.pop()
             conn.idle = False

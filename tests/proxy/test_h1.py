@@ -338,16 +338,23 @@ class ServingTests(SynchronousTestCase):
         self.assertEqual([r.uri for r in c.resource.seen], [b"http://example.com/x", b"*"])
         self.assertEqual([s for s, _, _ in c.responses()], [200, 200])
 
-    def test_upgrade_is_answered_as_a_plain_request(self) -> None:
-        """An Upgrade request is answered as a plain one (no 101 yet), then the connection closes."""
+    def test_upgrade_answered_without_switching(self) -> None:
+        """
+        An Upgrade request a resource answers as a plain one (no 101):
+        what the client sent after it is HTTP/1.1 again, so a WebSocket
+        frame is a 400 and a request is served (issue 11: tests/proxy/test_upgrade.py
+        has the switch).
+        """
+        upgrade = b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
         c = Connected()
-        c.send(
-            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
-            b"\x81\x85frame"
-        )
-        [(status, headers, _)] = c.responses()
-        self.assertEqual((status, headers[b"connection"]), (200, b"close"))
+        c.send(upgrade + b"\x81\x85frame")
+        self.assertEqual([s for s, _, _ in c.responses()], [200, 400])
         self.assertTrue(c.closing)
+        c = Connected()
+        c.send(upgrade + b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual([s for s, _, _ in c.responses()], [200, 200])
+        self.assertEqual([r.uri for r in c.resource.seen], [b"/ws", b"/next"])
+        self.assertFalse(c.closing)
 
     def test_request_headers_are_twisted_headers(self) -> None:
         """The fields stored in ``Headers``' own form read back through its API, names in any case."""
