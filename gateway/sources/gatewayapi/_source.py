@@ -63,14 +63,14 @@ from ..kubernetes import (
     SECRET,
     SERVICE,
     TLS_SECRET_FIELD_SELECTOR,
-    ApiError,
-    ClusterCredentials,
     Informer,
     Kind,
     KubeClient,
     LeaderElection,
+    Leadership,
     NotFound,
-    load_credentials_in_thread,
+    connect,
+    list_failure,
     replica_identity,
 )
 from ._bodies import BodiesMemo
@@ -201,13 +201,20 @@ class GatewayApiSource(MultiService):
         self.identity = identity or replica_identity(environ)
         self._environ = environ
         self._coalesce = coalesce
-        self._lease_timing = lease_timing
         self._backoff = backoffPolicy(initialDelay=1.0, maxDelay=60.0, factor=2.0)
+        self._leadership = Leadership(
+            label="Gateway API source",
+            what="Gateway API status",
+            identity=self.identity,
+            reactor=reactor,
+            election_id=election_id,
+            lease_timing=lease_timing,
+            environ=environ,
+        )
 
         self.informers: dict[str, Informer] = {}
         self.resolution: Resolution | None = None
         self.resolutions = 0
-        self.election: LeaderElection | None = None
         #: Secrets our listeners name; ``None`` until the first resolution
         #: (the first list keeps every TLS Secret, so starting up needs no
         #: GET per Secret; the others are dropped right after).
@@ -226,7 +233,6 @@ class GatewayApiSource(MultiService):
         self._synced = False
         self._released: OneShot[None] = OneShot()
         self._started: OneShot[KubeClient] = OneShot()
-        self._leadership_listeners: list[Callable[[bool], None]] = []
         self._resolution_listeners: list[Callable[[Resolution], None]] = []
         self._starting: Deferred[Any] | None = None
         if health is not None:
@@ -274,34 +280,18 @@ class GatewayApiSource(MultiService):
         self._starting.addErrback(lambda f: f.trap(CancelledError))
 
     async def _load_credentials(self) -> None:
-        attempt = 0
-        while self.running:
-            try:
-                credentials: ClusterCredentials = await load_credentials_in_thread(
-                    self._reactor, self._config_path, environ=self._environ
-                )
-            except Exception as e:  # noqa: BLE001 (any failure: retried, and said)
-                attempt += 1
-                delay = self._backoff(attempt)
-                self._log.error(
-                    "Gateway API source: cannot load credentials ({error}); retrying in "
-                    "{delay:.0f} s",
-                    error=f"{type(e).__name__}: {e}",
-                    delay=delay,
-                )
-                self._first_attempt_failed(str(e))
-                await deferLater(self._reactor, delay, lambda: None)
-                continue
-            if not self.running:
-                return
-            self._log.info(
-                "Gateway API source: API server {server} ({origin})",
-                server=credentials.server,
-                origin=credentials.origin,
-            )
-            self.client = KubeClient(credentials, reactor=self._reactor)
-            self._start(self.client)
-            return
+        client = await connect(
+            self._reactor,
+            self._config_path,
+            self._environ,
+            label="Gateway API source",
+            running=lambda: bool(self.running),
+            backoff=self._backoff,
+            failed=self._first_attempt_failed,
+        )
+        if client is not None:
+            self.client = client
+            self._start(client)
 
     def _watch_options(self, kind: Kind) -> dict[str, Any]:
         """Where and what an informer of ``kind`` lists."""
@@ -334,33 +324,8 @@ class GatewayApiSource(MultiService):
             )
             self.informers[name] = informer
             informer.setServiceParent(self)
-        if self._election_id:
-            duration, deadline, retry = self._lease_timing
-            self.election = LeaderElection(
-                client,
-                reactor=self._reactor,
-                namespace=self._lease_namespace(client),
-                name=self._election_id,
-                identity=self.identity,
-                lease_duration=duration,
-                renew_deadline=deadline,
-                retry_period=retry,
-                on_started_leading=self._started_leading,
-                on_stopped_leading=self._stopped_leading,
-            )
-            self.election.setServiceParent(self)
-        else:
-            self._started_leading()
+        self._leadership.start(self, client, self.namespace)
         self._started.fire(client)
-
-    def _lease_namespace(self, client: KubeClient) -> str:
-        """The pod's namespace, else the credentials', else the watched one."""
-        return (
-            self._environ.get("POD_NAMESPACE")
-            or client.credentials.namespace
-            or self.namespace
-            or "default"
-        )
 
     def stopService(self) -> Deferred[None]:  # type: ignore[override]
         for call in (self._pending, self._grace_call):
@@ -386,30 +351,24 @@ class GatewayApiSource(MultiService):
         ``listener(False)`` when it stops; called at once with the current
         state when the source has started (the listener may come late).
         """
-        self._leadership_listeners.append(listener)
-        if self._started.done:
-            listener(self.leading)
-
-    def _started_leading(self) -> None:
-        self._log.info(
-            "Gateway API source: {identity} now writes Gateway API status", identity=self.identity
-        )
-        self._tell(self._leadership_listeners, True, "leadership")
-
-    def _stopped_leading(self) -> None:
-        self._tell(self._leadership_listeners, False, "leadership")
-
-    def _tell(self, listeners: list[Callable[[Any], None]], value: Any, what: str) -> None:
-        for listener in list(listeners):
-            try:
-                listener(value)
-            except Exception:  # noqa: BLE001 (one listener never stops the others)
-                self._log.failure("Gateway API source: a {what} listener raised", what=what)
+        self._leadership.add_listener(listener)
 
     @property
     def leading(self) -> bool:
         """Whether this replica writes status (no election: always)."""
-        return self.election is None or self.election.is_leader
+        return self._leadership.leading
+
+    @property
+    def election(self) -> LeaderElection | None:
+        """The status writer's election, once started (``None`` without one)."""
+        return self._leadership.election
+
+    def _tell_resolution(self, resolution: Resolution) -> None:
+        for listener in list(self._resolution_listeners):
+            try:
+                listener(resolution)
+            except Exception:  # noqa: BLE001 (one listener never stops the others)
+                self._log.failure("Gateway API source: a resolution listener raised")
 
     def add_resolution_listener(self, listener: Callable[[Resolution], None]) -> None:
         """
@@ -427,16 +386,8 @@ class GatewayApiSource(MultiService):
         self._changed(None)
 
     def _informer_failed_for(self, name: str, error: Exception) -> None:
-        if self._synced:
-            return
-        plural = self.informers[name].kind.plural
-        if isinstance(error, ApiError):
-            # 401, 403 (RBAC), 404 (the Gateway API CRDs are not installed):
-            # a setup problem the operator must fix; say which.
-            why = f"the API server refused to list {plural} ({error})"
-        else:
-            why = f"the API server cannot be reached ({type(error).__name__}: {error})"
-        self._first_attempt_failed(why)
+        if not self._synced:
+            self._first_attempt_failed(list_failure(self.informers[name].kind.plural, error))
 
     def _first_attempt_failed(self, why: str) -> None:
         if self._health is not None and not self._synced:
@@ -527,7 +478,7 @@ class GatewayApiSource(MultiService):
                 namespace=self.namespace or "(all)",
             )
             self._released.fire(None)
-        self._tell(self._resolution_listeners, resolution, "resolution")
+        self._tell_resolution(resolution)
 
     def _keep_secret(self, secret: JSON) -> bool:
         meta = secret.get("metadata") or {}

@@ -44,7 +44,6 @@ from twisted.application.internet import backoffPolicy
 from twisted.application.service import MultiService
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from gateway.model import Store
@@ -57,12 +56,12 @@ from ..kubernetes import (
     SECRET,
     SERVICE,
     TLS_SECRET_FIELD_SELECTOR,
-    ApiError,
-    ClusterCredentials,
     Informer,
     KubeClient,
     LeaderElection,
-    load_credentials_in_thread,
+    Leadership,
+    connect,
+    list_failure,
     replica_identity,
 )
 from ._decode import (
@@ -74,7 +73,7 @@ from ._decode import (
     decode_ingresses,
 )
 
-__all__ = ["IngressSource", "SECRET_FIELD_SELECTOR", "WAITING", "replica_identity"]
+__all__ = ["SECRET_FIELD_SELECTOR", "WAITING", "IngressSource", "replica_identity"]
 
 JSON = dict[str, Any]
 
@@ -164,14 +163,21 @@ class IngressSource(MultiService):
         self.identity = identity or replica_identity(environ)
         self._environ = environ
         self._coalesce = coalesce
-        self._lease_timing = lease_timing
         self._backoff = backoffPolicy(initialDelay=1.0, maxDelay=60.0, factor=2.0)
+        self._leadership = Leadership(
+            label="Kubernetes Ingress source",
+            what="Ingress status and events",
+            identity=self.identity,
+            reactor=reactor,
+            election_id=election_id,
+            lease_timing=lease_timing,
+            environ=environ,
+        )
 
         self.informers: dict[str, Informer] = {}
         self.translation: IngressDecoding | None = None
         self._memo = IngressMemo()
         self.translations = 0
-        self.election: LeaderElection | None = None
         #: Secrets referenced by served Ingresses; ``None`` until the first
         #: decoding (the first list keeps every TLS Secret, so starting
         #: up needs no GET per Secret; the unreferenced ones go right after).
@@ -185,7 +191,6 @@ class IngressSource(MultiService):
         self._released: OneShot[None] = OneShot()
         #: Fires with the client once the informers and the election exist.
         self._started: OneShot[KubeClient] = OneShot()
-        self._leadership_listeners: list[Callable[[bool], None]] = []
         self._starting: Deferred[Any] | None = None
         if health is not None:
             health.waiting[WAITING] = "first list of the Kubernetes objects"
@@ -220,34 +225,18 @@ class IngressSource(MultiService):
         self._starting.addErrback(lambda f: f.trap(CancelledError))
 
     async def _load_credentials(self) -> None:
-        attempt = 0
-        while self.running:
-            try:
-                credentials: ClusterCredentials = await load_credentials_in_thread(
-                    self._reactor, self._config_path, environ=self._environ
-                )
-            except Exception as e:
-                attempt += 1
-                delay = self._backoff(attempt)
-                self._log.error(
-                    "Kubernetes Ingress source: cannot load credentials ({error}); retrying in "
-                    "{delay:.0f} s",
-                    error=f"{type(e).__name__}: {e}",
-                    delay=delay,
-                )
-                self._first_attempt_failed(str(e))
-                await deferLater(self._reactor, delay, lambda: None)
-                continue
-            if not self.running:
-                return
-            self._log.info(
-                "Kubernetes Ingress source: API server {server} ({origin})",
-                server=credentials.server,
-                origin=credentials.origin,
-            )
-            self.client = KubeClient(credentials, reactor=self._reactor)
-            self._start(self.client)
-            return
+        client = await connect(
+            self._reactor,
+            self._config_path,
+            self._environ,
+            label="Kubernetes Ingress source",
+            running=lambda: bool(self.running),
+            backoff=self._backoff,
+            failed=self._first_attempt_failed,
+        )
+        if client is not None:
+            self.client = client
+            self._start(client)
 
     def _start(self, client: KubeClient) -> None:
         namespace = self.namespace
@@ -287,33 +276,8 @@ class IngressSource(MultiService):
             )
             self.informers[name] = informer
             informer.setServiceParent(self)
-        if self._election_id:
-            duration, deadline, retry = self._lease_timing
-            self.election = LeaderElection(
-                client,
-                reactor=self._reactor,
-                namespace=self._lease_namespace(client),
-                name=self._election_id,
-                identity=self.identity,
-                lease_duration=duration,
-                renew_deadline=deadline,
-                retry_period=retry,
-                on_started_leading=self._started_leading,
-                on_stopped_leading=self._stopped_leading,
-            )
-            self.election.setServiceParent(self)
-        else:
-            self._started_leading()
+        self._leadership.start(self, client, self.namespace)
         self._started.fire(client)
-
-    def _lease_namespace(self, client: KubeClient) -> str:
-        """The pod's namespace, else the credentials', else the watched one."""
-        return (
-            self._environ.get("POD_NAMESPACE")
-            or client.credentials.namespace
-            or self.namespace
-            or "default"
-        )
 
     def stopService(self) -> Deferred[None]:  # type: ignore[override]
         if self._pending is not None and self._pending.active():
@@ -335,31 +299,17 @@ class IngressSource(MultiService):
         ``listener(False)`` when it stops; called at once with the current
         state when the source has started (the listener may come late).
         """
-        self._leadership_listeners.append(listener)
-        if self._started.done:
-            listener(self.leading)
-
-    def _started_leading(self) -> None:
-        self._log.info(
-            "Kubernetes Ingress source: {identity} now writes Ingress status and events",
-            identity=self.identity,
-        )
-        self._tell_leadership(True)
-
-    def _stopped_leading(self) -> None:
-        self._tell_leadership(False)
-
-    def _tell_leadership(self, leading: bool) -> None:
-        for listener in list(self._leadership_listeners):
-            try:
-                listener(leading)
-            except Exception:
-                self._log.failure("Kubernetes Ingress source: a leadership listener raised")
+        self._leadership.add_listener(listener)
 
     @property
     def leading(self) -> bool:
         """Whether this replica writes status and Events (no election: always)."""
-        return self.election is None or self.election.is_leader
+        return self._leadership.leading
+
+    @property
+    def election(self) -> LeaderElection | None:
+        """The status writers' election, once started (``None`` without one)."""
+        return self._leadership.election
 
     # -- changes ---------------------------------------------------------
 
@@ -370,15 +320,8 @@ class IngressSource(MultiService):
         self._informer_failed(self.informers[name], error)
 
     def _informer_failed(self, informer: Informer, error: Exception) -> None:
-        if self._synced:
-            return
-        if isinstance(error, ApiError):
-            # 401, 403 (RBAC), 404 (an API group the cluster lacks): not an
-            # outage, a setup problem the operator must fix; say which.
-            why = f"the API server refused to list {informer.kind.plural} ({error})"
-        else:
-            why = f"the API server cannot be reached ({type(error).__name__}: {error})"
-        self._first_attempt_failed(why)
+        if not self._synced:
+            self._first_attempt_failed(list_failure(informer.kind.plural, error))
 
     def _first_attempt_failed(self, why: str) -> None:
         if self._health is not None and not self._synced:

@@ -25,6 +25,9 @@ reactor-native API client and informers.
 * :mod:`._objects`: what both Kubernetes sources read the same way from
   objects: :func:`modification_time`, :func:`tls_secret_pem`,
   :func:`replica_identity`.
+* :mod:`._sourcekit`: what the sources do alike around their objects:
+  :func:`connect` (credentials retried), :class:`Leadership` (the status
+  writer's election and its listeners), :func:`list_failure`.
 * :mod:`._events`: :class:`EventRecorder`, core/v1 Events about objects
   as client-go's recorder writes them: repeats patched into a count, a
   rate limit per object, failures logged and never raised.
@@ -81,6 +84,7 @@ from ._objects import (
     replica_identity,
     tls_secret_pem,
 )
+from ._sourcekit import Leadership, connect, list_failure
 from ._watch import MAX_EVENT_BYTES, ObjectList, WatchEvent, WatchStreamDecoder
 
 __all__ = [
@@ -113,6 +117,7 @@ __all__ = [
     "Kind",
     "KubeClient",
     "LeaderElection",
+    "Leadership",
     "NotFound",
     "ObjectKey",
     "ObjectList",
@@ -123,12 +128,14 @@ __all__ = [
     "WatchStreamDecoder",
     "WatchStreamError",
     "api_error",
+    "connect",
+    "list_failure",
     "load_credentials",
     "load_credentials_in_thread",
     "load_in_cluster",
     "load_kubeconfig",
-    "object_key",
     "modification_time",
+    "object_key",
     "replica_identity",
     "tls_secret_pem",
 ]
