@@ -491,7 +491,8 @@ class H1Channel(Protocol):
         if (chunked or length) and b"Upgrade" in fields:
             # httptools would skip the body of an upgrade request (it
             # expects the connection to change protocols): refused rather
-            # than forwarded without its body. Upgrade is not served yet.
+            # than forwarded without its body (an upgrade is passed through
+            # for bodyless requests only, see switch_protocols).
             raise _Reject(400, "Bad request: Upgrade with a request body")
         expect = fields.get(b"Expect")
         if expect is not None and (len(expect) > 1 or expect[0].lower() != b"100-continue"):

@@ -39,6 +39,9 @@ from gateway.translate import (
     parse_backend,
 )
 from tests.integration.harness import GatewayTestCase, request_sync
+from tests.integration.tlsclient import client_context
+
+from .test_h1_tls import StrictHTTPSTestCase
 
 CONFIG = """\
 routes:
@@ -449,3 +452,58 @@ class UpgradeTests(GatewayTestCase):
         [backend] = self.ws_backend.connections
         assert backend.request is not None
         self.assertEqual(backend.request.path, "/ws/rewritten/chat")
+
+
+class TLSUpgradeTests(StrictHTTPSTestCase):
+    """WebSocket over TLS (``wss``): the HTTPS listener's strict HTTP/1.1 channel switches too."""
+
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        yield super().setUp()
+        self.ws_backend = WsEchoFactory()
+        port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(self.ws_backend)
+        self.addCleanup(port.stopListening)
+        backend = parse_backend(f"http://127.0.0.1:{port.getHost().port}")
+        entry = RouteEntry(
+            host="",
+            path="/ws",
+            match=PREFIX,
+            kind=KIND_ROUTE,
+            backend=backend,
+            origin=ObjectRef("file", "routes", "ws"),
+            modified=0.0,
+            label="ws",
+        )
+        reconciler = self.gateway.reconciler
+        current = reconciler.current
+        entries = (entry, *current.config.routes)
+        reconciler.current = Generation(
+            current.number + 1,
+            replace(current.config, routes=entries),
+            RouteTable.build(list(entries)),
+            current.created,
+            current.sni,
+        )
+
+    @inlineCallbacks
+    def test_wss_echo(self) -> Any:
+        """Text and a 5 MB binary message echo over TLS; the client's close closes the backend."""
+
+        def run() -> list[Any]:
+            big = b"\x07" * FIVE_MB
+            with connect(
+                f"wss://127.0.0.1:{self.tls_port}/ws/echo",
+                ssl=client_context(alpn=("http/1.1",)),
+                server_hostname="www.example.com",
+                max_size=None,
+            ) as ws:
+                ws.send("secure")
+                out = [ws.recv()]
+                ws.send(big)
+                out.append(ws.recv() == big)
+            return out
+
+        out = yield deferToThread(run)
+        self.assertEqual(out, ["secure", True])
+        [backend] = self.ws_backend.connections
+        yield backend.lost
