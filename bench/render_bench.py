@@ -87,7 +87,8 @@ class InstantPool:
         self._producer = _Producer()
 
     def request(self, backend: Any, method: bytes, target: bytes, headers: Any, body: Any,
-                length: int, sink: Any, balancer: Any = None, response_timeout: Any = None) -> Any:
+                length: int, sink: Any, balancer: Any = None, response_timeout: Any = None,
+                **_: Any) -> Any:
         sink.response_started(
             200, b"OK", [(b"Content-Type", b"text/plain"), (b"Content-Length", b"100")],
             self._producer,
