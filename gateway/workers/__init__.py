@@ -19,13 +19,14 @@ from ._cpus import available_cpus
 from ._listener import AdoptedTrafficListener
 from ._merge import merge_expositions
 from ._messages import Applied, Changes, Scrape, Scraped, WorkerStart
-from ._sockets import ListenAddress, UnsupportedListener, bind_group, parse_listen
+from ._sockets import AddressInUse, ListenAddress, UnsupportedListener, bind_group, parse_listen
 from ._supervisor import CHANNEL_FD, WORKER_COMMAND, StoreState, WorkerPool
 from ._worker import WorkerLink
 
 __all__ = [
     "CHANNEL_FD",
     "WORKER_COMMAND",
+    "AddressInUse",
     "AdoptedTrafficListener",
     "Applied",
     "Changes",

@@ -16,6 +16,13 @@ descriptor every worker inherits (balancing by whoever accepts first):
   socket, instead of being reset as they are when the last descriptor of
   a listening socket closes.
 
+Trust: any process of the *same user* can bind its own ``SO_REUSEPORT``
+socket to the port and take a share of the connections (the kernel only
+checks the uid). We refuse to start on a port some other socket already
+holds (:func:`bind_group` probes it first), but after that the group is
+open to the same uid: run the gateway as a user no other workload shares
+(docs/workers.md).
+
 Only TCP descriptions (``tcp:PORT[:interface=ADDR][:backlog=N]``, and
 ``tcp6``) can be shared this way; anything else is refused with
 ``--workers`` above 1.
@@ -23,16 +30,25 @@ Only TCP descriptions (``tcp:PORT[:interface=ADDR][:backlog=N]``, and
 
 from __future__ import annotations
 
+import errno
 import socket
 from dataclasses import dataclass
 
 from twisted.internet.endpoints import _parse  # the strports tokenizer
 
-__all__ = ["ListenAddress", "UnsupportedListener", "bind_group", "parse_listen"]
+__all__ = ["AddressInUse", "ListenAddress", "UnsupportedListener", "bind_group", "parse_listen"]
 
 
 class UnsupportedListener(ValueError):
     """A listen description the workers cannot share."""
+
+
+class AddressInUse(OSError):
+    """
+    Another socket (another process, or a gateway already running) holds
+    the address: joining its ``SO_REUSEPORT`` group would split the
+    traffic with it instead of failing.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +91,12 @@ def bind_group(address: ListenAddress, count: int) -> list[socket.socket]:
     ``count`` listening sockets on ``address`` in one ``SO_REUSEPORT``
     group. Port 0 picks a port once: the others bind to the first one's.
     The sockets are non-blocking and inheritable (a worker adopts one).
+
+    :raises AddressInUse: some socket already holds the address (see
+        :func:`_probe`); the group is not bound.
     """
+    port = _probe(address)
     sockets: list[socket.socket] = []
-    port = address.port
     try:
         for _ in range(count):
             s = socket.socket(address.family, socket.SOCK_STREAM)
@@ -96,3 +115,32 @@ def bind_group(address: ListenAddress, count: int) -> list[socket.socket]:
             s.close()
         raise
     return sockets
+
+
+def _probe(address: ListenAddress) -> int:
+    """
+    Bind ``address`` once *without* ``SO_REUSEPORT`` and let go of it:
+    with ``SO_REUSEPORT`` our group would silently join any same-uid
+    listener already on the port (a second gateway, a stray process) and
+    share its connections, where a plain bind fails with ``EADDRINUSE``.
+    ``SO_REUSEADDR`` is kept so that connections of a previous run left in
+    TIME_WAIT do not refuse the start, as they would not refuse the group.
+
+    :return: the port (the one the kernel picked, for port 0).
+    """
+    probe = socket.socket(address.family, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address.host, address.port))
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE:
+                raise
+            raise AddressInUse(
+                errno.EADDRINUSE,
+                f"{address.host or '*'}:{address.port} is already in use by another socket "
+                "(another process or gateway listens there); not joining it with SO_REUSEPORT",
+            ) from None
+        return int(probe.getsockname()[1])
+    finally:
+        probe.close()

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import signal
+import socket
 import ssl
 import tempfile
 import threading
@@ -418,3 +419,28 @@ class WorkersLifecycleTests(WorkersTestCase):
         log = self.log_text()
         self.assertEqual(log.count("http listener drained"), 2)
         self.assertNotIn("killed", log)
+
+
+class PortTakenTests(TestCase):
+    def test_a_port_held_by_a_plain_listener_refuses_the_start(self) -> None:
+        """
+        ``--workers 2`` on a port another process listens on (without
+        SO_REUSEPORT, as most servers do): startup fails with a usage error
+        naming the address, rather than the group joining that listener.
+        """
+        from twisted.internet.task import Clock
+        from twisted.python import usage
+
+        from gateway.tap import Options, build_gateway
+
+        holder = socket.socket()
+        self.addCleanup(holder.close)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        options = Options(environ={})
+        options.parseOptions(
+            ["--workers", "2", "--http", f"tcp:{port}:interface=127.0.0.1", "--https", ""]
+        )
+        e = self.assertRaises(usage.UsageError, build_gateway, options, Clock())
+        self.assertIn(f"127.0.0.1:{port} is already in use by another socket", str(e))

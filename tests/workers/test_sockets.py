@@ -6,7 +6,13 @@ import socket
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from gateway.workers import ListenAddress, UnsupportedListener, bind_group, parse_listen
+from gateway.workers import (
+    AddressInUse,
+    ListenAddress,
+    UnsupportedListener,
+    bind_group,
+    parse_listen,
+)
 
 
 class ParseListenTests(SynchronousTestCase):
@@ -52,4 +58,37 @@ class BindGroupTests(SynchronousTestCase):
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        self.assertRaises(OSError, bind_group, ListenAddress(socket.AF_INET, "127.0.0.1", port), 2)
+        e = self.assertRaises(AddressInUse, bind_group, ListenAddress(socket.AF_INET, "127.0.0.1", port), 2)
+        self.assertIn(f"127.0.0.1:{port} is already in use", str(e))
+
+    def test_a_reuseport_listener_of_the_same_user_is_not_joined(self) -> None:
+        """
+        A listener that set SO_REUSEPORT itself (another gateway, any
+        process of our uid) would let the group join it and share its
+        connections: the probe refuses the start instead.
+        """
+        holder = socket.socket()
+        self.addCleanup(holder.close)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        e = self.assertRaises(AddressInUse, bind_group, ListenAddress(socket.AF_INET, "127.0.0.1", port), 2)
+        self.assertIn("not joining it", str(e))
+        # The holder alone still accepts (no socket of ours joined it).
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            conn, _ = holder.accept()
+            conn.close()
+
+    def test_a_port_freed_by_a_previous_group_is_bound_again(self) -> None:
+        """A group closed (a previous run) leaves the port bindable: the probe does not refuse it."""
+        first = bind_group(ListenAddress(socket.AF_INET, "127.0.0.1", 0), 2)
+        port = first[0].getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+        for s in first:
+            s.close()
+        again = bind_group(ListenAddress(socket.AF_INET, "127.0.0.1", port), 2)
+        for s in again:
+            self.addCleanup(s.close)
+        self.assertEqual({s.getsockname()[1] for s in again}, {port})
