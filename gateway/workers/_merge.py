@@ -8,6 +8,15 @@ the earliest. prometheus-client's multiprocess mode was not an option: the
 per-request metrics are plain integers turned into samples at scrape
 (:class:`gateway.observability.RequestStats`), which its mmap files do not
 see.
+
+A merged counter must never go down, or Prometheus reads a reset and
+counts the whole value again. Two things would make it go down: a worker
+that misses a scrape (its samples missing from the sum) and a worker that
+dies (its successor counts from 0). The supervisor therefore uses a
+worker's last answer when it does not answer in time, and when a worker
+dies folds its last cumulative samples (:func:`cumulative`: counters,
+histograms, summaries; not gauges) into an offset for its slot that is
+added to every later scrape (:func:`fold`).
 """
 
 from __future__ import annotations
@@ -18,7 +27,11 @@ from prometheus_client import generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-__all__ = ["merge_expositions"]
+__all__ = ["cumulative", "fold", "merge_expositions"]
+
+#: Family types whose samples only grow while a process lives (a gauge,
+#: an info or an untyped family may go down: a dead worker's drop out).
+_CUMULATIVE = frozenset({"counter", "histogram", "summary"})
 
 _Key = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -65,3 +78,38 @@ def merge_expositions(texts: Iterable[bytes]) -> bytes:
     for text in texts:
         merged.add(text.decode("utf-8"))
     return generate_latest(merged)  # type: ignore[arg-type]
+
+
+def cumulative(text: bytes) -> bytes:
+    """
+    The counter, histogram and summary samples of an exposition (a
+    summary's ``quantile`` samples left out: they are not counts), as an
+    exposition: what a dead worker leaves to its slot's offset.
+    """
+    merged = _Merged()
+    merged.add(text.decode("utf-8"))
+    kept: dict[str, Metric] = {}
+    for family in merged.collect():
+        if family.type not in _CUMULATIVE:
+            continue
+        out = Metric(family.name, family.documentation, family.type, family.unit)
+        for sample in family.samples:
+            if "quantile" not in sample.labels:
+                out.add_sample(sample.name, sample.labels, sample.value)
+        kept[family.name] = out
+    return generate_latest(_Families(list(kept.values())))  # type: ignore[arg-type]
+
+
+def fold(offset: bytes, last: bytes) -> bytes:
+    """A slot's offset once its worker, whose last answer was ``last``, died."""
+    return cumulative(merge_expositions([offset, last]))
+
+
+class _Families:
+    """Ready-made families, as a collector for ``generate_latest``."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)

@@ -34,6 +34,7 @@ from twisted.python.failure import Failure
 from gateway.model import ObjectRef, Problem, SourceObject, Store
 
 from ._channel import Channel, ChannelFactory
+from ._merge import fold
 from ._messages import Applied, Changes, Scrape, Scraped, WorkerStart
 
 __all__ = ["WORKER_COMMAND", "StoreState", "WorkerPool"]
@@ -97,6 +98,13 @@ class _Worker:
     started: float = 0.0
     rapid_failures: int = 0
     scrapes: dict[int, Deferred[bytes]] = field(default_factory=dict)
+    #: the current process's last metrics answer: stands in for it when it
+    #: misses a scrape (a missing worker would make the sums go down)
+    last_scrape: bytes = b""
+    #: the cumulative samples of the slot's dead processes (counters,
+    #: histograms, summaries), added to every scrape so a restart does not
+    #: reset the merged counters (see gateway.workers._merge)
+    offset: bytes = b""
     ended: Deferred[None] | None = None
 
 
@@ -270,6 +278,10 @@ class WorkerPool(Service):
         sig = getattr(reason.value, "signal", None)
         worker.process = None
         ended, worker.ended = worker.ended, None
+        # Before the scrapes in progress complete: they read the offset.
+        if worker.last_scrape:
+            worker.offset = fold(worker.offset, worker.last_scrape)
+            worker.last_scrape = b""
         for d in worker.scrapes.values():
             d.callback(b"")
         worker.scrapes.clear()
@@ -440,8 +452,10 @@ class WorkerPool(Service):
 
     def scrape(self) -> Deferred[list[bytes]]:
         """
-        Every live worker's metrics text (a worker that does not answer
-        within ``scrape_timeout`` is left out of this scrape).
+        Every worker slot's metrics text, to be added up: each live
+        worker's answer (or, if it does not answer within
+        ``scrape_timeout``, its last one) and each slot's offset (what its
+        dead processes counted), so no merged counter ever goes down.
         """
         asked: list[Deferred[bytes]] = []
         for worker in self.workers:
@@ -454,9 +468,18 @@ class WorkerPool(Service):
             worker.channel.send(Scrape(request))
             timer = self.reactor.callLater(self.scrape_timeout, self._scrape_late, worker, request)
             d.addBoth(_cancelling, timer)
+            d.addCallback(self._scraped, worker)
             asked.append(d)
         done = DeferredList(asked, consumeErrors=True)
-        return done.addCallback(lambda results: [text for ok, text in results if ok and text])
+        return done.addCallback(lambda _: self._scraped_texts())
+
+    def _scraped(self, text: bytes, worker: _Worker) -> None:
+        if text:
+            worker.last_scrape = text
+
+    def _scraped_texts(self) -> list[bytes]:
+        """What the slots count, read once every answer is in (a worker that died meanwhile is in its offset)."""
+        return [text for w in self.workers for text in (w.last_scrape, w.offset) if text]
 
     def _scrape_late(self, worker: _Worker, request: int) -> None:
         d = worker.scrapes.pop(request, None)

@@ -8,6 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from gateway.observability import GatewayMetrics
 from gateway.workers import merge_expositions
+from gateway.workers._merge import cumulative, fold
 
 
 def samples(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -58,3 +59,23 @@ class MergeTests(SynchronousTestCase):
         metrics.observe_request("r", "POST", 500, 0.2)
         text = generate_latest(metrics.registry)
         self.assertEqual(samples(merge_expositions([text])), samples(text))
+
+
+class OffsetTests(SynchronousTestCase):
+    def test_a_dead_workers_counts_are_kept_and_its_gauges_dropped(self) -> None:
+        """
+        What a dead worker leaves its slot: its counters, histogram buckets,
+        counts and sums (added to an earlier offset), not its gauges.
+        """
+        dead = GatewayMetrics()
+        dead.observe_request("echo", "GET", 200, 0.001)
+        dead.in_flight.inc(3)
+        text = generate_latest(dead.registry)
+        kept = samples(cumulative(text))
+        self.assertNotIn(("apimgw_requests_in_flight", ()), kept)
+        ok = ("apimgw_requests_total", (("method", "GET"), ("route", "echo"), ("status_class", "2xx")))
+        count = ("apimgw_request_duration_seconds_count", (("route", "echo"),))
+        self.assertEqual((kept[ok], kept[count]), (1.0, 1.0))
+        twice = samples(fold(cumulative(text), text))
+        self.assertEqual((twice[ok], twice[count]), (2.0, 2.0))
+        self.assertEqual(samples(fold(b"", b"")), {})

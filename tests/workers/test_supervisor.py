@@ -9,11 +9,24 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.error import ProcessTerminated
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from gateway.model import ObjectRef, Problem, Route, RouteSet, SourceObject, Store
-from gateway.workers import Applied, Changes, Scrape, Scraped, StoreState, WorkerPool
+from gateway.observability import GatewayMetrics
+from gateway.workers import (
+    Applied,
+    Changes,
+    Scrape,
+    Scraped,
+    StoreState,
+    WorkerPool,
+    merge_expositions,
+)
 from gateway.workers._channel import Channel
 
 
@@ -45,6 +58,14 @@ def channels_append(channels: list[Recorder]) -> Recorder:
     channel = Recorder()
     channels.append(channel)
     return channel
+
+
+def samples(text: bytes) -> dict[Any, float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text.decode())
+        for s in family.samples
+    }
 
 
 def route_object(source: str, path: str) -> SourceObject:
@@ -150,6 +171,58 @@ class ScrapeTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(d), [b"a 1.0\n"])
         # A late answer is ignored.
         pool._received(pool.workers[1], Scraped(ask_two.request, b"b 1.0\n"))
+
+    def test_merged_counters_never_go_down(self) -> None:
+        """
+        Scrape 1: both workers answer. Scrape 2: worker 2 is late (its last
+        answer stands in). Scrape 3: worker 2 died and its successor counts
+        from 0 (the dead one's counts are kept as the slot's offset). Every
+        merged counter, histogram bucket, count and sum is non-decreasing,
+        and the totals are what all processes counted; a dead worker's
+        gauges drop out.
+        """
+        pool, clock, channels = pool_with_channels()
+        one, two = GatewayMetrics(), GatewayMetrics()
+
+        def scrape(answers: dict[int, GatewayMetrics]) -> dict[Any, float]:
+            d = pool.scrape()
+            for index, metrics in answers.items():
+                request = channels[index].sent[-1].request
+                pool._received(pool.workers[index], Scraped(request, generate_latest(metrics.registry)))
+            clock.advance(pool.scrape_timeout)
+            texts: list[bytes] = self.successResultOf(d)
+            return samples(merge_expositions(texts))
+
+        one.observe_request("echo", "GET", 200, 0.001)
+        two.observe_request("echo", "GET", 200, 0.003)
+        two.in_flight.inc(5)
+        first = scrape({0: one, 1: two})
+        one.observe_request("echo", "GET", 200, 0.001)
+        two.observe_request("echo", "GET", 200, 0.003)  # counted, but worker 2 is late
+        second = scrape({0: one})
+        # Worker 2 dies (its last scrape is all the supervisor knows of
+        # it) and is restarted: a new process, a new registry.
+        pool._ended(pool.workers[1], Failure(ProcessTerminated(signal=9)))
+        self.flushLoggedErrors()
+        channels[1] = Recorder()
+        pool.workers[1].channel, pool.workers[1].process = channels[1], object()
+        restarted = GatewayMetrics()
+        restarted.observe_request("echo", "GET", 200, 0.003)
+        third = scrape({0: one, 1: restarted})
+
+        cumulative = [
+            key for key in third if key[0].startswith(("apimgw_requests_total", "apimgw_request_duration_seconds"))
+        ]
+        self.assertTrue(cumulative)
+        for key in cumulative:
+            self.assertLessEqual(first.get(key, 0.0), second[key], key)
+            self.assertLessEqual(second[key], third[key], key)
+        ok = ("apimgw_requests_total", (("method", "GET"), ("route", "echo"), ("status_class", "2xx")))
+        # 1 + 1 (worker 1), 1 (worker 2's last answer: its second request
+        # was never scraped), 1 (its successor).
+        self.assertEqual((first[ok], second[ok], third[ok]), (2.0, 3.0, 4.0))
+        in_flight = ("apimgw_requests_in_flight", ())
+        self.assertEqual((first[in_flight], second[in_flight], third[in_flight]), (5.0, 5.0, 0.0))
 
 
 class BookkeepingTests(SynchronousTestCase):
