@@ -71,6 +71,10 @@ class Connection(Protocol):
         self._dead = False
         self._gone = False
         self._timer: IDelayedCall | None = None
+        self._seconds = pool._reactor.seconds
+        #: when the last bytes came from the backend (or reading resumed):
+        #: the backend idle timer's reference once the response started
+        self._heard_at = 0.0
         self._sender: BodySender | StreamSender | None = None
         self._lost: Deferred[None] | None = None
         #: in the pool's idle deque, since ``idle_since``
@@ -111,6 +115,9 @@ class Connection(Protocol):
         if tunnel is not None:
             tunnel.backend_data(data)
             return
+        # One clock read per socket read, so the idle timer need not be
+        # re-armed per chunk (see _timed_out).
+        self._heard_at = self._seconds()
         ex = self._exchange
         if ex is None:
             # Bytes on an idle connection: nothing was asked, so whatever the
@@ -328,12 +335,24 @@ class Connection(Protocol):
                 self._sender.start()
 
     def _timed_out(self) -> None:
+        """
+        The exchange's one timer. Before the response headers it is the
+        response timeout; after them, the backend idle timeout (same value):
+        the exchange fails when neither a response byte came nor the
+        streamed request body moved for that long, so a backend that stops
+        mid-response cannot hold both connections forever. Progress is
+        recorded, not re-armed per chunk: the timer re-checks when it fires
+        and reschedules itself for what remains.
+        """
         self._timer = None
         ex = self._exchange
+        if ex is None:
+            return
+        timeout = ex._timeout
+        later = self._pool._reactor.callLater
         sender = self._sender
         if (
-            ex is not None
-            and sender is not None
+            sender is not None
             and sender.__class__ is StreamSender
             and (sender.progressed or not sender.held)  # type: ignore[union-attr]
         ):
@@ -342,15 +361,36 @@ class Connection(Protocol):
             # backend. Only a backend that takes nothing for the whole
             # timeout is one.
             sender.progressed = False  # type: ignore[union-attr]
-            self._timer = self._pool._reactor.callLater(ex._timeout, self._timed_out)
+            self._timer = later(timeout, self._timed_out)
             return
-        if ex is not None and ex._state < STREAMING:
-            timeout = ex._timeout
+        if ex._state < STREAMING:
             self._fail(
                 backend_failure(
                     BackendResponseTimeout(f"no response from {ex._where()} within {timeout:g} s")
                 )
             )
+            return
+        if ex._paused:
+            # We stopped reading for a slow client (whose send timeout
+            # applies): the backend's silence is ours.
+            self._timer = later(timeout, self._timed_out)
+            return
+        idle = self._seconds() - self._heard_at
+        if idle < timeout:
+            self._timer = later(timeout - idle, self._timed_out)
+            return
+        self._fail(
+            backend_failure(
+                BackendResponseTimeout(
+                    f"{ex._where()} sent nothing for {timeout:g} s in the middle of the response"
+                )
+            )
+        )
+
+    def resumed(self) -> None:
+        """The exchange reads the backend again: its idle time counts from now."""
+        self._heard_at = self._seconds()
+        self.transport.resumeProducing()
 
     def _complete(self) -> None:
         """The response is whole: pool or close, then tell the sink."""

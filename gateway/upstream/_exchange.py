@@ -185,7 +185,8 @@ class Exchange:
         self._retried = False
         self._paused = False
         #: seconds from writing the request to the end of the response
-        #: headers (the pool's, or a ``forward-request`` policy's)
+        #: headers (the pool's, or a ``forward-request`` policy's); after
+        #: them, the longest the backend may stay silent mid-response
         self._timeout = timeout
         #: the request asks to switch protocols (``Upgrade``): sent on a
         #: new connection that is never pooled, and a 101 hands that
@@ -226,7 +227,7 @@ class Exchange:
             self._paused = False
             conn = self._conn
             if conn is not None:
-                conn.transport.resumeProducing()
+                conn.resumed()
 
     def stopProducing(self) -> None:
         """The consumer is gone: same as :meth:`cancel`."""

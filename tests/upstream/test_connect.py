@@ -137,17 +137,31 @@ class FailureTests(ClientTestCase):
         await server.connections[0].lost
         self.assertEqual(pool.idle_count(), 0)
 
-    async def test_response_timeout_covers_headers_only(self) -> None:
-        """A slow body after complete headers does not time out."""
+    async def test_slow_body_within_the_idle_timeout(self) -> None:
+        """After the headers, a body whose pieces come less than the timeout apart is not timed out."""
 
         def handler(request: RawRequest) -> None:
-            request.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nsl")
-            reactor.callLater(0.3, request.write, b"ow")
+            request.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ns")
+            for i, piece in enumerate((b"l", b"o", b"w"), 1):
+                reactor.callLater(0.1 * i, request.write, piece)
 
-        server, backend = self.start_backend(handler)
-        pool = self.make_pool(response_timeout=0.1)
+        _server, backend = self.start_backend(handler)
+        pool = self.make_pool(response_timeout=0.25)
         sink = await self.send(pool, backend).done
         self.assertEqual((sink.calls[-1], sink.body), ("finished", b"slow"))
+
+    async def test_backend_stalled_mid_body(self) -> None:
+        """Headers and one piece, then silence: the exchange fails after the idle timeout, and the connection is closed."""
+        server, backend = self.start_backend(
+            answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        )
+        pool = self.make_pool(response_timeout=0.2)
+        sink = await self.send(pool, backend).done
+        error = self.assertFailedWith(sink, BackendResponseTimeout)
+        self.assertIn("sent nothing for 0.2 s", str(error))
+        self.assertEqual((sink.calls[0], sink.body), ("started", b"first"))
+        await server.connections[0].lost
+        self.assertEqual(pool.idle_count(), 0)
 
     async def test_response_timeout_per_request(self) -> None:
         """Each request on a pooled connection gets the whole response timeout."""
