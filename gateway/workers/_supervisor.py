@@ -94,6 +94,11 @@ class _Worker:
     late: Any = None
     #: it let its last rollout time out: served last until it answers again
     stuck: bool = False
+    #: its last build failed (logged once, until one succeeds) and when its
+    #: whole state is sent again (IDelayedCall)
+    failed: bool = False
+    retry: Any = None
+    retry_delay: float = 0.0
     restarts: int = 0
     started: float = 0.0
     rapid_failures: int = 0
@@ -172,6 +177,7 @@ class WorkerPool(Service):
         env: dict[str, str] | None = None,
         restart_delay: float = 0.5,
         rollout_timeout: float = 30.0,
+        retry_delay: float = 1.0,
         scrape_timeout: float = 2.0,
         health: Any = None,
         forward_logs: bool = False,
@@ -185,12 +191,15 @@ class WorkerPool(Service):
         self.env = dict(os.environ if env is None else env)
         self.restart_delay = restart_delay
         self.rollout_timeout = rollout_timeout
+        self.retry_delay = retry_delay
         self.scrape_timeout = scrape_timeout
         self.health = health
         self.forward_logs = forward_logs
         self.workers = [_Worker(i + 1) for i in range(count)]
         self._latest: StoreState | None = None
         self._restarts: dict[int, Any] = {}  # index -> IDelayedCall
+        #: /readyz turned ready once (see _update_readiness)
+        self._served = False
         self._scrape_ids = 0
         #: fires each time every worker has acknowledged the latest state
         self._rolled_waiters: list[Deferred[None]] = []
@@ -204,13 +213,29 @@ class WorkerPool(Service):
             self._spawn(worker)
 
     def _update_readiness(self) -> None:
-        """``/readyz`` waits until a worker serves (the sources alone serve nothing)."""
+        """
+        ``/readyz`` waits until *every* live worker serves a configuration
+        (the sources alone serve nothing, and a worker without one leaves
+        the connections the kernel gives its socket waiting), then stays
+        ready while at least one does: a worker restarting later is one
+        socket of N, and taking the whole gateway out of rotation for it
+        would do more harm.
+        """
         if self.health is None:
             return
-        if any(w.process is not None and w.generation for w in self.workers):
-            self.health.waiting.pop("workers", None)
+        live = [w for w in self.workers if w.process is not None]
+        if self._served:
+            ready = any(w.generation for w in live)
         else:
+            ready = bool(live) and all(w.generation for w in live)
+        if ready:
+            self._served = True
+            self.health.waiting.pop("workers", None)
+        elif self._served or not any(w.generation for w in live):
             self.health.waiting["workers"] = "no worker process serves a configuration yet"
+        else:
+            waiting = sum(1 for w in live if not w.generation)
+            self.health.waiting["workers"] = f"{waiting} of {len(live)} worker processes serve no configuration yet"
 
     def _spawn(self, worker: _Worker) -> None:
         self._restarts.pop(worker.index, None)
@@ -261,6 +286,10 @@ class WorkerPool(Service):
         worker.generation = 0
         worker.held = {}
         worker.stuck = False
+        worker.failed = False
+        _cancel(worker.retry)
+        worker.retry = None
+        worker.retry_delay = 0.0
         channel.send(self._start_message(worker.index, listeners))
         self._log.info("Worker {index} started (pid {pid})", index=worker.index, pid=worker.pid)
         if self._latest is not None:
@@ -290,6 +319,8 @@ class WorkerPool(Service):
             worker.channel = None
         was_busy, worker.busy = worker.busy, False
         _cancel(worker.late)
+        _cancel(worker.retry)
+        worker.retry = None
         worker.generation = 0
         if ended is not None:
             ended.callback(None)
@@ -348,6 +379,7 @@ class WorkerPool(Service):
         self._restarts.clear()
         for worker in self.workers:
             _cancel(worker.late)
+            _cancel(worker.retry)
         for group in self.sockets.values():
             for s in group:
                 s.close()
@@ -398,20 +430,70 @@ class WorkerPool(Service):
         worker.held = state.objects
 
     def _roll(self) -> None:
-        if self._latest is None or any(w.busy for w in self.workers):
+        if self._latest is None:
             return
         state = self._latest
+        # Workers that serve nothing yet (all of them, at the first
+        # configuration) get it at once, as a restarted worker does: there
+        # is no traffic of theirs to protect, and rolling the first
+        # configuration out one worker at a time would keep the others'
+        # sockets waiting for N builds.
+        for worker in self.workers:
+            if (
+                worker.channel is not None
+                and not worker.busy
+                and not worker.generation
+                and worker.retry is None
+                and worker.version < state.version
+            ):
+                self._send(worker, state)
+        if any(w.busy for w in self.workers):
+            return
         # The most out-of-date worker first (one that applied an older
         # version while a newer one arrived waits for the others), a worker
-        # that let its last rollout time out last.
-        behind = [w for w in self.workers if w.channel is not None and w.version < state.version]
+        # that let its last rollout time out last; a worker whose build
+        # failed waits for its retry.
+        behind = [
+            w
+            for w in self.workers
+            if w.channel is not None and w.version < state.version and w.retry is None
+        ]
         if behind:
             worker = min(behind, key=lambda w: (w.stuck, w.version, w.index))
             self._send(worker, state)
             return
+        if any(w.retry is not None for w in self.workers):
+            return
         waiters, self._rolled_waiters = self._rolled_waiters, []
         for d in waiters:
             d.callback(None)
+
+    def _build_failed(self, worker: _Worker, version: int) -> None:
+        """
+        ``worker`` could not build configuration ``version`` and keeps
+        serving its last generation: its version stays behind, and after a
+        delay (doubling while it keeps failing, up to a minute) it is sent
+        the whole state again, so it rebuilds from a complete mirror
+        rather than from a diff against objects it may not hold as we think.
+        Logged once per run of failures (the worker logs each traceback).
+        """
+        if not worker.failed:
+            self._log.error(
+                "Worker {index} failed to build configuration {version}; it keeps serving its "
+                "last one (generation {generation}) and is sent the whole state again",
+                index=worker.index,
+                version=version,
+                generation=worker.generation,
+            )
+        worker.failed = True
+        worker.held = {}
+        worker.retry_delay = min(60.0, worker.retry_delay * 2 or self.retry_delay)
+        _cancel(worker.retry)
+        worker.retry = self.reactor.callLater(worker.retry_delay, self._retry, worker)
+
+    def _retry(self, worker: _Worker) -> None:
+        worker.retry = None
+        self._roll()
 
     def _rollout_late(self, worker: _Worker, version: int) -> None:
         if worker.busy and worker.version < version:
@@ -436,12 +518,23 @@ class WorkerPool(Service):
 
     def _received(self, worker: _Worker, message: Any) -> None:
         if isinstance(message, Applied):
-            worker.version = max(worker.version, message.version)
             worker.generation = message.generation
             worker.busy = False
             worker.stuck = False
-            self._update_readiness()
             _cancel(worker.late)
+            if message.failed:
+                self._build_failed(worker, message.version)
+            else:
+                if worker.failed:
+                    self._log.info(
+                        "Worker {index} applied configuration {version} after failed builds",
+                        index=worker.index,
+                        version=message.version,
+                    )
+                worker.failed = False
+                worker.retry_delay = 0.0
+                worker.version = max(worker.version, message.version)
+            self._update_readiness()
             self._roll()
         elif isinstance(message, Scraped):
             d = worker.scrapes.pop(message.request, None)

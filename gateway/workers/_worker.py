@@ -28,6 +28,10 @@ class WorkerLink:
         reconciler rebuilds from it as from any source.
     :param metrics_text: the worker's metrics as Prometheus text.
     :param on_lost: the supervisor is gone (the worker then drains and exits).
+    :param rebuild: asks the worker's reconciler to build again although
+        the store did not change (the supervisor resends the whole state
+        after a failed build); by default the store's change notification,
+        which the reconciler listens to.
     """
 
     _log = Logger()
@@ -37,8 +41,12 @@ class WorkerLink:
         store: Store,
         metrics_text: Callable[[], bytes],
         on_lost: Callable[[], None],
+        rebuild: Callable[[], object] | None = None,
     ) -> None:
         self.store = store
+        # Store._changed is the notification its listeners (the
+        # reconciler) get after an effective change.
+        self._rebuild = rebuild if rebuild is not None else store._changed
         self._metrics_text = metrics_text
         self._on_lost = on_lost
         self.channel = Channel(self.received, self._lost)
@@ -49,6 +57,8 @@ class WorkerLink:
         #: the sources that had problems in the last Changes
         self._problems: set[str] = set()
         self._awaiting: int | None = None
+        #: the last build failed: Changes that change nothing build again
+        self._failed = False
         self.generation = 0
         #: set when the worker shuts down on its own (SIGTERM): the
         #: channel's end is then expected
@@ -81,6 +91,11 @@ class WorkerLink:
             # The reconciler builds the first generation when this fires.
             self._awaiting = changes.version
             self.first_configuration.callback(None)
+        elif self.store.version == before and self._failed:
+            # The supervisor resent the whole state after our failed
+            # build: build again (what failed may have been transient).
+            self._awaiting = changes.version
+            self._rebuild()
         elif self.store.version == before:
             # Nothing changed for this worker: nothing to build.
             self.channel.send(Applied(changes.version, self.generation))
@@ -90,10 +105,12 @@ class WorkerLink:
     def swapped(self, generation: Any) -> None:
         """The reconciler's swap listener: acknowledge the Changes being built."""
         self.generation = generation.number
+        self._failed = False
         self._acknowledge(failed=False)
 
     def failed(self, error: Exception) -> None:
         """The reconciler's failure callback: the last generation keeps serving."""
+        self._failed = True
         self._acknowledge(failed=True)
 
     def _acknowledge(self, *, failed: bool) -> None:

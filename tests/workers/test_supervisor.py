@@ -44,13 +44,19 @@ class Recorder(Channel):
         self.sent.append(pickle.loads(data[4:]))
 
 
-def pool_with_channels(count: int = 2) -> tuple[WorkerPool, Clock, list[Recorder]]:
+def pool_with_channels(count: int = 2, *, serving: bool = True) -> tuple[WorkerPool, Clock, list[Recorder]]:
+    """
+    A pool whose workers are live; ``serving``: each already serves a
+    generation (a worker that serves nothing gets configurations at once,
+    not one worker at a time).
+    """
     clock = Clock()
     pool = WorkerPool(clock, count, {}, lambda i, fds: None, rollout_timeout=30)  # type: ignore[arg-type,return-value]
     channels: list[Recorder] = []
     for worker in pool.workers:
         worker.channel = channels_append(channels)
         worker.process = object()
+        worker.generation = 1 if serving else 0
     return pool, clock, channels
 
 
@@ -258,24 +264,109 @@ class BookkeepingTests(SynchronousTestCase):
 
 
 class ReadinessTests(SynchronousTestCase):
-    def test_ready_once_a_worker_serves(self) -> None:
-        """The supervisor's readiness waits for a worker's acknowledged generation, and again when none is left."""
+    def test_ready_once_every_worker_serves(self) -> None:
+        """
+        The first configuration goes to every worker at once, and the
+        supervisor's readiness waits until every live worker acknowledged
+        a generation (one serving is not enough: the other's socket still
+        takes connections); later, a worker restarting does not take the
+        gateway out of rotation, none left serving does.
+        """
         from gateway.observability import Health
 
         health = Health()
         health.generation = 1
-        pool, _, _ = pool_with_channels()
+        pool, _, (one, two) = pool_with_channels(serving=False)
         pool.health = health
         pool._update_readiness()
         self.assertFalse(health.ready)
         self.assertIn("workers", health.describe())
         pool.publish(Store(), 1)
+        self.assertEqual(([m.version for m in one.sent], [m.version for m in two.sent]), ([1], [1]))
         pool._received(pool.workers[0], Applied(1, 1))
+        self.assertFalse(health.ready)
+        self.assertIn("1 of 2 worker processes serve no configuration yet", health.describe())
+        pool._received(pool.workers[1], Applied(1, 1))
+        self.assertTrue(health.ready)
+        # Worker 2 restarting: still ready.
+        pool.workers[1].generation = 0
+        pool._update_readiness()
         self.assertTrue(health.ready)
         for worker in pool.workers:
             worker.process = None
         pool._update_readiness()
         self.assertFalse(health.ready)
+
+    def test_a_dead_worker_does_not_hold_readiness_back(self) -> None:
+        """Only live workers count: one that died before its first configuration is not waited for."""
+        from gateway.observability import Health
+
+        health = Health()
+        health.generation = 1
+        pool, _, _ = pool_with_channels(serving=False)
+        pool.health = health
+        pool.publish(Store(), 1)
+        pool.workers[1].process = None
+        pool._received(pool.workers[0], Applied(1, 1))
+        self.assertTrue(health.ready)
+
+
+class FailedBuildTests(SynchronousTestCase):
+    def test_a_failed_build_is_retried_with_the_whole_state(self) -> None:
+        """
+        ``Applied(failed=True)``: the worker's version does not advance, the
+        failure is logged once, and after a delay the worker is sent the
+        whole state again (not an empty diff); the rollout to the others
+        goes on meanwhile, and is complete only once the retry applied.
+        """
+        pool, clock, (one, two) = pool_with_channels()
+        store = Store()
+        store.upsert(route_object("file", "/a"))
+        pool.publish(store, 1)
+        pool._received(pool.workers[0], Applied(1, 1))
+        pool._received(pool.workers[1], Applied(1, 1))
+        store.upsert(route_object("file", "/b"))
+        pool.publish(store, 2)
+        rolled = pool.when_rolled_out()
+        pool._received(pool.workers[0], Applied(2, 1, failed=True))
+        self.assertEqual(pool.workers[0].version, 1)
+        self.assertEqual(pool.status()[0]["applied"], 1)
+        # Worker 2 is not held back.
+        self.assertEqual([m.version for m in two.sent], [1, 2])
+        pool._received(pool.workers[1], Applied(2, 2))
+        self.assertEqual(len(one.sent), 2)
+        self.assertNoResult(rolled)
+        clock.advance(pool.retry_delay)
+        self.assertEqual(len(one.sent), 3)
+        resent = one.sent[-1]
+        self.assertEqual((resent.version, len(resent.upserts)), (2, 1))
+        # It fails again: not logged again, retried after a longer delay.
+        pool._received(pool.workers[0], Applied(2, 1, failed=True))
+        clock.advance(pool.retry_delay)
+        self.assertEqual(len(one.sent), 3)
+        clock.advance(pool.retry_delay)
+        self.assertEqual(len(one.sent), 4)
+        pool._received(pool.workers[0], Applied(2, 2))
+        self.assertEqual(pool.workers[0].version, 2)
+        self.successResultOf(rolled)
+
+    def test_failure_logged_once(self) -> None:
+        """Repeated failures of one worker make one error line, until it applies a configuration."""
+        from typing import cast
+
+        from twisted.logger import ILogObserver, globalLogPublisher
+
+        events: list[dict[str, Any]] = []
+        observer = cast(ILogObserver, events.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        pool, clock, _ = pool_with_channels(1)
+        pool.publish(Store(), 1)
+        for _ in range(3):
+            pool._received(pool.workers[0], Applied(1, 1, failed=True))
+            clock.advance(60)
+        failures = [e for e in events if "failed to build" in e.get("log_format", "")]
+        self.assertEqual(len(failures), 1)
 
 
 class NewWorkerTests(SynchronousTestCase):

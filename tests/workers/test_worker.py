@@ -117,6 +117,36 @@ class WorkerLinkTests(SynchronousTestCase):
         self.assertIs(self.store.objects("file")[0], kept)
         self.assertEqual(self.paths(), ["/a", "/d"])
 
+    def test_resent_state_after_a_failed_build_builds_again(self) -> None:
+        """
+        A failed build is acknowledged as failed (the last generation
+        keeps serving); the supervisor's resend of the whole state, equal
+        to what the mirror holds, builds again instead of being
+        acknowledged as applied with no build.
+        """
+        import gateway.reconcile
+
+        real = gateway.reconcile.translate
+        broken = [True]
+
+        def translate(*args: Any, **kwargs: Any) -> Any:
+            if broken[0]:
+                raise RuntimeError("out of memory, say")
+            return real(*args, **kwargs)
+
+        self.patch(gateway.reconcile, "translate", translate)
+        self.supervisor.send(Changes(1, (routes("file", "/a"),)))
+        self.assertEqual(self.supervisor.messages(), [Applied(1, 0, failed=True)])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        broken[0] = False
+        self.supervisor.send(Changes(2, (routes("file", "/a"),)))
+        self.clock.advance(1)
+        self.assertEqual(self.supervisor.messages(), [Applied(2, 1)])
+        self.assertEqual(self.paths(), ["/a"])
+        # Once a build succeeded, an unchanged snapshot builds nothing again.
+        self.supervisor.send(Changes(3, (routes("file", "/a"),)))
+        self.assertEqual(self.supervisor.messages(), [Applied(3, 1)])
+
     def test_scrape_answered(self) -> None:
         """A scrape is answered with the worker's metrics text under the same request number."""
         self.supervisor.send(Scrape(5))
