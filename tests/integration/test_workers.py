@@ -125,6 +125,15 @@ class WorkersTestCase(TestCase):
             time.sleep(0.05)
         raise AssertionError(f"workers not live: {self.workers(gw)}")
 
+    def requests_served(self, gw: GatewayProcess) -> float:
+        """``apimgw_requests_total`` summed over its label sets, from the merged ``/metrics``."""
+        status, body = _get(gw.admin_url + "/metrics")
+        assert status == 200, body
+        return sum(
+            float(m.group(1))
+            for m in re.finditer(r"^apimgw_requests_total\{[^}]*\} (\S+)$", body.decode(), re.MULTILINE)
+        )
+
     @inlineCallbacks
     def backend(self) -> Any:
         site = scenario_site(reactor)
@@ -344,6 +353,11 @@ class WorkersLifecycleTests(WorkersTestCase):
         gw = yield self.start_gateway(["--config", path])
         before = yield deferToThread(self.workers, gw)
         victim = before[0]["pid"]
+        # Both workers count requests (one connection each) and are scraped.
+        first = yield deferToThread(self.connection_per_worker, gw)
+        for conn in first.values():
+            conn.close()
+        served_before = yield deferToThread(self.requests_served, gw)
         os.kill(victim, signal.SIGKILL)
         # New connections while worker 1 is dead: the kernel still routes
         # some to its socket, which the supervisor keeps open; they wait
@@ -373,6 +387,11 @@ class WorkersLifecycleTests(WorkersTestCase):
         for t in meanwhile:
             yield deferToThread(t.join, 60)
         self.assertEqual(answers, [200] * 20)
+        # The merged counter did not go down with the dead worker's
+        # registry: its last scraped counts are kept, and the 20 answered
+        # since are added (by the surviving and the new worker).
+        served_after = yield deferToThread(self.requests_served, gw)
+        self.assertEqual(served_after, served_before + 20)
         self.assertEqual(after[0]["restarts"], 1)
         self.assertEqual(after[1]["pid"], before[1]["pid"])
         connections = yield deferToThread(self.connection_per_worker, gw)
