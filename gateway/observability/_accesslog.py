@@ -24,7 +24,13 @@ from typing import Any
 from twisted.application.service import MultiService
 from twisted.logger import ILogObserver, Logger
 
-from ._logwriter import DEFAULT_BUFFER, LogWriter, LogWriterService, stdout_access_writer
+from ._logwriter import (
+    DEFAULT_BUFFER,
+    MAX_LINE,
+    LogWriter,
+    LogWriterService,
+    stdout_access_writer,
+)
 from ._redact import QueryRedactor
 
 FORMATS = ("text", "json", "none")
@@ -36,6 +42,10 @@ _SYSTEM = "apimgw.access#info"
 #: an admitted APIM API call.
 _NO_CALL = " api=- operation=- product=- subscription=-"
 _NO_CALL_FIELDS: dict[str, None] = dict.fromkeys(("api", "operation", "product", "subscription"))
+
+#: What a shortened target keeps free for its ``...[truncated N bytes]``
+#: (and JSON's ``"truncated":true``).
+_MARKER_ROOM = 64
 
 
 class _JsonLine:
@@ -155,7 +165,17 @@ class AccessLog:
                 if "\n" in line:  # as twisted.logger's classic format does
                     line = line.replace("\n", "\n\t")
                 w = self._writer
-                w.write(f"{w.prefix(_SYSTEM)}{line}\n".encode("utf-8", "replace"))
+                data = f"{w.prefix(_SYSTEM)}{line}\n".encode("utf-8", "replace")
+                if len(data) > MAX_LINE:
+                    # Shorten the target rather than let the writer cut the
+                    # line's end (status, request_id and the ids after it).
+                    excess = len(data) - MAX_LINE
+                    data = data.replace(
+                        f'"{method} {path} {protocol}"'.encode("utf-8", "replace"),
+                        f'"{method} {_cut(path, excess)} {protocol}"'.encode("utf-8", "replace"),
+                        1,
+                    )
+                w.write(data)
                 return
             self._log.info(
                 "{access_line}",
@@ -187,10 +207,56 @@ class AccessLog:
                 fields["subscription"] = api_call.subscription
             if self._writer is not None:
                 w = self._writer
+                prefix = w.prefix(_SYSTEM)
                 text = json.dumps(fields, separators=(",", ":"), sort_keys=True)
-                w.write(f"{w.prefix(_SYSTEM)}{text}\n".encode("utf-8", "replace"))
+                data = f"{prefix}{text}\n".encode("utf-8", "replace")
+                if len(data) > MAX_LINE:
+                    data = _fit_json(prefix, fields, len(data) - MAX_LINE)
+                w.write(data)
                 return
             self._log.info("{access}", access=_JsonLine(fields))
+
+
+def _cut(value: str, excess: int) -> str:
+    """
+    ``value`` shortened by at least ``excess`` bytes of UTF-8 (and room for
+    the marker), ending ``...[truncated N bytes]``.
+    """
+    raw = value.encode("utf-8", "replace")
+    keep = max(0, len(raw) - excess - _MARKER_ROOM)
+    kept = raw[:keep].decode("utf-8", "ignore")  # not inside a character
+    return _marked(kept, len(raw))
+
+
+def _marked(kept: str, size: int) -> str:
+    """``kept`` and the marker saying how many of ``size`` bytes were left out."""
+    return f"{kept}...[truncated {size - len(kept.encode('utf-8', 'replace'))} bytes]"
+
+
+def _fit_json(prefix: str, fields: dict[str, Any], excess: int) -> bytes:
+    """
+    The JSON line of ``fields`` within :data:`MAX_LINE` bytes: ``path`` cut
+    (ending ``...[truncated N bytes]``, ``N`` in UTF-8 bytes) and
+    ``"truncated": true`` added, so the line stays valid JSON. JSON escapes
+    make a character one to six bytes, so the longest prefix whose escaped
+    form fits is found by bisection (a few ``json.dumps`` of the target,
+    only for such a line). A line still too long without its path (other
+    fields that large) is left to the writer's cut.
+    """
+    path: str = fields["path"]
+    size = len(path.encode("utf-8", "replace"))
+    budget = len(json.dumps(path)) - excess - _MARKER_ROOM
+    low, high = 0, len(path)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if len(json.dumps(path[:mid])) <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    fields["path"] = _marked(path[:low], size)
+    fields["truncated"] = True
+    text = json.dumps(fields, separators=(",", ":"), sort_keys=True)
+    return f"{prefix}{text}\n".encode("utf-8", "replace")
 
 
 def build_access_log(

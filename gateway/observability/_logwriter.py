@@ -34,7 +34,11 @@ a socket is written with ``send(MSG_DONTWAIT)``; a regular file (or
 ``/dev/null``) never blocks, so fd 1 itself is written. On a pipe every
 ``write`` is at most ``PIPE_BUF`` bytes of whole lines, which POSIX makes
 atomic: a line is never split, and so never interleaved with a line of
-twisted.logger's.
+twisted.logger's. That holds only for lines of at most ``PIPE_BUF`` bytes,
+so :meth:`LogWriter.write` cuts a longer line to :data:`MAX_LINE` bytes,
+ending ``...[truncated N bytes]`` (whatever the sink, so the same request
+logs the same line everywhere); :mod:`._accesslog` shortens the request
+target first, so the fields after it and a JSON line's syntax survive.
 """
 
 from __future__ import annotations
@@ -61,6 +65,10 @@ DEFAULT_BUFFER = 4 * 1024 * 1024
 #: How long the final flush may block on a stdout nobody reads.
 FLUSH_TIMEOUT = 5.0
 
+#: The longest line written (its ``\n`` included): ``PIPE_BUF``, the most
+#: one ``write`` on a pipe keeps whole (4096 on Linux; POSIX: at least 512).
+MAX_LINE: int = select.PIPE_BUF
+
 #: The retry delay when the fd cannot be watched for writability.
 _RETRY = 0.01
 
@@ -70,7 +78,8 @@ _log = Logger(namespace="apimgw.access.writer")
 class Sink(Protocol):
     """Where the bytes go: a non-blocking ``write`` and a pollable fd."""
 
-    #: The largest write that keeps whole lines whole (``None``: any).
+    #: The largest write that keeps whole lines whole (``None``: any); a
+    #: pipe's is ``PIPE_BUF`` (:data:`MAX_LINE`, the longest line too).
     max_write: int | None
 
     def write(self, data: bytes | memoryview) -> int:
@@ -134,7 +143,24 @@ def open_sink(fd: int = 1) -> Sink | None:
         return None
     if stat.S_ISCHR(mode) and os.path.samefile(f"/proc/self/fd/{own}", os.devnull):
         return FdSink(own)
-    return FdSink(own, max_write=select.PIPE_BUF)
+    return FdSink(own, max_write=MAX_LINE)
+
+
+def truncate_line(line: bytes, limit: int = MAX_LINE) -> bytes:
+    """
+    ``line`` (ending ``\\n``) cut to at most ``limit`` bytes, the cut
+    marked ``...[truncated N bytes]`` (``N``: the bytes left out), at a UTF-8
+    character boundary. A line that fits is returned as is.
+    """
+    if len(line) <= limit:
+        return line
+    body = line[:-1] if line.endswith(b"\n") else line
+    # The marker's length depends on N; N is at most len(body).
+    room = limit - 1 - len(b"...[truncated %d bytes]" % len(body))
+    keep = max(0, room)
+    while keep and (body[keep] & 0xC0) == 0x80:
+        keep -= 1  # not inside a multi-byte character
+    return body[:keep] + b"...[truncated %d bytes]\n" % (len(body) - keep)
 
 
 def _writable(sink: Sink) -> bool:
@@ -208,8 +234,14 @@ class LogWriter:
         self._prefix = ("", "")
 
     def write(self, line: bytes) -> None:
-        """Queue one whole line (with its ``\\n``); dropped past the bound."""
+        """
+        Queue one whole line (with its ``\\n``); dropped past the bound,
+        cut to :data:`MAX_LINE` bytes when longer (:func:`truncate_line`).
+        """
         size = len(line)
+        if size > MAX_LINE:
+            line = truncate_line(line)
+            size = len(line)
         if self.pending + size > self.buffer:
             self._drop(1)
             return
@@ -242,7 +274,11 @@ class LogWriter:
             self._drain()
 
     def _pack(self) -> None:
-        """Move the queued lines into chunks of at most ``max_write`` bytes."""
+        """
+        Move the queued lines into chunks of at most ``max_write`` bytes. A
+        line is never longer (:meth:`write` cut it to :data:`MAX_LINE`), so
+        no chunk, and no ``write`` of one, splits a line.
+        """
         lines, self._lines = self._lines, []
         limit = self.sink.max_write
         if limit is None:

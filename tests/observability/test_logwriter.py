@@ -6,6 +6,7 @@ reactor, and through a started gateway.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
@@ -34,7 +35,12 @@ from gateway.observability import (
     build_access_log,
     open_sink,
 )
-from gateway.observability._logwriter import SocketSink, twistd_logs_to_stdout
+from gateway.observability._logwriter import (
+    MAX_LINE,
+    SocketSink,
+    truncate_line,
+    twistd_logs_to_stdout,
+)
 from gateway.testing.waiting import wait_for
 from tests.integration.harness import GatewayTestCase, request_sync
 
@@ -364,9 +370,7 @@ class StdoutChoiceTests(SynchronousTestCase):
         self.assertTrue(twistd_logs_to_stdout({"nodaemon": True, "logfile": "-"}))
         self.assertFalse(twistd_logs_to_stdout({"nodaemon": True, "logfile": "/var/log/x"}))
         self.assertFalse(twistd_logs_to_stdout({"nodaemon": False, "logfile": None}))
-        self.assertFalse(
-            twistd_logs_to_stdout({"nodaemon": True, "logfile": None, "syslog": True})
-        )
+        self.assertFalse(twistd_logs_to_stdout({"nodaemon": True, "logfile": None, "syslog": True}))
         self.assertFalse(twistd_logs_to_stdout(None))
 
     def test_regular_file_written_directly(self) -> None:
@@ -502,7 +506,10 @@ class GatewayWriterTests(GatewayTestCase):
         ids = [f"wr-{i}" for i in range(30)]
         for rid in ids:
             response = yield deferToThread(
-                request_sync, self.port, "GET", "/app/x?code=c0de",
+                request_sync,
+                self.port,
+                "GET",
+                "/app/x?code=c0de",
                 headers=[("x-request-id", rid)],
             )
             self.assertEqual(response.status, 200)
@@ -520,3 +527,87 @@ class GatewayWriterTests(GatewayTestCase):
         self.assertEqual(
             self.gateway.metrics.registry.get_sample_value("apimgw_access_log_dropped_total"), 0.0
         )
+
+
+class LongLineTests(PipeTestCase):
+    """
+    Lines longer than ``PIPE_BUF`` would be split across writes, and so
+    could interleave with another writer's output on the pipe: they are cut
+    to :data:`MAX_LINE` bytes, visibly, the access log's JSON staying JSON.
+    """
+
+    def written(self) -> list[bytes]:
+        data = b""
+        while True:
+            try:
+                chunk = os.read(self.r, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            data += chunk
+        return data.splitlines(keepends=True)
+
+    def test_long_line_cut_between_whole_lines(self) -> None:
+        """An 8 KiB line comes out as 4096 bytes ending with the marker; its neighbours whole."""
+        writer = LogWriter(reactor, self.sink)
+        long = b"L" * 8192 + b"\n"
+        for line in (numbered(1), long, numbered(2)):
+            writer.write(line)
+        writer.flush_now()
+        os.set_blocking(self.r, False)
+        first, cut, second = self.written()
+        self.assertEqual((first, second), (numbered(1), numbered(2)))
+        self.assertEqual(len(cut), MAX_LINE)
+        kept = MAX_LINE - len(b"...[truncated 4126 bytes]\n")
+        self.assertEqual(cut, b"L" * kept + b"...[truncated %d bytes]\n" % (8192 - kept))
+        self.assertEqual(writer.pending, 0)
+
+    def test_cut_at_a_character_boundary(self) -> None:
+        """A cut never splits a UTF-8 character."""
+        line = "é".encode() * 5000 + b"\n"
+        cut = truncate_line(line)
+        self.assertLessEqual(len(cut), MAX_LINE)
+        text = cut.decode("utf-8")
+        self.assertRegex(text, r"^é+\.\.\.\[truncated \d+ bytes\]\n$")
+        kept = len(text.split("...")[0].encode())
+        self.assertIn(f"[truncated {10000 - kept} bytes]", text)
+        short = numbered(3)
+        self.assertIs(truncate_line(short), short)
+
+    def emit(self, fmt: str, path: str) -> bytes:
+        writer = LogWriter(reactor, self.sink)
+        AccessLog(fmt, writer=writer).emit(**{**CALL, "path": path})
+        writer.flush_now()
+        os.set_blocking(self.r, False)
+        [line] = self.written()
+        return line
+
+    def test_text_target_shortened(self) -> None:
+        """Text: an 8 KiB target is cut in place; status, request_id and the ids after it stay."""
+        line = self.emit("text", "/echo/" + "t" * 8192).decode()
+        self.assertLessEqual(len(line.encode()), MAX_LINE)
+        self.assertRegex(line, PREFIX)
+        self.assertRegex(line, r'"GET /echo/t+\.\.\.\[truncated \d+ bytes\] HTTP/1\.1" 200 12 ')
+        self.assertTrue(
+            line.endswith(" request_id=rid-1" + " api=- operation=- product=- subscription=-\n")
+        )
+
+    def test_json_target_shortened(self) -> None:
+        """JSON: an 8 KiB target is cut in the value, the line stays JSON and says truncated."""
+        for path in ("/echo/" + "t" * 8192, '/echo/"\\' * 2000, "/echo/\u00e9" * 2000):
+            line = self.emit("json", path)
+            self.assertLessEqual(len(line), MAX_LINE)
+            text = PREFIX.sub("", line.decode(), count=1)
+            fields = json.loads(text)
+            self.assertIs(fields["truncated"], True)
+            kept, marker = fields["path"].split("...[truncated ")
+            self.assertTrue(path.startswith(kept) and kept.startswith("/echo/"))
+            self.assertEqual(marker, f"{len(path.encode()) - len(kept.encode())} bytes]")
+            self.assertEqual((fields["status"], fields["requestId"]), (200, "rid-1"))
+
+    def test_short_json_line_unchanged(self) -> None:
+        """A line that fits has no truncated field."""
+        fields = json.loads(PREFIX.sub("", self.emit("json", "/echo/x").decode(), count=1))
+        self.assertNotIn("truncated", fields)
+        self.assertEqual(fields["path"], "/echo/x")
