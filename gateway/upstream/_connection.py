@@ -72,9 +72,10 @@ class Connection(Protocol):
         self._gone = False
         self._timer: IDelayedCall | None = None
         self._seconds = pool._reactor.seconds
-        #: when the last bytes came from the backend (or reading resumed):
-        #: the backend idle timer's reference once the response started
-        self._heard_at = 0.0
+        #: when the backend last sent bytes or took request body (or we
+        #: resumed reading it): the idle timer's reference once the
+        #: response started
+        self._moved_at = 0.0
         self._sender: BodySender | StreamSender | None = None
         self._lost: Deferred[None] | None = None
         #: in the pool's idle deque, since ``idle_since``
@@ -117,7 +118,7 @@ class Connection(Protocol):
             return
         # One clock read per socket read, so the idle timer need not be
         # re-armed per chunk (see _timed_out).
-        self._heard_at = self._seconds()
+        self._moved_at = self._seconds()
         ex = self._exchange
         if ex is None:
             # Bytes on an idle connection: nothing was asked, so whatever the
@@ -351,31 +352,29 @@ class Connection(Protocol):
         timeout = ex._timeout
         later = self._pool._reactor.callLater
         sender = self._sender
-        if (
-            sender is not None
-            and sender.__class__ is StreamSender
-            and (sender.progressed or not sender.held)  # type: ignore[union-attr]
-        ):
-            # The backend is still taking the body, or the body waits for
-            # the client (whose own body timeout applies): not a stalled
-            # backend. Only a backend that takes nothing for the whole
-            # timeout is one.
-            sender.progressed = False  # type: ignore[union-attr]
-            self._timer = later(timeout, self._timed_out)
-            return
+        streamed = sender is not None and sender.__class__ is StreamSender
         if ex._state < STREAMING:
+            if streamed and (sender.progressed or not sender.held):  # type: ignore[union-attr]
+                # The backend is still taking the body, or the body waits
+                # for the client (whose own body timeout applies): not a
+                # stalled backend. Only a backend that takes nothing for
+                # the whole timeout is one.
+                sender.progressed = False  # type: ignore[union-attr]
+                self._timer = later(timeout, self._timed_out)
+                return
             self._fail(
                 backend_failure(
                     BackendResponseTimeout(f"no response from {ex._where()} within {timeout:g} s")
                 )
             )
             return
-        if ex._paused:
+        if ex._paused or (streamed and not sender.held):  # type: ignore[union-attr]
             # We stopped reading for a slow client (whose send timeout
-            # applies): the backend's silence is ours.
+            # applies), or the body waits for the client (its body
+            # timeout): the silence is not the backend's.
             self._timer = later(timeout, self._timed_out)
             return
-        idle = self._seconds() - self._heard_at
+        idle = self._seconds() - self._moved_at
         if idle < timeout:
             self._timer = later(timeout - idle, self._timed_out)
             return
@@ -389,7 +388,7 @@ class Connection(Protocol):
 
     def resumed(self) -> None:
         """The exchange reads the backend again: its idle time counts from now."""
-        self._heard_at = self._seconds()
+        self._moved_at = self._seconds()
         self.transport.resumeProducing()
 
     def _complete(self) -> None:
@@ -546,6 +545,7 @@ class BodySender:
 
     def resumeProducing(self) -> None:
         self._paused = False
+        self._conn._moved_at = self._conn._seconds()
         read = self._file.read
         write = self._conn.transport.write
         while not self._paused and not self._done and self._remaining > 0:

@@ -85,10 +85,12 @@ class StreamSender:
             return
         self.sent += len(data)
         self.progressed = True
+        conn = self._conn
+        conn._moved_at = conn._seconds()
         if self._chunked:
-            self._conn.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+            conn.transport.write(b"%x\r\n%s\r\n" % (len(data), data))
         else:
-            self._conn.transport.write(data)
+            conn.transport.write(data)
 
     def body_finished(self) -> None:
         if self._done:

@@ -145,9 +145,9 @@ class IdleTimeoutTests(SynchronousTestCase):
         source.consumer.body_received(b"x" * 100)
         conn.dataReceived(HEAD + b"first")
         sender.pauseProducing()  # the backend's socket buffer is full
-        # The piece sent at 0 counts when the timer first looks (at 5): the
-        # timer looks again one timeout later.
-        clock.pump([0.25] * int((2 * TIMEOUT - 0.25) / 0.25))
+        clock.advance(1)
+        source.consumer.body_received(b"y" * 100)  # the last the backend takes
+        clock.pump([0.25] * int((TIMEOUT - 0.25) / 0.25))
         self.assertEqual(sink.calls, ["started", "body"])
         clock.advance(0.25)
         self.assertTimedOut(conn, sink)
@@ -158,9 +158,11 @@ class IdleTimeoutTests(SynchronousTestCase):
         source = Source()
         clock, conn, sink = self.exchange(source)
         conn.dataReceived(HEAD + b"first")
+        assert conn._sender is not None
+        conn._sender.pauseProducing()  # its buffer full: it takes the body slowly
         for _ in range(10):
+            clock.pump([0.25] * int((TIMEOUT - 0.25) / 0.25))
             source.consumer.body_received(b"x" * 100)
-            clock.advance(TIMEOUT)
         self.assertEqual(sink.calls, ["started", "body"])
         self.assertFalse(conn.transport.disconnecting)
 
