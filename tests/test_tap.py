@@ -253,7 +253,23 @@ class TrafficWiringTests(SynchronousTestCase):
         from gateway.proxy import GatewaySite
 
         options = parse([], {"gateway.http1.server": "twisted"})
-        self.assertIsInstance(build_gateway(options, Clock()).listeners["http"].site, GatewaySite)
+        gateway = build_gateway(options, Clock())
+        self.assertIsInstance(gateway.listeners["http"].site, GatewaySite)
+        self.assertIsInstance(gateway.listeners["https"].site, GatewaySite)
+
+    def test_https_listener_switches_by_alpn(self) -> None:
+        """
+        The HTTPS listener's connections go to the strict HTTP/1.1 server
+        (with the same net.server.* limits) unless ALPN chose h2.
+        """
+        from twisted.internet.task import Clock
+
+        from gateway.proxy import ALPNServer
+
+        options = parse([], {"NET_SERVER_MAX_TARGET": "100"})
+        server = build_gateway(options, Clock()).listeners["https"].site
+        self.assertIsInstance(server, ALPNServer)
+        self.assertEqual(server.h1.limits.max_target, 100)
 
 
 class GatewayApiServingTests(TestCase):
