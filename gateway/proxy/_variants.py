@@ -271,8 +271,9 @@ def edit_headers(
 ) -> list[tuple[bytes, bytes]]:
     """
     ``headers`` after a header modifier, in the spec's order: ``set``
-    replaces every value of its name, ``add`` appends a value (after any
-    the message had), ``remove`` drops every value of its name, including
+    replaces every value of its name, ``add`` appends a value to the
+    header's last line, comma-separated (a new line when the message has
+    none, and always for ``Set-Cookie``), ``remove`` drops every value of its name, including
     one ``set`` or ``add`` gave. Names compare case-insensitively; the
     order of untouched headers is kept. Hop-by-hop headers and
     ``Content-Length`` are never changed (:data:`PROTECTED`).
@@ -290,6 +291,19 @@ def edit_headers(
             headers.append((name, value))
     for name, value in edits.add:
         lower = name.lower()
-        if lower not in removed and lower not in PROTECTED:
-            headers.append((name, value))
+        if lower in removed or lower in PROTECTED:
+            continue
+        if lower != b"set-cookie":
+            # The spec's example: "my-header: foo" plus add "bar,baz" is
+            # "my-header: foo,bar,baz", one line (a backend reading only
+            # the first line of a repeated header still sees it).
+            # Set-Cookie is the one header that cannot be folded.
+            for index in range(len(headers) - 1, -1, -1):
+                if headers[index][0].lower() == lower:
+                    headers[index] = (headers[index][0], headers[index][1] + b"," + value)
+                    break
+            else:
+                headers.append((name, value))
+            continue
+        headers.append((name, value))
     return headers

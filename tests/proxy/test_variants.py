@@ -237,7 +237,11 @@ class RedirectLocationTests(TestCase):
 
 class EditHeadersTests(TestCase):
     def test_request_header_modifier_conformance(self) -> None:
-        """HTTPRouteRequestHeaderModifier: set overwrites, add appends after any value, remove drops."""
+        """
+        HTTPRouteRequestHeaderModifier: set overwrites, add appends to the
+        existing value comma-separated (the Go test expects
+        ``some-other-value,add-appends-values``), remove drops.
+        """
         edits = HeaderEdits(
             set=((b"X-Header-Set", b"set-overwrites-values"),),
             add=((b"X-Header-Add", b"add-appends-values"),),
@@ -252,10 +256,9 @@ class EditHeadersTests(TestCase):
         self.assertEqual(
             edit_headers(headers, edits),
             [
-                (b"X-Header-Add", b"some-other-value"),
+                (b"X-Header-Add", b"some-other-value,add-appends-values"),
                 (b"Other", b"kept"),
                 (b"X-Header-Set", b"set-overwrites-values"),
-                (b"X-Header-Add", b"add-appends-values"),
             ],
         )
 
@@ -266,10 +269,19 @@ class EditHeadersTests(TestCase):
         self.assertEqual(edit_headers(headers, edits), [(b"X-Set", b"new")])
 
     def test_set_then_add_then_remove(self) -> None:
-        """set and add of one name give both values; remove drops what set and add gave too."""
+        """
+        set and add of one name give both values on one line; remove drops
+        what set and add gave too; add to an absent header is a new line,
+        and Set-Cookie is never folded.
+        """
         both = HeaderEdits(set=((b"X-A", b"set"),), add=((b"X-A", b"added"),))
+        self.assertEqual(edit_headers([(b"X-A", b"old")], both), [(b"X-A", b"set,added")])
+        new = HeaderEdits(add=((b"X-New", b"1"),))
+        self.assertEqual(edit_headers([(b"C", b"c")], new), [(b"C", b"c"), (b"X-New", b"1")])
+        cookie = HeaderEdits(add=((b"Set-Cookie", b"b=2"),))
         self.assertEqual(
-            edit_headers([(b"X-A", b"old")], both), [(b"X-A", b"set"), (b"X-A", b"added")]
+            edit_headers([(b"Set-Cookie", b"a=1")], cookie),
+            [(b"Set-Cookie", b"a=1"), (b"Set-Cookie", b"b=2")],
         )
         removed = HeaderEdits(
             set=((b"X-A", b"set"),), add=((b"X-B", b"b"),), remove=(b"x-a", b"x-b")
