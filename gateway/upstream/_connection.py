@@ -13,6 +13,7 @@ import typing
 from typing import IO, TYPE_CHECKING, Any
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
@@ -103,6 +104,9 @@ class Connection(Protocol):
         # the last segment of a request. A TLS transport forwards the call to
         # its TCP transport.
         self.transport.setTcpNoDelay(True)
+        transport = self.transport
+        if isinstance(transport, tcp.Connection) and hasattr(transport, "_tempDataLen"):
+            self._write = self._write_now  # type: ignore[method-assign]
         attempt = self._attempt
         self._attempt = None
         if attempt is None or not attempt.connected(self):
@@ -301,6 +305,31 @@ class Connection(Protocol):
 
     # -- requests ----------------------------------------------------------------
 
+    def _write(self, data: bytes) -> None:
+        """Write to the backend (a TLS transport, or before connectionMade)."""
+        self.transport.write(data)
+
+    def _write_now(self, data: bytes) -> None:
+        """
+        Write to a plain TCP backend connection: straight to the socket
+        when nothing waits in Twisted's buffer, else (and for what the
+        socket did not take) through ``transport.write``. Twisted's
+        ``write`` always buffers and asks the reactor for a writable event
+        (two ``epoll_ctl`` calls and a loop iteration per request), as on
+        the client side (``H1Channel._send_now``, same private buffer
+        state, checked at connection time).
+        """
+        transport = self.transport
+        if transport._tempDataLen or transport.dataBuffer or transport.disconnecting:
+            transport.write(data)
+            return
+        sent = transport.writeSomeData(data)
+        if sent.__class__ is not int:
+            # The connection is lost: let Twisted's own path find out.
+            transport.write(data)
+        elif sent < len(data):
+            transport.write(data[sent:])
+
     def send(self, ex: Exchange) -> None:
         """Write ``ex``'s request and make it the connection's exchange."""
         self._exchange = ex
@@ -316,8 +345,13 @@ class Connection(Protocol):
             self._timer = self._pool._reactor.callLater(ex._timeout, self._timed_out)
         else:
             timer.reset(ex._timeout)
-        transport = self.transport
-        transport.write(ex._head)
+        body = ex._body
+        if body.__class__ is bytes:
+            # The head and a body already in memory in one write: one
+            # segment for a typical API call.
+            self._write(ex._head + body)  # type: ignore[operator]
+            return
+        self._write(ex._head)
         source = ex._source
         if source is not None:
             # Streamed as it arrives from the client; the response timer
@@ -325,10 +359,9 @@ class Connection(Protocol):
             self._sender = sender = StreamSender(self, source, ex._body_length < 0)
             sender.start()
             return
-        body = ex._body
         if body is not None:
             if isinstance(body, bytes):
-                transport.write(body)
+                self._write(body)
             else:
                 # Over TLS, writes before the handshake completes are
                 # buffered and pause the registered producer too.

@@ -412,3 +412,44 @@ class BackpressureTests(ClientTestCase):
         # One transport read is at most 64 KiB (TCP) plus what TLS might add.
         self.assertLessEqual(state["max"], limit + 128 * 1024)
         self.assertEqual(pool.idle_count(), 1)
+
+
+# -- writing the request --------------------------------------------------------
+
+
+class DirectWriteTests(ClientTestCase):
+    """A request on a plain TCP connection goes to the socket at once."""
+
+    async def test_request_written_without_a_writable_event(self) -> None:
+        """
+        On a pooled plain-TCP connection, a request and its in-memory body
+        go to the socket during ``request()``: nothing waits in Twisted's
+        buffer and no writable event is asked of the reactor (two
+        ``epoll_ctl`` calls and a loop iteration per request otherwise);
+        the backend gets head and body whole.
+        """
+        from gateway.upstream._connection import Connection
+
+        server, backend = self.start_backend(answer(ok(b"hello")))
+        pool = self.make_pool()
+        await self.send(pool, backend).done
+        self.assertEqual(pool.idle_count(backend.key), 1)
+
+        def backend_writers() -> list[object]:
+            return [
+                w for w in reactor.getWriters() if isinstance(getattr(w, "protocol", None), Connection)
+            ]
+
+        sink = self.send(
+            pool,
+            backend,
+            method=b"POST",
+            headers=[(b"Host", b"x")],
+            body=b"payload",
+            body_length=7,
+        )
+        self.assertEqual(backend_writers(), [])
+        await sink.done
+        self.assertEqual((sink.status, sink.body), (200, b"hello"))
+        self.assertEqual((server.requests[-1].method, server.requests[-1].body), (b"POST", b"payload"))
+        self.assertEqual(server.accepted, 1)
