@@ -361,8 +361,7 @@ class ProxyResource(Resource):
             if picked is None:
                 return self._answer(request, started, 503, _NO_ENDPOINTS, entry.label)
             backend = picked
-        kind = _Exchange if upgrade is None else _UpgradeExchange
-        exchange = kind(self, request, entry, started, request_id, backend)
+        exchange = _Exchange(self, request, entry, started, request_id, backend)
         self.in_flight += 1
         request.on_client_gone = exchange.client_gone
         exchange.backend_exchange = self._pool.request(
@@ -452,8 +451,7 @@ class ProxyResource(Resource):
         if upgrade is not None:
             headers = upgrade_request_headers(headers, upgrade)
         payload, length, source = _outgoing_body(request.content)
-        kind = _VariantExchange if upgrade is None else _VariantUpgradeExchange
-        exchange = kind(self, request, match.entry, variant, started, request_id, backend)
+        exchange = _VariantExchange(self, request, match.entry, variant, started, request_id, backend)
         self.in_flight += 1
         request.on_client_gone = exchange.client_gone
         exchange.backend_exchange = self._pool.request(
@@ -863,6 +861,8 @@ class _Exchange:
         "service",
         "started",
     )
+    #: Response header edits (a Gateway API rule's, in :class:`_VariantExchange`).
+    edits: HeaderEdits | None = None
 
     def __init__(
         self,
@@ -975,6 +975,16 @@ class _Exchange:
                 self.request_id.decode("latin-1"),
             )
 
+    def switched(
+        self,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        connection: Connection,
+        rest: bytes,
+    ) -> None:
+        """The backend answered 101 to an upgrade request (only then called): see :func:`_switched`."""
+        _switched(self, self.edits, reason, headers, connection, rest)
+
 
 class _VariantExchange(_Exchange):
     """
@@ -1076,36 +1086,6 @@ def _protocol(headers: list[tuple[bytes, bytes]], asked: bytes) -> str:
             break
     text = token.split(b",")[0].split(b"/")[0].strip().lower().decode("latin-1")
     return text if text in _PROTOCOLS else "other"
-
-
-class _UpgradeExchange(_Exchange):
-    """A request asking to switch protocols: a 101 starts a :class:`Splice`."""
-
-    __slots__ = ()
-
-    def switched(
-        self,
-        reason: bytes,
-        headers: list[tuple[bytes, bytes]],
-        connection: Connection,
-        rest: bytes,
-    ) -> None:
-        _switched(self, None, reason, headers, connection, rest)
-
-
-class _VariantUpgradeExchange(_VariantExchange):
-    """:class:`_UpgradeExchange` for a Gateway API rule (its response header edits apply to the 101)."""
-
-    __slots__ = ()
-
-    def switched(
-        self,
-        reason: bytes,
-        headers: list[tuple[bytes, bytes]],
-        connection: Connection,
-        rest: bytes,
-    ) -> None:
-        _switched(self, self.edits, reason, headers, connection, rest)
 
 
 def _outgoing_body(
