@@ -186,6 +186,29 @@ class GatewayTestCase(TestCase):
     def admin(self, path: str) -> Deferred[Response]:
         return deferToThread(request_sync, self.admin_port, "GET", path)
 
+    def install_routes(self, *entries: Any, keep: bool = True) -> None:
+        """
+        Make ``entries`` live as a reconciler swap would (a new generation
+        with the same certificates), beside the current routes or, with
+        ``keep=False``, instead of them: for route entries no source
+        builds by hand (Gateway API variants, for instance).
+        """
+        from dataclasses import replace
+
+        from gateway.routing import Generation, RouteTable
+
+        reconciler = self.gateway.reconciler
+        current = reconciler.current
+        assert current is not None
+        routes = (*current.config.routes, *entries) if keep else tuple(entries)
+        reconciler.current = Generation(
+            current.number + 1,
+            replace(current.config, routes=routes),
+            RouteTable.build(list(routes)),
+            current.created,
+            current.sni,
+        )
+
     def wait_for(self, predicate: Any, timeout: float = 10.0) -> Deferred[Any]:
         """Poll ``predicate()`` (may return a Deferred) until true; fail after ``timeout`` s."""
         return wait_for(predicate, timeout, f"condition {predicate!r}", interval=0.05)

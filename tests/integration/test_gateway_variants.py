@@ -18,7 +18,6 @@ import http.client
 import random
 import re
 from collections import Counter
-from dataclasses import replace
 from typing import Any
 
 from twisted.internet import reactor
@@ -29,7 +28,6 @@ from twisted.internet.threads import deferToThread
 from gateway.echo import _EchoRequest
 from gateway.model import ObjectRef
 from gateway.proxy._variants import BackendChooser
-from gateway.routing import Generation, RouteTable
 from gateway.testing.backends import CountingSite, ScenarioResource
 from gateway.translate import (
     KIND_ROUTE,
@@ -237,16 +235,7 @@ class GatewayVariantTests(GatewayTestCase):
 
     def _install(self, entries: list[RouteEntry]) -> None:
         """Make ``entries`` the live route table, as a reconciler swap would."""
-        reconciler = self.gateway.reconciler
-        current = reconciler.current
-        assert current is not None
-        reconciler.current = Generation(
-            current.number + 1,
-            replace(current.config, routes=tuple(entries)),
-            RouteTable.build(entries),
-            current.created,
-            current.sni,
-        )
+        self.install_routes(*entries, keep=False)
 
     def _many(self, path: str, count: int) -> Any:
         """``count`` GETs of ``path`` over one keep-alive connection, in a thread."""

@@ -16,7 +16,7 @@ import json
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from httptools import HttpRequestParser
@@ -28,7 +28,6 @@ from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 
 from gateway.model import Certificate, ObjectRef
-from gateway.routing import Generation, RouteTable
 from gateway.testing.certs import CertificateAuthority
 from gateway.translate import (
     KIND_ROUTE,
@@ -520,17 +519,7 @@ class VariantTests(UploadTestCase):
             label="ns/upload /variant",
             variants=(variant,),
         )
-        reconciler = self.gateway.reconciler
-        current = reconciler.current
-        assert current is not None
-        entries = (*current.config.routes, entry)
-        reconciler.current = Generation(
-            current.number + 1,
-            replace(current.config, routes=entries),
-            RouteTable.build(list(entries)),
-            current.created,
-            current.sni,
-        )
+        self.install_routes(entry)
 
     @inlineCallbacks
     def test_streamed_through_a_rule(self) -> Any:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import socket
 import threading
-from dataclasses import replace
 from typing import Any
 
 from twisted.internet import reactor
@@ -26,7 +25,6 @@ from websockets.sync.client import connect
 from websockets.uri import parse_uri
 
 from gateway.model import ObjectRef
-from gateway.routing import Generation, RouteTable
 from gateway.translate import (
     KIND_ROUTE,
     PREFIX,
@@ -426,16 +424,7 @@ class UpgradeTests(GatewayTestCase):
             label="ns/route /gw",
             variants=(variant,),
         )
-        reconciler = self.gateway.reconciler
-        current = reconciler.current
-        entries = (*current.config.routes, entry)
-        reconciler.current = Generation(
-            current.number + 1,
-            replace(current.config, routes=entries),
-            RouteTable.build(list(entries)),
-            current.created,
-            current.sni,
-        )
+        self.install_routes(entry)
 
         def run() -> Any:
             client = SocketClient(self.port)
@@ -474,16 +463,7 @@ class TLSUpgradeTests(StrictHTTPSTestCase):
             modified=0.0,
             label="ws",
         )
-        reconciler = self.gateway.reconciler
-        current = reconciler.current
-        entries = (entry, *current.config.routes)
-        reconciler.current = Generation(
-            current.number + 1,
-            replace(current.config, routes=entries),
-            RouteTable.build(list(entries)),
-            current.created,
-            current.sni,
-        )
+        self.install_routes(entry)
 
     @inlineCallbacks
     def test_wss_echo(self) -> Any:
