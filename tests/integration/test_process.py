@@ -64,6 +64,7 @@ class ProcessTestCase(TestCase):
         fd, path = tempfile.mkstemp(suffix=".yaml")
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        self.addCleanup(os.unlink, path)
         return path
 
 

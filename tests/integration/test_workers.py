@@ -25,14 +25,13 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from gateway.testing.backends import scenario_site
 from gateway.testing.process import GatewayProcess
+
+from .test_process import ProcessTestCase
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -81,7 +80,9 @@ def owner(server_port: int, client_port: int, pids: list[int]) -> int | None:
     return None
 
 
-class WorkersTestCase(TestCase):
+class WorkersTestCase(ProcessTestCase):
+    """Gateways with two worker processes (the backend and config helpers are ProcessTestCase's)."""
+
     timeout = 180
 
     def start_gateway(self, args: list[str]) -> Any:
@@ -105,10 +106,6 @@ class WorkersTestCase(TestCase):
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-
-    def log_text(self) -> str:
-        with open(self.log_path) as f:
-            return f.read()
 
     def workers(self, gw: GatewayProcess) -> list[dict[str, Any]]:
         status, body = _get(gw.admin_url + "/config")
@@ -134,19 +131,6 @@ class WorkersTestCase(TestCase):
             for m in re.finditer(r"^apimgw_requests_total\{[^}]*\} (\S+)$", body.decode(), re.MULTILINE)
         )
 
-    @inlineCallbacks
-    def backend(self) -> Any:
-        site = scenario_site(reactor)
-        port = yield TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
-        self.addCleanup(port.stopListening)
-        return f"http://127.0.0.1:{port.getHost().port}"
-
-    def config(self, text: str) -> str:
-        fd, path = tempfile.mkstemp(suffix=".yaml")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        self.addCleanup(os.unlink, path)
-        return path
 
     def connection_per_worker(self, gw: GatewayProcess, path: str = "/a") -> dict[int, Any]:
         """
