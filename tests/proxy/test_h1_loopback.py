@@ -170,24 +170,26 @@ class LoopbackTests(TestCase):
 
     @inlineCallbacks
     def test_slow_clients(self) -> Any:
-        """A slow header and a stalled body are answered 408 and closed at the timeouts (2 s here)."""
+        """
+        Over real sockets, a slow header and a stalled body are answered 408
+        and closed (the header and body timeouts, 2 s here; when they fire
+        is tested on a fake clock in test_h1), never reaching the resource.
+        """
 
-        def run(first: bytes) -> tuple[float, bytes]:
-            started = time.monotonic()
+        def run(first: bytes) -> bytes:
             with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
                 s.sendall(first)
                 raw = b""
                 while chunk := s.recv(65536):
                     raw += chunk
-            return time.monotonic() - started, raw
+            return raw
 
         for first in (
             b"GET / HTTP/1.1\r\nHost: a\r\n",
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc",
         ):
-            took, raw = yield deferToThread(run, first)
+            raw = yield deferToThread(run, first)
             self.assertTrue(raw.startswith(b"HTTP/1.1 408 "), raw)
-            self.assertTrue(1.5 < took < 8, took)
         self.assertEqual(self.resource.rendered, 0)
 
     @inlineCallbacks
