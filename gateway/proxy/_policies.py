@@ -2,7 +2,7 @@
 The policy executor: runs a compiled :class:`~gateway.translate.policy.Pipeline`
 on one request, synchronously and without I/O.
 
-What the proxy does with it (not wired yet, see ``docs/policies.md``):
+What the proxy does with it (:mod:`._policy_run`, see ``docs/policies.md``):
 
 1. when the matched operation has pipelines, build a :class:`PolicyRequest`
    with :func:`policy_request` (nothing is built on the plain path);

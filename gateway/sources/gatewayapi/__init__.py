@@ -2,10 +2,10 @@
 The Gateway API source (``gateway.networking.k8s.io``): GatewayClass,
 Gateway, HTTPRoute and ReferenceGrant.
 
-The pure resolver (:func:`resolve`, issue 13 part 1), golden-file tested
-against the published conformance manifests, and :func:`bodies`, which
-turns its result into the model bodies translation and routing serve
-(part 2), and :class:`GatewayApiSource` (part 3b, :mod:`._source`), the
+The pure resolver (:func:`resolve`), golden-file tested against the
+published conformance manifests; :func:`bodies`, which turns its result
+into the model bodies translation and routing serve; and
+:class:`GatewayApiSource` (:mod:`._source`), the
 service that watches these kinds with the informers of
 :mod:`gateway.sources.kubernetes`, resolves each burst of changes and
 pushes the bodies, the listeners' certificates and the problems

@@ -1,12 +1,10 @@
 """
 What the resolver returns: plain frozen data, no Kubernetes dicts.
 
-These are deliberately *not* :class:`gateway.translate.RouteEntry`\\ s: the
-Gateway API matches on headers, query parameters and methods and splits
-traffic by weight, which routing does not serve yet. A later part turns a
-:class:`Resolution` into model objects once routing can; until then the
-types say exactly what the Gateway API resources ask for, and the golden
-files show it.
+These are deliberately not model objects: they say exactly what the
+Gateway API resources ask for (the golden files show it), and
+:func:`~._bodies.bodies` turns a :class:`Resolution` into the model bodies
+that translation and routing serve.
 """
 
 from __future__ import annotations
