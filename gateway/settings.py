@@ -70,6 +70,14 @@ SETTINGS: tuple[Setting, ...] = (
             "longest request target in bytes (414 above)"),
     Setting("net.server.max-header-bytes", None, str(32 * 1024),
             "largest header section in bytes (431 above)"),
+    Setting("net.server.upgrade-idle-timeout", None, "300",
+            "seconds an upgraded connection (WebSocket) may pass no byte either way before it is closed"),
+    Setting("net.server.body-buffer-bytes", None, str(64 * 1024),
+            "bytes of a streamed request body held for a slow backend before the client is no "
+            "longer read (1 KiB to 64 MiB)"),
+    Setting("net.server.body-replay-bytes", None, str(64 * 1024),
+            "bytes of a streamed request body kept after they went to the backend, so a retry can "
+            "send them again; a body that sent more is not retried (0 to 256 MiB)"),
     Setting(
         "gateway.http1.server",
         "http1-server",
@@ -343,6 +351,19 @@ def _number(values: Mapping[str, str], name: str, kind: type, *, positive: bool 
     return value
 
 
+def _bytes_between(values: Mapping[str, str], name: str, low: int, high: int) -> int:
+    """A size in bytes within ``[low, high]`` (a bound of memory held per connection)."""
+    value: int = _number(values, name, int)
+    if not low <= value <= high:
+        raise SettingError(f"{name} must be between {low} and {high} bytes, not {value}")
+    return value
+
+
+#: Bounds of the streamed request body's buffers (memory per upload).
+BODY_BUFFER_RANGE = (1024, 64 * 1024 * 1024)
+BODY_REPLAY_RANGE = (0, 256 * 1024 * 1024)
+
+
 def _text(values: Mapping[str, str], name: str) -> str:
     return str(values.get(name, _BY_NAME[name].default or "")).strip()
 
@@ -436,6 +457,12 @@ class ProxySettings:
     keepalive_timeout: float = 75.0
     max_target: int = 8 * 1024
     max_header_bytes: int = 32 * 1024
+    #: seconds an upgraded connection (a tunnel after a 101) may be idle
+    upgrade_idle_timeout: float = 300.0
+    #: a streamed request body: bytes held for a slow backend before the
+    #: client is paused, and bytes kept for a retry (bytes)
+    body_buffer: int = 64 * 1024
+    body_replay: int = 64 * 1024
     #: bytes of access-log lines that may wait for a slow stdout
     access_log_buffer: int = 4 * 1024 * 1024
 
@@ -462,6 +489,11 @@ class ProxySettings:
             keepalive_timeout=_number(values, "net.server.keepalive-timeout", float, positive=True),
             max_target=_number(values, "net.server.max-target", int, positive=True),
             max_header_bytes=_number(values, "net.server.max-header-bytes", int, positive=True),
+            upgrade_idle_timeout=_number(
+                values, "net.server.upgrade-idle-timeout", float, positive=True
+            ),
+            body_buffer=_bytes_between(values, "net.server.body-buffer-bytes", *BODY_BUFFER_RANGE),
+            body_replay=_bytes_between(values, "net.server.body-replay-bytes", *BODY_REPLAY_RANGE),
         )
 
 

@@ -500,6 +500,9 @@ def _add_traffic(
                 keepalive_timeout=proxy.keepalive_timeout,
                 max_target=proxy.max_target,
                 max_header_bytes=proxy.max_header_bytes,
+                upgrade_idle_timeout=proxy.upgrade_idle_timeout,
+                body_buffer=proxy.body_buffer,
+                body_replay=proxy.body_replay,
             ),
             on_refused=_count_refused(top.metrics),
         )

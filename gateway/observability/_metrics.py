@@ -140,6 +140,14 @@ class GatewayMetrics:
             "Upgraded connections (WebSocket) open right now.",
             registry=r,
         )
+        self.upgraded_closed = Counter(
+            "apimgw_upgraded_connections_closed",
+            "Upgraded connections (WebSocket) ended, by what ended them: client or backend "
+            "(that side closed), idle (net.server.upgrade-idle-timeout), shutdown (still open "
+            "when the drain's grace period ended: closed by the gateway).",
+            ["reason"],
+            registry=r,
+        )
         self.access_log_dropped = Counter(
             "apimgw_access_log_dropped",
             "Access-log lines dropped because stdout did not take them fast enough (more than "
@@ -155,9 +163,13 @@ class GatewayMetrics:
         child.inc()
         self.upgraded_open.inc()
 
-    def upgrade_closed(self) -> None:
-        """An upgraded connection ended (either side closed, or it was idle too long)."""
+    def upgrade_closed(self, reason: str = "other") -> None:
+        """
+        An upgraded connection ended: ``client`` or ``backend`` closed,
+        ``idle`` too long, or cut at ``shutdown``.
+        """
         self.upgraded_open.dec()
+        self.upgraded_closed.labels(reason or "other").inc()
 
     def observe_request(
         self, route: str, method: str, status: int, seconds: float, api_call: Any = None

@@ -87,11 +87,15 @@ class BoundedBody:
 #: Body bytes a source holds for a consumer that is absent or paused before
 #: the client connection stops reading (one socket read may add up to
 #: 64 KiB more): the memory a streamed upload costs, whatever its size.
+#: The default of ``StreamedBody(high_water=...)``; the server's comes from
+#: ``net.server.body-buffer-bytes`` (``H1Limits.body_buffer``).
 HIGH_WATER = 64 * 1024
 
 #: Body bytes kept after they went to the backend, so that a retry (a stale
 #: pooled connection, another endpoint) can send them again; a body that
-#: has sent more than this is not retried.
+#: has sent more than this is not retried. The default of
+#: ``StreamedBody(replay_limit=...)``; the server's comes from
+#: ``net.server.body-replay-bytes`` (``H1Limits.body_replay``).
 REPLAY_LIMIT = 64 * 1024
 
 
@@ -139,15 +143,17 @@ class StreamedBody:
     :meth:`fail`. A consumer (:meth:`start`) receives them as a
     :class:`BodyConsumer`, and pauses the source as a push producer; what
     it has not taken yet (no consumer, or paused) is held here up to
-    :data:`HIGH_WATER`, above which the channel stops reading the client
+    ``high_water`` bytes, above which the channel stops reading the client
     (TCP backpressure reaches the client). The limit is checked as the body
     arrives: over it, the consumer is failed with a 413 :class:`BodyError`
     and the rest is dropped.
 
-    What was delivered is kept while it is at most :data:`REPLAY_LIMIT`,
+    What was delivered is kept while it is at most ``replay_limit`` bytes,
     so a retry can :meth:`rewind` (only then).
 
     :param length: the declared ``Content-Length``; ``None``: chunked.
+    :param replay_limit: see above (default :data:`REPLAY_LIMIT`).
+    :param high_water: see above (default :data:`HIGH_WATER`).
     """
 
     __slots__ = (
@@ -159,9 +165,11 @@ class StreamedBody:
         "_ended",
         "_flushing",
         "_full",
+        "_high_water",
         "_paused",
         "_pieces",
         "_replay",
+        "_replay_limit",
         "complete",
         "error",
         "exceeded",
@@ -171,8 +179,17 @@ class StreamedBody:
         "started",
     )
 
-    def __init__(self, limit: int, length: int | None, control: BodyControl | None = None) -> None:
+    def __init__(
+        self,
+        limit: int,
+        length: int | None,
+        control: BodyControl | None = None,
+        replay_limit: int = REPLAY_LIMIT,
+        high_water: int = HIGH_WATER,
+    ) -> None:
         self.limit = limit
+        self._replay_limit = replay_limit
+        self._high_water = high_water
         self.length = length
         #: bytes received so far
         self.size = 0
@@ -212,7 +229,7 @@ class StreamedBody:
             return
         self._pieces.append(data)
         self._buffered += len(data)
-        if self._buffered >= HIGH_WATER and not self._full:
+        if self._buffered >= self._high_water and not self._full:
             self._set_full(True)
 
     def finish(self) -> None:
@@ -290,7 +307,7 @@ class StreamedBody:
     def rewind(self) -> bool:
         """
         Start over for a new consumer (a retry): possible while everything
-        delivered is still held (at most :data:`REPLAY_LIMIT` bytes).
+        delivered is still held (at most ``replay_limit`` bytes).
         """
         replay = self._replay
         if replay is None or self.error is not None:
@@ -310,7 +327,7 @@ class StreamedBody:
         replay = self._replay
         if replay is not None:
             delivered = self._delivered = self._delivered + len(data)
-            if delivered <= REPLAY_LIMIT:
+            if delivered <= self._replay_limit:
                 replay.append(data)
             else:
                 self._replay = None
@@ -329,7 +346,7 @@ class StreamedBody:
                 data = pieces.popleft()
                 self._buffered -= len(data)
                 self._deliver(consumer, data)
-            if self._full and self._buffered < HIGH_WATER:
+            if self._full and self._buffered < self._high_water:
                 self._set_full(False)
             consumer = self._consumer
             if (

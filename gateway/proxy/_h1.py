@@ -501,7 +501,9 @@ class H1Channel(Protocol):
         headers._rawHeaders = fields
         content: BoundedBody | StreamedBody
         if self._streams and (chunked or length):
-            content = StreamedBody(self.limits.max_body, None if chunked else length, self)
+            limits = self.limits
+            content = StreamedBody(limits.max_body, None if chunked else length, self,
+                                   limits.body_replay, limits.body_buffer)
             self._backlog = False
         else:
             content = BoundedBody(self.limits.max_body, length)

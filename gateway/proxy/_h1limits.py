@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ._body import HIGH_WATER, REPLAY_LIMIT
 from ._site import DEFAULT_MAX_BODY
+from ._splice import IDLE_TIMEOUT
 
 __all__ = ["H1Limits"]
 
@@ -59,3 +61,12 @@ class H1Limits:
     #: keeps sending an unwanted body is read for this long at most, each
     #: read moving the deadline by ``linger``
     linger_total: float = 30.0
+    #: a streamed request body held for a backend that is absent or paused
+    #: before the client stops being read (the memory an upload costs)
+    body_buffer: int = HIGH_WATER
+    #: a streamed request body kept after it went to the backend, so a
+    #: retry (a stale pooled connection, another endpoint) can send it
+    #: again; a body that sent more is not retried
+    body_replay: int = REPLAY_LIMIT
+    #: after a 101: nothing either way for this long closes the tunnel
+    upgrade_idle_timeout: float = IDLE_TIMEOUT

@@ -9,8 +9,11 @@ Service's endpoints at about the same time):
 2. for ``drain_delay`` seconds new connections are still accepted, so
    clients that have not yet seen the endpoint change are served;
 3. the port stops listening;
-4. in-flight requests get up to ``grace`` seconds to finish;
-5. idle keep-alive connections are closed cleanly.
+4. in-flight requests and open tunnels (WebSocket, any Upgrade) get up
+   to ``grace`` seconds to finish (a new upgrade is answered 503 from
+   step 1: its tunnel would be cut soon);
+5. the tunnels still open are closed (a FIN to both sides) and idle
+   keep-alive connections are closed cleanly.
 """
 
 from __future__ import annotations
@@ -82,6 +85,16 @@ class TrafficListener(Service):
         self._listening.addCallback(self._listened)
         self._listening.addErrback(self._listen_failed)
 
+    @inlineCallbacks
+    def _requests_then_tunnels(self) -> Any:
+        """
+        Fires once no request is in flight, then once no tunnel is open
+        (an upgrade in flight may still open one). Cancelling it cancels
+        the wait under way.
+        """
+        yield self.resource.when_idle()
+        yield self.resource.tunnels.when_empty()
+
     def _listened(self, port: Any) -> Any:
         self.port = port
         self._log.info(
@@ -109,19 +122,29 @@ class TrafficListener(Service):
             yield deferLater(self.reactor, self.drain_delay)
         if self.port is not None:
             yield self.port.stopListening()
-        idle = self.resource.when_idle()
+        idle = self._requests_then_tunnels()
         timer = self.reactor.callLater(self.grace, idle.cancel)
         try:
             yield idle
         except Exception:
             self._log.warn(
-                "Grace period of {grace}s over with {in_flight} requests still in flight",
+                "Grace period of {grace}s over with {in_flight} requests still in flight "
+                "and {tunnels} tunnels open",
                 grace=self.grace,
                 in_flight=self.resource.in_flight,
+                tunnels=len(self.resource.tunnels),
             )
         else:
             if timer.active():
                 timer.cancel()
+        cut = self.resource.tunnels.close_all()
+        if cut:
+            self._log.info(
+                "{name} listener: closed {cut} tunnels (upgraded connections) at the end of "
+                "the grace period",
+                name=self.listener_name,
+                cut=cut,
+            )
         closed = self.site.close_idle_connections()
         self._log.info(
             "{name} listener drained; closed {closed} idle connections",

@@ -52,6 +52,7 @@ from ._policies import JwtValidator, policy_request
 from ._policy_run import PolicyRun
 from ._replies import close_after_response, cut, envelope, finish_streamed, start_streamed
 from ._splice import Splice
+from ._tunnels import Tunnels, upgrade_idle_timeout
 from ._variants import BackendChooser, RequestFacts, change_path, edit_headers, redirect_location
 
 #: The upstream Helm chart's probe path, answered on the traffic port.
@@ -91,6 +92,8 @@ _BAD_REQUEST = envelope(400, "Bad request")
 #: cannot run on what follows a 101, and passing it through without them
 #: would skip the API's checks (validate-jwt, limits).
 _NO_UPGRADE = envelope(501, "Upgrade not implemented for an API with policies")
+#: An upgrade request while draining: its tunnel would be cut at the grace's end.
+_DRAINING_UPGRADE = envelope(503, "Service unavailable: shutting down, connect again")
 
 #: ``apimgw_upgraded_connections_total{protocol}`` values: the common
 #: upgrade tokens, everything else ``other`` (the token comes from clients).
@@ -196,6 +199,8 @@ class ProxyResource(Resource):
         #: the gateway's metrics (``GatewayMetrics``) when the observer has
         #: them: upgraded connections are counted there
         self._metrics = getattr(observer, "metrics", None)
+        #: the upgraded connections open (the drain waits for them, then closes them)
+        self.tunnels = Tunnels(clock)
 
     # -- draining ---------------------------------------------------------
 
@@ -255,6 +260,8 @@ class ProxyResource(Resource):
         if getattr(body, "exceeded", False):
             return self._answer(request, started, 413, _TOO_LARGE, entry.label)
         upgrade: bytes | None = getattr(request, "upgrade", None)
+        if upgrade is not None and self._health.draining:
+            return self._answer(request, started, 503, _DRAINING_UPGRADE, entry.label)
         if match.variant is not None:
             return self._serve_variant(
                 request, started, generation, match, match.variant, host, path_text, query
@@ -1057,10 +1064,15 @@ def _switched(
 
     def closed(splice: Splice) -> None:
         if metrics is not None:
-            metrics.upgrade_closed()
+            metrics.upgrade_closed(splice.ended_by)
 
     def make(transport: object) -> Splice:
-        return Splice(transport, connection.transport, resource._clock, on_closed=closed)
+        return resource.tunnels.open(
+            transport,
+            connection.transport,
+            idle_timeout=upgrade_idle_timeout(request),
+            on_closed=closed,
+        )
 
     switch = getattr(request, "switch_protocols", None)
     tunnel = switch(reason, forwarded, make) if switch is not None else None

@@ -24,6 +24,8 @@ __all__ = ["IDLE_TIMEOUT", "Splice"]
 #: Seconds without a byte either way before an upgraded connection is
 #: closed (nginx's ``proxy_read_timeout`` is 60 s; WebSocket clients ping
 #: far less often than that, so longer, as HAProxy's ``timeout tunnel``).
+#: The default; the server's comes from ``net.server.upgrade-idle-timeout``
+#: (``H1Limits.upgrade_idle_timeout``).
 IDLE_TIMEOUT = 300.0
 
 #: Linux only; elsewhere nothing is done.
@@ -94,7 +96,7 @@ class Splice:
         self.sent_up = 0
         self.sent_down = 0
         self.closed = False
-        #: why it ended: ``client``, ``backend`` or ``idle``
+        #: why it ended: ``client``, ``backend``, ``idle`` or ``shutdown``
         self.ended_by = ""
         self._last = clock.seconds()
         self._timer: IDelayedCall | None = clock.callLater(idle_timeout, self._idle_check)
@@ -134,6 +136,14 @@ class Splice:
 
     def backend_lost(self, reason: Failure) -> None:
         self._end("backend")
+
+    def close(self) -> None:
+        """
+        End it now (the drain's grace is over): both sides are closed once
+        what they were given is written, a FIN each (over TLS, after a
+        close_notify), as when one side closes.
+        """
+        self._end("shutdown")
 
     def _idle_check(self) -> None:
         # One timer, moved lazily: every read would otherwise reset it.

@@ -13,7 +13,7 @@ import os
 import socket
 import tempfile
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -122,6 +122,8 @@ class GatewayTestCase(TestCase):
 
     timeout = 60
     extra_args: list[str] = []
+    #: settings given in the environment (``net.server.*`` have no option)
+    environ: ClassVar[dict[str, str]] = {}
 
     @inlineCallbacks
     def setUp(self) -> Any:
@@ -143,7 +145,7 @@ class GatewayTestCase(TestCase):
 
         self.store = Store()
         self.memory = MemorySource(self.store)
-        options = Options(environ={"TELEMETRY_LOGS_STD": "text"})
+        options = Options(environ={"TELEMETRY_LOGS_STD": "text", **self.environ})
         options.parseOptions(
             [
                 "--http", "tcp:0:interface=127.0.0.1",
