@@ -89,10 +89,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "gateway.workers",
         "workers",
-        "1",
+        "auto",
         "worker processes serving the traffic listeners (sharing the ports with SO_REUSEPORT; "
         "the sources, the reconciler and the admin port run once); auto: the CPUs the "
-        "container may use (cgroup quota); 0 or 1: one process",
+        "container may use (cgroup CPU limit, else every CPU the process may run on; 1 CPU: "
+        "one process); 0 or 1: one process",
     ),
     Setting(
         "net.server.tls.min-version",
@@ -713,9 +714,11 @@ class GatewaySettings:
     ingress: IngressSourceSettings | None
     rate_limit: RateLimitSettings
     gateway_api: GatewayApiSourceSettings | None = None
-    #: worker processes; ``None``: ``auto`` (the CPUs the container may
-    #: use, counted by the composition); 0 and 1: one process
-    workers: int | None = 1
+    #: worker processes; ``None``: ``auto``, the default (the CPUs the
+    #: container may use, counted by twistd's composition, ``makeService``:
+    #: an in-process ``build_gateway`` counts one, so tests never fork);
+    #: 0 and 1: one process
+    workers: int | None = None
 
     @classmethod
     def parse(cls, values: Mapping[str, str]) -> GatewaySettings:

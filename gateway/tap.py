@@ -216,11 +216,19 @@ def build_gateway(
     *,
     store: Store | None = None,
     extra_sources: Sequence[Any] = (),
+    cpus: Callable[[], int] | None = None,
 ) -> Gateway:
     """
     Compose the gateway's services from parsed options (testable without
     twistd). ``extra_sources`` are services writing to ``store`` that offer
     ``when_synced()`` (tests use an in-memory source this way).
+
+    ``cpus`` counts the CPUs that ``gateway.workers`` ``auto`` (the
+    default) stands for. twistd's :func:`makeService` passes
+    :func:`~gateway.workers.available_cpus`; without it (the tests,
+    benches and embedders composing a gateway in their own process)
+    ``auto`` is one CPU: one process, never forked workers unless the
+    options say ``--workers N``.
 
     The order is the data flow, and services stop in reverse: sources,
     reconciler (and the status stage fed by its swaps), admin listener,
@@ -229,7 +237,16 @@ def build_gateway(
     for key in options.unknown_settings:
         _log.warn("Unknown setting {key} in the environment: ignored", key=key)
     settings = options.settings
-    workers = worker_count(settings.workers)
+    workers = worker_count(settings.workers, cpus or (lambda: 1))
+    if settings.workers is None and cpus is not None:
+        # What auto became, for the operator who set nothing (the
+        # supervisor's own line follows when there are workers).
+        _log.info(
+            "gateway.workers auto: {cpus} CPU(s) available (cgroup CPU limit, scheduler "
+            "affinity): {mode}",
+            cpus=workers,
+            mode="one process" if workers <= 1 else f"{workers} worker processes",
+        )
     if workers > 1:
         return _build_supervisor(
             options, reactor, workers, store=store, extra_sources=extra_sources
@@ -694,9 +711,13 @@ def _https_port(port: int | None, listeners: dict[str, Any]) -> Callable[[], int
     return listening
 
 
-def worker_count(setting: int | None) -> int:
-    """``gateway.workers``: ``None`` (``auto``) is the CPUs the container may use."""
-    return available_cpus() if setting is None else setting
+def worker_count(setting: int | None, cpus: Callable[[], int] = available_cpus) -> int:
+    """
+    ``gateway.workers``: ``None`` (``auto``) is ``cpus()``, by default the
+    CPUs the container may use. Below 2 the composition is one process
+    (no supervisor): a container limited to 1 CPU runs as without workers.
+    """
+    return cpus() if setting is None else setting
 
 
 def _build_supervisor(
@@ -905,4 +926,5 @@ def makeService(options: Options) -> IService:
 
     if streamline(reactor):
         _log.debug("Lean epoll dispatch installed (gateway.dispatch)")
-    return build_gateway(options, reactor)
+    # Only here does ``auto`` (the default) count the container's CPUs.
+    return build_gateway(options, reactor, cpus=available_cpus)

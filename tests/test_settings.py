@@ -179,8 +179,8 @@ class GatewaySettingsTests(SynchronousTestCase):
 
 class WorkersSettingTests(SynchronousTestCase):
     def test_workers(self) -> None:
-        """gateway.workers: 1 by default, a count, or auto (None: the composition counts the CPUs)."""
-        self.assertEqual(GatewaySettings.parse({}).workers, 1)
+        """gateway.workers: auto by default (None: the composition counts the CPUs), a count, or auto."""
+        self.assertIsNone(GatewaySettings.parse({}).workers)
         self.assertEqual(GatewaySettings.parse({"gateway.workers": "3"}).workers, 3)
         self.assertEqual(GatewaySettings.parse({"gateway.workers": "0"}).workers, 0)
         self.assertIsNone(GatewaySettings.parse({"gateway.workers": "auto"}).workers)

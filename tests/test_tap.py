@@ -394,10 +394,10 @@ class GatewayApiServingTests(TestCase):
 class WorkersWiringTests(SynchronousTestCase):
     """``--workers``: one process as today, or a supervisor of worker processes."""
 
-    def supervisor(self, argv: list[str]) -> Any:
+    def supervisor(self, argv: list[str], cpus: Any = None) -> Any:
         from twisted.internet.task import Clock
 
-        gateway = build_gateway(parse(argv, {}), Clock())
+        gateway = build_gateway(parse(argv, {}), Clock(), cpus=cpus)
         if gateway.workers is not None:
             for group in gateway.workers.sockets.values():
                 for s in group:
@@ -405,11 +405,30 @@ class WorkersWiringTests(SynchronousTestCase):
         return gateway
 
     def test_one_worker_is_one_process(self) -> None:
-        """--workers 1 (the default) and 0 compose today's single process: traffic listeners here, no pool."""
-        for argv in ([], ["--workers", "1"], ["--workers", "0"]):
-            gateway = self.supervisor(argv)
-            self.assertIsNone(gateway.workers)
+        """
+        --workers 1 and 0 compose today's single process: traffic listeners
+        here, no pool; so does the default (auto) in-process, where no CPU
+        count is given (tests and embedders never fork), and auto with a
+        count of 1 CPU.
+        """
+        for argv, cpus in (
+            ([], None),
+            (["--workers", "auto"], None),
+            ([], lambda: 1),
+            (["--workers", "1"], lambda: 4),
+            (["--workers", "0"], lambda: 4),
+        ):
+            gateway = self.supervisor(argv, cpus)
+            self.assertIsNone(gateway.workers, (argv, cpus))
             self.assertEqual(sorted(gateway.listeners), ["admin", "http", "https"])
+
+    def test_default_counts_the_cpus_given(self) -> None:
+        """The default (auto) with a count of 3 CPUs (what twistd's makeService passes) is 3 workers."""
+        gateway = self.supervisor(
+            ["--http", "tcp:0:interface=127.0.0.1", "--https", ""], cpus=lambda: 3
+        )
+        self.assertEqual(len(gateway.workers.workers), 3)
+        self.assertEqual(sorted(gateway.listeners), ["admin"])
 
     def test_two_workers_make_a_supervisor(self) -> None:
         """

@@ -29,6 +29,13 @@ class GatewayProcess:
     A gateway child process. ``start()`` returns once the admin port
     answers; ``stop()`` sends SIGTERM and waits. The process runs from
     ``cwd`` (the checkout by default) so the working tree is what runs.
+
+    ``workers`` is ``GATEWAY_WORKERS`` when ``env`` sets no
+    ``gateway.workers`` of its own: one process by default, as a test
+    that is not about workers expects (the gateway's own default, ``auto``,
+    would start a supervisor and a worker per CPU: 3 processes on a 2-CPU
+    machine). ``None``: the gateway's default; a ``--workers`` in ``args``
+    wins over both.
     """
 
     def __init__(
@@ -38,12 +45,15 @@ class GatewayProcess:
         env: dict[str, str] | None = None,
         cwd: str | None = None,
         logfile: str | None = None,
+        workers: str | None = "1",
     ) -> None:
         self.http_port = free_port()
         self.https_port = free_port()
         self.admin_port = free_port()
         self.args = list(args)
         self.env = dict(os.environ if env is None else env)
+        if workers is not None and not {"gateway.workers", "GATEWAY_WORKERS"} & set(self.env):
+            self.env["GATEWAY_WORKERS"] = workers
         self.cwd = cwd or os.getcwd()
         self.logfile = logfile
         self.process: subprocess.Popen[bytes] | None = None

@@ -23,6 +23,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
@@ -32,6 +33,7 @@ from twisted.trial.unittest import TestCase
 from gateway.testing.process import GatewayProcess
 
 from .test_process import ProcessTestCase
+from .tlsclient import client_context, h2_exchange, tls_connect
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -85,10 +87,23 @@ class WorkersTestCase(ProcessTestCase):
 
     timeout = 180
 
-    def start_gateway(self, args: list[str]) -> Any:
+    def start_gateway(
+        self,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        workers: str | None = "2",
+    ) -> Any:
+        """
+        A gateway with ``--workers workers``, returned once its workers
+        serve; ``None``: nothing set, neither the option nor the
+        environment (the gateway's default, ``auto``).
+        """
         log = tempfile.mktemp(suffix=".log")
-        environ = dict(os.environ, TELEMETRY_LOGS_STD="text")
-        gw = GatewayProcess(["--workers", "2", *args], env=environ, cwd=_REPO, logfile=log)
+        environ = dict(os.environ, TELEMETRY_LOGS_STD="text", **(env or {}))
+        for name in ("gateway.workers", "GATEWAY_WORKERS"):
+            environ.pop(name, None)
+        option = ["--workers", workers] if workers is not None else []
+        gw = GatewayProcess([*option, *args], env=environ, cwd=_REPO, logfile=log, workers=None)
         self.addCleanup(self._kill_all, gw)
         self.log_path = log
         return deferToThread(gw.start).addCallback(lambda _: deferToThread(self.live, gw))
@@ -113,9 +128,17 @@ class WorkersTestCase(ProcessTestCase):
         return json.loads(body)["workers"]  # type: ignore[no-any-return]
 
     def live(self, gw: GatewayProcess, snapshot: int = 1, deadline: float = 30.0) -> GatewayProcess:
-        """Wait until both workers run and serve snapshot ``snapshot`` (or later)."""
+        """
+        Wait until every worker runs and serves snapshot ``snapshot`` (or
+        later); a gateway of one process (no ``workers`` in ``/config``)
+        is live once started.
+        """
         end = time.monotonic() + deadline
         while time.monotonic() < end:
+            status, body = _get(gw.admin_url + "/config")
+            assert status == 200, body
+            if "workers" not in json.loads(body):
+                return gw
             workers = self.workers(gw)
             if all(w["pid"] and w["applied"] >= snapshot and w["generation"] for w in workers):
                 return gw
@@ -211,6 +234,45 @@ class WorkersServeTests(WorkersTestCase):
         yield deferToThread(gw.stop)
 
 
+class WorkersDefaultTests(WorkersTestCase):
+    @inlineCallbacks
+    def test_default_is_one_worker_per_available_cpu(self) -> Any:
+        """
+        ``twistd apimgw`` with no workers setting runs as many worker
+        processes as ``available_cpus()`` counts for this machine (its
+        cgroup CPU limit and scheduler affinity, which the child inherits),
+        or one process when that is 1; it says so in its log, and serves.
+        """
+        from gateway.workers import available_cpus
+
+        expected = available_cpus()
+        backend = yield self.backend()
+        path = self.config(f"routes:\n  - path: /a\n    backend: {backend}\n")
+        gw = yield self.start_gateway(["--config", path], workers=None)
+        status, body = yield deferToThread(_get, gw.url + "/a")
+        self.assertEqual(status, 200)
+        self.assertEqual(json.loads(body)["path"], "/a")
+        status, body = yield deferToThread(_get, gw.admin_url + "/config")
+        self.assertEqual(status, 200)
+        described = json.loads(body)
+        status, metrics = yield deferToThread(_get, gw.admin_url + "/metrics")
+        self.assertEqual(status, 200)
+        log = self.log_text()
+        self.assertIn(f"gateway.workers auto: {expected} CPU(s) available", log)
+        if expected == 1:
+            # One CPU: exactly today's single process, no supervisor.
+            self.assertNotIn("workers", described)
+            self.assertNotIn(b"apimgw_workers ", metrics)
+            self.assertIn("one process", log)
+        else:
+            pids = {w["pid"] for w in described["workers"]}
+            self.assertEqual(len(pids), expected)
+            self.assertNotIn(gw.process.pid, pids)
+            self.assertIn(f"apimgw_workers {float(expected)}".encode(), metrics)
+            self.assertIn(f"{expected} worker processes serve", log)
+        yield deferToThread(gw.stop)
+
+
 class WorkersHttpsTests(WorkersTestCase):
     @inlineCallbacks
     def test_both_workers_serve_https_with_the_supervisors_default_certificate(self) -> Any:
@@ -247,6 +309,68 @@ class WorkersHttpsTests(WorkersTestCase):
         seen = yield deferToThread(handshakes)
         self.assertEqual(sorted(seen), sorted(pids))
         self.assertEqual(len(set.union(*seen.values())), 1)
+        yield deferToThread(gw.stop)
+
+
+class WorkersHttp2Tests(WorkersTestCase):
+    @inlineCallbacks
+    def test_http2_through_both_workers(self) -> Any:
+        """
+        HTTP/2 (ALPN h2 on the HTTPS listener) through two workers: h2
+        connections with three concurrent GET streams each (and a second
+        connection with a POST and its body) are opened until each worker
+        has accepted at least one; every stream is answered 200 by the
+        backend with its own method, path and body, and the merged
+        /metrics counts each stream once.
+        """
+        backend = yield self.backend()
+        path = self.config(f"routes:\n  - path: /a\n    backend: {backend}\n")
+        gw = yield self.start_gateway(["--config", path])
+        pids = [w["pid"] for w in (yield deferToThread(self.workers, gw))]
+
+        def connections() -> tuple[dict[int, int], int]:
+            served: dict[int, int] = {}
+            opened = 0
+            # At least 6 connections; more until each worker took one
+            # (the kernel picks the worker by a hash of the addresses).
+            while opened < 6 or len(served) < len(pids):
+                if opened == 200:
+                    break
+                opened += 1
+                session = tls_connect(gw.https_port, "localhost", client_context(alpn=("h2",)))
+                pid = owner(gw.https_port, session.sock.getsockname()[1], pids)
+                assert pid is not None, "the connection is held by no worker"
+                got = h2_exchange(session, "localhost", "GET", f"/a/get/{opened}", streams=3)
+                assert [r.status for r in got] == [200] * 3, [r.status for r in got]
+                for response in got:
+                    echo = json.loads(response.body)
+                    assert (echo["method"], echo["path"]) == ("GET", f"/a/get/{opened}"), echo
+                session = tls_connect(gw.https_port, "localhost", client_context(alpn=("h2",)))
+                body = f"body {opened}".encode()
+                (posted,) = h2_exchange(session, "localhost", "POST", f"/a/post/{opened}", body=body)
+                assert posted.status == 200, posted.status
+                echo = json.loads(posted.body)
+                assert (echo["method"], echo["body"]) == ("POST", body.decode()), echo
+                served[pid] = served.get(pid, 0) + 1
+            return served, opened
+
+        served, opened = yield deferToThread(connections)
+        self.assertEqual(sorted(served), sorted(pids), f"{opened} connections reached only {served}")
+        # Every one of those streams went through a worker's proxy, once
+        # (polled: a worker may count a stream just after its last frame).
+        expected = opened * 4
+
+        def counted() -> float:
+            total = self.requests_served(gw)
+            for _ in range(100):
+                if total >= expected:
+                    break
+                time.sleep(0.05)
+                total = self.requests_served(gw)
+            return total
+
+        total = yield deferToThread(counted)
+        self.assertEqual(total, expected)
         yield deferToThread(gw.stop)
 
 

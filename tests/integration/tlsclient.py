@@ -172,8 +172,24 @@ def h2_request(
     Open a TLS connection offering only ``h2`` through ALPN and send
     ``streams`` identical requests on it, concurrently (one stream each).
     """
-    context = client_context(alpn=("h2",))
-    session = tls_connect(port, server_name, context)
+    session = tls_connect(port, server_name, client_context(alpn=("h2",)))
+    return h2_exchange(session, server_name, method, path, body, headers, streams)
+
+
+def h2_exchange(
+    session: TLSSession,
+    server_name: str,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: list[tuple[str, str]] | None = None,
+    streams: int = 1,
+) -> list[H2Response]:
+    """
+    :func:`h2_request` on a connection already open (``tls_connect`` with
+    ALPN ``h2``), for a caller that first looks at the connection (which
+    process accepted it, for instance); the session is closed after.
+    """
     sock = session.sock
     try:
         if session.alpn != "h2":

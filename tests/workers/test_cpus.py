@@ -60,6 +60,25 @@ class AvailableCpusTests(SynchronousTestCase):
         self.write("cpu.max", "10000 100000\n")
         self.assertEqual(self.cpus(), 1)
 
+    def test_default_setting_is_the_cgroup_count(self) -> None:
+        """
+        gateway.workers unset (the default, auto) resolves through the
+        cgroup: cpu.max 250000/100000 on 8 CPUs is 3 workers; 100000/100000
+        (a 1-CPU limit) is 1, one process; no quota is the 8 CPUs.
+        """
+        from gateway.settings import GatewaySettings
+        from gateway.tap import worker_count
+
+        default = GatewaySettings.parse({}).workers
+        self.write("cpu.max", "250000 100000\n")
+        self.assertEqual(worker_count(default, self.cpus), 3)
+        self.write("cpu.max", "100000 100000\n")
+        self.assertEqual(worker_count(default, self.cpus), 1)
+        self.write("cpu.max", "max 100000\n")
+        self.assertEqual(worker_count(default, self.cpus), 8)
+        # An explicit count is not the cgroup's.
+        self.assertEqual(worker_count(GatewaySettings.parse({"gateway.workers": "2"}).workers, self.cpus), 2)
+
     def test_this_machine(self) -> None:
         """On the real file system the answer is between 1 and the machine's CPU count."""
         self.assertTrue(1 <= available_cpus() <= (os.cpu_count() or 1))
