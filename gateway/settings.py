@@ -51,7 +51,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("gateway.config.file", "config", "", "local YAML configuration file (empty: the built-in Echo API)"),
     Setting("config.backup.path", "backup-path", "/apim/config", "where the cloud configuration backup lives"),
     Setting("telemetry.logs.std", "access-log", "text", "access log format: text, json or none"),
-    Setting("gateway.shutdown.grace", "grace", "30", "seconds in-flight requests may take to finish at shutdown"),
+    Setting("gateway.shutdown.grace", "grace", "30", "seconds in-flight requests and open tunnels (WebSocket) may take to finish at shutdown"),
     Setting("gateway.shutdown.delay", "drain-delay", "0", "seconds to keep accepting while not ready, before draining"),
     Setting("gateway.backend.connect-timeout", "connect-timeout", "5", "backend connect timeout (seconds)"),
     Setting("gateway.backend.timeout", "backend-timeout", "60", "time to the backend's response headers (seconds)"),
