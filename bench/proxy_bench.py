@@ -469,6 +469,9 @@ class Settings:
     stamp: str
     #: worker processes of the proxy under test (apimgw and nginx)
     workers: int = 1
+    #: py-spy's output: ``flamegraph`` (SVG) or ``raw`` (collapsed stacks,
+    #: one line per stack with its sample count: text to sort and grep)
+    profile_format: str = "flamegraph"
 
 
 def _apimgw_argv(
@@ -541,7 +544,8 @@ def profile_case(
     if py_spy is None:
         print("  --profile: py-spy unavailable, skipped", flush=True)
         return None
-    out = settings.out_dir / f"proxy-{settings.stamp}-{name}.svg"
+    suffix = "svg" if settings.profile_format == "flamegraph" else "txt"
+    out = settings.out_dir / f"proxy-{settings.stamp}-{name}.{suffix}"
     seconds = settings.profile_duration
     log = settings.out_dir / f"proxy-{settings.stamp}-{name}.py-spy.log"
     with open(log, "wb") as err:
@@ -557,7 +561,7 @@ def profile_case(
                 "200",
                 "--nonblocking",
                 "--format",
-                "flamegraph",
+                settings.profile_format,
                 "-o",
                 str(out),
             ],
@@ -986,6 +990,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="seconds of py-spy recording (default: --duration, at most 10)",
     )
     parser.add_argument(
+        "--profile-format",
+        choices=("flamegraph", "raw"),
+        default="flamegraph",
+        help="py-spy output: an SVG flame graph, or raw collapsed stacks (text)",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=1,
@@ -1015,6 +1025,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out_dir=args.out_dir,
         stamp=stamp,
         workers=args.workers,
+        profile_format=args.profile_format,
     )
     signal.signal(signal.SIGTERM, _on_sigterm)
     procs = Processes(stop_timeout=STOP_TIMEOUT)

@@ -54,6 +54,8 @@ class H1Request:
 
     __slots__ = (
         "_chunked",
+        "_forwarded",
+        "_forwarded_id",
         "_no_body",
         "_producer",
         "api_call",
@@ -125,6 +127,10 @@ class H1Request:
         #: the ``Upgrade`` header of a request that asks to switch
         #: protocols (``Connection: upgrade``, no body), else ``None``
         self.upgrade: bytes | None = None
+        #: a backend's response headers, forwarded as a list (see
+        #: :meth:`forward_response`); ``responseHeaders`` holds the rest
+        self._forwarded: list[tuple[bytes, bytes]] = []
+        self._forwarded_id: bytes | None = None
 
     # -- what the resource reads ---------------------------------------------
 
@@ -154,6 +160,35 @@ class H1Request:
 
     def setHeader(self, name: bytes, value: bytes) -> None:
         self.responseHeaders.setRawHeaders(name, [value])
+
+    def discard_response_headers(self) -> None:
+        """Forget every response header set so far (an error answer replaces the response)."""
+        self.responseHeaders = Headers()
+        self._forwarded = []
+        self._forwarded_id = None
+
+    def forward_response(
+        self,
+        status: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        request_id: bytes,
+    ) -> None:
+        """
+        Start the answer with a backend's status and headers, ``headers``
+        already stripped of hop-by-hop ones (names as the backend wrote
+        them; llhttp refused CR, LF and NUL in them), plus ``X-Request-Id:
+        request_id`` unless the backend sent one. The list is written as
+        it is by :meth:`_head` rather than copied into ``responseHeaders``
+        and read back: the proxy's most common answer costs no ``Headers``
+        work. Headers set with :meth:`setHeader` still go out too.
+        """
+        if self.startedWriting:
+            return
+        self.code = status
+        self.code_message = reason or None
+        self._forwarded = headers
+        self._forwarded_id = request_id
 
     def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
         """
@@ -211,7 +246,11 @@ class H1Request:
             return
         if not self.startedWriting:
             headers = self.responseHeaders
-            if not headers.hasHeader(b"content-length") and self._body_allowed():
+            if (
+                not headers.hasHeader(b"content-length")
+                and not any(name.lower() == b"content-length" for name, _ in self._forwarded)
+                and self._body_allowed()
+            ):
                 # Nothing written: an empty body, said with a length rather
                 # than an empty chunked body.
                 headers.setRawHeaders(b"content-length", [b"0"])
@@ -285,25 +324,41 @@ class H1Request:
             if any(b"close" in value.lower() for value in connection):
                 keep = False
             del raw[b"Connection"]
-        if not self._body_allowed():
-            self._no_body = True
-        elif b"Content-Length" not in raw and not self._no_body:
-            if self.clientproto == b"HTTP/1.1":
-                self._chunked = True
-            else:
-                keep = False
         lines = [_status_line(self.code, self.code_message)]
+        append = lines.append
         for name, values in raw.items():
             if name == b"Transfer-Encoding":
                 continue  # the framing is ours to choose
             for value in values:
-                lines.append(b"%s: %s\r\n" % (name, value))
+                append(b"%s: %s\r\n" % (name, value))
+        has_length = b"Content-Length" in raw
+        forwarded = self._forwarded
+        if forwarded:
+            request_id = None if b"X-Request-Id" in raw else self._forwarded_id
+            for name, value in forwarded:
+                lower = name.lower()
+                if lower == b"content-length":
+                    has_length = True
+                elif lower == b"x-request-id":
+                    request_id = None
+                elif lower == b"transfer-encoding":
+                    continue  # hop-by-hop: dropped already; the framing is ours
+                append(b"%s: %s\r\n" % (name, value))
+            if request_id is not None:
+                append(b"X-Request-Id: %s\r\n" % request_id)
+        if not self._body_allowed():
+            self._no_body = True
+        elif not has_length and not self._no_body:
+            if self.clientproto == b"HTTP/1.1":
+                self._chunked = True
+            else:
+                keep = False
         if self._chunked:
-            lines.append(b"Transfer-Encoding: chunked\r\n")
+            append(b"Transfer-Encoding: chunked\r\n")
         if not keep:
-            lines.append(b"Connection: close\r\n")
+            append(b"Connection: close\r\n")
             channel.persistent = False
         elif self.clientproto == b"HTTP/1.0":
-            lines.append(b"Connection: keep-alive\r\n")
-        lines.append(b"\r\n")
+            append(b"Connection: keep-alive\r\n")
+        append(b"\r\n")
         return b"".join(lines)

@@ -8,7 +8,9 @@ either direction; neither are the headers a ``Connection`` header names.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+
+from twisted.web.http_headers import _nameEncoder
 
 HOP_BY_HOP = frozenset(
     {
@@ -39,6 +41,13 @@ _REPLACED_ON_REQUEST = HOP_BY_HOP | {
 }
 
 
+#: :data:`_REPLACED_ON_REQUEST` as twisted.web's ``Headers`` names them
+#: (its storage is keyed by canonical name: one set lookup per header).
+_REPLACED_CANONICAL = frozenset(_nameEncoder.encode(name) for name in _REPLACED_ON_REQUEST)
+
+_NONE: frozenset[bytes] = frozenset()
+
+
 def connection_tokens(values: Iterable[bytes] | None) -> frozenset[bytes]:
     """The header names listed in ``Connection`` header values, lower case."""
     if not values:
@@ -51,7 +60,7 @@ def connection_tokens(values: Iterable[bytes] | None) -> frozenset[bytes]:
 
 
 def forward_request_headers(
-    raw: Iterable[tuple[bytes, list[bytes]]],
+    raw: Mapping[bytes, list[bytes]],
     *,
     host: bytes,
     forwarded_for: bytes,
@@ -63,9 +72,10 @@ def forward_request_headers(
     """
     The header list to send to the backend.
 
-    :param raw: the client's headers as ``(name, [values])`` pairs
-        (twisted.web's ``getAllRawHeaders()``); repeated values are kept,
-        each as its own header line, in order.
+    :param raw: the client's headers by canonical name, as twisted.web's
+        ``Headers`` keeps them (``Headers._rawHeaders``: ``Content-Type``,
+        ``ETag``); repeated values are kept, each as its own header line,
+        in order.
     :param drop: one more header name (lower case) not to forward: the
         subscription key's, which the backend must never see.
     :param host: the ``Host`` to send (the backend's authority, or the
@@ -74,22 +84,21 @@ def forward_request_headers(
         incoming value with the client address appended).
     """
     headers: list[tuple[bytes, bytes]] = [(b"Host", host)]
-    raw = list(raw)
-    named = frozenset()
-    for name, values in raw:
-        if name.lower() == b"connection":
-            named = connection_tokens(values)
-            break
-    for name, values in raw:
-        lower = name.lower()
-        if lower in _REPLACED_ON_REQUEST or lower in named or lower == drop:
+    append = headers.append
+    connection = raw.get(b"Connection")
+    named = connection_tokens(connection) if connection else _NONE
+    checked = named or drop
+    for name, values in raw.items():
+        if name in _REPLACED_CANONICAL:
+            continue
+        if checked and ((lower := name.lower()) in named or lower == drop):
             continue
         for value in values:
-            headers.append((name, value))
-    headers.append((b"X-Forwarded-For", forwarded_for))
-    headers.append((b"X-Forwarded-Proto", forwarded_proto))
-    headers.append((b"X-Forwarded-Host", forwarded_host))
-    headers.append((b"x-request-id", request_id))
+            append((name, value))
+    append((b"X-Forwarded-For", forwarded_for))
+    append((b"X-Forwarded-Proto", forwarded_proto))
+    append((b"X-Forwarded-Host", forwarded_host))
+    append((b"x-request-id", request_id))
     return headers
 
 
@@ -156,15 +165,19 @@ def response_headers_to_forward(
     headers: list[tuple[bytes, bytes]],
 ) -> list[tuple[bytes, bytes]]:
     """The backend's response headers minus hop-by-hop ones, order kept."""
-    named: frozenset[bytes] = frozenset()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            named = named | connection_tokens([value])
-    return [
-        (name, value)
-        for name, value in headers
-        if (lower := name.lower()) not in HOP_BY_HOP and lower not in named
-    ]
+    kept = []
+    named: frozenset[bytes] = _NONE
+    for pair in headers:
+        lower = pair[0].lower()
+        if lower in HOP_BY_HOP:
+            if lower == b"connection" and pair[1].lower() not in _PLAIN_CONNECTION:
+                named = named | connection_tokens([pair[1]])
+            continue
+        kept.append(pair)
+    if named:
+        # Named by Connection: hop-by-hop too (before or after it).
+        kept = [pair for pair in kept if pair[0].lower() not in named]
+    return kept
 
 
 def upgrade_request_headers(

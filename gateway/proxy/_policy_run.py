@@ -640,6 +640,9 @@ class PolicyRun:
         self.done = True
         request = self.request
         request.on_client_gone = None
+        # Let go of the backend exchange (it points back here): freed by
+        # reference counting, not the cyclic collector (see _Exchange._end).
+        self.backend_exchange = None
         resource = self.resource
         ctx = self.ctx
         if ctx.postponed and resource._counters is not None:

@@ -77,12 +77,18 @@ def start_streamed(
     unless the backend gave one, ``Connection: close`` while draining, and
     the backend exchange as the push producer (backpressure).
     """
-    request.setResponseCode(status, reason or None)
-    response_headers = request.responseHeaders
-    for name, value in headers:
-        response_headers.addRawHeader(name, value)
-    if not response_headers.hasHeader(b"x-request-id"):
-        response_headers.setRawHeaders(b"x-request-id", [request_id])
+    forward = getattr(request, "forward_response", None)
+    if forward is not None:
+        # Our HTTP/1.1 server writes the list as it is: no Headers object
+        # filled and read back for every response.
+        forward(status, reason, headers, request_id)
+    else:
+        request.setResponseCode(status, reason or None)
+        response_headers = request.responseHeaders
+        for name, value in headers:
+            response_headers.addRawHeader(name, value)
+        if not response_headers.hasHeader(b"x-request-id"):
+            response_headers.setRawHeaders(b"x-request-id", [request_id])
     if draining:
         close_after_response(request)
     request.registerProducer(producer, True)

@@ -348,7 +348,7 @@ class ProxyResource(Resource):
         forwarded_for = _forwarded_for(request, getattr(client, "host", "") or "")
         host_bytes = host.encode("latin-1")
         headers = forward_request_headers(
-            request.requestHeaders.getAllRawHeaders(),
+            request.requestHeaders._rawHeaders,
             host=host_bytes if entry.preserve_host else backend.authority.encode("ascii"),
             forwarded_for=forwarded_for,
             forwarded_proto=self._scheme,
@@ -445,7 +445,7 @@ class ProxyResource(Resource):
         request_id = self._request_id(request)
         client = request.getClientAddress()
         headers = forward_request_headers(
-            request.requestHeaders.getAllRawHeaders(),
+            request.requestHeaders._rawHeaders,
             host=send_host,
             forwarded_for=_forwarded_for(request, getattr(client, "host", "") or ""),
             forwarded_proto=self._scheme,
@@ -969,6 +969,11 @@ class _Exchange:
             return
         self.done = True
         self.request.on_client_gone = None
+        # The backend exchange points back here (its sink): let go of it, so
+        # that reference counting frees both, the request and its headers as
+        # soon as the request ends, rather than the cyclic garbage collector
+        # later (a collection per few hundred requests, and pauses).
+        self.backend_exchange = None
         resource = self.resource
         resource._request_ended()
         if status is not None:

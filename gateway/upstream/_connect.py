@@ -40,14 +40,18 @@ class ConnectAttempt(ClientFactory):
 
     def __init__(self, pool: BackendPool, exchange: Exchange) -> None:
         self._pool = pool
-        self._exchange = exchange
+        #: until the attempt ends: then let go (Twisted's connector and its
+        #: transport point at each other and at this factory, and would keep
+        #: the request alive until the cyclic garbage collector runs)
+        self._exchange: Exchange | None = exchange
+        self._key = exchange._backend.key
         self._finished = False
         self._timer: IDelayedCall | None = None
         self._connector: IConnector | None = None
         self._deferred: Deferred[Any] | None = None
 
     def buildProtocol(self, addr: Any) -> Connection:
-        conn = Connection(self._pool, self._exchange._backend.key)
+        conn = Connection(self._pool, self._key)
         conn._attempt = self
         return conn
 
@@ -55,9 +59,9 @@ class ConnectAttempt(ClientFactory):
         """The TCP connection is up: send. ``False`` if no longer wanted."""
         if self._finished:
             return False
-        self._end()
+        ex = self._end()
         self._pool.connections_opened += 1
-        conn.send(self._exchange)
+        conn.send(ex)
         return True
 
     def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
@@ -66,8 +70,7 @@ class ConnectAttempt(ClientFactory):
     def failed(self, reason: Failure) -> None:
         if self._finished:
             return
-        self._end()
-        ex = self._exchange
+        ex = self._end()
         backend = ex._backend
         where = ex._where()
         error = reason.value
@@ -83,9 +86,8 @@ class ConnectAttempt(ClientFactory):
         self._timer = None
         if self._finished:
             return
-        self._end()
+        ex = self._end()
         self._stop()
-        ex = self._exchange
         timeout = self._pool.connect_timeout
         self._pool._connect_failed(
             ex,
@@ -102,13 +104,18 @@ class ConnectAttempt(ClientFactory):
             self._end()
             self._stop()
 
-    def _end(self) -> None:
+    def _end(self) -> Exchange:
+        """The attempt is over: its exchange (no longer held here)."""
         self._finished = True
-        self._exchange._attempt = None
+        ex = self._exchange
+        assert ex is not None
+        self._exchange = None
+        ex._attempt = None
         timer = self._timer
         if timer is not None:
             self._timer = None
             timer.cancel()
+        return ex
 
     def _stop(self) -> None:
         connector = self._connector

@@ -13,13 +13,14 @@ import typing
 from typing import IO, TYPE_CHECKING, Any
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
-from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from gateway.netio import direct_writer
 
 from ._errors import (
     BackendConnectionLost,
@@ -104,9 +105,8 @@ class Connection(Protocol):
         # the last segment of a request. A TLS transport forwards the call to
         # its TCP transport.
         self.transport.setTcpNoDelay(True)
-        transport = self.transport
-        if isinstance(transport, tcp.Connection) and hasattr(transport, "_tempDataLen"):
-            self._write = self._write_now  # type: ignore[method-assign]
+        # Straight to the socket on plain TCP (see gateway.netio).
+        self._write = direct_writer(self.transport)  # type: ignore[method-assign,assignment]
         attempt = self._attempt
         self._attempt = None
         if attempt is None or not attempt.connected(self):
@@ -308,27 +308,6 @@ class Connection(Protocol):
     def _write(self, data: bytes) -> None:
         """Write to the backend (a TLS transport, or before connectionMade)."""
         self.transport.write(data)
-
-    def _write_now(self, data: bytes) -> None:
-        """
-        Write to a plain TCP backend connection: straight to the socket
-        when nothing waits in Twisted's buffer, else (and for what the
-        socket did not take) through ``transport.write``. Twisted's
-        ``write`` always buffers and asks the reactor for a writable event
-        (two ``epoll_ctl`` calls and a loop iteration per request), as on
-        the client side (``H1Channel._send_now``, same private buffer
-        state, checked at connection time).
-        """
-        transport = self.transport
-        if transport._tempDataLen or transport.dataBuffer or transport.disconnecting:
-            transport.write(data)
-            return
-        sent = transport.writeSomeData(data)
-        if sent.__class__ is not int:
-            # The connection is lost: let Twisted's own path find out.
-            transport.write(data)
-        elif sent < len(data):
-            transport.write(data[sent:])
 
     def send(self, ex: Exchange) -> None:
         """Write ``ex``'s request and make it the connection's exchange."""
