@@ -390,8 +390,13 @@ class GatewayProcess:
         ]
 
     def launch(self, argv: Sequence[str], env: dict[str, str]) -> None:
-        """Start ``argv`` with ``env`` (plus the JSON log's file name)."""
-        env = {**env, LOG_ENV: str(self.json_log)}
+        """
+        Start ``argv`` with ``env`` (plus the JSON log's file name). One
+        process unless ``env`` or ``argv`` says otherwise: ``gateway.workers``
+        defaults to the machine's CPUs, and these benches measure one
+        gateway process (``workers_bench.py`` passes ``--workers``).
+        """
+        env = {"GATEWAY_WORKERS": "1", **env, LOG_ENV: str(self.json_log)}
         with open(self.out, "wb") as out:
             self.started = time.time()
             self.started_mono = time.monotonic()

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, maybeDeferred
 from twisted.logger import (
     FileLogObserver,
     Logger,
@@ -197,17 +197,33 @@ class Gateway(MultiService):
     @inlineCallbacks
     def stopService(self) -> Any:
         """
-        Stop the children one after the other, in reverse order, each
-        waiting for the previous: :class:`MultiService` would stop them all
-        at once, closing the admin port and the sources while the traffic
-        listeners are still draining.
+        Stop the traffic listeners together (each drains within the one
+        grace period: one after the other, a shutdown could take a grace
+        per listener, and the tunnels of the last would outlive a worker's
+        kill deadline), then the other children one after the other, in
+        reverse order, each waiting for the previous: :class:`MultiService`
+        would stop them all at once, closing the admin port and the sources
+        while the traffic listeners are still draining.
         """
         Service.stopService(self)
-        for child in reversed(list(self)):
+        children = list(reversed(list(self)))
+        traffic = [child for child in children if isinstance(child, TrafficListener)]
+        yield DeferredList(
+            [maybeDeferred(child.stopService) for child in traffic], consumeErrors=True
+        ).addCallback(self._log_stop_failures, traffic)
+        for child in children:
+            if child in traffic:
+                continue
             try:
                 yield maybeDeferred(child.stopService)
             except Exception:
                 _log.failure("Stopping {service} failed", service=repr(child))
+
+    @staticmethod
+    def _log_stop_failures(results: list[tuple[bool, Any]], services: list[Any]) -> None:
+        for (ok, result), service in zip(results, services, strict=True):
+            if not ok:
+                _log.failure("Stopping {service} failed", result, service=repr(service))
 
 
 def build_gateway(

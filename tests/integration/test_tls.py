@@ -403,6 +403,43 @@ class RotationTests(TLSTestCase):
         self.assertEqual(data, b"")
 
 
+class BothListenersDrainTests(TLSTestCase):
+    @inlineCallbacks
+    def test_listeners_drain_together(self) -> Any:
+        """
+        At shutdown the HTTP and HTTPS listeners stop accepting at once and
+        drain within one grace period, each waiting for its own requests in
+        flight (one after the other, the second would still accept new
+        connections while the first drains, and the shutdown could take a
+        grace per listener).
+        """
+        session = yield deferToThread(tls_connect, self.https_port, "www.example.com")
+        self.addCleanup(session.close)
+        over_tls = deferToThread(session.request, "GET", "/echo/resource?sleep=1500", "www.example.com")
+        plain = self.get("/app/slow?sleep=1500")
+        listeners = self.gateway.listeners
+        yield self.wait_for(
+            lambda: listeners["http"].resource.in_flight >= 1
+            and listeners["https"].resource.in_flight >= 1
+        )
+        stopped = self.gateway.stopService()
+        yield self.wait_for(
+            lambda: listeners["http"].port.connected == 0 and listeners["https"].port.connected == 0
+        )
+        refused = []
+        for port in (self.port, self.https_port):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            except ConnectionRefusedError:
+                refused.append(port)
+        self.assertEqual(refused, [self.port, self.https_port])
+        self.assertFalse(stopped.called, "the drain waits for the requests in flight")
+        r_tls = yield over_tls
+        r_plain = yield plain
+        self.assertEqual((r_tls.status, r_plain.status), (200, 200))
+        yield stopped
+
+
 class HTTP2DrainTests(TLSTestCase):
     @inlineCallbacks
     def test_idle_http2_connection_gets_goaway_at_drain(self) -> Any:
