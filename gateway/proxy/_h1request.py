@@ -176,8 +176,9 @@ class H1Request:
     ) -> None:
         """
         Start the answer with a backend's status and headers, ``headers``
-        already stripped of hop-by-hop ones (names as the backend wrote
-        them; llhttp refused CR, LF and NUL in them), plus ``X-Request-Id:
+        already stripped of hop-by-hop ones (``Transfer-Encoding`` among
+        them: the framing is ours; names as the backend wrote them, and
+        llhttp refused CR, LF and NUL in them), plus ``X-Request-Id:
         request_id`` unless the backend sent one. The list is written as
         it is by :meth:`_head` rather than copied into ``responseHeaders``
         and read back: the proxy's most common answer costs no ``Headers``
@@ -333,19 +334,21 @@ class H1Request:
                 append(b"%s: %s\r\n" % (name, value))
         has_length = b"Content-Length" in raw
         forwarded = self._forwarded
+        request_id = self._forwarded_id
         if forwarded:
-            request_id = None if b"X-Request-Id" in raw else self._forwarded_id
-            for name, value in forwarded:
-                lower = name.lower()
-                if lower == b"content-length":
-                    has_length = True
-                elif lower == b"x-request-id":
-                    request_id = None
-                elif lower == b"transfer-encoding":
-                    continue  # hop-by-hop: dropped already; the framing is ours
-                append(b"%s: %s\r\n" % (name, value))
-            if request_id is not None:
-                append(b"X-Request-Id: %s\r\n" % request_id)
+            # The backend's headers (hop-by-hop ones dropped already) in
+            # one join, and the two names that matter found in the block
+            # lowered: a name holds no ":" and a value no CR LF, so
+            # "\r\nname:" only matches a header line's name.
+            block = b"\r\n".join(map(b": ".join, forwarded)) + b"\r\n"
+            lowered = b"\r\n" + block.lower()
+            if b"\r\ncontent-length:" in lowered:
+                has_length = True
+            if request_id and b"\r\nx-request-id:" not in lowered and b"X-Request-Id" not in raw:
+                block += b"X-Request-Id: %s\r\n" % request_id
+            append(block)
+        elif request_id and b"X-Request-Id" not in raw:
+            append(b"X-Request-Id: %s\r\n" % request_id)
         if not self._body_allowed():
             self._no_body = True
         elif not has_length and not self._no_body:

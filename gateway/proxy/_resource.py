@@ -232,7 +232,8 @@ class ProxyResource(Resource):
         generation = self._generations.current
         if generation is None:
             return self._answer(request, started, 503, _NOT_READY, "-")
-        host_values = request.requestHeaders.getRawHeaders(b"host")
+        # Headers' storage, by canonical name: no name encoding per lookup.
+        host_values = request.requestHeaders._rawHeaders.get(b"Host")
         host = host_values[0].decode("latin-1") if host_values else ""
         if path[:1] != b"/" and path[:4].lower() == b"http":
             # Absolute form (RFC 9112 §3.2.2): its authority replaces Host.
@@ -678,7 +679,7 @@ class ProxyResource(Resource):
         return b""
 
     def _request_id(self, request: ProxyRequest) -> bytes:
-        given = request.requestHeaders.getRawHeaders(b"x-request-id")
+        given = request.requestHeaders._rawHeaders.get(b"X-Request-Id")
         if given and given[0]:
             return given[0]
         return self._ids.next()
@@ -814,7 +815,7 @@ _NO_SUBSCRIPTION = Access(None, None)
 def _forwarded_for(request: ProxyRequest, client_host: str) -> bytes:
     """The complete ``X-Forwarded-For``: any incoming value, then the client's address."""
     forwarded_for = client_host.encode("ascii")
-    previous = request.requestHeaders.getRawHeaders(b"x-forwarded-for")
+    previous = request.requestHeaders._rawHeaders.get(b"X-Forwarded-For")
     if previous:
         forwarded_for = b", ".join(previous) + b", " + forwarded_for
     return forwarded_for

@@ -1,0 +1,170 @@
+"""
+CPU cost of the whole HTTP/1.1 proxy path in process, on in-memory
+transports: the client's request bytes go into the gateway's own
+``H1Channel`` (llhttp parsing, limits, the request object), through the
+proxy resource (routing, headers, the backend client's pooled connection
+writing the request), then a canned backend response goes into that
+connection (llhttp again, the response forwarded, the client's bytes
+written, metrics, the access log if asked). Everything apimgw's Python
+does per request, nothing of the kernel's: no socket calls, no reactor
+iteration.
+
+So the figure is the proxy path's Python cost alone, and unlike
+``proxy_bench.py`` it hardly moves with the (shared, noisy) machine: a
+change of 1 µs is visible. ``proxy_bench.py`` remains the measure of
+throughput; the difference between the two is the system calls and the
+reactor (see docs/benchmarks.md).
+
+    python bench/path_bench.py [--number 20000] [--repeat 7] [--log none|text|json]
+    python bench/path_bench.py --tree /tmp/other-checkout     # another revision, same bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import tempfile
+import timeit
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+
+REQUEST = b"GET /items/42?view=full HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: wrk\r\n\r\n"
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\n"
+    b"Server: nginx/1.22.1\r\n"
+    b"Date: Thu, 03 Dec 2026 17:30:00 GMT\r\n"
+    b"Content-Type: application/json\r\n"
+    b"Content-Length: 100\r\n"
+    b"Connection: keep-alive\r\n"
+    b"\r\n" + b"x" * 100
+)
+BACKEND = ("127.0.0.1", 9)
+
+
+def _transport_class() -> Any:
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import StringTransport
+
+    class MemoryTransport(StringTransport):
+        """A connection's transport in memory (what a TCP one offers the protocols)."""
+
+        def __init__(self, peer_port: int) -> None:
+            super().__init__(
+                hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
+                peerAddress=IPv4Address("TCP", "127.0.0.1", peer_port),
+            )
+
+        def setTcpNoDelay(self, enabled: bool) -> None:
+            pass
+
+        def abortConnection(self) -> None:
+            self.loseConnection()
+
+    return MemoryTransport
+
+
+def prepare(log: str) -> tuple[Any, Any]:
+    """A gateway built in process, one client connection and one pooled backend connection."""
+    from twisted.internet import reactor
+
+    from gateway.tap import Options, build_gateway
+    from gateway.upstream._connection import Connection
+
+    transport_class = _transport_class()
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write(
+            "routes:\n  - path: /\n    pathType: Prefix\n"
+            f"    backend: http://{BACKEND[0]}:{BACKEND[1]}\n"
+        )
+    options = Options(environ={"TELEMETRY_LOGS_STD": log})
+    options.parseOptions(["--http", "tcp:0:interface=127.0.0.1", "--https", "",
+                          "--admin", "tcp:0:interface=127.0.0.1", "--config", f.name])
+    # As under ``twistd -n`` (logging to stdout): the access log takes the
+    # buffered stdout writer, as in production.
+    options.parent = {"nodaemon": True}  # type: ignore[attr-defined]
+    gateway = build_gateway(options, reactor)
+    gateway.startService()
+    live: list[Any] = []
+    gateway.reconciler.when_live().addCallback(live.append)
+    while not live:
+        reactor.iterate(0.01)  # type: ignore[attr-defined]
+    os.unlink(f.name)
+    listener = gateway.listeners["http"]
+    pool = gateway.pool
+
+    class Connected:
+        """Stands in for the connect attempt: the connection is pooled, nothing to send yet."""
+
+        def connected(self, conn: Any) -> bool:
+            return True
+
+    backend_conn = Connection(pool, ("http", BACKEND[0], BACKEND[1]))
+    backend_conn._attempt = Connected()  # type: ignore[assignment]
+    backend_side = transport_class(50000)
+    backend_conn.makeConnection(backend_side)
+    pool._release(backend_conn)
+
+    channel = listener.factory.buildProtocol(None)
+    client_side = transport_class(40000)
+    channel.makeConnection(client_side)
+
+    def one() -> None:
+        channel.dataReceived(REQUEST)
+        backend_conn.dataReceived(RESPONSE)
+
+    one()
+    sent = backend_side.value()
+    answer = client_side.value()
+    if not sent.startswith(b"GET /items/42?view=full HTTP/1.1\r\n") or not answer.startswith(
+        b"HTTP/1.1 200 OK\r\n"
+    ) or not answer.endswith(b"x" * 100):
+        raise SystemExit(f"unexpected exchange:\n{sent!r}\n{answer!r}")
+
+    run_due = reactor.runUntilCurrent  # type: ignore[attr-defined]
+    count = [0]
+
+    def measured() -> None:
+        channel.dataReceived(REQUEST)
+        backend_conn.dataReceived(RESPONSE)
+        # What the sockets would have taken.
+        client_side.clear()
+        backend_side.clear()
+        count[0] += 1
+        if count[0] % 20 == 0:
+            # A reactor iteration per 20 requests, as under wrk's 50
+            # connections: the access log's buffered writer flushes there.
+            run_due()
+
+    return gateway, measured
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--number", type=int, default=20000)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--log", default="none", choices=("none", "text", "json"))
+    parser.add_argument("--tree", type=Path, default=BENCH_DIR.parent,
+                        help="the checkout whose gateway package to measure")
+    args = parser.parse_args()
+    sys.path.insert(0, str(args.tree.resolve()))
+    import gateway
+
+    if Path(gateway.__file__).resolve().parent.parent != args.tree.resolve():
+        raise SystemExit(f"gateway imported from {gateway.__file__}, not {args.tree}")
+    if args.log != "none":
+        # The access log goes to standard output: here, nowhere.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+    _, one = prepare(args.log)
+    gc.collect()
+    best = min(timeit.repeat(one, number=args.number, repeat=args.repeat)) / args.number * 1e6
+    print(f"{args.tree}: {best:.2f} µs per request, access log {args.log} "
+          f"(best of {args.repeat} × {args.number})", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
