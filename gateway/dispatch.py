@@ -11,7 +11,11 @@ wrapping at about 15% of the gateway's CPU per request
 (``docs/benchmarks.md``).
 
 :func:`streamline` replaces the reactor's ``doIteration`` with the same
-loop minus that wrapping. What changes: legacy log lines emitted while
+loop minus that wrapping, and handles the common event (readable, nothing
+else) inline: ``doRead`` and, when it says the connection is done, the
+reactor's own disconnect, as ``_doReadOrWrite`` would (two calls and a
+``fileno()`` check fewer per event; a proxied request is two such
+events). What changes: legacy log lines emitted while
 handling I/O show the system ``-`` instead of e.g.
 ``HTTPChannel,5,127.0.0.1`` (the gateway logs through ``twisted.logger``
 namespaces, which are unaffected). What stays: ``_doReadOrWrite`` still
@@ -23,6 +27,8 @@ disconnect, and an exception from the disconnect itself is logged as
 from __future__ import annotations
 
 import errno
+import sys
+from select import EPOLLIN
 from typing import Any
 
 from twisted.logger import Logger
@@ -54,12 +60,29 @@ def streamline(reactor: Any) -> bool:
                 return
             raise
         dispatch = reactor._doReadOrWrite
+        disconnect = reactor._disconnectSelectable
         for fd, event in events:
             selectable = selectables.get(fd)
             if selectable is None:
                 continue
             try:
-                dispatch(selectable, fd, event)
+                if event == EPOLLIN:
+                    # The common event (data, or the peer's FIN, to read):
+                    # what _doReadOrWrite does for it, without its flag
+                    # tests and its fileno() check (a selectable that is
+                    # closed is no longer in _selectables).
+                    try:
+                        why = selectable.doRead()
+                    except BaseException:
+                        # As _doReadOrWrite: logged, and the selectable is
+                        # disconnected.
+                        why = sys.exc_info()[1]
+                        _log.failure("Unhandled error in doRead of {selectable}",
+                                     selectable=selectable)
+                    if why:
+                        disconnect(selectable, why, True)
+                else:
+                    dispatch(selectable, fd, event)
             except KeyboardInterrupt:
                 raise
             except BaseException:

@@ -6,6 +6,7 @@ import socket
 from typing import Any
 
 from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.error import ConnectionDone
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -90,4 +91,24 @@ class StreamlineTests(SynchronousTestCase):
         self.assertEqual(len(other.lost), 1)
         self.assertEqual(sorted(type(f.value).__name__ for f in flushed), ["RuntimeError", "ValueError", "ValueError"])
         ours = [e for e in self.logged if e.get("log_namespace") == "apimgw.dispatch"]
-        self.assertEqual([type(e["log_failure"].value) for e in ours], [RuntimeError])
+        self.assertEqual(
+            sorted(type(e["log_failure"].value).__name__ for e in ours),
+            ["RuntimeError", "ValueError", "ValueError"],
+        )
+        self.assertNotIn(reader, self.reactor.getReaders())
+        self.assertNotIn(other, self.reactor.getReaders())
+
+    def test_read_says_done(self) -> None:
+        """doRead returning ConnectionDone (the peer's FIN read): removed and told, as with the stock loop."""
+        streamline(self.reactor)
+        a, reader = self.pair()
+
+        def read_done() -> Any:
+            reader.sock.recv(100)
+            return ConnectionDone()
+
+        reader.doRead = read_done  # type: ignore[method-assign]
+        a.send(b"x")
+        self.reactor.doIteration(1)
+        self.assertEqual([type(f.value) for f in reader.lost], [ConnectionDone])
+        self.assertNotIn(reader, self.reactor.getReaders())
