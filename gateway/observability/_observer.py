@@ -40,7 +40,8 @@ class RequestObserver:
         self.metrics.observe_request(route, method, status, duration, call)
         if self.access_log.enabled:
             client = request.getClientAddress()
-            host = request.requestHeaders.getRawHeaders(b"host")
+            # Headers' storage by canonical name (no name encoding per line).
+            host = request.requestHeaders._rawHeaders.get(b"Host")
             self.access_log.emit(
                 client=getattr(client, "host", "-"),
                 method=method,
