@@ -57,6 +57,12 @@ class RequestObserver:
                 api_call=call,
             )
 
+    def upgrade_opened(self, protocol: str) -> None:
+        self.metrics.upgrade_opened(protocol)
+
+    def upgrade_closed(self, reason: str) -> None:
+        self.metrics.upgrade_closed(reason)
+
     def backend_error(self, backend: str, kind: str) -> None:
         key = (backend, kind)
         child = self._backend_errors.get(key)

@@ -109,6 +109,15 @@ class ProxyObserver(Protocol):
         request went to another).
         """
 
+    def upgrade_opened(self, protocol: str) -> None:
+        """A connection switched protocols (the backend's 101), e.g. ``websocket``."""
+
+    def upgrade_closed(self, reason: str) -> None:
+        """
+        An upgraded connection ended: ``client`` or ``backend`` closed,
+        ``idle`` too long, or cut at ``shutdown``.
+        """
+
 
 class ProxyHealth(Protocol):
     """

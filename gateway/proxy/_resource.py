@@ -198,7 +198,6 @@ class ProxyResource(Resource):
         self._facts = RequestFacts(Headers(), b"")
         #: the gateway's metrics (``GatewayMetrics``) when the observer has
         #: them: upgraded connections are counted there
-        self._metrics = getattr(observer, "metrics", None)
         #: the upgraded connections open (the drain waits for them, then closes them)
         self.tunnels = Tunnels(clock)
 
@@ -1064,13 +1063,10 @@ def _switched(
     forwarded = switching_response_headers(headers)
     if edits is not None:
         forwarded = edit_headers(forwarded, edits)
-    metrics = resource._metrics
-    if metrics is not None and not hasattr(metrics, "upgrade_opened"):
-        metrics = None
+    observer = resource._observer
 
     def closed(splice: Splice) -> None:
-        if metrics is not None:
-            metrics.upgrade_closed(splice.ended_by)
+        observer.upgrade_closed(splice.ended_by)
 
     def make(transport: object) -> Splice:
         return resource.tunnels.open(
@@ -1090,8 +1086,7 @@ def _switched(
     connection.hand_over(tunnel)
     if rest:
         tunnel.backend_data(rest)
-    if metrics is not None:
-        metrics.upgrade_opened(_protocol(headers, getattr(request, "upgrade", b"") or b""))
+    observer.upgrade_opened(_protocol(headers, getattr(request, "upgrade", b"") or b""))
     exchange._end(101)
 
 

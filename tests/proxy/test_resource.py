@@ -68,6 +68,12 @@ class _Observer:
     def backend_error(self, backend: str, kind: str) -> None:
         self.errors.append((backend, kind))
 
+    def upgrade_opened(self, protocol: str) -> None:
+        pass
+
+    def upgrade_closed(self, reason: str) -> None:
+        pass
+
 
 class _Health:
     draining = False
