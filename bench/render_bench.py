@@ -75,6 +75,9 @@ class _Producer:
 
 
 class _Exchange:
+    #: answered within ``request``: over, as the pool's would say
+    done = True
+
     def cancel(self) -> None: ...
 
 

@@ -34,7 +34,9 @@ def direct_writer(transport: Any) -> Callable[[bytes], None]:
     """
     The write function for ``transport``: straight to the socket for a
     plain ``tcp.Connection`` with nothing buffered, else (and for what the
-    socket did not take) ``transport.write``.
+    socket did not take) ``transport.write``: while closing
+    (``loseConnection``) it sends what is written after what it buffered,
+    once aborted or lost it drops it, as for any other write.
     """
     write: Callable[[bytes], None] = transport.write
     if not (
@@ -42,12 +44,18 @@ def direct_writer(transport: Any) -> Callable[[bytes], None]:
         and hasattr(transport, "_tempDataLen")
         and hasattr(transport, "dataBuffer")
         and hasattr(transport, "socket")
+        and hasattr(transport, "_aborting")
     ):
         return write
     send = transport.socket.send
 
     def write_now(data: bytes) -> None:
-        if transport._tempDataLen or transport.dataBuffer or transport.disconnecting:
+        if (
+            transport._tempDataLen
+            or transport.dataBuffer
+            or transport.disconnecting
+            or transport._aborting
+        ):
             write(data)
             return
         try:

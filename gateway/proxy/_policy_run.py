@@ -347,7 +347,7 @@ class PolicyRun:
                 body = content.file  # type: ignore[union-attr]
                 body.seek(0)
         self.backend = backend
-        self.backend_exchange = resource._pool.request(
+        backend_exchange = resource._pool.request(
             backend,
             method.encode("ascii"),
             target,
@@ -358,6 +358,10 @@ class PolicyRun:
             balancer,
             response_timeout=float(plan.forward.timeout),
         )
+        if not backend_exchange.done:
+            # Over already (it failed at once): a retry it started meanwhile
+            # has set its own exchange; this one is not kept.
+            self.backend_exchange = backend_exchange
 
     # -- the backend's response (ResponseSink) -------------------------------
 

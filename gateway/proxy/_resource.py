@@ -371,7 +371,7 @@ class ProxyResource(Resource):
         exchange = _Exchange(self, request, entry, started, request_id, backend)
         self.in_flight += 1
         request.on_client_gone = exchange.client_gone
-        exchange.backend_exchange = self._pool.request(
+        backend_exchange = self._pool.request(
             backend,
             request.method,
             target_bytes,
@@ -383,6 +383,10 @@ class ProxyResource(Resource):
             source=source,
             upgrade=upgrade is not None,
         )
+        if not backend_exchange.done:
+            # (Over already: it failed at once and the exchange has ended;
+            # keeping it would tie the two together again.)
+            exchange.backend_exchange = backend_exchange
         return NOT_DONE_YET
 
     def _serve_variant(
@@ -461,7 +465,7 @@ class ProxyResource(Resource):
         exchange = _VariantExchange(self, request, match.entry, variant, started, request_id, backend)
         self.in_flight += 1
         request.on_client_gone = exchange.client_gone
-        exchange.backend_exchange = self._pool.request(
+        backend_exchange = self._pool.request(
             backend,
             request.method,
             target_bytes,
@@ -473,6 +477,10 @@ class ProxyResource(Resource):
             source=source,
             upgrade=upgrade is not None,
         )
+        if not backend_exchange.done:
+            # (Over already: it failed at once and the exchange has ended;
+            # keeping it would tie the two together again.)
+            exchange.backend_exchange = backend_exchange
         return NOT_DONE_YET
 
     def _variant_failed(

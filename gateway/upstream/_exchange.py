@@ -193,6 +193,15 @@ class Exchange:
         #: connection over to the sink (:meth:`UpgradeSink.switched`)
         self._upgrade = False
 
+    @property
+    def done(self) -> bool:
+        """
+        The exchange is over: the sink was told (or it was cancelled).
+        ``BackendPool.request`` may return an exchange that is over already
+        (a host name refused at once fails synchronously).
+        """
+        return self._state == DONE
+
     def cancel(self) -> None:
         """
         The client went away: abort the backend connection (it is never

@@ -140,6 +140,9 @@ class StreamSender:
 
     def _release(self) -> None:
         self._done = True
+        # The source points back at this sender (its consumer): let go, so
+        # both are freed by reference counting when the request ends.
+        self._source = None  # type: ignore[assignment]
         conn = self._conn
         if conn._sender is self:
             conn._sender = None

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import gc
 import http.client
+import socket
+import time
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 
-from .harness import GatewayTestCase
+from .harness import CONFIG, GatewayTestCase
 from .test_policies import config as policy_config
 
 #: Classes whose instances live for one request (connections, channels and
@@ -40,6 +42,32 @@ REQUEST_SCOPED = frozenset(
         "Exchange",
     }
 )
+
+
+def _body_after_head(port: int, calls: list[tuple[str, str, bytes]]) -> list[int]:
+    """
+    Send ``calls`` on one keep-alive connection, each body a moment after
+    its head: the gateway has rendered the request by then, and the body
+    streams to the backend (``StreamedBody``) rather than arriving whole.
+    """
+    statuses = []
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        for method, path, body in calls:
+            sock.sendall(
+                f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            )
+            time.sleep(0.05)
+            sock.sendall(body)
+            status = int(reader.readline().split()[1])
+            length = 0
+            while (line := reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            reader.read(length)
+            statuses.append(status)
+    return statuses
 
 
 def _requests(port: int, calls: list[tuple[str, str, bytes]]) -> list[int]:
@@ -61,14 +89,17 @@ class CycleCheck(GatewayTestCase):
     """Sends requests with the collector off, then lists what only it would free."""
 
     @inlineCallbacks
-    def _cyclic_garbage(self, calls: list[tuple[str, str, bytes]]) -> Any:
-        """The request-scoped classes of ours found in cyclic garbage after ``calls``, and the statuses."""
+    def _cyclic_garbage(self, calls: list[tuple[str, str, bytes]], send: Any = _requests) -> Any:
+        """
+        The request-scoped classes of ours found in cyclic garbage after
+        ``calls`` (sent by ``send``), and the statuses.
+        """
         # One request first: the backend connection and the pools exist.
-        yield deferToThread(_requests, self.port, calls[:1])
+        yield deferToThread(send, self.port, calls[:1])
         gc.collect()
         gc.disable()
         try:
-            statuses = yield deferToThread(_requests, self.port, calls)
+            statuses = yield deferToThread(send, self.port, calls)
             gc.set_debug(gc.DEBUG_SAVEALL)
             gc.collect()
             found = sorted(
@@ -108,6 +139,38 @@ class RequestCycleTests(CycleCheck):
         self.assertEqual(found, [])
 
 
+
+
+    @inlineCallbacks
+    def test_streamed_request_body(self) -> Any:
+        """A body that arrives after its head streams to the backend; neither side keeps the other."""
+        calls = [("POST", "/echo/resource", b'{"a": 1}'), ("PUT", "/app/x", b"payload")] * 3
+        found, statuses = yield self._cyclic_garbage(calls, send=_body_after_head)
+        self.assertEqual(statuses, [200, 200] * 3)
+        self.assertEqual(found, [])
+
+
+class FailingAtOnceCycleTests(CycleCheck):
+    """A backend host name Twisted refuses at once: the exchange fails inside the call that starts it."""
+
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        yield super().setUp()
+        self.write_config(
+            CONFIG.format(backend=self.backend_url, dead_port=self.dead_port)
+            + "  - path: /bad-host\n    backend: http://bad_host.example:80\n"
+        )
+        yield self.wait_for(
+            lambda: any(e.label.endswith("/bad-host") or "bad-host" in e.label
+                        for e in self.gateway.reconciler.current.config.routes)
+        )
+
+    @inlineCallbacks
+    def test_failed_before_the_call_returned(self) -> Any:
+        """Answered 500 (no connection possible), and nothing left to the collector."""
+        found, statuses = yield self._cyclic_garbage([("GET", "/bad-host", b"")] * 5)
+        self.assertEqual(statuses, [500] * 5)
+        self.assertEqual(found, [])
 
 
 class PolicyCycleTests(CycleCheck):
