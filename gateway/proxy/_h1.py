@@ -587,6 +587,7 @@ class H1Channel(Protocol):
         self.persistent = False
         request.keep_alive = False
         request.code = status
+        request.code_message = None
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"content-length", b"%d" % len(body))
         request.write(body)
