@@ -36,13 +36,16 @@ ALLOWED: dict[str, frozenset[str]] = {
     "gateway.memo": frozenset(),
     "gateway.ready": frozenset(),
     "gateway.dispatch": frozenset(),
+    "gateway.netio": frozenset(),
     "gateway.settings": frozenset(),
     "cloudproto": frozenset(),
     # The data flow.
     "gateway.translate": frozenset({"gateway.model", "gateway.memo"}),
     "gateway.routing": frozenset({"gateway.translate", "gateway.model", "gateway.memo"}),
     "gateway.tls": frozenset({"gateway.routing", "gateway.translate", "gateway.model"}),
-    "gateway.upstream": frozenset({"gateway.translate", "gateway.model", "gateway.ready"}),
+    "gateway.upstream": frozenset(
+        {"gateway.translate", "gateway.model", "gateway.ready", "gateway.netio"}
+    ),
     # Runtime state of validate-jwt (the JWKS cache), beside the proxy.
     "gateway.jwt": frozenset({"gateway.translate"}),
     # Runtime state of rate-limit and quota (local and Redis counters).
@@ -55,13 +58,21 @@ ALLOWED: dict[str, frozenset[str]] = {
             "gateway.translate",
             "gateway.model",
             "gateway.ready",
+            "gateway.netio",
         }
     ),
     # Sources see only the model (and the shared wire protocol).
     "gateway.sources": frozenset({"gateway.model", "gateway.ready", "cloudproto"}),
     # Beside the flow: they read generations, never write them.
     "gateway.observability": frozenset(
-        {"gateway.routing", "gateway.tls", "gateway.translate", "gateway.model", "gateway.ready"}
+        {
+            "gateway.routing",
+            "gateway.tls",
+            "gateway.translate",
+            "gateway.model",
+            "gateway.ready",
+            "gateway.dispatch",
+        }
     ),
     "gateway.status": frozenset(
         {
