@@ -11,7 +11,7 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from gateway.dispatch import streamline
+from gateway.dispatch import after_io, streamline
 
 
 class _Reader:
@@ -112,3 +112,71 @@ class StreamlineTests(SynchronousTestCase):
         self.reactor.doIteration(1)
         self.assertEqual([type(f.value) for f in reader.lost], [ConnectionDone])
         self.assertNotIn(reader, self.reactor.getReaders())
+
+
+class AfterIOTests(SynchronousTestCase):
+    """The end-of-iteration hook (after_io) of a streamlined reactor."""
+
+    def setUp(self) -> None:
+        self.reactor = EPollReactor()
+        self.addCleanup(self.reactor._poller.close)
+        self.assertTrue(streamline(self.reactor))
+
+    def test_not_streamlined(self) -> None:
+        """A reactor streamline did not install on says so: the caller falls back to a timer."""
+        other = EPollReactor()
+        self.addCleanup(other._poller.close)
+        self.assertFalse(after_io(other, lambda: None))
+
+    def test_after_the_events_and_no_timer(self) -> None:
+        """Queued while handling an event: run once, after the iteration's events, no timer left behind."""
+        order: list[str] = []
+        a, b = socket.socketpair()
+        c, d = socket.socketpair()
+        for sock in (a, b, c, d):
+            self.addCleanup(sock.close)
+        first, second = _Reader(b), _Reader(d)
+        for reader, name in ((first, "first"), (second, "second")):
+
+            def read(reader: _Reader = reader, name: str = name) -> None:
+                reader.sock.recv(100)
+                order.append(name)
+                after_io(self.reactor, lambda: order.append("flush"))
+
+            reader.doRead = read  # type: ignore[method-assign]
+            self.reactor.addReader(reader)
+        a.send(b"x")
+        c.send(b"y")
+        self.reactor.doIteration(1)
+        self.assertEqual(sorted(order[:2]), ["first", "second"])
+        self.assertEqual(order[2:], ["flush", "flush"])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.reactor.doIteration(0)
+        self.assertEqual(len(order), 4)
+
+    def test_queued_by_a_timer_runs_before_the_wait(self) -> None:
+        """
+        Queued outside an event (by a timer): run at the start of the next
+        iteration, before its wait. The callback makes a socket readable:
+        run before the wait, its event is handled in the same iteration.
+        """
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        reader = _Reader(b)
+        self.reactor.addReader(reader)
+        after_io(self.reactor, lambda: a.send(b"x"))
+        self.reactor.doIteration(2)
+        self.assertEqual(reader.received, [b"x"])
+
+    def test_a_failing_callback_does_not_stop_the_others(self) -> None:
+        ran: list[str] = []
+
+        def broken() -> None:
+            raise ValueError("broken")
+
+        after_io(self.reactor, broken)
+        after_io(self.reactor, lambda: ran.append("second"))
+        self.reactor.doIteration(0)
+        self.assertEqual(ran, ["second"])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)

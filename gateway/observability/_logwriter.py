@@ -5,8 +5,9 @@ Why: through twisted.logger each access line built an event dict, ran the
 observers, formatted a timestamp and made one blocking ``write`` on
 stdout: about 85 µs per request, as much as proxying it. Here a line is
 appended to an in-memory batch; the batch is written once per reactor
-iteration (one ``callLater(0)`` scheduled when it goes from empty to
-non-empty) with as few ``write`` calls as possible, and the reactor thread
+iteration (at its end, through :func:`gateway.dispatch.after_io`, queued
+when the batch goes from empty to non-empty; ``callLater(0)`` on a reactor
+without it) with as few ``write`` calls as possible, and the reactor thread
 never blocks on stdout:
 
 * a full pipe (``EAGAIN``) keeps the rest and waits for the fd to become
@@ -56,6 +57,8 @@ from twisted.application.service import Service
 from twisted.internet.interfaces import IWriteDescriptor
 from twisted.logger import Logger, formatTime
 from zope.interface import implementer  # type: ignore[import-untyped]
+
+from gateway.dispatch import after_io
 
 #: The default bound on the bytes waiting to be written (the future
 #: setting ``telemetry.logs.access.buffer``): at ~300 bytes a line, about
@@ -228,6 +231,9 @@ class LogWriter:
         self._episode = 0
         self._warn_pending = False
         self._call: Any = None
+        #: a flush is queued for the end of the reactor iteration
+        #: (:func:`gateway.dispatch.after_io`)
+        self._after_io = False
         self._watching: _Writable | None = None
         self._stamp_second = -1
         self._stamp = ""
@@ -247,8 +253,11 @@ class LogWriter:
             return
         self._lines.append(line)
         self.pending += size
-        if self._call is None and self._watching is None:
-            self._call = self.reactor.callLater(0, self._flush)
+        if self._call is None and self._watching is None and not self._after_io:
+            if after_io(self.reactor, self._flush_after_io):
+                self._after_io = True
+            else:
+                self._call = self.reactor.callLater(0, self._flush)
 
     def prefix(self, system: str) -> str:
         """
@@ -271,6 +280,11 @@ class LogWriter:
     def _flush(self) -> None:
         self._call = None
         if self._watching is None:
+            self._drain()
+
+    def _flush_after_io(self) -> None:
+        self._after_io = False
+        if self._call is None and self._watching is None:
             self._drain()
 
     def _pack(self) -> None:
