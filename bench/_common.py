@@ -539,6 +539,28 @@ def cpu_times() -> tuple[int, int] | None:
     return sum(fields[:8]), fields[3] + (fields[4] if len(fields) > 4 else 0)
 
 
+def steal_ticks() -> tuple[int, int] | None:
+    """
+    All CPUs' (total, steal) time so far from /proc/stat, in ticks: steal
+    is time the hypervisor gave another guest while this one wanted to
+    run. A measurement with more than a few percent of it is not this
+    machine's speed.
+    """
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return sum(fields[:8]), fields[7] if len(fields) > 7 else 0
+
+
+def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of CPU time stolen between two :func:`steal_ticks` readings."""
+    if before is None or after is None or after[0] == before[0]:
+        return None
+    return round((after[1] - before[1]) / (after[0] - before[0]), 3)
+
+
 def cpu_busy(interval: float = 0.5) -> float | None:
     """
     The share of all CPUs busy during ``interval`` seconds, taken while the

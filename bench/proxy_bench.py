@@ -60,6 +60,8 @@ from _common import (
     BenchError,
     Processes,
     cpu_busy,
+    steal_share,
+    steal_ticks,
     free_port,
     remove_workdir,
     save_report,
@@ -629,14 +631,23 @@ def measure(result: CaseResult, wrk: Wrk, port: int, settings: Settings, pid: in
     runs = []
     for _ in range(settings.repeat):
         before = _cpu_seconds(pid)
+        steal_before = steal_ticks()
         started = time.monotonic()
         text = wrk.run(port, settings.duration, result.name)
         elapsed = time.monotonic() - started
         after = _cpu_seconds(pid)
+        steal = steal_share(steal_before, steal_ticks())
         parsed = parse_wrk(text)
         if parsed["requests_per_sec"] is None or parsed["p99_ms"] is None:
             raise BenchError(f"could not read wrk's output:\n{text}")
         parsed["cpu_share"] = parsed["cpu_us_per_request"] = None
+        parsed["steal"] = steal
+        if steal is not None and steal > 0.02:
+            print(
+                f"  warning: {steal:.0%} of the CPU time was stolen by the hypervisor "
+                "during this run: its figures are the host's load, not this machine's",
+                flush=True,
+            )
         if before is not None and after is not None:
             used = after - before
             parsed["cpu_share"] = round(used / elapsed, 3)
