@@ -420,6 +420,42 @@ class GatewayProcess:
         return read_json_log(self.json_log)
 
 
+# --- a gateway in this process ------------------------------------------------
+
+
+def gateway_in_process(config_text: str, *, log: str = "none", stdout_writer: bool = False) -> Any:
+    """
+    A gateway built and started in this process (no listening of interest:
+    the benches drive its protocols and resource directly) from the
+    configuration ``config_text``, once its first generation is live.
+
+    :param log: ``telemetry.logs.std``.
+    :param stdout_writer: as under ``twistd -n``: the access log takes the
+        buffered stdout writer, as in production.
+    """
+    from twisted.internet import reactor
+
+    from gateway.tap import Options, build_gateway
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write(config_text)
+    try:
+        options = Options(environ={"TELEMETRY_LOGS_STD": log})
+        options.parseOptions(["--http", "tcp:0:interface=127.0.0.1", "--https", "",
+                              "--admin", "tcp:0:interface=127.0.0.1", "--config", f.name])
+        if stdout_writer:
+            options.parent = {"nodaemon": True}  # type: ignore[attr-defined]
+        gateway = build_gateway(options, reactor)
+        gateway.startService()
+        live: list[Any] = []
+        gateway.reconciler.when_live().addCallback(live.append)
+        while not live:
+            reactor.iterate(0.01)  # type: ignore[attr-defined]
+    finally:
+        os.unlink(f.name)
+    return gateway
+
+
 # --- py-spy -----------------------------------------------------------------
 
 

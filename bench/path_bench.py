@@ -25,7 +25,6 @@ import argparse
 import gc
 import os
 import sys
-import tempfile
 import timeit
 from pathlib import Path
 from typing import Any
@@ -69,30 +68,18 @@ def _transport_class() -> Any:
 
 def prepare(log: str) -> tuple[Any, Any]:
     """A gateway built in process, one client connection and one pooled backend connection."""
+    from _common import gateway_in_process
     from twisted.internet import reactor
 
-    from gateway.tap import Options, build_gateway
     from gateway.upstream._connection import Connection
 
     transport_class = _transport_class()
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        f.write(
-            "routes:\n  - path: /\n    pathType: Prefix\n"
-            f"    backend: http://{BACKEND[0]}:{BACKEND[1]}\n"
-        )
-    options = Options(environ={"TELEMETRY_LOGS_STD": log})
-    options.parseOptions(["--http", "tcp:0:interface=127.0.0.1", "--https", "",
-                          "--admin", "tcp:0:interface=127.0.0.1", "--config", f.name])
-    # As under ``twistd -n`` (logging to stdout): the access log takes the
-    # buffered stdout writer, as in production.
-    options.parent = {"nodaemon": True}  # type: ignore[attr-defined]
-    gateway = build_gateway(options, reactor)
-    gateway.startService()
-    live: list[Any] = []
-    gateway.reconciler.when_live().addCallback(live.append)
-    while not live:
-        reactor.iterate(0.01)  # type: ignore[attr-defined]
-    os.unlink(f.name)
+    gateway = gateway_in_process(
+        "routes:\n  - path: /\n    pathType: Prefix\n"
+        f"    backend: http://{BACKEND[0]}:{BACKEND[1]}\n",
+        log=log,
+        stdout_writer=True,
+    )
     listener = gateway.listeners["http"]
     pool = gateway.pool
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
-import tempfile
 import timeit
 from pathlib import Path
 from typing import Any
@@ -32,12 +31,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import proxy_bench  # noqa: E402
+from _common import gateway_in_process  # noqa: E402
 from twisted.internet import reactor  # noqa: E402
 from twisted.internet.address import IPv4Address  # noqa: E402
 from twisted.web.http_headers import Headers  # noqa: E402
-
-import proxy_bench  # noqa: E402
-from gateway.tap import Options, build_gateway  # noqa: E402
 
 BODY = b"x" * 100
 BACKEND = ("127.0.0.1", 9)
@@ -153,17 +151,7 @@ class Request:
 def prepare(name: str) -> tuple[Any, Any]:
     """A started gateway for case ``name`` and the function rendering one request."""
     config_text, uri, headers = CASES[name]
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        f.write(config_text)
-    options = Options(environ={"TELEMETRY_LOGS_STD": "none"})
-    options.parseOptions(["--http", "tcp:0:interface=127.0.0.1", "--https", "",
-                          "--admin", "tcp:0:interface=127.0.0.1", "--config", f.name])
-    gateway = build_gateway(options, reactor)
-    gateway.startService()
-    live: list[Any] = []
-    gateway.reconciler.when_live().addCallback(live.append)
-    while not live:
-        reactor.iterate(0.01)  # type: ignore[attr-defined]
+    gateway = gateway_in_process(config_text)
     resource = gateway.listeners["http"].resource
     resource._pool = InstantPool(resource._pool)
 
