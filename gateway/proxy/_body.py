@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import tempfile
 from collections import deque
-from collections.abc import Callable
 from typing import IO, Protocol
 
 #: Bodies up to this size stay in memory.
@@ -366,37 +365,3 @@ class StreamedBody:
         control = self._control
         if control is not None and not self.complete:
             control.body_backlog(self, full)
-
-
-class BodyCollector:
-    """
-    Collects a :class:`StreamedBody` into a :class:`BoundedBody` (the
-    policy path, which needs the whole body: retries re-send it). ``ended``
-    once it is complete or failed (``error``); ``on_end`` is called then,
-    if set.
-    """
-
-    __slots__ = ("ended", "error", "on_end", "spool")
-
-    def __init__(self, spool: BoundedBody) -> None:
-        self.spool = spool
-        self.ended = False
-        self.error: BodyError | None = None
-        self.on_end: Callable[[], None] | None = None
-
-    def body_received(self, data: bytes) -> None:
-        self.spool.write(data)
-
-    def body_finished(self) -> None:
-        self._end()
-
-    def body_failed(self, error: BodyError) -> None:
-        self.error = error
-        self._end()
-
-    def _end(self) -> None:
-        self.ended = True
-        on_end = self.on_end
-        if on_end is not None:
-            self.on_end = None
-            on_end()

@@ -14,6 +14,16 @@ and synchronous) and does the I/O the executor leaves to its caller:
   response in time, an error status with ``fail-on-error-status-code``)
   is retried as the enclosing ``retry`` says, waiting through the reactor
   clock, never blocking; when attempts are spent, ``on-error`` runs;
+* the client's body is never collected: policies cannot read it (a
+  ``set-body`` replaces it), so the pipeline runs at the end of the header
+  section and ``forward-request`` streams the body to the backend as it
+  arrives (:class:`~._body.StreamedBody`, as the plain path does). A retry
+  needs it from its start: it happens only while the body can
+  :meth:`~._body.StreamedBody.rewind` (at most the replay buffer was sent),
+  else the failed attempt is the last. A replaced body, or an answer
+  before the body is complete, drops the rest as it arrives; a body that
+  fails (too large, too slow, the client gone) is answered as on the plain
+  path;
 * ``outbound`` runs on the backend's status and headers before a byte goes
   to the client; the body then streams as on the plain path, unless a
   policy replaced it (``set-body``) or answered instead
@@ -38,6 +48,7 @@ from gateway.translate import Backend, Denial, InvalidObject, RouteEntry, parse_
 from gateway.translate.policy import ExpressionRuntimeError, Pipeline
 from gateway.upstream import Exchange
 
+from ._body import BodyError, StreamedBody
 from ._contracts import ProxyRequest
 from ._headers import HOP_BY_HOP, forward_view_headers, response_headers_to_forward, text_bytes
 from ._limits import apply_postponed
@@ -243,6 +254,13 @@ class PolicyRun:
         """Inbound's outcome: answer, or run backend and forward."""
         if self.done:
             return NOT_DONE_YET
+        if self.counted:
+            # The counters answered late (Redis): the body may have failed
+            # meanwhile (too large, too slow); that is the answer then.
+            error = _body_error(self.request.content)
+            if error is not None:
+                self._body_failed(error)
+                return NOT_DONE_YET
         ctx = self.ctx
         pipeline = self.pipeline
         try:
@@ -340,8 +358,30 @@ class PolicyRun:
             return
         body: Any = ctx.body
         length = len(body) if body is not None else 0
-        if body is None:
-            content = request.content
+        source: StreamedBody | None = None
+        content = request.content
+        if content.__class__ is StreamedBody:
+            streamed: StreamedBody = content  # type: ignore[assignment]
+            if body is not None:
+                # set-body replaced it: the client's body is dropped as it
+                # arrives (never left to fill and stall the connection).
+                if not streamed.complete:
+                    streamed.discard()
+            elif streamed.error is not None:
+                self._body_failed(streamed.error)
+                return
+            else:
+                whole = streamed.whole()
+                if whole is not None:
+                    # Complete before anyone took it: sent as bytes (and
+                    # re-sent as they are by a retry).
+                    body = whole
+                    length = len(whole)
+                else:
+                    source = streamed
+                    length = -1 if streamed.length is None else streamed.length
+        elif body is None:
+            # The twisted.web server's collected body (a BoundedBody).
             length = content.size if content is not None else 0
             if length:
                 body = content.file  # type: ignore[union-attr]
@@ -352,11 +392,12 @@ class PolicyRun:
             method.encode("ascii"),
             target,
             headers,
-            body if length else None,
+            body if length > 0 else None,
             length,
             self,
             balancer,
             response_timeout=float(plan.forward.timeout),
+            source=source,
         )
         if not backend_exchange.done:
             # Over already (it failed at once): a retry it started meanwhile
@@ -480,6 +521,13 @@ class PolicyRun:
             cut(self.request)
             self._end(self.request.code)
             return
+        error = _body_error(self.request.content)
+        if error is not None:
+            # The client's body failed, not the backend: answer its status
+            # (as the plain path does), never retried.
+            self.backend_exchange = None
+            self._body_failed(error)
+            return
         timeout = resource.report_backend_failure(
             self.request, self._reported(), self.activity_id, reason
         )
@@ -508,8 +556,13 @@ class PolicyRun:
     def _attempt_failed(self, reason: str, message: str, timeout: bool = False) -> None:
         """
         An attempt failed: retry if the plan's ``retry`` says so (its
-        condition sees ``context.LastError``), else run ``on-error``.
+        condition sees ``context.LastError``) and the body can be sent again
+        from its start, else run ``on-error``.
         """
+        error = _body_error(self.request.content)
+        if error is not None:
+            self._body_failed(error)
+            return
         resource = self.resource
         status, answer = resource.failure_answer(timeout)
         failure = Failure(
@@ -539,6 +592,17 @@ class PolicyRun:
                     ),
                 )
                 delay = None
+            if delay is not None and not self._rewound():
+                # A streamed body sent past its replay buffer cannot be
+                # sent again: this failure is the last.
+                resource._log.info(
+                    "{route}: not retried, more of the request body was sent than "
+                    "the replay buffer holds (net.server.body-replay-bytes) "
+                    "(activityId {activity_id})",
+                    route=self.entry.label,
+                    activity_id=self.activity_id,
+                )
+                delay = None
             if delay is not None:
                 self.retries += 1
                 if delay <= 0:
@@ -553,6 +617,36 @@ class PolicyRun:
             return
         self._send(response)
 
+    def _rewound(self) -> bool:
+        """
+        The body of the next attempt starts from its beginning: a replaced
+        or complete body always; a streamed one while it can rewind.
+        """
+        content = self.request.content
+        if self.ctx.body is not None or content.__class__ is not StreamedBody:
+            return True
+        streamed: StreamedBody = content  # type: ignore[assignment]
+        return not streamed.started or streamed.rewind()
+
+    def _body_failed(self, error: BodyError) -> None:
+        """
+        The client's body cannot complete (over ``gateway.request.max-body``,
+        too slow, bad framing, the client gone): its status is the answer,
+        as on the plain path, unless the client left.
+        """
+        if self.done:
+            return
+        self._cancel_backend()
+        self._stop_timer()
+        if self.request.channel is None:
+            self._end(499)
+            return
+        self._send(
+            PolicyResponse(
+                error.status, None, [("content-type", "application/json")], None, error.message
+            )
+        )
+
     def _on_error(self, failure: Failure) -> PolicyResponse:
         return run_on_error(self.pipeline.on_error, self.ctx, failure)
 
@@ -562,14 +656,19 @@ class PolicyRun:
         if exchange is not None:
             exchange.cancel()
 
+    def _stop_timer(self) -> None:
+        """No retry wait goes on."""
+        timer = self._timer
+        self._timer = None
+        if timer is not None and timer.active():
+            timer.cancel()
+
     def client_gone(self, reason: TwistedFailure) -> None:
         """The client disconnected first: stop the backend side and any retry wait."""
         if self.done:
             return
         self._cancel_backend()
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._stop_timer()
         self._end(499)
 
     # -- answering -----------------------------------------------------------
@@ -609,6 +708,13 @@ class PolicyRun:
             headers.setRawHeaders(b"content-length", [b"%d" % len(body)])
         if not headers.hasHeader(b"x-request-id"):
             headers.setRawHeaders(b"x-request-id", [self.request_id])
+        content = request.content
+        if content.__class__ is StreamedBody and not content.complete:  # type: ignore[union-attr]
+            # Answered before the body is complete (a policy's 401, 429,
+            # return-response): the rest is dropped as the client sends it,
+            # and the answer closes the connection, as an early backend
+            # answer does on the plain path.
+            content.discard()  # type: ignore[union-attr]
         request.write(body)
         request.finish()
         self._end(response.status)
@@ -651,6 +757,8 @@ class PolicyRun:
         ctx = self.ctx
         if ctx.postponed and resource._counters is not None:
             ctx.response_status = status
+            # (A streamed body's size is what arrived: the whole body
+            # unless it failed or was dropped early.)
             content = request.content
             sent = (content.size if content is not None else 0) + request.sentLength
             for problem in apply_postponed(ctx, resource._counters, sent):
@@ -668,3 +776,10 @@ class PolicyRun:
             self._reported().url if self.plan is not None else "-",
             self.activity_id,
         )
+
+
+def _body_error(content: object) -> BodyError | None:
+    """Why a streamed request body cannot complete, if it failed (else ``None``)."""
+    if content.__class__ is StreamedBody:
+        return content.error  # type: ignore[attr-defined, no-any-return]
+    return None

@@ -39,7 +39,7 @@ from gateway.translate import (
 from gateway.upstream import FAILURE_HOLD, BackendError, BackendPool, BackendTimeout, Exchange
 from gateway.upstream._connection import Connection
 
-from ._body import BodyCollector, BodyError, BoundedBody, StreamedBody
+from ._body import BodyError, BoundedBody, StreamedBody
 from ._contracts import ProxyHealth, ProxyObserver, ProxyRequest
 from ._headers import (
     forward_request_headers,
@@ -153,8 +153,8 @@ class ProxyResource(Resource):
 
     isLeaf = True
     #: The strict HTTP/1.1 server renders this resource at the end of the
-    #: header section, ``request.content`` a :class:`StreamedBody`: the plain
-    #: path streams it to the backend, the policy path collects it first.
+    #: header section, ``request.content`` a :class:`StreamedBody`: both the
+    #: plain path and the policy path stream it to the backend.
     streams_request_body = True
     _log = Logger()
 
@@ -330,10 +330,8 @@ class ProxyResource(Resource):
                     operation is None and entry.operations is not None,
                     host,
                 )
-                if body.__class__ is StreamedBody:
-                    # Policies see (and retries re-send) the whole body:
-                    # collected first, as the other servers do.
-                    return self._collect_then(request, started, entry.label, self._run_pipeline, args)
+                # A streamed body is not collected: policies never read it,
+                # and forward-request streams it (see PolicyRun._forward).
                 return self._run_pipeline(*args)  # type: ignore[arg-type]
         backend = entry.backend
         if entry.kind == KIND_API:
@@ -576,71 +574,6 @@ class ProxyResource(Resource):
             _forwarded_for(request, ctx.ip_address),
         )
         return run.start(self._jwt)
-
-    def _collect_then(
-        self,
-        request: ProxyRequest,
-        started: float,
-        label: str,
-        then: Callable[..., bytes | int],
-        args: tuple[object, ...],
-    ) -> bytes | int:
-        """
-        Collect a streamed body into a :class:`BoundedBody` (memory, then a
-        temporary file), make it ``request.content``, then ``then(*args)``:
-        at once if the body is complete, else once it is (the answer then
-        written here, as the server would have).
-        """
-        source: StreamedBody = request.content  # type: ignore[assignment]
-        spool = BoundedBody(source.limit)
-        collector = BodyCollector(spool)
-        source.start(collector)
-        if collector.ended:
-            return self._collected(request, started, label, spool, collector.error, then, args)
-        self.in_flight += 1
-
-        def ended() -> None:
-            self._request_ended()
-            if request.channel is None:
-                return  # the client left
-            try:
-                result = self._collected(
-                    request, started, label, spool, collector.error, then, args
-                )
-            except Exception:  # noqa: BLE001 - as the server does for render()
-                self._log.failure("Serving {uri!r} failed", uri=request.uri)
-                if request.startedWriting:
-                    request.loseConnection()
-                    return
-                result = self._answer(
-                    request, started, 500, envelope(500, "Internal server error"), label
-                )
-            if isinstance(result, bytes):
-                if not request.responseHeaders.hasHeader(b"content-length"):
-                    request.setHeader(b"content-length", b"%d" % len(result))
-                request.write(result)
-                request.finish()
-
-        collector.on_end = ended
-        return NOT_DONE_YET
-
-    def _collected(
-        self,
-        request: ProxyRequest,
-        started: float,
-        label: str,
-        spool: BoundedBody,
-        error: BodyError | None,
-        then: Callable[..., bytes | int],
-        args: tuple[object, ...],
-    ) -> bytes | int:
-        if error is not None:
-            spool.close()
-            return self._answer(
-                request, started, error.status, envelope(error.status, error.message), label
-            )
-        request.content = spool
-        return then(*args)
 
     def answer_body_error(
         self, request: ProxyRequest, started: float, label: str, error: BodyError

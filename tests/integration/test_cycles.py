@@ -197,3 +197,48 @@ class PolicyCycleTests(CycleCheck):
         found, statuses = yield self._cyclic_garbage(calls)
         self.assertEqual(statuses, [200, 200] * 5)
         self.assertEqual(found, [])
+
+
+def _one_per_connection(port: int, calls: list[tuple[str, str, bytes]]) -> list[int]:
+    """Each call on its own connection, its body a moment after its head (an answer may close it)."""
+    statuses = []
+    for call in calls:
+        statuses += _body_after_head(port, [call])
+    return statuses
+
+
+class PolicyStreamedCycleTests(CycleCheck):
+    """Streamed request bodies on the policy path (forwarded, replaced, or answered early)."""
+
+    @inlineCallbacks
+    def setUp(self) -> Any:
+        yield super().setUp()
+        self.write_config(policy_config(self.backend_url, self.dead_port))
+        yield self.wait_for(
+            lambda: any(
+                e.access is not None and e.access.api_id == "checked"
+                for e in self.gateway.reconciler.current.config.routes
+            )
+        )
+
+    @inlineCallbacks
+    def test_streamed_body_through_policies(self) -> Any:
+        """A body arriving after its head streams through policies to the backend; nothing left to the collector."""
+        calls = [("POST", "/headers/x", b'{"a": 1}'), ("PUT", "/outbound/x", b"payload")] * 3
+        found, statuses = yield self._cyclic_garbage(calls, send=_body_after_head)
+        self.assertEqual(statuses, [200, 202] * 3)
+        self.assertEqual(found, [])
+
+    @inlineCallbacks
+    def test_streamed_body_replaced_or_answered_early(self) -> Any:
+        """
+        set-body drops the client's body; a policy answers before the body:
+        neither the policy run nor the backend exchange is left to the
+        collector. (The connection, closed with the body unread, still
+        ties its channel and the request together: ``H1Channel._body_of``
+        and ``H1Request.channel``, on the plain path too; not counted here.)
+        """
+        calls = [("GET", "/rewrite/items/42", b"dropped"), ("POST", "/checked/x", b"unread")] * 3
+        found, statuses = yield self._cyclic_garbage(calls, send=_one_per_connection)
+        self.assertEqual(statuses, [200, 403] * 3)
+        self.assertEqual(set(found) - {"H1Request", "StreamedBody"}, set())

@@ -4,8 +4,8 @@ the in-process gateway's strict HTTP/1.1 listener, on real loopback sockets,
 to a real backend that counts what it receives as it arrives: a 1 GB upload
 with bounded memory, a slow backend pausing the client, chunked uploads,
 the size limit mid-stream, an early backend answer, ``100 Continue``,
-retries of a stale pooled connection, and the policy path (still buffered:
-a retry policy re-sends the whole body).
+and retries of a stale pooled connection. The policy path streams too:
+:mod:`.test_policy_upload`.
 """
 
 from __future__ import annotations
@@ -583,28 +583,3 @@ class LimitTests(UploadTestCase):
         status, _, _ = yield deferToThread(upload, self.port, "/plain/declared", 2 * MiB)
         self.assertEqual(status, 413)
         self.assertEqual([s for s in self.counting.seen if "declared" in s.path], [])
-
-
-class PolicyPathTests(UploadTestCase):
-    """An API with policies still collects the body first."""
-
-    @inlineCallbacks
-    def test_retry_policy_resends_the_whole_body(self) -> Any:
-        """The backend fails the first attempt; the retry policy sends the whole 3 MB body again."""
-        total = 3 * MiB
-        status, _, body = yield deferToThread(
-            upload,
-            self.port,
-            "/retried/fail-once",
-            total,
-            extra=["x-test-id: policy-1"],
-            pause_after_head=0.2,
-        )
-        self.assertEqual(status, 200, body)
-        attempts = [s for s in self.counting.seen if "fail-once" in s.path]
-        self.assertEqual(len(attempts), 2)
-        digest = body_digest(total)
-        for seen in attempts:
-            self.assertEqual((seen.received, seen.digest.hexdigest()), (total, digest))
-            # Collected first: sent with its length, never chunked.
-            self.assertEqual(seen.headers.get("content-length"), str(total))
