@@ -20,7 +20,10 @@ and synchronous) and does the I/O the executor leaves to its caller:
   arrives (:class:`~._body.StreamedBody`, as the plain path does). A retry
   needs it from its start: it happens only while the body can
   :meth:`~._body.StreamedBody.rewind` (at most the replay buffer was sent),
-  else the failed attempt is the last. A replaced body, or an answer
+  else the failed attempt is the last, unless ``forward-request
+  buffer-request-body="true"`` asked for the body to be collected first
+  (APIM's setting for exactly this: memory, then a temporary file). A
+  replaced body, or an answer
   before the body is complete, drops the rest as it arrives; a body that
   fails (too large, too slow, the client gone) is answered as on the plain
   path;
@@ -48,7 +51,7 @@ from gateway.translate import Backend, Denial, InvalidObject, RouteEntry, parse_
 from gateway.translate.policy import ExpressionRuntimeError, Pipeline
 from gateway.upstream import Exchange
 
-from ._body import BodyError, StreamedBody
+from ._body import BodyError, BoundedBody, StreamedBody
 from ._contracts import ProxyRequest
 from ._headers import HOP_BY_HOP, forward_view_headers, response_headers_to_forward, text_bytes
 from ._limits import apply_postponed
@@ -159,6 +162,7 @@ class PolicyRun:
         "length",
         "host",
         "forwarded_for",
+        "spool",
         "_timer",
     )
 
@@ -207,6 +211,8 @@ class PolicyRun:
         #: resource worked them out
         self.host = host
         self.forwarded_for = forwarded_for
+        #: the client's body collected for ``buffer-request-body="true"``
+        self.spool: BoundedBody | None = None
         self._timer: IDelayedCall | None = None
 
     # -- inbound and backend ------------------------------------------------
@@ -314,6 +320,12 @@ class PolicyRun:
         entry = self.entry
         plan = self.plan
         assert plan is not None and plan.forward is not None
+        if plan.forward.buffer_request_body and ctx.body is None and self.spool is None:
+            content = self.request.content
+            if content.__class__ is StreamedBody and content.whole() is None:  # type: ignore[union-attr]
+                # Collected first, so that every retry re-sends it whole.
+                self._collect(content)  # type: ignore[arg-type]
+                return
         balancer: Balancer | None = None
         try:
             if ctx.backend_url is not None:
@@ -360,7 +372,12 @@ class PolicyRun:
         length = len(body) if body is not None else 0
         source: StreamedBody | None = None
         content = request.content
-        if content.__class__ is StreamedBody:
+        spool = self.spool
+        if spool is not None:
+            length = spool.size
+            if length:
+                body = spool.file
+        elif content.__class__ is StreamedBody:
             streamed: StreamedBody = content  # type: ignore[assignment]
             if body is not None:
                 # set-body replaced it: the client's body is dropped as it
@@ -617,13 +634,36 @@ class PolicyRun:
             return
         self._send(response)
 
+    def _collect(self, source: StreamedBody) -> None:
+        """
+        ``buffer-request-body="true"``: collect the streamed body into a
+        :class:`BoundedBody` (memory, then a temporary file), then forward.
+        """
+        collector = _Collector(self, BoundedBody(source.limit), source)
+        source.start(collector)
+
+    def _collected(self, spool: BoundedBody, error: BodyError | None) -> None:
+        if error is not None:
+            spool.close()
+            self._body_failed(error)
+            return
+        if self.done:
+            spool.close()
+            return
+        self.spool = spool
+        self._forward()
+
     def _rewound(self) -> bool:
         """
         The body of the next attempt starts from its beginning: a replaced
         or complete body always; a streamed one while it can rewind.
         """
         content = self.request.content
-        if self.ctx.body is not None or content.__class__ is not StreamedBody:
+        if (
+            self.ctx.body is not None
+            or self.spool is not None
+            or content.__class__ is not StreamedBody
+        ):
             return True
         streamed: StreamedBody = content  # type: ignore[assignment]
         return not streamed.started or streamed.rewind()
@@ -753,6 +793,8 @@ class PolicyRun:
         # Let go of the backend exchange (it points back here): freed by
         # reference counting, not the cyclic collector (see _Exchange._end).
         self.backend_exchange = None
+        if self.spool is not None:
+            self.spool.close()
         resource = self.resource
         ctx = self.ctx
         if ctx.postponed and resource._counters is not None:
@@ -783,3 +825,35 @@ def _body_error(content: object) -> BodyError | None:
     if content.__class__ is StreamedBody:
         return content.error  # type: ignore[attr-defined, no-any-return]
     return None
+
+
+class _Collector:
+    """
+    Receives a :class:`StreamedBody` into a :class:`BoundedBody` for
+    ``buffer-request-body="true"``; hands it to its run at the end.
+    """
+
+    __slots__ = ("run", "source", "spool")
+
+    def __init__(self, run: PolicyRun, spool: BoundedBody, source: StreamedBody) -> None:
+        self.run: PolicyRun | None = run
+        self.spool = spool
+        self.source: StreamedBody | None = source
+
+    def body_received(self, data: bytes) -> None:
+        self.spool.write(data)
+
+    def body_finished(self) -> None:
+        self._end(None)
+
+    def body_failed(self, error: BodyError) -> None:
+        self._end(error)
+
+    def _end(self, error: BodyError | None) -> None:
+        run, source = self.run, self.source
+        # Neither the run nor the source keeps the other through this one.
+        self.run = self.source = None
+        if source is not None:
+            source.detach(self)
+        if run is not None:
+            run._collected(self.spool, error)

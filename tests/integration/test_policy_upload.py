@@ -96,6 +96,18 @@ POLICIES = {
   <outbound />
 </policies>
 """,
+    # APIM's setting for a body to re-send: collected first.
+    "buffered": """
+<policies>
+  <inbound />
+  <backend>
+    <retry condition="@(context.LastError.Reason == &quot;BackendError&quot;)" count="2" interval="0">
+      <forward-request fail-on-error-status-code="true" buffer-request-body="true" />
+    </retry>
+  </backend>
+  <outbound />
+</policies>
+""",
 }
 
 
@@ -151,7 +163,7 @@ class PolicyUploadCase(GatewayTestCase):
         self.addCleanup(port.stopListening)
         self.write_config(_config(f"http://127.0.0.1:{port.getHost().port}"))
         yield self.wait_for(
-            lambda: {"headers", "retried"}
+            lambda: set(POLICIES)
             <= {
                 e.access.api_id
                 for e in self.gateway.reconciler.current.config.routes
@@ -354,6 +366,26 @@ class RetryTests(PolicyUploadCase):
         self.assertEqual((status, json.loads(body)["statusCode"]), (500, 500), body)
         self.assertEqual(len(self.seen("fail-once")), 1)
         self.assertTrue(self.logged("not retried, more of the request body was sent"))
+
+    @inlineCallbacks
+    def test_buffer_request_body_retries_a_large_body(self) -> Any:
+        """
+        forward-request buffer-request-body="true": the 3 MB body is
+        collected first (sent with its length, spilled to a temporary
+        file), and the retry sends it whole again.
+        """
+        total = 3 * MiB
+        status, _, body = yield deferToThread(
+            upload, self.port, "/buffered/fail-once", total, chunked=True,
+            extra=["x-test-id: buffered"], pause_after_head=0.1,
+        )
+        self.assertEqual(status, 200, body)
+        attempts = self.seen("fail-once")
+        self.assertEqual(len(attempts), 2)
+        for seen in attempts:
+            self.assertEqual((seen.received, seen.digest.hexdigest()), (total, body_digest(total)))
+            self.assertEqual(seen.headers.get("content-length"), str(total))
+        self.assertEqual(self.temporary_files, ["TemporaryFile"])
 
 
 class LimitTests(PolicyUploadCase):
