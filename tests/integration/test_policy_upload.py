@@ -23,6 +23,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.threads import deferToThread
 
+from ..proxy.test_limits import DeferredCounters
 from .harness import GatewayTestCase
 from .test_upload import (
     _BLOCK,
@@ -93,6 +94,16 @@ POLICIES = {
       <forward-request fail-on-error-status-code="true" />
     </retry>
   </backend>
+  <outbound />
+</policies>
+""",
+    # A limit: with a store that answers later (Redis), the pipeline waits.
+    "limited": """
+<policies>
+  <inbound>
+    <rate-limit-by-key calls="100" renewal-period="60" counter-key="@(context.Request.IpAddress)" />
+  </inbound>
+  <backend><forward-request /></backend>
   <outbound />
 </policies>
 """,
@@ -386,6 +397,36 @@ class RetryTests(PolicyUploadCase):
             self.assertEqual((seen.received, seen.digest.hexdigest()), (total, body_digest(total)))
             self.assertEqual(seen.headers.get("content-length"), str(total))
         self.assertEqual(self.temporary_files, ["TemporaryFile"])
+
+
+class CounterWaitTests(PolicyUploadCase):
+    """The body fails while the pipeline waits for its counters (Redis)."""
+
+    @inlineCallbacks
+    def test_body_failing_during_the_wait_is_the_answer(self) -> Any:
+        """
+        A malformed chunk arrives while the rate-limit counters have not
+        answered: once they do, the client is answered 400 (the body's
+        error), the backend never asked, nothing left in flight.
+        """
+        resource = self.gateway.listeners["http"].resource
+        store = DeferredCounters(resource._counters)
+        self.patch(resource, "_counters", store)
+        sock = yield deferToThread(socket.create_connection, ("127.0.0.1", self.port), 20)
+        self.addCleanup(sock.close)
+        yield deferToThread(sock.sendall, _head("POST", "/limited/wait", None))
+        yield self.wait_for(lambda: bool(store.pending))
+        yield deferToThread(sock.sendall, b"zz\r\nnot a chunk\r\n")
+        channels = self.gateway.listeners["http"].site.channels
+        yield self.wait_for(
+            lambda: any(c.queue and c.queue[0].content.error is not None for c in list(channels))
+        )
+        store.fire()
+        status, headers, body = yield deferToThread(_response, sock)
+        self.assertEqual((status, json.loads(body)["statusCode"]), (400, 400), body)
+        self.assertEqual(headers.get("connection"), "close")
+        self.assertEqual(self.seen("wait"), [])
+        self.assertEqual(resource.in_flight, 0)
 
 
 class LimitTests(PolicyUploadCase):
