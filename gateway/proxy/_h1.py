@@ -265,12 +265,21 @@ class H1Channel(Protocol):
         self._cancel_timers()
         self.server.channels.discard(self)
         self._producer = None
+        body_of, self._body_of = self._body_of, None
         queue, self.queue = self.queue, deque()
         for request in queue:
             request.client_gone(reason)
             content = request.content
             if content.__class__ is StreamedBody and not content.complete:  # type: ignore[union-attr]
                 content.fail(BodyError(499, "Client closed the request"))  # type: ignore[union-attr]
+        if body_of is not None:
+            # Answered before its body was read, then the connection closed:
+            # the request was out of the queue and still held here.
+            body_of.channel = None
+        # The parser calls back into this channel (they point at each other):
+        # dropped, both are freed by reference counting with the connection.
+        # Nothing is parsed any more (_broken).
+        self.parser = None  # type: ignore[assignment]
 
     # -- writing --------------------------------------------------------------------
 

@@ -177,6 +177,10 @@ class Connection(Protocol):
             return
         self._dead = self._gone = True
         self._cancel_timer()
+        # The parser calls back into this connection (they point at each
+        # other): dropped, both are freed by reference counting. A dead
+        # connection parses nothing more (dataReceived checks _exchange).
+        self._parser = None  # type: ignore[assignment]
         sender = self._sender
         if sender is not None:
             # A streamed body lets go of this connection (a retry may
