@@ -133,7 +133,7 @@ CASE_REQUESTS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 CASES = (
     "backend", "nginx", "stock", "apimgw-none", "apimgw-text", "apimgw-policy",
-    "apimgw-limit-local", "apimgw-limit-redis",
+    "apimgw-limit-local", "apimgw-limit-redis", "relay",
 )
 ALIASES = {
     "apimgw": ("apimgw-none", "apimgw-text", "apimgw-policy"),
@@ -149,6 +149,7 @@ LABELS = {
     "apimgw-policy": "apimgw, key + set-header + rewrite-uri",
     "apimgw-limit-local": "apimgw-policy + rate-limit, local counters",
     "apimgw-limit-redis": "apimgw-policy + rate-limit, Redis counters",
+    "relay": "byte relay, apimgw reactor",
 }
 
 
@@ -697,11 +698,12 @@ def start_proxy(
             backend_port=backend_port,
         )
         return proc, log, "/", argv
-    if name == "stock":
+    if name in ("stock", "relay"):
+        script = "stock_proxy.py" if name == "stock" else "relay_floor.py"
         argv = pinned(
             [
                 sys.executable,
-                str(BENCH_DIR / "stock_proxy.py"),
+                str(BENCH_DIR / script),
                 "--port",
                 str(port),
                 "--backend-port",
@@ -709,7 +711,7 @@ def start_proxy(
             ],
             cpu,
         )
-        log = workdir / "stock.log"
+        log = workdir / f"{name}.log"
         with open(log, "wb") as out:
             proc = procs.start(argv, stdout=out, stderr=subprocess.STDOUT)
         return proc, log, "/", argv
@@ -825,11 +827,12 @@ def run_case(
 
 def ratios(results: dict[str, CaseResult]) -> dict[str, dict[str, float]]:
     """
-    apimgw (log none and text) over stock Twisted and over nginx: req/s and
-    p99 ratios, for the pairs that were both measured.
+    apimgw (log none and text) and the byte relay (the floor of a proxy on
+    apimgw's reactor path) over stock Twisted and over nginx: req/s and p99
+    ratios, for the pairs that were both measured.
     """
     out: dict[str, dict[str, float]] = {}
-    for mine in ("apimgw-none", "apimgw-text"):
+    for mine in ("apimgw-none", "apimgw-text", "relay"):
         for other in ("stock", "nginx"):
             a, b = results.get(mine), results.get(other)
             if not a or not b or a.error or b.error:
