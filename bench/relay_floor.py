@@ -28,13 +28,13 @@ from twisted.internet import epollreactor
 
 epollreactor.install()
 
-from twisted.internet import reactor  # noqa: E402
-from twisted.internet.protocol import ClientFactory, Factory, Protocol  # noqa: E402
+from twisted.internet import reactor
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.dispatch import streamline  # noqa: E402
-from gateway.netio import direct_writer  # noqa: E402
+from gateway.dispatch import streamline
+from gateway.netio import direct_writer
 
 
 class _Backend(Protocol):
@@ -43,15 +43,15 @@ class _Backend(Protocol):
     def __init__(self, front: _Front) -> None:
         self.front = front
 
-    def connectionMade(self) -> None:  # noqa: N802 (Twisted's interface)
+    def connectionMade(self) -> None:
         self.transport.setTcpNoDelay(True)
         self.write = direct_writer(self.transport)
         self.front.backend_ready(self)
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:
         self.front.write(data)
 
-    def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
+    def connectionLost(self, reason: Any = None) -> None:
         self.front.transport.loseConnection()
 
 
@@ -63,7 +63,7 @@ class _Front(Protocol):
         self.backend: _Backend | None = None
         self.pending: list[bytes] = []
 
-    def connectionMade(self) -> None:  # noqa: N802
+    def connectionMade(self) -> None:
         self.transport.setTcpNoDelay(True)
         self.write = direct_writer(self.transport)
         factory = ClientFactory()
@@ -76,13 +76,13 @@ class _Front(Protocol):
             backend.write(b"".join(self.pending))
             self.pending = []
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+    def dataReceived(self, data: bytes) -> None:
         if self.backend is None:
             self.pending.append(data)
         else:
             self.backend.write(data)
 
-    def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
+    def connectionLost(self, reason: Any = None) -> None:
         if self.backend is not None:
             self.backend.transport.loseConnection()
 
