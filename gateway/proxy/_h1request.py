@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 
 __all__ = ["H1Request"]
 
+#: What ``_head`` reads when no header was set with ``setHeader``.
+_NO_HEADERS: dict[bytes, list[bytes]] = {}
+
 #: Responses that never have a body (RFC 9110 §6.4.1, §15.3.5, §15.4.5).
 _NO_BODY_CODES = frozenset({204, 304})
 
@@ -75,7 +78,7 @@ class H1Request:
         "on_client_gone",
         "rendered",
         "requestHeaders",
-        "responseHeaders",
+        "_response_headers",
         "sentLength",
         "startedWriting",
         "upgrade",
@@ -99,7 +102,9 @@ class H1Request:
         self.uri = uri
         self.clientproto = clientproto
         self.requestHeaders = headers
-        self.responseHeaders = Headers()
+        #: created when first asked for (a proxied response is forwarded
+        #: from the backend's list, see forward_response: most never are)
+        self._response_headers: Headers | None = None
         self.content: BoundedBody | StreamedBody | None = content
         self.code = 200
         self.code_message: bytes | None = None
@@ -158,12 +163,23 @@ class H1Request:
         self.code = code
         self.code_message = message
 
+    @property
+    def responseHeaders(self) -> Headers:  # noqa: N802 (twisted.web's name, in ProxyRequest)
+        headers = self._response_headers
+        if headers is None:
+            headers = self._response_headers = Headers()
+        return headers
+
+    @responseHeaders.setter
+    def responseHeaders(self, headers: Headers) -> None:  # noqa: N802
+        self._response_headers = headers
+
     def setHeader(self, name: bytes, value: bytes) -> None:
         self.responseHeaders.setRawHeaders(name, [value])
 
     def discard_response_headers(self) -> None:
         """Forget every response header set so far (an error answer replaces the response)."""
-        self.responseHeaders = Headers()
+        self._response_headers = None
         self._forwarded = []
         self._forwarded_id = None
 
@@ -317,8 +333,9 @@ class H1Request:
         else (HTTP/1.0) the end of the body is the close.
         """
         channel = self.channel
-        headers = self.responseHeaders
-        raw = headers._rawHeaders  # read-only use: one pass over the headers
+        headers = self._response_headers
+        # Read-only use: one pass over the headers set on this response.
+        raw = headers._rawHeaders if headers is not None else _NO_HEADERS
         keep = self.keep_alive and channel.persistent and self.complete and self.error is None
         connection = raw.get(b"Connection")
         if connection is not None:
