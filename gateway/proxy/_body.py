@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import tempfile
 from collections import deque
+from collections.abc import Callable
 from typing import IO, Protocol
 
 #: Bodies up to this size stay in memory.
@@ -150,6 +151,12 @@ class StreamedBody:
     What was delivered is kept while it is at most ``replay_limit`` bytes,
     so a retry can :meth:`rewind` (only then).
 
+    A body nobody consumes (its reader waits: a retry interval, the
+    rate-limit counters; or it was dropped, :meth:`discard`) is still
+    counted against the limit, and a failure then goes to the watcher
+    (:meth:`watch`), so the request is answered at once, not when the
+    wait ends.
+
     :param length: the declared ``Content-Length``; ``None``: chunked.
     :param replay_limit: see above (default :data:`REPLAY_LIMIT`).
     :param high_water: see above (default :data:`HIGH_WATER`).
@@ -169,6 +176,7 @@ class StreamedBody:
         "_pieces",
         "_replay",
         "_replay_limit",
+        "_watcher",
         "complete",
         "error",
         "exceeded",
@@ -210,17 +218,22 @@ class StreamedBody:
         self._discarding = False
         self._delivered = 0
         self._replay: list[bytes] | None = []
+        self._watcher: Callable[[BodyError], object] | None = None
 
     # -- the channel's side -------------------------------------------------
 
     def write(self, data: bytes) -> None:
         """A piece of the body arrived."""
-        if self._discarding or self.error is not None:
+        if self.error is not None:
             return
         size = self.size = self.size + len(data)
         if size > self.limit:
+            # Counted even when dropped (discard): a replaced body is still
+            # read from the client, and the limit bounds that read.
             self.exceeded = True
             self.fail(BodyError(413, "Request entity too large"))
+            return
+        if self._discarding:
             return
         consumer = self._consumer
         if consumer is not None and not self._paused and not self._pieces:
@@ -250,6 +263,22 @@ class StreamedBody:
             self._ended = True
             self._consumer = None
             consumer.body_failed(error)
+            return
+        watcher = self._watcher
+        if watcher is not None:
+            self._watcher = None
+            watcher(error)
+
+    def watch(self, watcher: Callable[[BodyError], object] | None) -> None:
+        """
+        ``watcher`` is told if the body fails while no consumer is on it
+        (once; ``None``: nobody is). Its reader waits meanwhile (a retry
+        interval, a counter store, a body it dropped), and must answer the
+        failure at once rather than when the wait ends. The reader clears
+        it when it stops waiting: the watcher is usually a bound method of
+        an object that holds this body.
+        """
+        self._watcher = watcher
 
     def whole(self) -> bytes | None:
         """The body, when complete and not started; else ``None``."""

@@ -239,6 +239,7 @@ class PolicyRun:
                 self.request.on_client_gone = self.client_gone
                 self.resource.in_flight += 1
                 self.counted = True
+                self._watch_body()
                 counted.addCallback(self._after_inbound)
                 counted.addErrback(self._counters_failed)
                 return NOT_DONE_YET
@@ -315,6 +316,7 @@ class PolicyRun:
     def _forward(self) -> None:
         """One attempt: send what the request view says to the backend."""
         self._timer = None
+        self._unwatch_body()
         ctx = self.ctx
         resource = self.resource
         entry = self.entry
@@ -384,6 +386,9 @@ class PolicyRun:
                 # arrives (never left to fill and stall the connection).
                 if not streamed.complete:
                     streamed.discard()
+                    # Still counted against the limit as it is dropped:
+                    # a failure is heard while the backend answers.
+                    streamed.watch(self._body_broke)
             elif streamed.error is not None:
                 self._body_failed(streamed.error)
                 return
@@ -534,7 +539,13 @@ class PolicyRun:
             if self.producer is not None:
                 self.request.unregisterProducer()
                 self.producer = None
-            resource.report_broken_response(self._reported(), self.activity_id, reason)
+            error = _body_error(self.request.content)
+            if error is not None:
+                # The client's body failed (it aborted the backend request),
+                # not the backend: no backend error logged nor counted.
+                self._report_body_failure(error)
+            else:
+                resource.report_broken_response(self._reported(), self.activity_id, reason)
             cut(self.request)
             self._end(self.request.code)
             return
@@ -626,6 +637,7 @@ class PolicyRun:
                     self._forward()
                 else:
                     self._timer = resource._clock.callLater(delay, self._forward)  # type: ignore[arg-type, misc]
+                    self._watch_body()
                 return
         try:
             response = self._on_error(failure)
@@ -702,6 +714,52 @@ class PolicyRun:
         self._timer = None
         if timer is not None and timer.active():
             timer.cancel()
+
+    def _watch_body(self) -> None:
+        """
+        The run waits (counters, a retry interval) with nobody reading the
+        streamed body: a failure meanwhile is answered at once.
+        """
+        content = self.request.content
+        if content.__class__ is StreamedBody:
+            content.watch(self._body_broke)  # type: ignore[union-attr]
+
+    def _unwatch_body(self) -> None:
+        """Stop watching (a consumer takes over, or the run ended): no cycle is left."""
+        content = self.request.content
+        if content.__class__ is StreamedBody:
+            content.watch(None)  # type: ignore[union-attr]
+
+    def _body_broke(self, error: BodyError) -> None:
+        """
+        The body failed while the run waited for something else (see
+        :meth:`_watch_body`) or while a ``set-body`` replacement went to the
+        backend: its status is the answer, or, once the backend's response
+        is streaming to the client, the response is cut.
+        """
+        if self.done:
+            return
+        if not self.streaming:
+            self._body_failed(error)
+            return
+        self._cancel_backend()
+        if self.producer is not None:
+            self.request.unregisterProducer()
+            self.producer = None
+        self._report_body_failure(error)
+        cut(self.request)
+        self._end(self.request.code)
+
+    def _report_body_failure(self, error: BodyError) -> None:
+        """The client's body failed after the response started: the client's fault, not the backend's."""
+        self.resource._log.info(
+            "{route}: the client's request body failed after the response started "
+            "({status} {reason}): response cut (activityId {activity_id})",
+            route=self.entry.label,
+            status=error.status,
+            reason=error.message,
+            activity_id=self.activity_id,
+        )
 
     def client_gone(self, reason: TwistedFailure) -> None:
         """The client disconnected first: stop the backend side and any retry wait."""
@@ -790,6 +848,7 @@ class PolicyRun:
         self.done = True
         request = self.request
         request.on_client_gone = None
+        self._unwatch_body()
         # Let go of the backend exchange (it points back here): freed by
         # reference counting, not the cyclic collector (see _Exchange._end).
         self.backend_exchange = None

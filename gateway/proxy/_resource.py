@@ -870,9 +870,22 @@ class _Exchange:
             self.producer = None
             # Headers went out already: the only honest signal left is to
             # cut the connection, so the client sees a truncated response.
-            self.resource.report_broken_response(
-                self.service, self.request_id.decode("latin-1"), reason
-            )
+            body_error = getattr(request.content, "error", None)
+            if body_error is not None:
+                # The client's body failed (it aborted the backend request),
+                # not the backend: no backend error logged nor counted.
+                self.resource._log.info(
+                    "{route}: the client's request body failed after the response started "
+                    "({status} {reason}): response cut (activityId {activity_id})",
+                    route=self.label,
+                    status=body_error.status,
+                    reason=body_error.message,
+                    activity_id=self.request_id.decode("latin-1"),
+                )
+            else:
+                self.resource.report_broken_response(
+                    self.service, self.request_id.decode("latin-1"), reason
+                )
             cut(request)
             self._end(request.code)
             return

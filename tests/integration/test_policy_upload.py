@@ -35,8 +35,12 @@ from .test_upload import (
     _response,
     _send_generated,
     body_digest,
+    too_large_after_the_response_started,
     upload,
 )
+
+#: A backend that refuses connections (the ``dead`` APIs).
+DEAD = "http://127.0.0.1:1"
 
 #: What ``set-body`` sends instead of the client's body.
 REPLACEMENT = "replaced by a policy"
@@ -107,6 +111,31 @@ POLICIES = {
   <outbound />
 </policies>
 """,
+    # A refused connection retried after a long interval (answered by a
+    # body error meanwhile, long before it ends)...
+    "deadwait": """
+<policies>
+  <inbound />
+  <backend>
+    <retry condition="@(context.LastError.Reason == &quot;BackendConnectionFailure&quot;)" count="1" interval="30">
+      <forward-request />
+    </retry>
+  </backend>
+  <outbound />
+</policies>
+""",
+    # ... and after one longer than the body timeout of ExpectTests.
+    "deadretry": """
+<policies>
+  <inbound />
+  <backend>
+    <retry condition="@(context.LastError.Reason == &quot;BackendConnectionFailure&quot;)" count="1" interval="2">
+      <forward-request />
+    </retry>
+  </backend>
+  <outbound />
+</policies>
+""",
     # APIM's setting for a body to re-send: collected first.
     "buffered": """
 <policies>
@@ -155,7 +184,8 @@ class HoldingFactory(BackendFactory):
 def _config(backend: str) -> str:
     apis, policies = [], []
     for name, xml in POLICIES.items():
-        apis.append(f"  - name: {name}\n    path: {name}\n    serviceUrl: {backend}/api\n")
+        url = DEAD if name.startswith("dead") else backend
+        apis.append(f"  - name: {name}\n    path: {name}\n    serviceUrl: {url}/api\n")
         policies.append(
             f"  - scope: api\n    apiId: {name}\n    xml: |\n"
             + "".join(f"      {line}\n" for line in xml.strip().splitlines())
@@ -406,8 +436,9 @@ class CounterWaitTests(PolicyUploadCase):
     def test_body_failing_during_the_wait_is_the_answer(self) -> Any:
         """
         A malformed chunk arrives while the rate-limit counters have not
-        answered: once they do, the client is answered 400 (the body's
-        error), the backend never asked, nothing left in flight.
+        answered: the client is answered 400 (the body's error) at once,
+        before they answer; the backend is never asked, nothing left in
+        flight once they do.
         """
         resource = self.gateway.listeners["http"].resource
         store = DeferredCounters(resource._counters)
@@ -417,14 +448,11 @@ class CounterWaitTests(PolicyUploadCase):
         yield deferToThread(sock.sendall, _head("POST", "/limited/wait", None))
         yield self.wait_for(lambda: bool(store.pending))
         yield deferToThread(sock.sendall, b"zz\r\nnot a chunk\r\n")
-        channels = self.gateway.listeners["http"].site.channels
-        yield self.wait_for(
-            lambda: any(c.queue and c.queue[0].content.error is not None for c in list(channels))
-        )
-        store.fire()
         status, headers, body = yield deferToThread(_response, sock)
         self.assertEqual((status, json.loads(body)["statusCode"]), (400, 400), body)
         self.assertEqual(headers.get("connection"), "close")
+        self.assertTrue(store.pending)  # answered before the counters did
+        store.fire()
         self.assertEqual(self.seen("wait"), [])
         self.assertEqual(resource.in_flight, 0)
 
@@ -447,3 +475,72 @@ class LimitTests(PolicyUploadCase):
         self.assertFalse(self.seen("toolarge")[-1].complete)
         status, _, body = yield deferToThread(upload, self.port, "/headers/after", 1000)
         self.assertEqual((status, json.loads(body)["received"]), (200, 1000))
+
+    @inlineCallbacks
+    def test_set_body_over_limit(self) -> Any:
+        """
+        set-body drops the client's body, but still reads it: past the limit
+        (8 MB chunked, the backend holding its answer meanwhile) the client
+        is answered 413; the backend got only the replacement.
+        """
+
+        def run() -> tuple[int, dict[str, str], bytes]:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=30) as sock:
+                sock.sendall(_head("POST", "/replaced/hold-toolarge", None))
+                _send_generated(sock.sendall, 8 * MiB, chunked=True)
+                # (Without the limit, the backend's 200 would come now.)
+                reactor.callFromThread(self.counting.release)
+                return _response(sock)
+
+        status, headers, body = yield deferToThread(run)
+        self.assertEqual((status, json.loads(body)), (413, {"statusCode": 413, "message": "Request entity too large"}))
+        self.assertEqual(headers.get("connection"), "close")
+        self.assertEqual(self.seen("toolarge")[-1].received, len(REPLACEMENT))
+        yield self.wait_for(lambda: self.gateway.listeners["http"].resource.in_flight == 0)
+
+    @inlineCallbacks
+    def test_over_limit_after_the_response_started(self) -> Any:
+        """
+        The backend's response is streaming (with an outbound policy) when
+        the client's body grows past the limit: the response is cut, and
+        the log and metrics blame the client's body, not the backend.
+        """
+        first, rest = yield deferToThread(
+            too_large_after_the_response_started, self.port, "/headers/partial", 4 * MiB
+        )
+        self.assertTrue(first.startswith(b"HTTP/1.1 200 OK\r\n"), first)
+        self.assertIn(b"x-out: out\r\n", first)
+        self.assertEqual(rest, b"")  # 10 of the 100 bytes announced: cut
+        yield self.wait_for(lambda: self.gateway.listeners["http"].resource.in_flight == 0)
+        self.assertTrue(self.logged(
+            "the client's request body failed after the response started (413 Request entity too large)"
+        ))
+        self.assertFalse(self.logged("broke off the response"))
+        metrics = (yield self.admin("/metrics")).body.decode()
+        self.assertNotIn('kind="broken"', metrics)
+
+
+class RetryWaitTests(PolicyUploadCase):
+    """The body fails while the pipeline waits to retry: answered at once."""
+
+    @inlineCallbacks
+    def test_body_failing_during_the_retry_interval(self) -> Any:
+        """
+        The first attempt is refused and the retry waits 30 s; a malformed
+        chunk arrives meanwhile: the client is answered 400 at once (this
+        test times out long before the interval ends), nothing left in
+        flight.
+        """
+        sock = yield deferToThread(socket.create_connection, ("127.0.0.1", self.port), 20)
+        self.addCleanup(sock.close)
+        yield deferToThread(sock.sendall, _head("POST", "/deadwait/x", None))
+        # The first attempt failed: the run waits for its retry.
+        yield self.wait_for(lambda: self.logged("failed for POST /deadwait/x"))
+        yield deferToThread(sock.sendall, b"zz\r\nnot a chunk\r\n")
+        status, headers, body = yield deferToThread(_response, sock)
+        self.assertEqual((status, json.loads(body)["statusCode"]), (400, 400), body)
+        self.assertEqual(headers.get("connection"), "close")
+        yield self.wait_for(lambda: self.gateway.listeners["http"].resource.in_flight == 0)
+
+    test_body_failing_during_the_retry_interval.timeout = 10  # type: ignore[attr-defined]
+

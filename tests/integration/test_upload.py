@@ -73,7 +73,9 @@ class CountingBackend(Protocol):
     ``stale`` closes a reused connection without answering (the race a
     pooled connection loses), ``late-stale`` the same once 1 MiB of the
     body arrived, ``fail-once`` answers 500 to the first
-    request carrying an ``x-test-id``.
+    request carrying an ``x-test-id``, ``partial`` answers 200 right after
+    the header section with 10 of the 100 bytes it announces (then reads
+    on, the rest of its answer never sent).
     """
 
     transport: Any
@@ -125,6 +127,9 @@ class CountingBackend(Protocol):
         if "slow" in path and not self.factory.released:
             self.transport.pauseProducing()
             self.factory.paused.append(self)
+        if "partial" in path:
+            self._answered = True
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
         if "early" in path:
             self._answered = True
             self.transport.write(
@@ -264,6 +269,33 @@ def upload(
             time.sleep(pause_after_head)
         _send_generated(sock.sendall, total, chunked)
         return _response(sock)
+
+
+def too_large_after_the_response_started(port: int, path: str, total: int) -> tuple[bytes, bytes]:
+    """
+    Send a chunked body of ``total`` bytes to a ``partial`` path once the
+    response started: what arrived before the body was sent, and after
+    (until the connection closed).
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(_head("POST", path, None))
+        first = b""
+        while not first.endswith(b"0123456789"):
+            data = sock.recv(65536)
+            if not data:
+                break
+            first += data
+        try:
+            _send_generated(sock.sendall, total, chunked=True)
+        except OSError:
+            pass  # cut while sending
+        rest = b""
+        try:
+            while data := sock.recv(65536):
+                rest += data
+        except OSError:
+            pass
+        return first, rest
 
 
 def _connect(port: int, tls: bool) -> socket.socket:
@@ -576,6 +608,26 @@ class LimitTests(UploadTestCase):
         self.assertFalse(self.last("toolarge").complete)
         status, _, body = yield deferToThread(upload, self.port, "/plain/after", 1000)
         self.assertEqual((status, json.loads(body)["received"]), (200, 1000))
+
+    @inlineCallbacks
+    def test_over_limit_after_the_response_started(self) -> Any:
+        """
+        The backend answered (headers and part of its body) while the
+        client's body grows past the limit: the response is cut, and the
+        log and metrics blame the client's body, not the backend.
+        """
+        first, rest = yield deferToThread(
+            too_large_after_the_response_started, self.port, "/plain/partial", 4 * MiB
+        )
+        self.assertTrue(first.startswith(b"HTTP/1.1 200 OK\r\n"), first)
+        self.assertEqual(rest, b"")  # 10 of the 100 bytes announced: cut
+        yield self.wait_for(lambda: self.gateway.listeners["http"].resource.in_flight == 0)
+        self.assertTrue(self.logged(
+            "the client's request body failed after the response started (413 Request entity too large)"
+        ))
+        self.assertFalse(self.logged("broke off the response"))
+        metrics = (yield self.admin("/metrics")).body.decode()
+        self.assertNotIn('kind="broken"', metrics)
 
     @inlineCallbacks
     def test_declared_over_limit_never_reaches_the_backend(self) -> Any:
