@@ -248,8 +248,9 @@ class H1Channel(Protocol):
                     # A header line llhttp is still collecting: its parts are
                     # buffered by httptools until the line ends.
                     self._reject(431, "Request header fields too large")
-            elif self._body_of is not None and not self._reading_paused:
-                # (While reading is paused, the wait is ours, not the client's.)
+            elif self._read_phase == _BODY:
+                # A body is being read (not while reading is paused, nor
+                # before the 100 a client waits for: the wait is ours).
                 self._arm_read(_BODY, self.limits.body_timeout)
         self._advance()
 
@@ -384,6 +385,9 @@ class H1Channel(Protocol):
         if request.content is source and request.expect_continue and not request.startedWriting:
             request.expect_continue = False
             self.send(_CONTINUE)
+            if self._body_of is request and not self._reading_paused:
+                # Not armed at the end of the header section (see there).
+                self._arm_read(_BODY, self.limits.body_timeout)
 
     # -- httptools callbacks ---------------------------------------------------------
 
@@ -508,11 +512,17 @@ class H1Channel(Protocol):
         self.queue.append(request)
         if chunked or length:
             self._body_of = request
-            self._arm_read(_BODY, self.limits.body_timeout)
             # A refused size gets no 100: the answer comes at once.
             request.expect_continue = (
                 expect is not None and proto == b"HTTP/1.1" and not request.content.exceeded  # type: ignore[union-attr]
             )
+            if request.expect_continue and content.__class__ is StreamedBody:
+                # The client waits for the 100, sent when the body is wanted
+                # (body_wanted, which arms the body timeout): until then the
+                # wait is ours (a retry interval, the counters), not a slow body.
+                self._read_phase = 0
+            else:
+                self._arm_read(_BODY, self.limits.body_timeout)
         else:
             self._read_phase = 0
 

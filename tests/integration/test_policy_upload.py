@@ -544,3 +544,29 @@ class RetryWaitTests(PolicyUploadCase):
 
     test_body_failing_during_the_retry_interval.timeout = 10  # type: ignore[attr-defined]
 
+
+class ExpectTests(PolicyUploadCase):
+    """A client waiting for ``100 Continue`` while the pipeline waits to retry."""
+
+    environ = {"NET_SERVER_BODY_TIMEOUT": "1"}  # noqa: RUF012 (as the harness declares it)
+
+    @inlineCallbacks
+    def test_no_body_timeout_before_the_100(self) -> Any:
+        """
+        Expect: 100-continue; both attempts refused, 2 s apart, with a 1 s
+        body timeout: the client, waiting for the 100 as it should, gets
+        the pipeline's answer (APIM's 500), not a 408 for a body nobody
+        asked for yet; no 100 went out.
+        """
+
+        def run() -> bytes:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=20) as sock:
+                sock.sendall(_head("POST", "/deadretry/x", 10, ["Expect: 100-continue"]))
+                answer = b""
+                while data := sock.recv(65536):
+                    answer += data
+                return answer
+
+        answer = yield deferToThread(run)
+        self.assertTrue(answer.startswith(b"HTTP/1.1 500 "), answer)
+        self.assertNotIn(b" 100 Continue", answer)
