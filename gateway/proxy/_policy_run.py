@@ -743,6 +743,8 @@ class PolicyRun:
             self._body_failed(error)
             return
         self._cancel_backend()
+        if self.done:
+            return  # the cancelled exchange reported it (response_failed)
         if self.producer is not None:
             self.request.unregisterProducer()
             self.producer = None
