@@ -180,19 +180,25 @@ class FailingAtOnceCycleTests(CycleCheck):
         self.assertEqual(found, [])
 
 
-class PolicyCycleTests(CycleCheck):
-    """The same checks on the policy path (an API whose operations have policies)."""
+class PolicyCycleCheck(CycleCheck):
+    """A gateway serving test_policies' configuration (APIs whose operations have policies)."""
 
     @inlineCallbacks
     def setUp(self) -> Any:
         yield super().setUp()
         self.write_config(policy_config(self.backend_url, self.dead_port))
         yield self.wait_for(
-            lambda: any(
-                e.access is not None and e.access.api_id == "moved"
+            lambda: {"moved", "checked"}
+            <= {
+                e.access.api_id
                 for e in self.gateway.reconciler.current.config.routes
-            )
+                if e.access is not None
+            }
         )
+
+
+class PolicyCycleTests(PolicyCycleCheck):
+    """The same checks on the policy path."""
 
     @inlineCallbacks
     def test_policy_pipelines(self) -> Any:
@@ -214,19 +220,8 @@ def _one_per_connection(port: int, calls: list[tuple[str, str, bytes]]) -> list[
     return statuses
 
 
-class PolicyStreamedCycleTests(CycleCheck):
+class PolicyStreamedCycleTests(PolicyCycleCheck):
     """Streamed request bodies on the policy path (forwarded, replaced, or answered early)."""
-
-    @inlineCallbacks
-    def setUp(self) -> Any:
-        yield super().setUp()
-        self.write_config(policy_config(self.backend_url, self.dead_port))
-        yield self.wait_for(
-            lambda: any(
-                e.access is not None and e.access.api_id == "checked"
-                for e in self.gateway.reconciler.current.config.routes
-            )
-        )
 
     @inlineCallbacks
     def test_streamed_body_through_policies(self) -> Any:

@@ -26,7 +26,6 @@ from twisted.internet.threads import deferToThread
 from ..proxy.test_limits import DeferredCounters
 from .harness import GatewayTestCase
 from .test_upload import (
-    _BLOCK,
     BackendFactory,
     CountingBackend,
     MiB,
@@ -35,6 +34,7 @@ from .test_upload import (
     _response,
     _send_generated,
     body_digest,
+    send_past_a_paused_backend,
     too_large_after_the_response_started,
     upload,
 )
@@ -284,21 +284,11 @@ class StreamedThroughPoliciesTests(PolicyUploadCase):
 
         def run() -> tuple[int, dict[str, str], bytes]:
             with socket.create_connection(("127.0.0.1", self.port), timeout=60) as sock:
-                sock.sendall(_head("POST", "/headers/slow", total))
-                sock.settimeout(2.0)
-                count = 0
-                block = memoryview(_BLOCK)
-                try:
-                    while count < total:
-                        count += sock.send(block[: min(len(block), total - count)])
-                except TimeoutError:
-                    pass  # blocked: nothing moves on until the backend reads
-                sent.append(count)
-                reactor.callFromThread(self.counting.release)
-                sock.settimeout(60)
-                while count < total:
-                    count += sock.send(block[: min(len(block), total - count)])
-                return _response(sock)
+                before, response = send_past_a_paused_backend(
+                    sock, _head("POST", "/headers/slow", total), total, self.counting.release
+                )
+                sent.append(before)
+                return response
 
         status, _, body = yield deferToThread(run)
         self.assertEqual(status, 200, body)

@@ -298,6 +298,33 @@ def too_large_after_the_response_started(port: int, path: str, total: int) -> tu
         return first, rest
 
 
+def send_past_a_paused_backend(
+    sock: socket.socket, head: bytes, total: int, release: Callable[[], None]
+) -> tuple[int, tuple[int, dict[str, str], bytes]]:
+    """
+    Send ``head`` and a generated body of ``total`` bytes to a backend that
+    does not read: send until the gateway stops taking bytes (2 s without
+    progress), then ``release()`` the backend (called in the reactor thread)
+    and send the rest. Returns what was sent before the pause, and the
+    response.
+    """
+    sock.sendall(head)
+    sock.settimeout(2.0)
+    count = 0
+    block = memoryview(_BLOCK)
+    try:
+        while count < total:
+            count += sock.send(block[: min(len(block), total - count)])
+    except TimeoutError:
+        pass  # blocked: nothing moves on until the backend reads
+    before = count
+    reactor.callFromThread(release)
+    sock.settimeout(60)
+    while count < total:
+        count += sock.send(block[: min(len(block), total - count)])
+    return before, _response(sock)
+
+
 def _connect(port: int, tls: bool) -> socket.socket:
     if not tls:
         return socket.create_connection(("127.0.0.1", port), timeout=60)
@@ -348,21 +375,11 @@ class UploadTestCase(GatewayTestCase):
 
         def run() -> tuple[int, dict[str, str], bytes]:
             with _connect(port, tls) as sock:
-                sock.sendall(_head("POST", "/plain/slow", total))
-                sock.settimeout(2.0)
-                count = 0
-                block = memoryview(_BLOCK)
-                try:
-                    while count < total:
-                        count += sock.send(block[: min(len(block), total - count)])
-                except TimeoutError:
-                    pass  # blocked: nothing moves on until the backend reads
-                sent.append(count)
-                reactor.callFromThread(self.counting.release)
-                sock.settimeout(60)
-                while count < total:
-                    count += sock.send(block[: min(len(block), total - count)])
-                return _response(sock)
+                before, response = send_past_a_paused_backend(
+                    sock, _head("POST", "/plain/slow", total), total, self.counting.release
+                )
+                sent.append(before)
+                return response
 
         status, _, body = yield deferToThread(run)
         self.assertEqual(status, 200, body)
