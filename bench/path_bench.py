@@ -121,7 +121,7 @@ def prepare(log: str, connections: int = 1) -> tuple[Any, Any]:
                 conn.dataReceived(RESPONSE)
 
     batch()
-    channel, client_side = clients[0]
+    _, client_side = clients[0]
     answer = client_side.value()
     if not answer.startswith(b"HTTP/1.1 200 OK\r\n") or not answer.endswith(b"x" * 100):
         raise SystemExit(f"unexpected answer:\n{answer!r}")

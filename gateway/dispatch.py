@@ -70,7 +70,7 @@ def _run_after_io(queued: list[Any]) -> None:
     for callback in callbacks:
         try:
             callback()
-        except Exception:
+        except Exception:  # noqa: BLE001 - one failing callback must not stop the others
             _log.failure("End-of-iteration callback {callback} failed", callback=callback)
 
 
@@ -115,7 +115,7 @@ def streamline(reactor: Any) -> bool:
                     # closed is no longer in _selectables).
                     try:
                         why = selectable.doRead()
-                    except BaseException:
+                    except BaseException:  # noqa: BLE001 - as _doReadOrWrite
                         # As _doReadOrWrite: logged, and the selectable is
                         # disconnected.
                         why = sys.exc_info()[1]

@@ -13,7 +13,6 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.test.proto_helpers import StringTransport
 from twisted.trial.unittest import TestCase
@@ -27,7 +26,7 @@ class _Server(Protocol):
     def __init__(self, on_connected: Deferred[Any]) -> None:
         self.on_connected = on_connected
 
-    def connectionMade(self) -> None:  # noqa: N802 (Twisted's interface)
+    def connectionMade(self) -> None:
         self.on_connected.callback(self.transport)
 
 

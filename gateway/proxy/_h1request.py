@@ -61,6 +61,7 @@ class H1Request:
         "_forwarded_id",
         "_no_body",
         "_producer",
+        "_response_headers",
         "api_call",
         "channel",
         "client",
@@ -78,7 +79,6 @@ class H1Request:
         "on_client_gone",
         "rendered",
         "requestHeaders",
-        "_response_headers",
         "sentLength",
         "startedWriting",
         "upgrade",
@@ -164,14 +164,14 @@ class H1Request:
         self.code_message = message
 
     @property
-    def responseHeaders(self) -> Headers:  # noqa: N802 (twisted.web's name, in ProxyRequest)
+    def responseHeaders(self) -> Headers:
         headers = self._response_headers
         if headers is None:
             headers = self._response_headers = Headers()
         return headers
 
     @responseHeaders.setter
-    def responseHeaders(self, headers: Headers) -> None:  # noqa: N802
+    def responseHeaders(self, headers: Headers) -> None:
         self._response_headers = headers
 
     def setHeader(self, name: bytes, value: bytes) -> None:
