@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import idna
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError, DNSLookupError, NotConnectingError
-from twisted.internet.interfaces import IConnector, IDelayedCall
+from twisted.internet.interfaces import IConnector, IDelayedCall, IResolutionReceiver
 from twisted.internet.protocol import ClientFactory
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ._connection import Connection
 from ._errors import BackendConnectError, BackendConnectTimeout, backend_failure
@@ -24,7 +26,52 @@ if TYPE_CHECKING:
     from ._exchange import Exchange
     from ._pool import BackendPool
 
-__all__ = ["ConnectAttempt"]
+__all__ = ["ConnectAttempt", "refused_by_idna"]
+
+#: Host names already checked by :func:`refused_by_idna` (bounded: names
+#: can come from requests, through a policy's computed backend URL).
+_IDNA_CHECKED: dict[str, bool] = {}
+_IDNA_CHECKED_MAX = 1024
+
+
+def refused_by_idna(host: str) -> bool:
+    """
+    Whether Twisted's ``HostnameEndpoint`` refuses ``host`` before resolving
+    it ("invalid hostname"): it encodes names with IDNA 2008, which has no
+    ``_`` (``my_service``, a Docker Compose service), no label over 63
+    characters and no label starting with ``-``. The system resolver
+    (``getaddrinfo``) resolves such names; :meth:`ConnectAttempt.resolve_then_connect`
+    takes that path for them.
+    """
+    refused = _IDNA_CHECKED.get(host)
+    if refused is None:
+        try:
+            idna.encode(host)
+            refused = False
+        except (idna.IDNAError, UnicodeError):
+            refused = True
+        if len(_IDNA_CHECKED) >= _IDNA_CHECKED_MAX:
+            _IDNA_CHECKED.clear()
+        _IDNA_CHECKED[host] = refused
+    return refused
+
+
+@implementer(IResolutionReceiver)
+class _Addresses:
+    """Collects what the reactor's name resolver finds, then fires ``done`` with it."""
+
+    def __init__(self) -> None:
+        self.addresses: list[Any] = []
+        self.done: Deferred[list[Any]] = Deferred()
+
+    def resolutionBegan(self, resolution: Any) -> None:
+        pass
+
+    def addressResolved(self, address: Any) -> None:
+        self.addresses.append(address)
+
+    def resolutionComplete(self) -> None:
+        self.done.callback(self.addresses)
 
 
 class ConnectAttempt(ClientFactory):
@@ -103,6 +150,28 @@ class ConnectAttempt(ClientFactory):
         if not self._finished:
             self._end()
             self._stop()
+
+    def resolve_then_connect(self, reactor: Any, host: str, port: int, factory: Any) -> None:
+        """
+        Connect to ``host`` by the reactor's name resolver (``getaddrinfo``
+        in a thread) and ``connectTCP`` to the first address found: for
+        names :func:`refused_by_idna` (``HostnameEndpoint`` would refuse
+        them). One address is tried (no happy eyeballs across several); the
+        connect timeout covers the resolution too.
+        """
+        receiver = _Addresses()
+        reactor.nameResolver.resolveHostName(receiver, host, port)
+
+        def resolved(addresses: list[Any]) -> None:
+            if self._finished:
+                return  # timed out or cancelled meanwhile
+            if not addresses:
+                self.failed(Failure(DNSLookupError(host)))
+                return
+            self._connector = reactor.connectTCP(addresses[0].host, port, factory, timeout=None)
+
+        receiver.done.addCallback(resolved)
+        receiver.done.addErrback(self.failed)
 
     def _end(self) -> Exchange:
         """The attempt is over: its exchange (no longer held here)."""

@@ -41,7 +41,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from ._balancer import Balancer, Balancers
-from ._connect import ConnectAttempt
+from ._connect import ConnectAttempt, refused_by_idna
 from ._connection import BODY_CHUNK, Connection
 from ._exchange import CONNECTING, DONE, Exchange, ResponseSink
 
@@ -268,6 +268,9 @@ class BackendPool:
         if isIPAddress(host) or isIPv6Address(host):
             # Our own timer enforces connect_timeout (uniformly for both paths).
             attempt._connector = self._reactor.connectTCP(host, backend.port, factory, timeout=None)
+        elif refused_by_idna(host):
+            # e.g. my_service (Docker Compose): the system resolver knows it.
+            attempt.resolve_then_connect(self._reactor, host, backend.port, factory)
         else:
             d = HostnameEndpoint(self._reactor, host, backend.port).connect(factory)
             if not d.called:

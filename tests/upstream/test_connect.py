@@ -18,11 +18,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.error import UserError
+from twisted.internet.interfaces import IHostnameResolver
 from twisted.internet.protocol import Factory
 from twisted.internet.ssl import Certificate, PrivateCertificate, trustRootFromCertificates
 from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from gateway.translate import Backend
 from gateway.upstream import (
@@ -193,6 +196,58 @@ class FailureTests(ClientTestCase):
         second = await self.send(pool, named).done
         self.assertEqual((first.body, second.body), (b"by name", b"by name"))
         self.assertEqual(server.accepted, 1)
+
+    def use_names(self, names: dict[str, str]) -> None:
+        """The reactor's name resolver answers ``names`` (name → IPv4) for this test."""
+        previous = reactor.installNameResolver(_NamesResolver(names))  # type: ignore[attr-defined]
+        self.addCleanup(reactor.installNameResolver, previous)  # type: ignore[attr-defined]
+
+    async def test_host_name_with_underscore(self) -> None:
+        """
+        A name IDNA refuses (``my_service``, a Docker Compose service) goes
+        to the system resolver instead of HostnameEndpoint's "invalid
+        hostname", is connected and pooled.
+        """
+        self.use_names({"my_service": "127.0.0.1"})
+        server, backend = self.start_backend(answer(ok(b"by compose name")))
+        named = Backend("http", "my_service", backend.port, "", f"my_service:{backend.port}")
+        pool = self.make_pool()
+        first = await self.send(pool, named).done
+        second = await self.send(pool, named).done
+        self.assertEqual((first.body, second.body), (b"by compose name", b"by compose name"))
+        self.assertEqual(server.accepted, 1)
+
+    async def test_host_name_with_underscore_unknown(self) -> None:
+        """Such a name the resolver does not know fails as an unknown host does."""
+        self.use_names({})
+        pool = self.make_pool()
+        backend = Backend("http", "no_such_service", 80, "", "no_such_service")
+        sink = await self.send(pool, backend).done
+        error = self.assertFailedWith(sink, BackendConnectError)
+        self.assertIn("cannot resolve the backend host no_such_service", str(error))
+
+
+@implementer(IHostnameResolver)
+class _NamesResolver:
+    """A name resolver with a fixed table (IPv4), answering at once."""
+
+    def __init__(self, names: dict[str, str]) -> None:
+        self.names = names
+
+    def resolveHostName(
+        self,
+        receiver: Any,
+        hostName: str,
+        portNumber: int = 0,
+        addressTypes: Any = None,
+        transportSemantics: str = "TCP",
+    ) -> Any:
+        receiver.resolutionBegan(None)
+        address = self.names.get(hostName)
+        if address is not None:
+            receiver.addressResolved(IPv4Address("TCP", address, portNumber))
+        receiver.resolutionComplete()
+        return None
 
 
 # -- TLS ----------------------------------------------------------------------------
