@@ -356,7 +356,14 @@ class H1Channel(Protocol):
         elif not pause and self._reading_paused:
             self._reading_paused = False
             self.transport.resumeProducing()
-            if self._body_of is not None and not self._in_head:
+            body_of = self._body_of
+            if (
+                body_of is not None
+                and not self._in_head
+                and not (body_of.expect_continue and body_of.content.__class__ is StreamedBody)
+            ):
+                # (A client waiting for its 100 is not sending: the body
+                # timeout starts with the 100, see on_headers_complete.)
                 self._arm_read(_BODY, self.limits.body_timeout)
 
     def stopProducing(self) -> None:

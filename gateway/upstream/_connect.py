@@ -95,6 +95,8 @@ class ConnectAttempt(ClientFactory):
         self._finished = False
         self._timer: IDelayedCall | None = None
         self._connector: IConnector | None = None
+        #: resolve_then_connect: addresses still to try, in order
+        self._later_addresses: list[tuple[str, int, Any, Any]] = []
         self._deferred: Deferred[Any] | None = None
 
     def buildProtocol(self, addr: Any) -> Connection:
@@ -112,6 +114,12 @@ class ConnectAttempt(ClientFactory):
         return True
 
     def clientConnectionFailed(self, connector: IConnector, reason: Failure) -> None:
+        later = self._later_addresses
+        if later and not self._finished:
+            # resolve_then_connect: the next address, within the same timer.
+            host, port, factory, reactor = later.pop(0)
+            self._connector = reactor.connectTCP(host, port, factory, timeout=None)
+            return
         self.failed(reason)
 
     def failed(self, reason: Failure) -> None:
@@ -154,11 +162,20 @@ class ConnectAttempt(ClientFactory):
     def resolve_then_connect(self, reactor: Any, host: str, port: int, factory: Any) -> None:
         """
         Connect to ``host`` by the reactor's name resolver (``getaddrinfo``
-        in a thread) and ``connectTCP`` to the first address found: for
-        names :func:`refused_by_idna` (``HostnameEndpoint`` would refuse
-        them). One address is tried (no happy eyeballs across several); the
-        connect timeout covers the resolution too.
+        in a thread) and ``connectTCP`` to the addresses found, IPv4 first,
+        one after the other while each refuses: for names
+        :func:`refused_by_idna` (``HostnameEndpoint`` would refuse them).
+        No happy eyeballs (addresses are tried in turn, not raced); the
+        connect timeout covers the resolution and every address.
         """
+        try:
+            # What getaddrinfo does with the name first (IDNA 2003): a name
+            # it cannot encode (a label over 63 characters, an empty one)
+            # would make Twisted's resolver fail without telling us.
+            host.encode("idna")
+        except UnicodeError:
+            self.failed(Failure(DNSLookupError(host)))
+            return
         receiver = _Addresses()
         reactor.nameResolver.resolveHostName(receiver, host, port)
 
@@ -168,7 +185,11 @@ class ConnectAttempt(ClientFactory):
             if not addresses:
                 self.failed(Failure(DNSLookupError(host)))
                 return
-            self._connector = reactor.connectTCP(addresses[0].host, port, factory, timeout=None)
+            # IPv4 first (a dual-stack name whose backend listens on IPv4
+            # only), then each other address in turn if one refuses.
+            ordered = sorted(addresses, key=lambda a: a.type != "TCP" or ":" in a.host)
+            self._later_addresses = [(a.host, port, factory, reactor) for a in ordered[1:]]
+            self._connector = reactor.connectTCP(ordered[0].host, port, factory, timeout=None)
 
         receiver.done.addCallback(resolved)
         receiver.done.addErrback(self.failed)

@@ -43,6 +43,7 @@ from twisted.python.failure import Failure
 from ._balancer import Balancer, Balancers
 from ._connect import ConnectAttempt, refused_by_idna
 from ._connection import BODY_CHUNK, Connection
+from ._errors import BackendConnectError, backend_failure
 from ._exchange import CONNECTING, DONE, Exchange, ResponseSink
 
 if TYPE_CHECKING:
@@ -262,7 +263,23 @@ class BackendPool:
         ex._attempt = attempt
         factory: ClientFactory | TLSMemoryBIOFactory = attempt
         if backend.scheme == "https":
-            factory = TLSMemoryBIOFactory(self._tls_creator(backend.host), True, attempt)
+            try:
+                creator = self._tls_creator(backend.host)
+            except (ValueError, UnicodeError) as e:
+                # A name TLS cannot check a certificate against (IDNA
+                # refuses my_service): no connection is possible.
+                ex._attempt = None
+                self._connect_failed(
+                    ex,
+                    backend_failure(
+                        BackendConnectError(
+                            f"cannot connect to {backend.host} over TLS: not a host name "
+                            f"a certificate can be checked against ({e})"
+                        )
+                    ),
+                )
+                return
+            factory = TLSMemoryBIOFactory(creator, True, attempt)
         attempt._timer = self._reactor.callLater(self.connect_timeout, attempt._timed_out)
         host = backend.host
         if isIPAddress(host) or isIPv6Address(host):

@@ -155,6 +155,23 @@ class StreamedBodyOnTheChannelTests(SynchronousTestCase):
         c.send(b"abc")
         self.assertEqual(c.responses()[0][2], b"got 3")
 
+    def test_no_body_timeout_before_the_continue(self) -> None:
+        """
+        A client waiting for its 100 gets no 408 while the body is not
+        wanted, even after the channel paused and resumed reading (its
+        answers backed up); the body timeout starts with the 100.
+        """
+        c = Connected(H1Limits(body_timeout=10), resource=Streaming(wait=True))
+        c.send(_post(3, b"Expect: 100-continue\r\n"))
+        c.channel.pauseProducing()
+        c.channel.resumeProducing()
+        c.clock.advance(30)
+        self.assertEqual(c.take(), b"")
+        _res(c).sources[0].start(_res(c).consumers[0])
+        self.assertEqual(c.take(), b"HTTP/1.1 100 Continue\r\n\r\n")
+        c.clock.advance(11)
+        self.assertEqual(c.responses()[0][0], 408)
+
     def test_no_continue_for_an_early_answer(self) -> None:
         """A request answered without its body gets no 100, and the connection closes after the answer."""
         c = Connected(resource=Streaming(wait=True))

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import reactor
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import UserError
 from twisted.internet.interfaces import IHostnameResolver
 from twisted.internet.protocol import Factory
@@ -197,8 +197,8 @@ class FailureTests(ClientTestCase):
         self.assertEqual((first.body, second.body), (b"by name", b"by name"))
         self.assertEqual(server.accepted, 1)
 
-    def use_names(self, names: dict[str, str]) -> None:
-        """The reactor's name resolver answers ``names`` (name → IPv4) for this test."""
+    def use_names(self, names: dict[str, Any]) -> None:
+        """The reactor's name resolver answers ``names`` (name → address or addresses) for this test."""
         previous = reactor.installNameResolver(_NamesResolver(names))  # type: ignore[attr-defined]
         self.addCleanup(reactor.installNameResolver, previous)  # type: ignore[attr-defined]
 
@@ -217,6 +217,35 @@ class FailureTests(ClientTestCase):
         self.assertEqual((first.body, second.body), (b"by compose name", b"by compose name"))
         self.assertEqual(server.accepted, 1)
 
+    async def test_host_name_with_underscore_several_addresses(self) -> None:
+        """
+        Several addresses: IPv4 ones first, in order, then the others, each
+        while the previous refuses (127.0.0.2 has nothing listening).
+        """
+        self.use_names({"my_service": ["::1", "127.0.0.2", "127.0.0.1"]})
+        server, backend = self.start_backend(answer(ok(b"over IPv4")))
+        named = Backend("http", "my_service", backend.port, "", f"my_service:{backend.port}")
+        sink = await self.send(self.make_pool(), named).done
+        self.assertEqual(sink.body, b"over IPv4")
+
+    async def test_host_name_refused_by_the_resolver_too(self) -> None:
+        """
+        A name getaddrinfo cannot encode (a 64-character label) fails at
+        once as unresolvable (the reactor's own resolver would never answer).
+        """
+        host = "a" * 64 + ".example"
+        backend = Backend("http", host, 80, "", host)
+        sink = await self.send(self.make_pool(), backend).done
+        error = self.assertFailedWith(sink, BackendConnectError)
+        self.assertIn("cannot resolve the backend host", str(error))
+
+    async def test_https_host_name_tls_cannot_check(self) -> None:
+        """An https backend named my_service: no certificate can be checked against it, a clear connect error."""
+        backend = Backend("https", "my_service", 443, "", "my_service")
+        sink = await self.send(self.make_pool(), backend).done
+        error = self.assertFailedWith(sink, BackendConnectError)
+        self.assertIn("over TLS", str(error))
+
     async def test_host_name_with_underscore_unknown(self) -> None:
         """Such a name the resolver does not know fails as an unknown host does."""
         self.use_names({})
@@ -231,7 +260,7 @@ class FailureTests(ClientTestCase):
 class _NamesResolver:
     """A name resolver with a fixed table (IPv4), answering at once."""
 
-    def __init__(self, names: dict[str, str]) -> None:
+    def __init__(self, names: dict[str, Any]) -> None:
         self.names = names
 
     def resolveHostName(
@@ -243,9 +272,12 @@ class _NamesResolver:
         transportSemantics: str = "TCP",
     ) -> Any:
         receiver.resolutionBegan(None)
-        address = self.names.get(hostName)
-        if address is not None:
-            receiver.addressResolved(IPv4Address("TCP", address, portNumber))
+        found = self.names.get(hostName)
+        for address in [found] if isinstance(found, str) else found or []:
+            if ":" in address:
+                receiver.addressResolved(IPv6Address("TCP", address, portNumber))
+            else:
+                receiver.addressResolved(IPv4Address("TCP", address, portNumber))
         receiver.resolutionComplete()
         return None
 
