@@ -79,6 +79,12 @@ _HOLD_LIMIT = 64 * 1024
 #: Twisted's header-name canonicalizer (cached): our fields are stored in
 #: ``Headers``' own form, so the resource reads them through ``Headers``.
 _encode_name = _nameEncoder.encode
+#: Its cache, read first: a name seen before costs one dict lookup, not a
+#: method call (an empty dict if a Twisted release renames it: every name
+#: then goes through ``_encode_name``, as correct and a little slower).
+_canonical = getattr(_nameEncoder, "_canonicalHeaderCache", {}).get
+#: ``Headers`` without its ``__init__``: the fields dict is set directly.
+_new_headers = Headers.__new__
 
 # Phases of the read-side timer.
 _HEADER = 1
@@ -127,6 +133,8 @@ class H1Channel(Protocol):
         #: the body being received holds as much as it may: stop reading
         self._backlog = False
         self.parser = HttpRequestParser(self)
+        #: queued requests from which :meth:`_queue_full` may say yes
+        self._full_from = min(2, self.limits.max_pipelined)
         #: requests received and not yet answered, oldest first
         self.queue: deque[H1Request] = deque()
         #: ``False`` once the connection is to close after the current answer
@@ -345,7 +353,9 @@ class H1Channel(Protocol):
             self._send_paused
             or self._backlog
             or self._held_bytes > _HOLD_LIMIT
-            or self._queue_full()
+            # (one request queued, the common case, is never "full" unless
+            # max_pipelined is 1: no call then)
+            or (len(self.queue) >= self._full_from and self._queue_full())
         )
         if pause and not self._reading_paused:
             self._reading_paused = True
@@ -427,13 +437,12 @@ class H1Channel(Protocol):
             value = value.rstrip(b" \t")
         # Stored as Headers.addRawHeader would, without its CR/LF scrubbing
         # (llhttp refuses CR and LF in values) and per-call overhead.
-        key = _encode_name(name)
-        fields = self._fields
-        values = fields.get(key)  # type: ignore[union-attr]
-        if values is None:
-            fields[key] = [value]  # type: ignore[index]
+        key = _canonical(name) or _encode_name(name)
+        fields: dict[bytes, list[bytes]] = self._fields  # type: ignore[assignment]
+        if key in fields:
+            fields[key].append(value)
         else:
-            values.append(value)
+            fields[key] = [value]
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -460,16 +469,18 @@ class H1Channel(Protocol):
         url = self._url
         if b"#" in url:
             raise _Reject(400, "Bad request: a fragment in the request target")
-        if url[:1] != b"/" and b"@" in url.partition(b"://")[2].partition(b"/")[0]:
-            raise _Reject(400, "Bad request: userinfo in the request target")
-        if url[:1] != b"/" and not (
-            url[:7].lower() == b"http://"
-            or url[:8].lower() == b"https://"
-            or (url == b"*" and method == b"OPTIONS")
-        ):
-            if method == b"CONNECT":
-                raise _Reject(501, "CONNECT not implemented")
-            raise _Reject(400, "Bad request: invalid request target")
+        if url[:1] != b"/":
+            # Not origin-form (the common case): absolute-form, asterisk-form.
+            if b"@" in url.partition(b"://")[2].partition(b"/")[0]:
+                raise _Reject(400, "Bad request: userinfo in the request target")
+            if not (
+                url[:7].lower() == b"http://"
+                or url[:8].lower() == b"https://"
+                or (url == b"*" and method == b"OPTIONS")
+            ):
+                if method == b"CONNECT":
+                    raise _Reject(501, "CONNECT not implemented")
+                raise _Reject(400, "Bad request: invalid request target")
         length: int | None = None
         chunked = False
         te = fields.get(b"Transfer-Encoding")
@@ -497,7 +508,7 @@ class H1Channel(Protocol):
         expect = fields.get(b"Expect")
         if expect is not None and (len(expect) > 1 or expect[0].lower() != b"100-continue"):
             raise _Reject(417, "Expectation failed")
-        headers = Headers()
+        headers = _new_headers(Headers)
         headers._rawHeaders = fields
         content: BoundedBody | StreamedBody
         if self._streams and (chunked or length):
@@ -549,7 +560,9 @@ class H1Channel(Protocol):
             if request is not None and request.content.__class__ is StreamedBody:
                 self._backlog = False
                 request.content.finish()  # type: ignore[union-attr]
-            self._update_reading()
+            if self._reading_paused or len(queue) >= self._full_from:
+                # (else nothing can have paused reading: see _update_reading)
+                self._update_reading()
 
     # -- answering ---------------------------------------------------------------------
 
@@ -641,7 +654,10 @@ class H1Channel(Protocol):
         if not self.persistent:
             self._close_after(request)
             return
-        self._update_reading()
+        if self._reading_paused:
+            # (Answering shortens the queue and nothing else: reading that
+            # goes on stays on.)
+            self._update_reading()
         if queue:
             self._advance()
         elif not self._in_head and self._body_of is None:

@@ -70,3 +70,7 @@ class H1Limits:
     body_replay: int = REPLAY_LIMIT
     #: after a 101: nothing either way for this long closes the tunnel
     upgrade_idle_timeout: float = IDLE_TIMEOUT
+
+    def __post_init__(self) -> None:
+        if self.max_pipelined < 1:
+            raise ValueError(f"max_pipelined must be at least 1, not {self.max_pipelined}")

@@ -232,13 +232,15 @@ class ProxyResource(Resource):
         if generation is None:
             return self._answer(request, started, 503, _NOT_READY, "-")
         # Headers' storage, by canonical name: no name encoding per lookup.
-        host_values = request.requestHeaders._rawHeaders.get(b"Host")
-        host = host_values[0].decode("latin-1") if host_values else ""
+        raw_headers = request.requestHeaders._rawHeaders
+        host_values = raw_headers.get(b"Host")
+        host_bytes = host_values[0] if host_values else b""
         if path[:1] != b"/" and path[:4].lower() == b"http":
             # Absolute form (RFC 9112 §3.2.2): its authority replaces Host.
             authority, path = _split_absolute(path)
             if authority is not None:
-                host = authority.decode("latin-1")
+                host_bytes = authority
+        host = host_bytes.decode("latin-1")
         try:
             method = request.method.decode("ascii")
             path_text = path.decode("ascii")
@@ -341,13 +343,13 @@ class ProxyResource(Resource):
             target_bytes = path
         if query:
             target_bytes += b"?" + query
-        request_id = self._request_id(request)
+        given_id = raw_headers.get(b"X-Request-Id")
+        request_id = given_id[0] if given_id and given_id[0] else self._ids.next()
         client = request.getClientAddress()
         forwarded_for = _forwarded_for(request, getattr(client, "host", "") or "")
-        host_bytes = host.encode("latin-1")
         headers = forward_request_headers(
-            request.requestHeaders._rawHeaders,
-            host=host_bytes if entry.preserve_host else backend.authority.encode("ascii"),
+            raw_headers,
+            host=host_bytes if entry.preserve_host else backend.authority_bytes,
             forwarded_for=forwarded_for,
             forwarded_proto=self._scheme,
             forwarded_host=host_bytes,
@@ -356,7 +358,10 @@ class ProxyResource(Resource):
         )
         if upgrade is not None:
             headers = upgrade_request_headers(headers, upgrade)
-        payload, length, source = _outgoing_body(body)
+        if body.__class__ is BoundedBody and not body.size:  # type: ignore[union-attr]
+            payload, length, source = None, 0, None  # the common bodyless request
+        else:
+            payload, length, source = _outgoing_body(body)
         endpoints = entry.endpoints
         balancer = None
         if endpoints is not None:
@@ -381,7 +386,7 @@ class ProxyResource(Resource):
             source=source,
             upgrade=upgrade is not None,
         )
-        if not backend_exchange.done:
+        if not exchange.done:
             # (Over already: it failed at once and the exchange has ended;
             # keeping it would tie the two together again.)
             exchange.backend_exchange = backend_exchange

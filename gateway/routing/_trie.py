@@ -49,9 +49,8 @@ The request path is matched as sent: no percent-decoding, no collapsing of
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from gateway.memo import BuildMemo, remembered
 from gateway.translate import (
@@ -78,10 +77,12 @@ _NO_PARAMS: Mapping[str, str] = MappingProxyType({})
 _EMPTY: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
-class Match:
+class Match(NamedTuple):
     """
-    The result of a successful lookup.
+    The result of a successful lookup; immutable. A named tuple rather than
+    a frozen dataclass: one is made per request, and a frozen dataclass's
+    ``__init__`` sets each field through ``object.__setattr__`` (measured:
+    2% of the proxy path's instructions, bench/path_bench.py).
 
     :ivar entry: the route entry that matched.
     :ivar rest: for :data:`~gateway.translate.KIND_API`, the request path

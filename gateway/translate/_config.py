@@ -56,11 +56,14 @@ class Backend:
     key: tuple[str, str, int] = field(init=False, repr=False, compare=False)
     #: The URL, for logs and metrics.
     url: str = field(init=False, repr=False, compare=False)
+    #: ``authority`` as the ``Host`` header sends it.
+    authority_bytes: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Read on every request: computed once per configuration.
         object.__setattr__(self, "key", (self.scheme, self.host, self.port))
         object.__setattr__(self, "url", f"{self.scheme}://{self.authority}{self.base_path}")
+        object.__setattr__(self, "authority_bytes", self.authority.encode("ascii"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ literally, entry by entry.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import FrozenInstanceError, dataclass
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from hypothesis import given, settings
@@ -284,7 +284,7 @@ class PathTests(SynchronousTestCase):
         """A match cannot be changed after the lookup returned it."""
         match = build(Route("/", BACKEND)).lookup("h", "/", "GET")
         assert match is not None
-        with self.assertRaises(FrozenInstanceError):
+        with self.assertRaises(AttributeError):
             match.rest = "/other"  # type: ignore[misc]
 
 
