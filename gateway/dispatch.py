@@ -33,7 +33,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-__all__ = ["after_io", "streamline"]
+__all__ = ["after_io", "after_io_queue", "streamline"]
 
 _log = Logger(namespace="apimgw.dispatch")
 
@@ -61,6 +61,15 @@ def after_io(reactor: Any, callback: Any) -> bool:
         return False
     queued.append(callback)
     return True
+
+
+def after_io_queue(reactor: Any) -> list[Any] | None:
+    """
+    The list :func:`after_io` appends to on ``reactor`` (a caller queueing
+    often appends to it directly), or ``None`` on a reactor
+    :func:`streamline` did not install on.
+    """
+    return getattr(reactor, _AFTER_IO, None)
 
 
 def _run_after_io(queued: list[Any]) -> None:

@@ -1,7 +1,7 @@
 """
 Tests for gateway.netio's direct writer, on real loopback TCP connections
-of the real reactor: what the peer receives, in what order, and what it
-never receives.
+of the real reactor (streamlined, as the whole suite's: tests/__init__.py):
+what the peer receives, when, in what order, and what it never receives.
 """
 
 from __future__ import annotations
@@ -9,15 +9,16 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from twisted.internet import reactor
+from twisted.internet import reactor, tcp
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import deferToThread
 from twisted.test.proto_helpers import StringTransport
 from twisted.trial.unittest import TestCase
 
-from gateway.netio import direct_writer
+from gateway.netio import HOLD_LIMIT, direct_writer, release
 
 
 class _Server(Protocol):
@@ -97,3 +98,133 @@ class DirectWriterTests(TestCase):
                 if received:
                     break
         self.assertEqual(received, b"before")
+
+
+def _pending(sock: socket.socket) -> bytes:
+    """What ``sock`` can read right now, without waiting."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(65536)
+    except BlockingIOError:
+        return b""
+    finally:
+        sock.setblocking(True)
+
+
+def _next_iteration() -> Deferred[None]:
+    return deferLater(reactor, 0, lambda: None)
+
+
+class HeldWriteTests(TestCase):
+    """Writes held until the end of the reactor iteration, then sent together."""
+
+    timeout = 20
+    connect = DirectWriterTests.connect
+
+    @inlineCallbacks
+    def test_held_until_the_end_of_the_iteration(self) -> Any:
+        """Nothing leaves while the iteration runs; at its end, every piece, in order, at once."""
+        transport, client = yield self.connect()
+        write = direct_writer(transport)
+        self.assertIs(transport.write, write)
+        write(b"HTTP/1.1 200 OK\r\n")
+        transport.write(b"Content-Length: 2\r\n\r\n")  # another writer: same queue
+        transport.writeSequence([b"o", b"k"])
+        self.assertEqual(_pending(client), b"")
+        yield _next_iteration()
+        self.assertEqual(
+            _pending(client), b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        )
+
+    @inlineCallbacks
+    def test_past_the_bound_sent_at_once(self) -> Any:
+        """More than HOLD_LIMIT held goes out without waiting, and later writes follow it."""
+        transport, client = yield self.connect()
+        write = direct_writer(transport)
+        big = b"x" * (HOLD_LIMIT + 1)
+        write(big)
+        first = _pending(client)
+        self.assertNotEqual(first, b"")
+        write(b"TAIL")
+        transport.loseConnection()
+        rest = yield deferToThread(_read_all, client)
+        self.assertEqual(first + rest, big + b"TAIL")
+
+    @inlineCallbacks
+    def test_close_sends_what_is_held_first(self) -> Any:
+        """loseConnection and loseWriteConnection send what is held, then close (or half-close)."""
+        for close in ("loseConnection", "loseWriteConnection"):
+            transport, client = yield self.connect()
+            write = direct_writer(transport)
+            write(b"answer")
+            getattr(transport, close)()
+            received = yield deferToThread(_read_all, client)
+            self.assertEqual(received, b"answer", close)
+
+    @inlineCallbacks
+    def test_held_behind_what_twisted_buffered_then_closed(self) -> Any:
+        """
+        Twisted's buffer holds what the socket did not take and its write
+        loop closes once it is empty (maybe in this very iteration): held
+        bytes join it before the close starts, so none is lost or reordered.
+        """
+        transport, client = yield self.connect()
+        write = direct_writer(transport)
+        big = bytes(range(256)) * 16384
+        write(big)
+        self.assertGreater(len(transport.dataBuffer) + transport._tempDataLen, 0)
+        write(b"HELD")
+        transport.loseConnection()
+        received = yield deferToThread(_read_all, client)
+        self.assertEqual(received, big + b"HELD")
+
+    @inlineCallbacks
+    def test_held_not_lost_when_twisted_closes_in_the_same_iteration(self) -> Any:
+        """
+        The socket is writable and Twisted's buffer has bytes: once a
+        close starts, Twisted's write event (in the same iteration, when the
+        poll reported it) sends its buffer and closes the socket. What was
+        held joined the buffer when the close started, so it went out first.
+        """
+        transport, client = yield self.connect()
+        write = direct_writer(transport)
+        tcp.Connection.write(transport, b"buffered ")  # in Twisted's buffer, not sent yet
+        write(b"held")
+        transport.loseConnection()
+        # What the reactor does for a writable event later in this iteration.
+        why = transport.doWrite()
+        if why:
+            reactor._disconnectSelectable(transport, why, False)  # type: ignore[attr-defined]
+        received = yield deferToThread(_read_all, client)
+        self.assertEqual(received, b"buffered held")
+
+    @inlineCallbacks
+    def test_other_reactor_sends_at_once(self) -> Any:
+        """On a reactor without the end-of-iteration queue, a write goes out at once."""
+        transport, client = yield self.connect()
+        own = transport.reactor
+        transport.reactor = object()
+        try:
+            write = direct_writer(transport)
+        finally:
+            transport.reactor = own
+        self.assertNotIn("write", vars(transport))
+        write(b"now")
+        for _ in range(1000):
+            received = _pending(client)
+            if received:
+                break
+        self.assertEqual(received, b"now")
+
+    @inlineCallbacks
+    def test_release_takes_the_writer_off(self) -> Any:
+        """A lost connection's transport gets its own methods back, and nothing held leaves."""
+        transport, client = yield self.connect()
+        write = direct_writer(transport)
+        write(b"never")
+        release(transport)
+        for name in ("write", "writeSequence", "loseConnection", "loseWriteConnection",
+                     "abortConnection"):
+            self.assertNotIn(name, vars(transport))
+        yield _next_iteration()
+        self.assertEqual(_pending(client), b"")
