@@ -93,6 +93,10 @@ def streamline(reactor: Any) -> bool:
 
     if type(reactor) is not EPollReactor:
         return False
+    if getattr(reactor, _AFTER_IO, None) is not None:
+        # Installed already: its queue stays the one callers hold
+        # (gateway.netio's writers keep it).
+        return True
 
     queued: list[Any] = []
     setattr(reactor, _AFTER_IO, queued)

@@ -11,7 +11,7 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from gateway.dispatch import after_io, streamline
+from gateway.dispatch import after_io, after_io_queue, streamline
 
 
 class _Reader:
@@ -121,6 +121,14 @@ class AfterIOTests(SynchronousTestCase):
         self.reactor = EPollReactor()
         self.addCleanup(self.reactor._poller.close)
         self.assertTrue(streamline(self.reactor))
+
+    def test_installed_once(self) -> None:
+        """A second streamline keeps the first one's queue (callers hold on to it)."""
+        queue = after_io_queue(self.reactor)
+        iteration = self.reactor.doIteration
+        self.assertTrue(streamline(self.reactor))
+        self.assertIs(after_io_queue(self.reactor), queue)
+        self.assertIs(self.reactor.doIteration, iteration)
 
     def test_not_streamlined(self) -> None:
         """A reactor streamline did not install on says so: the caller falls back to a timer."""
