@@ -49,6 +49,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import tcp
+from twisted.internet.interfaces import ISSLTransport
 
 from gateway.dispatch import after_io_queue
 
@@ -125,21 +126,42 @@ class _Writer:
 
 def direct_writer(transport: Any) -> Callable[[bytes], None]:
     """
-    Install the held write on ``transport`` (a plain ``tcp.Connection``) and
-    return it; any other transport keeps, and gets back, its own ``write``.
+    The write function for ``transport``. On a plain ``tcp.Connection``:
+    the held write, installed as the transport's own ``write``. On a TLS
+    connection (Twisted's TLS protocol over TCP): its own ``write``, and the
+    held write installed on the TCP connection under it (the encrypted
+    records are held and sent together). Any other transport: its own
+    ``write``.
+
     While closing (``loseConnection``) what is held is still sent before
     the close; once aborted or lost it is dropped, as for any other write.
-    Call :func:`release` when the connection is lost.
+    The held write takes itself off when the connection is lost
+    (:func:`release`).
     """
     write: Callable[[bytes], None] = transport.write
-    if not (
+    if _plain_tcp(transport):
+        return _install(transport)
+    inner = getattr(transport, "transport", None)
+    if inner is not None and ISSLTransport.providedBy(transport) and _plain_tcp(inner):
+        _install(inner)
+    return write
+
+
+def _plain_tcp(transport: Any) -> bool:
+    """A Twisted TCP connection with the buffer state the writer reads."""
+    return (
         isinstance(transport, tcp.Connection)
         and hasattr(transport, "_tempDataLen")
         and hasattr(transport, "dataBuffer")
         and hasattr(transport, "socket")
         and hasattr(transport, "_aborting")
-    ):
-        return write
+    )
+
+
+def _install(transport: Any) -> Callable[[bytes], None]:
+    installed = vars(transport).get("write")
+    if getattr(installed, "__self__", None).__class__ is _Writer:
+        return installed  # type: ignore[no-any-return]
     queue = after_io_queue(getattr(transport, "reactor", None))
     writer = _Writer(transport, queue)
     if queue is None:
@@ -154,11 +176,21 @@ def direct_writer(transport: Any) -> Callable[[bytes], None]:
     # is written after it, not before (as when writes went out at once).
     for name in _CLOSING:
         setattr(transport, name, _flushed_first(writer, getattr(transport, name)))
+    lost = transport.connectionLost
+
+    def released_then_lost(reason: Any) -> None:
+        release(transport)
+        lost(reason)
+
+    transport.connectionLost = released_then_lost
     return held
 
 
 #: The transport's methods that end the connection (or its sending side).
 _CLOSING = ("loseConnection", "loseWriteConnection", "abortConnection")
+
+#: Everything :func:`_install` sets on a transport.
+_INSTALLED = ("write", "writeSequence", *_CLOSING, "connectionLost")
 
 
 def _flushed_first(writer: _Writer, method: Callable[..., Any]) -> Callable[..., Any]:
@@ -170,12 +202,15 @@ def _flushed_first(writer: _Writer, method: Callable[..., Any]) -> Callable[...,
 
 
 def release(transport: Any) -> None:
-    """The connection is lost: take the held write off ``transport`` (it points back at it)."""
+    """
+    Take the held write off ``transport`` (it points back at it), dropping
+    what it holds: done when the connection is lost.
+    """
     attributes = getattr(transport, "__dict__", None)
     if attributes is None:
         return
-    held = attributes.pop("write", None)
-    for name in ("writeSequence", *_CLOSING):
+    held = attributes.get("write")
+    for name in _INSTALLED:
         attributes.pop(name, None)
     writer = getattr(held, "__self__", None)
     if writer.__class__ is _Writer:

@@ -224,7 +224,22 @@ class HeldWriteTests(TestCase):
         write(b"never")
         release(transport)
         for name in ("write", "writeSequence", "loseConnection", "loseWriteConnection",
-                     "abortConnection"):
+                     "abortConnection", "connectionLost"):
             self.assertNotIn(name, vars(transport))
         yield _next_iteration()
         self.assertEqual(_pending(client), b"")
+
+    @inlineCallbacks
+    def test_released_when_the_connection_is_lost(self) -> Any:
+        """The peer closes: the transport's own methods are back (no cycle through the writer)."""
+        transport, client = yield self.connect()
+        direct_writer(transport)
+        self.assertIn("write", vars(transport))
+        lost: Deferred[None] = Deferred()
+        transport.protocol.connectionLost = lambda reason: lost.callback(None)
+        client.close()
+        yield lost
+        self.assertEqual(
+            [name for name in ("write", "connectionLost", "loseConnection") if name in vars(transport)],
+            [],
+        )

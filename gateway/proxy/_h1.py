@@ -55,7 +55,7 @@ from twisted.web.http_headers import Headers, _nameEncoder
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
-from gateway.netio import direct_writer, release
+from gateway.netio import direct_writer
 
 from ._body import BodyError, BoundedBody, StreamedBody
 from ._h1limits import H1Limits
@@ -263,7 +263,6 @@ class H1Channel(Protocol):
         self._advance()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        release(self.transport)
         tunnel = self.tunnel
         if tunnel is not None:
             self._gone = self._broken = True

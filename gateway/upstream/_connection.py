@@ -20,7 +20,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from gateway.netio import direct_writer, release
+from gateway.netio import direct_writer
 
 from ._errors import (
     BackendConnectionLost,
@@ -169,7 +169,6 @@ class Connection(Protocol):
             self._complete()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        release(self.transport)
         tunnel = self._tunnel
         if tunnel is not None:
             self._tunnel = None

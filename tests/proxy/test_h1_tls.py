@@ -170,6 +170,24 @@ class StrictHTTP11Tests(StrictHTTPSTestCase):
         self.assertEqual(len(self.server.site.channels), 0)
 
     @inlineCallbacks
+    def test_tls_records_held_for_the_end_of_the_iteration(self) -> Any:
+        """
+        Under TLS the held write (gateway.netio) is on the TCP connection
+        under the TLS protocol: the encrypted records of one iteration go
+        out together, and keep-alive requests are answered whole.
+        """
+        from gateway.netio import _Writer
+
+        session = yield self.connect()
+        for query in ("a=1", "a=2", "a=3"):
+            r = yield deferToThread(session.request, "GET", f"/echo/resource?{query}", "www.example.com")
+            self.assertEqual((r.status, r.json()["query"]), (200, query))
+        assert isinstance(self.server, ALPNServer)
+        [channel] = self.server.h1.channels
+        tcp = channel.transport.transport
+        self.assertIsInstance(vars(tcp)["write"].__self__, _Writer)
+
+    @inlineCallbacks
     def test_refusals(self) -> Any:
         """
         An obs-folded header and a request without Host (both accepted by
