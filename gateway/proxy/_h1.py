@@ -149,6 +149,9 @@ class H1Channel(Protocol):
         self._header_bytes = 0
         self._in_head = False
         self._head_seen = 0
+        #: a header section began in this read: its deadline is armed at
+        #: the read's end unless it is complete by then (on_message_begin)
+        self._head_due = False
         self._completed = 0
         self._body_of: H1Request | None = None
         # Connection state.
@@ -256,6 +259,9 @@ class H1Channel(Protocol):
                     # A header line llhttp is still collecting: its parts are
                     # buffered by httptools until the line ends.
                     self._reject(431, "Request header fields too large")
+                elif self._head_due:
+                    self._head_due = False
+                    self._arm_read(_HEADER, limits.header_timeout)
             elif self._read_phase == _BODY:
                 # A body is being read (not while reading is paused, nor
                 # before the 100 a client waits for: the wait is ours).
@@ -415,7 +421,12 @@ class H1Channel(Protocol):
         self._in_head = True
         self._head_seen = 0
         if self._read_phase != _HEADER:
-            self._arm_read(_HEADER, self.limits.header_timeout)
+            # The header timeout counts from this read: armed at its end if
+            # the header section is incomplete then (dataReceived). A head
+            # that arrives whole in one read, the common case, needs none
+            # (no clock read, no timer).
+            self._read_phase = _HEADER
+            self._head_due = True
 
     def on_url(self, part: bytes) -> None:
         # llhttp may hand the target over in pieces across reads.

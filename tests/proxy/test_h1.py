@@ -691,6 +691,18 @@ class TimeoutTests(SynchronousTestCase):
         c.clock.advance(1)
         self.assertEqual(c.responses()[0][0], 408)
 
+    def test_slow_header_behind_a_pipelined_request(self) -> None:
+        """A header section that begins in the read of a complete request gets its timeout from that read."""
+        c = Connected(H1Limits(header_timeout=10, keepalive_timeout=75))
+        c.send(GET)
+        c.take()
+        c.clock.advance(50)
+        c.send(GET + b"GET / HTTP/1.1\r\n")
+        c.clock.advance(9)
+        self.assertFalse(c.closing)
+        c.clock.advance(1)
+        self.assertEqual([status for status, _, _ in c.responses()], [200, 408])
+
     def test_slow_body(self) -> None:
         """A body that stops arriving is answered 408 after the body timeout; each read restarts it."""
         c = Connected(H1Limits(body_timeout=10))
