@@ -140,7 +140,7 @@ def streamline(reactor: Any) -> bool:
                     dispatch(selectable, fd, event)
             except KeyboardInterrupt:
                 raise
-            except BaseException:
+            except BaseException:  # noqa: BLE001 - as callWithLogger: logged, the loop goes on
                 _log.failure("Unhandled error while handling I/O on {selectable}", selectable=selectable)
         if queued:
             _run_after_io(queued)

@@ -25,9 +25,9 @@ LAN wakes the process that reads it (the client, the backend). Sent one by
 one while the gateway works through an iteration's events, every send
 found its reader asleep, and the wake-ups were most of the gateway's
 system time. Sent together at the end, one wake-up serves many: measured
-under wrk, 70.9 → 49.0 µs of CPU per request and 14.0k → 20.4k requests
-per second (docs/benchmarks.md). A response waits at most for the rest of
-its iteration's events.
+under wrk (alternating runs), 67.7 → 53.8 µs of CPU per request and 14.7k
+→ 18.4k requests per second, medians (docs/benchmarks.md). A response
+waits at most for the rest of its iteration's events.
 
 What is held is bounded (:data:`HOLD_LIMIT`: beyond it, it is sent at
 once), so a producer writing in a loop is still paused by Twisted's

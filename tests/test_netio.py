@@ -11,9 +11,9 @@ from typing import Any
 
 from twisted.internet import reactor, tcp
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.task import deferLater
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.test.proto_helpers import StringTransport
 from twisted.trial.unittest import TestCase
