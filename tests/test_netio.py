@@ -64,7 +64,10 @@ class DirectWriterTests(TestCase):
 
     @inlineCallbacks
     def test_more_than_the_socket_takes_arrives_whole_and_in_order(self) -> Any:
-        """What the socket does not take goes to Twisted's buffer, and later writes queue behind it."""
+        """
+        What the socket does not take goes to Twisted's buffer, and later
+        (held) writes join it behind, before the close starts.
+        """
         transport, client = yield self.connect()
         write = direct_writer(transport)
         big = bytes(range(256)) * 16384  # 4 MiB: far more than the socket buffers hold
@@ -160,23 +163,6 @@ class HeldWriteTests(TestCase):
             getattr(transport, close)()
             received = yield deferToThread(_read_all, client)
             self.assertEqual(received, b"answer", close)
-
-    @inlineCallbacks
-    def test_held_behind_what_twisted_buffered_then_closed(self) -> Any:
-        """
-        Twisted's buffer holds what the socket did not take and its write
-        loop closes once it is empty (maybe in this very iteration): held
-        bytes join it before the close starts, so none is lost or reordered.
-        """
-        transport, client = yield self.connect()
-        write = direct_writer(transport)
-        big = bytes(range(256)) * 16384
-        write(big)
-        self.assertGreater(len(transport.dataBuffer) + transport._tempDataLen, 0)
-        write(b"HELD")
-        transport.loseConnection()
-        received = yield deferToThread(_read_all, client)
-        self.assertEqual(received, big + b"HELD")
 
     @inlineCallbacks
     def test_held_not_lost_when_twisted_closes_in_the_same_iteration(self) -> Any:
