@@ -80,9 +80,15 @@ class _Writer:
         """The connection's ``write``: send ``data`` at the end of the iteration."""
         if not data:
             return
+        if not isinstance(data, bytes | bytearray | memoryview):
+            # Refused here, as Twisted's own write does, not at the flush
+            # (where it would fail the connection's later writes too).
+            raise TypeError(f"data must be bytes, not {type(data).__name__}")
         self._held.append(data)
         self._size += len(data)
-        if self._size > HOLD_LIMIT:
+        if self._size > HOLD_LIMIT or self._transport.disconnecting:
+            # (Closing: Twisted may close the socket in this very iteration,
+            # once its buffer is empty: joined to it now.)
             self.flush()
         elif not self._queued:
             self._queued = True
@@ -94,10 +100,26 @@ class _Writer:
         held = self._held
         if not held:
             return
-        data = held[0] if len(held) == 1 else b"".join(held)
         self._held = []
         self._size = 0
-        self.send_now(data)
+        self.send_now(held[0] if len(held) == 1 else b"".join(held))
+
+    def last_send(self) -> None:
+        """
+        The connection is being lost (its socket not closed yet): one
+        ``send`` of what is held, if it was not aborted. A client that
+        half-closed (its FIN read in the iteration that produced its
+        answer) still reads.
+        """
+        held = self._held
+        if not held or self._transport._aborting:
+            return
+        self._held = []
+        self._size = 0
+        try:
+            self._send(b"".join(held))
+        except OSError:
+            pass  # reset, or not writable: the connection is gone anyway
 
     def send_now(self, data: bytes) -> None:
         """One ``send`` if nothing is waiting before ``data``, else Twisted's ``write``."""
@@ -179,6 +201,7 @@ def _install(transport: Any) -> Callable[[bytes], None]:
     lost = transport.connectionLost
 
     def released_then_lost(reason: Any) -> None:
+        writer.last_send()
         release(transport)
         lost(reason)
 
@@ -195,8 +218,12 @@ _INSTALLED = ("write", "writeSequence", *_CLOSING, "connectionLost")
 
 def _flushed_first(writer: _Writer, method: Callable[..., Any]) -> Callable[..., Any]:
     def flush_then(*args: Any, **kwargs: Any) -> Any:
-        writer.flush()
-        return method(*args, **kwargs)
+        try:
+            writer.flush()
+        finally:
+            # The close or the abort happens whatever the flush met.
+            result = method(*args, **kwargs)
+        return result
 
     return flush_then
 

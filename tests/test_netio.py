@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from twisted.internet import reactor, tcp
+from twisted.internet import main, reactor, tcp
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
@@ -183,6 +183,53 @@ class HeldWriteTests(TestCase):
             reactor._disconnectSelectable(transport, why, False)  # type: ignore[attr-defined]
         received = yield deferToThread(_read_all, client)
         self.assertEqual(received, b"buffered held")
+
+    @inlineCallbacks
+    def test_written_after_a_close_began_sent_before_it(self) -> Any:
+        """
+        A write after loseConnection, with Twisted's buffer not empty: it
+        joins the buffer at once, so the close that follows the buffer (in
+        this very iteration, when the socket is writable) sends it too.
+        """
+        transport, client = yield self.connect()
+        direct_writer(transport)
+        tcp.Connection.write(transport, b"buffered ")
+        transport.loseConnection()
+        transport.write(b"after")
+        why = transport.doWrite()
+        if why:
+            reactor._disconnectSelectable(transport, why, False)  # type: ignore[attr-defined]
+        received = yield deferToThread(_read_all, client)
+        self.assertEqual(received, b"buffered after")
+
+    @inlineCallbacks
+    def test_answer_to_a_half_closed_client_sent_when_its_fin_is_read(self) -> Any:
+        """
+        The client sent its request and shut its sending side; the FIN is
+        read in the iteration whose events produced the answer (held): the
+        connection is lost for Twisted, but the answer goes out before the
+        socket closes, and the client, still reading, gets it.
+        """
+        transport, client = yield self.connect()
+        direct_writer(transport)
+        client.shutdown(socket.SHUT_WR)
+        transport.write(b"answer")
+        # What the reactor does when this iteration's read finds the FIN.
+        reactor._disconnectSelectable(transport, main.CONNECTION_DONE, True)  # type: ignore[attr-defined]
+        received = yield deferToThread(_read_all, client)
+        self.assertEqual(received, b"answer")
+
+    @inlineCallbacks
+    def test_not_bytes_refused_at_the_write(self) -> Any:
+        """A write of text raises at once (as Twisted's does); the connection's other writes and its close go on."""
+        transport, client = yield self.connect()
+        write = direct_writer(transport)
+        write(b"one ")
+        self.assertRaises(TypeError, write, "text")
+        write(b"two")
+        transport.loseConnection()
+        received = yield deferToThread(_read_all, client)
+        self.assertEqual(received, b"one two")
 
     @inlineCallbacks
     def test_other_reactor_sends_at_once(self) -> Any:
