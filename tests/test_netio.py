@@ -114,6 +114,13 @@ def _pending(sock: socket.socket) -> bytes:
         sock.setblocking(True)
 
 
+def _writable_event(transport: Any) -> None:
+    """What the reactor does for ``transport``'s writable event: write, maybe disconnect."""
+    why = transport.doWrite()
+    if why:
+        reactor._disconnectSelectable(transport, why, False)  # type: ignore[attr-defined]
+
+
 def _next_iteration() -> Deferred[None]:
     return deferLater(reactor, 0, lambda: None)
 
@@ -177,10 +184,7 @@ class HeldWriteTests(TestCase):
         tcp.Connection.write(transport, b"buffered ")  # in Twisted's buffer, not sent yet
         write(b"held")
         transport.loseConnection()
-        # What the reactor does for a writable event later in this iteration.
-        why = transport.doWrite()
-        if why:
-            reactor._disconnectSelectable(transport, why, False)  # type: ignore[attr-defined]
+        _writable_event(transport)  # later in this iteration
         received = yield deferToThread(_read_all, client)
         self.assertEqual(received, b"buffered held")
 
@@ -196,9 +200,7 @@ class HeldWriteTests(TestCase):
         tcp.Connection.write(transport, b"buffered ")
         transport.loseConnection()
         transport.write(b"after")
-        why = transport.doWrite()
-        if why:
-            reactor._disconnectSelectable(transport, why, False)  # type: ignore[attr-defined]
+        _writable_event(transport)
         received = yield deferToThread(_read_all, client)
         self.assertEqual(received, b"buffered after")
 

@@ -341,11 +341,8 @@ class H1Channel(Protocol):
         one in progress is ever spooled).
         """
         queue = self.queue
-        waiting = len(queue)
-        if waiting >= self.limits.max_pipelined:
+        if len(queue) >= self.limits.max_pipelined:
             return True
-        if waiting < 2:
-            return False  # nothing behind the request in progress
         for index, request in enumerate(queue):
             if index and request.content is not None and request.content.size:
                 return True

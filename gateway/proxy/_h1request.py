@@ -262,15 +262,15 @@ class H1Request:
             self.finished = True
             return
         if not self.startedWriting:
-            headers = self.responseHeaders
+            headers = self._response_headers
             if (
-                not headers.hasHeader(b"content-length")
+                not (headers is not None and headers.hasHeader(b"content-length"))
                 and not any(name.lower() == b"content-length" for name, _ in self._forwarded)
                 and self._body_allowed()
             ):
                 # Nothing written: an empty body, said with a length rather
                 # than an empty chunked body.
-                headers.setRawHeaders(b"content-length", [b"0"])
+                self.setHeader(b"content-length", b"0")
             self.write(b"")
         if self._chunked:
             channel.send(b"0\r\n\r\n")

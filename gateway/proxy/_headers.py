@@ -26,10 +26,6 @@ HOP_BY_HOP = frozenset(
     }
 )
 
-#: The lengths of the :data:`HOP_BY_HOP` names: a name of another length
-#: cannot be one, and is not lower-cased to find out.
-_HOP_LENGTHS = frozenset(len(name) for name in HOP_BY_HOP)
-
 #: ``Connection`` values that name no other header (the common case).
 _PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
 
@@ -172,8 +168,8 @@ def response_headers_to_forward(
     kept = []
     named: frozenset[bytes] = _NONE
     for pair in headers:
-        name = pair[0]
-        if len(name) in _HOP_LENGTHS and (lower := name.lower()) in HOP_BY_HOP:
+        lower = pair[0].lower()
+        if lower in HOP_BY_HOP:
             if lower == b"connection" and pair[1].lower() not in _PLAIN_CONNECTION:
                 named = named | connection_tokens([pair[1]])
             continue

@@ -356,7 +356,7 @@ class PolicyRun:
                 ctx.headers,
                 host=host
                 if entry.preserve_host and ctx.backend_url is None
-                else backend.authority.encode("ascii"),
+                else backend.authority_bytes,
                 forwarded_for=self.forwarded_for,
                 forwarded_proto=resource._scheme,
                 forwarded_host=host,

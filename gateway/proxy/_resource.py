@@ -196,8 +196,6 @@ class ProxyResource(Resource):
         self._scheme_text = scheme.decode("ascii")
         #: Rebound to each request before its lookup (see RequestFacts).
         self._facts = RequestFacts(Headers(), b"")
-        #: the gateway's metrics (``GatewayMetrics``) when the observer has
-        #: them: upgraded connections are counted there
         #: the upgraded connections open (the drain waits for them, then closes them)
         self.tunnels = Tunnels(clock)
 
@@ -343,8 +341,7 @@ class ProxyResource(Resource):
             target_bytes = path
         if query:
             target_bytes += b"?" + query
-        given_id = raw_headers.get(b"X-Request-Id")
-        request_id = given_id[0] if given_id and given_id[0] else self._ids.next()
+        request_id = self._request_id(request)
         client = request.getClientAddress()
         forwarded_for = _forwarded_for(request, getattr(client, "host", "") or "")
         headers = forward_request_headers(
@@ -440,7 +437,7 @@ class ProxyResource(Resource):
             return self._variant_failed(request, started, label, problem)
         backend = chosen.backend
         rewrite = variant.rewrite
-        send_host = host.encode("latin-1") if host else backend.authority.encode("ascii")
+        send_host = host.encode("latin-1") if host else backend.authority_bytes
         if rewrite is not None:
             if rewrite.path is not None:
                 path = change_path(path, rewrite.path, match.entry.path)
@@ -480,7 +477,7 @@ class ProxyResource(Resource):
             source=source,
             upgrade=upgrade is not None,
         )
-        if not backend_exchange.done:
+        if not exchange.done:
             # (Over already: it failed at once and the exchange has ended;
             # keeping it would tie the two together again.)
             exchange.backend_exchange = backend_exchange

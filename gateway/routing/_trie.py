@@ -82,7 +82,7 @@ class Match(NamedTuple):
     The result of a successful lookup; immutable. A named tuple rather than
     a frozen dataclass: one is made per request, and a frozen dataclass's
     ``__init__`` sets each field through ``object.__setattr__`` (measured:
-    2% of the proxy path's instructions, bench/path_bench.py).
+    2% of the proxy path's instructions, bench/path_instructions.py).
 
     :ivar entry: the route entry that matched.
     :ivar rest: for :data:`~gateway.translate.KIND_API`, the request path
