@@ -17,9 +17,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from gateway.model import ObjectRef, Route
 from gateway.routing import Match, RouteTable
+from gateway.routing._trie import _RECENT_KEY, _RECENT_SIZE
 from gateway.translate import EXACT, KIND_ROUTE, PREFIX, RouteEntry, parse_backend
 
-from . import BACKEND, build, entries, matched_name, route_name
+from . import BACKEND, api, build, entries, matched_name, route_name
 
 
 @dataclass(frozen=True)
@@ -506,3 +507,67 @@ def _entry(host: str, path: str, match: str, kind: str = KIND_ROUTE) -> RouteEnt
         modified=0.0,
         label=path,
     )
+
+
+class RecentLookupTests(SynchronousTestCase):
+    """
+    A table remembers its recent answers (one lookup per request, and most
+    requests repeat a path): what it remembers never changes an answer,
+    and how much it remembers is bounded.
+    """
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        routes=_ROUTES,
+        requests=st.lists(
+            st.tuples(_REQUEST_HOSTS, _paths(3), st.sampled_from(["GET", "POST"])),
+            min_size=1,
+            max_size=12,
+        ),
+    )
+    def test_answers_as_a_fresh_table(
+        self, routes: list[Route], requests: list[tuple[str, str, str]]
+    ) -> None:
+        """Lookups on one table, repeated and interleaved, answer as a
+        table that never looked anything up."""
+        routed = entries(*routes)
+        table = RouteTable.build(routed)
+        for host, path, method in requests + requests:
+            self.assertEqual(
+                table.lookup(host, path, method),
+                RouteTable.build(routed).lookup(host, path, method),
+            )
+
+    def test_host_and_method_are_part_of_the_question(self) -> None:
+        """The same path asked for another host or method gets that host's
+        or method's answer, not the one remembered."""
+        table = build(
+            Route("/a", BACKEND, host="one.example"),
+            Route("/", BACKEND),
+            api("echo", "echo", (("GET", "/users/{id}"),)),
+        )
+        self.assertEqual(matched_name(table, "one.example", "/a"), "one.example Prefix /a")
+        self.assertEqual(matched_name(table, "two.example", "/a"), "* Prefix /")
+        self.assertEqual(matched_name(table, "ONE.example", "/a"), "one.example Prefix /a")
+        self.assertEqual(matched_name(table, "one.example", "/b"), "* Prefix /")
+        match = table.lookup("h", "/echo/users/7", "GET")
+        assert match is not None
+        self.assertEqual((match.entry.origin.name, match.params), ("echo", {"id": "7"}))
+        self.assertIsNone(table.lookup("h", "/echo/users/7", "DELETE"))
+        match = table.lookup("h", "/echo/users/8", "GET")
+        assert match is not None
+        self.assertEqual(match.params, {"id": "8"})
+
+    def test_bounded(self) -> None:
+        """Past its size the table starts over; a long path or Host is not
+        remembered at all, so a client sending unique paths cannot grow it."""
+        table = build(Route("/", BACKEND))
+        recent = table._recent
+        for n in range(_RECENT_SIZE + 10):
+            self.assertIsNotNone(table.lookup("h", f"/{n}", "GET"))
+            self.assertLessEqual(len(recent), _RECENT_SIZE)
+        self.assertEqual(len(recent), 10)
+        recent.clear()
+        self.assertIsNotNone(table.lookup("h", "/" + "x" * _RECENT_KEY, "GET"))
+        self.assertIsNotNone(table.lookup("h" * _RECENT_KEY, "/", "GET"))
+        self.assertEqual(recent, {})
