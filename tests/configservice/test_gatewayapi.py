@@ -6,6 +6,7 @@ the snapshot, the change feed (long poll, 410), heartbeats and instances.
 from __future__ import annotations
 
 import socket
+from datetime import datetime, timedelta
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
@@ -116,8 +117,11 @@ class TokenTests(ServiceTestCase):
         token = yield self.token("g")
         head, stamp, signature = token.split("&")
         forged_signature = ("A" if signature[0] != "A" else "B") + signature[1:]
+        # An hour earlier, as a valid stamp whatever the hour: subtracting 100
+        # from the digits made hour 99 when the token expired in hour 00.
+        earlier = datetime.strptime(stamp, "%Y%m%d%H%M") - timedelta(hours=1)
         for forged in (f"{head}&{stamp}&{forged_signature}",
-                       f"{head}&{int(stamp) - 100}&{signature}"):
+                       f"{head}&{earlier:%Y%m%d%H%M}&{signature}"):
             response = yield self.call("GET", "/gateways/g/configuration", forged)
             self.assertEqual(response.status, 401)
             self.assertIn("signature", response.json()["message"])
