@@ -475,7 +475,9 @@ class H1Channel(Protocol):
         elif _HOST.match(host[0]) is None or (not host[0] and proto == b"HTTP/1.1"):
             raise _Reject(400, "Bad request: invalid Host header")
         url = self._url
-        if b"#" in url:
+        # find, not ``in``: bytes.__contains__ first tries its argument as an
+        # integer and builds (then drops) a TypeError for a bytes argument.
+        if url.find(b"#") != -1:
             raise _Reject(400, "Bad request: a fragment in the request target")
         if url[:1] != b"/":
             # Not origin-form (the common case): absolute-form, asterisk-form.

@@ -358,10 +358,15 @@ class H1Request:
             # lowered: a name holds no ":" and a value no CR LF, so
             # "\r\nname:" only matches a header line's name.
             block = b"\r\n".join(map(b": ".join, forwarded)) + b"\r\n"
+            # (find, not ``in``: see the request target's check in _h1.)
             lowered = b"\r\n" + block.lower()
-            if b"\r\ncontent-length:" in lowered:
+            if lowered.find(b"\r\ncontent-length:") != -1:
                 has_length = True
-            if request_id and b"\r\nx-request-id:" not in lowered and b"X-Request-Id" not in raw:
+            if (
+                request_id
+                and lowered.find(b"\r\nx-request-id:") == -1
+                and b"X-Request-Id" not in raw
+            ):
                 block += b"X-Request-Id: %s\r\n" % request_id
             append(block)
         elif request_id and b"X-Request-Id" not in raw:

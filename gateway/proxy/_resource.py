@@ -285,7 +285,7 @@ class ProxyResource(Resource):
             if values:
                 key: str | None = values[0].decode("latin-1")
                 drop = access.header
-            elif query and access.query_prefix in query:
+            elif query and query.find(access.query_prefix) != -1:
                 key, query = _take_query_key(query, access.query_prefix)
             else:
                 key = None
