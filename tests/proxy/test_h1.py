@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from httptools import HttpResponseParser
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer
@@ -23,7 +25,15 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from gateway.proxy import ProxyRequest
-from gateway.proxy._h1 import H1Channel, H1Server
+from gateway.proxy._h1 import (
+    _HOST,
+    _VALID_HOST_LENGTH,
+    _VALID_HOSTS_SIZE,
+    H1Channel,
+    H1Server,
+    _host_is_valid,
+    _valid_hosts,
+)
 from gateway.proxy._h1limits import H1Limits
 from gateway.proxy._h1request import H1Request
 
@@ -651,6 +661,43 @@ class MalformedTests(SynchronousTestCase):
         c.send(b"more input, discarded")
         c.clock.advance(5)
         self.assertTrue(c.transport.aborted)
+
+
+class HostCheckTests(SynchronousTestCase):
+    """
+    ``Host`` values are checked once and remembered (``_valid_hosts``):
+    the answer is the pattern's whatever was seen before, and the memory
+    stays bounded whatever clients send.
+    """
+
+    def setUp(self) -> None:
+        _valid_hosts.clear()
+        self.addCleanup(_valid_hosts.clear)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.one_of(
+        st.sampled_from([b"example.com", b"a:80", b"[::1]:8080", b"", b"bad host", b"a/b", b"x:y"]),
+        st.binary(max_size=12),
+    ), max_size=20))
+    def test_same_answer_as_the_pattern(self, values: list[bytes]) -> None:
+        """Each value, asked twice in any order, is judged as ``_HOST`` alone judges it."""
+        # One header value on the wire: no line break, no surrounding OWS.
+        values = [v for v in values if v == v.strip(b" \t\r\n") and b"\n" not in v and b"\r" not in v]
+        for value in values + values:
+            expected = _HOST.match(value) is not None
+            c = Connected()
+            c.send(b"GET / HTTP/1.0\r\nHost: " + value + b"\r\n\r\n")
+            status = c.responses()[0][0]
+            self.assertEqual(status == 200, expected, (value, status))
+
+    def test_bounded(self) -> None:
+        """Many distinct hosts keep at most ``_VALID_HOSTS_SIZE`` remembered; long ones are not kept."""
+        for i in range(3 * _VALID_HOSTS_SIZE):
+            self.assertTrue(_host_is_valid(b"h%d.example" % i))
+            self.assertLessEqual(len(_valid_hosts), _VALID_HOSTS_SIZE)
+        _valid_hosts.clear()
+        self.assertTrue(_host_is_valid(b"a" * (_VALID_HOST_LENGTH + 1)))
+        self.assertEqual(_valid_hosts, {})
 
 
 class TimeoutTests(SynchronousTestCase):
