@@ -631,6 +631,24 @@ def twisted_version() -> str:
     return twisted.__version__
 
 
+def python_build() -> str:
+    """
+    The interpreter that runs the gateway in a benchmark: version, real
+    path, and whether its core is a shared libpython. The same code costs
+    different CPU on different builds of one version (an unoptimized,
+    ``--enable-shared`` pyenv build took 13% more CPU per proxied request
+    than Debian's PGO/LTO, statically linked python3.11: docs/benchmarks.md),
+    so a report names the build it ran on.
+    """
+    try:
+        with open("/proc/self/maps") as f:
+            shared = "libpython" in f.read()
+    except OSError:
+        shared = None
+    linked = {True: "libpython shared", False: "libpython static", None: "linking unknown"}[shared]
+    return f"{platform.python_version()} {os.path.realpath(sys.executable)} ({linked})"
+
+
 def machine() -> dict[str, Any]:
     """The machine for a report: CPU count and model, kernel, Python version."""
     return {

@@ -61,6 +61,7 @@ from _common import (
     Processes,
     cpu_busy,
     free_port,
+    python_build,
     remove_workdir,
     save_report,
     steal_share,
@@ -873,6 +874,7 @@ def print_table(results: dict[str, CaseResult], plan: str, wrk_cmd: str) -> None
     print()
     print(f"wrk: {wrk_cmd}")
     print(f"pinning: {plan}")
+    print(f"python: {python_build()}")
     print()
     print(_row([title for title, _, _ in _COLUMNS]))
     print("|" + "|".join("-" * (width + 2) for _, width, _ in _COLUMNS) + "|")
@@ -926,6 +928,7 @@ def environment(nginx: str, wrk: str) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "kernel": platform.release(),
         "python": platform.python_version(),
+        "python_build": python_build(),
         "twisted": twisted_version(),
         "nginx": _version([nginx, "-v"]),
         "wrk": _version([wrk, "-v"]),
