@@ -5,6 +5,7 @@ HTTP/2, and how it reports a request moved to another endpoint.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from twisted.internet.task import Clock
@@ -15,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from gateway.model import ObjectRef
 from gateway.proxy import ProxyResource
 from gateway.proxy._replies import cut as _cut
-from gateway.proxy._resource import _Exchange, _without_port
+from gateway.proxy._resource import RequestIds, _Exchange, _without_port
 from gateway.translate import KIND_ROUTE, PREFIX, RouteEntry, parse_backend
 from gateway.upstream import FAILURE_HOLD, BackendConnectError, BackendPool
 
@@ -54,6 +55,27 @@ class HelperTests(SynchronousTestCase):
         h1 = _Request(_Channel(None))
         _cut(h1)
         self.assertEqual((h1.channel.aborted, h1.lost), (False, True))
+
+
+class RequestIdTests(SynchronousTestCase):
+    """Generated request ids: shaped like UUIDs, distinct, the counter wrapping at 48 bits."""
+
+    def test_shape_and_order(self) -> None:
+        """Consecutive ids share the process prefix and count up in the last group."""
+        ids = RequestIds()
+        first, second = ids.next(), ids.next()
+        shape = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+        self.assertIsNotNone(shape.fullmatch(first), first)
+        self.assertEqual(first[:24], second[:24])
+        self.assertEqual((int(first[24:], 16) + 1) & 0xFFFFFFFFFFFF, int(second[24:], 16))
+        self.assertNotEqual(RequestIds().next()[:24], first[:24])
+
+    def test_counter_wraps(self) -> None:
+        """After ffffffffffff comes 000000000000, still twelve digits."""
+        ids = RequestIds()
+        ids._counter = 0xFFFFFFFFFFFE
+        self.assertEqual(ids.next()[24:], b"ffffffffffff")
+        self.assertEqual(ids.next()[24:], b"000000000000")
 
 
 class _Observer:
