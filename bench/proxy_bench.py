@@ -23,6 +23,13 @@ warmed up, measured, and stopped by its PID (SIGTERM, then SIGKILL). The
 results are printed as a table with the apimgw ratios and written as JSON
 to bench/out/proxy-<timestamp>.json.
 
+With ``--interleave`` every proxy is started at once (all pinned to the
+proxy CPU; the idle ones cost nothing) and the cases are measured in
+``--repeat`` rounds of one run each, so round ``i`` of nginx and of apimgw
+ran within the same minute: the ratio of each round, and their median,
+compare the two on the same machine, where the one-after-the-other ratio
+also measures how the shared machine's speed drifted between the cases.
+
 With ``--workers N`` (N > 1) apimgw runs N worker processes
 (``GATEWAY_WORKERS``, docs/workers.md) and nginx N workers, and nothing is
 pinned: on the 2-CPU machine the proxies' workers share both CPUs with wrk
@@ -476,6 +483,9 @@ class Settings:
     #: py-spy's output: ``flamegraph`` (SVG) or ``raw`` (collapsed stacks,
     #: one line per stack with its sample count: text to sort and grep)
     profile_format: str = "flamegraph"
+    #: measure the cases in rounds (one run of each per round) instead of
+    #: one case after the other
+    interleave: bool = False
 
 
 def _apimgw_argv(
@@ -630,36 +640,54 @@ def measure(result: CaseResult, wrk: Wrk, port: int, settings: Settings, pid: in
     """
     if settings.warmup > 0:
         wrk.run(port, settings.warmup, result.name)
-    runs = []
-    for _ in range(settings.repeat):
-        before = _cpu_seconds(pid)
-        steal_before = steal_ticks()
-        started = time.monotonic()
-        text = wrk.run(port, settings.duration, result.name)
-        elapsed = time.monotonic() - started
-        after = _cpu_seconds(pid)
-        steal = steal_share(steal_before, steal_ticks())
-        parsed = parse_wrk(text)
-        if parsed["requests_per_sec"] is None or parsed["p99_ms"] is None:
-            raise BenchError(f"could not read wrk's output:\n{text}")
-        parsed["cpu_share"] = parsed["cpu_us_per_request"] = None
-        parsed["steal"] = steal
-        if steal is not None and steal > 0.02:
-            print(
-                f"  warning: {steal:.0%} of the CPU time was stolen by the hypervisor "
-                "during this run: its figures are the host's load, not this machine's",
-                flush=True,
-            )
-        if before is not None and after is not None:
-            used = after - before
-            parsed["cpu_share"] = round(used / elapsed, 3)
-            if parsed["requests"]:
-                parsed["cpu_us_per_request"] = round(used / parsed["requests"] * 1e6, 1)
-        runs.append((parsed, text))
-    runs.sort(key=lambda run: run[0]["requests_per_sec"])
-    parsed, text = runs[len(runs) // 2]
+    runs = [one_run(wrk, port, settings, pid, result.name) for _ in range(settings.repeat)]
+    settle(result, runs, by_rate=True)
+
+
+def one_run(
+    wrk: Wrk, port: int, settings: Settings, pid: int, case: str
+) -> tuple[dict[str, Any], str]:
+    """
+    One wrk run of ``settings.duration`` seconds: its figures (with the CPU
+    time process ``pid`` used, and the CPU stolen meanwhile) and wrk's output.
+    """
+    before = _cpu_seconds(pid)
+    steal_before = steal_ticks()
+    started = time.monotonic()
+    text = wrk.run(port, settings.duration, case)
+    elapsed = time.monotonic() - started
+    after = _cpu_seconds(pid)
+    steal = steal_share(steal_before, steal_ticks())
+    parsed = parse_wrk(text)
+    if parsed["requests_per_sec"] is None or parsed["p99_ms"] is None:
+        raise BenchError(f"could not read wrk's output:\n{text}")
+    parsed["cpu_share"] = parsed["cpu_us_per_request"] = None
+    parsed["steal"] = steal
+    if steal is not None and steal > 0.02:
+        print(
+            f"  warning: {steal:.0%} of the CPU time was stolen by the hypervisor "
+            "during this run: its figures are the host's load, not this machine's",
+            flush=True,
+        )
+    if before is not None and after is not None:
+        used = after - before
+        parsed["cpu_share"] = round(used / elapsed, 3)
+        if parsed["requests"]:
+            parsed["cpu_us_per_request"] = round(used / parsed["requests"] * 1e6, 1)
+    return parsed, text
+
+
+def settle(result: CaseResult, runs: list[tuple[dict[str, Any], str]], *, by_rate: bool) -> None:
+    """
+    The result is the run with the median req/s. ``result.runs`` keeps
+    every run (more than one), sorted by req/s when ``by_rate``, else in
+    the order measured (interleaved rounds: round ``i`` of every case ran
+    in the same stretch of time).
+    """
+    ranked = sorted(runs, key=lambda run: run[0]["requests_per_sec"])
+    parsed, text = ranked[len(ranked) // 2]
     if len(runs) > 1:
-        result.runs = [run for run, _ in runs]
+        result.runs = [run for run, _ in (ranked if by_rate else runs)]
     result.wrk_output = text
     result.requests_per_sec = parsed["requests_per_sec"]
     result.p50_ms = parsed["p50_ms"]
@@ -785,13 +813,7 @@ def run_case(
     """
     result = CaseResult(name=name, label=LABELS[name])
     print(f"[{name}] {LABELS[name]}", flush=True)
-    result.cpu_busy_before = busy = cpu_busy()
-    if busy is not None and busy > 0.1:
-        print(
-            f"  warning: the CPUs are {busy:.0%} busy with other work before this case; "
-            "the figures will be low and noisy",
-            flush=True,
-        )
+    _busy_warning(result)
     proc = None
     try:
         if name == "backend":
@@ -823,16 +845,105 @@ def run_case(
     return result
 
 
+def _busy_warning(result: CaseResult) -> None:
+    result.cpu_busy_before = busy = cpu_busy()
+    if busy is not None and busy > 0.1:
+        print(
+            f"  warning: the CPUs are {busy:.0%} busy with other work before this case; "
+            "the figures will be low and noisy",
+            flush=True,
+        )
+
+
+def run_interleaved(
+    names: Sequence[str],
+    procs: Processes,
+    wrk: Wrk,
+    settings: Settings,
+    nginx: str,
+    workdir: Path,
+    backend_port: int,
+    backend_pid: int,
+    proxy_cpu: int | None,
+) -> dict[str, CaseResult]:
+    """
+    Every case's proxy started at once (each pinned to ``proxy_cpu``; an
+    idle one costs nothing), each warmed up, then ``settings.repeat``
+    rounds of one run per case. Round ``i`` of every case ran within the
+    same minute, so the ratio of two cases in one round compares them on
+    the same machine: this machine's speed drifts by a third from one
+    minute to the next (docs/benchmarks.md), far more than between two
+    cases run side by side. A case that fails is left out of the later
+    rounds; the others go on.
+    """
+    results: dict[str, CaseResult] = {}
+    live: dict[str, tuple[int, int]] = {}
+    started: list[subprocess.Popen[bytes]] = []
+    runs: dict[str, list[tuple[dict[str, Any], str]]] = {}
+    try:
+        for name in names:
+            result = results[name] = CaseResult(name=name, label=LABELS[name])
+            print(f"[{name}] {LABELS[name]}", flush=True)
+            _busy_warning(result)
+            try:
+                if name == "backend":
+                    result.command = wrk.argv(backend_port, settings.duration)
+                    live[name] = (backend_port, backend_pid)
+                    continue
+                port = free_port()
+                proc, log, ready_path, result.command = start_proxy(
+                    name, procs, settings, nginx, workdir, port, backend_port, proxy_cpu
+                )
+                started.append(proc)
+                print(f"  pid {proc.pid}: {shlex.join(result.command)}", flush=True)
+                wait_ready(proc, port, settings.ready_timeout, ready_path, log, name)
+                live[name] = (port, proc.pid)
+            except BenchError as e:
+                result.error = str(e)
+                print(f"  FAILED: {e}", flush=True)
+        for name, (port, _) in live.items():
+            if settings.warmup > 0:
+                wrk.run(port, settings.warmup, name)
+            runs[name] = []
+        for round_number in range(1, settings.repeat + 1):
+            for name, (port, pid) in list(live.items()):
+                try:
+                    parsed, text = one_run(wrk, port, settings, pid, name)
+                except BenchError as e:
+                    results[name].error = str(e)
+                    print(f"  [{name}] FAILED in round {round_number}: {e}", flush=True)
+                    del live[name]
+                    continue
+                runs[name].append((parsed, text))
+                print(
+                    f"  round {round_number} [{name}]: {parsed['requests_per_sec']:,.0f} req/s, "
+                    f"p99 {parsed['p99_ms']:.2f} ms",
+                    flush=True,
+                )
+        if settings.profile:
+            for name, (port, pid) in live.items():
+                if name.startswith("apimgw"):
+                    results[name].profile = profile_case(procs, wrk, settings, name, pid, port)
+    finally:
+        for proc in started:
+            procs.stop(proc)
+    for name in live:
+        settle(results[name], runs[name], by_rate=False)
+    return results
+
+
 # --- report ----------------------------------------------------------------
 
 
-def ratios(results: dict[str, CaseResult]) -> dict[str, dict[str, float]]:
+def ratios(results: dict[str, CaseResult], interleaved: bool = False) -> dict[str, dict[str, Any]]:
     """
     apimgw (log none and text) and the byte relay (the floor of a proxy on
     apimgw's reactor path) over stock Twisted and over nginx: req/s and p99
-    ratios, for the pairs that were both measured.
+    ratios, for the pairs that were both measured (of the median runs).
+    Interleaved, also each round's req/s ratio and their median: the
+    figure least moved by the machine's drift.
     """
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for mine in ("apimgw-none", "apimgw-text", "relay"):
         for other in ("stock", "nginx"):
             a, b = results.get(mine), results.get(other)
@@ -840,10 +951,18 @@ def ratios(results: dict[str, CaseResult]) -> dict[str, dict[str, float]]:
                 continue
             if not (a.requests_per_sec and b.requests_per_sec and a.p99_ms and b.p99_ms):
                 continue
-            out[f"{mine}/{other}"] = {
+            pair: dict[str, Any] = {
                 "requests_per_sec": round(a.requests_per_sec / b.requests_per_sec, 3),
                 "p99": round(a.p99_ms / b.p99_ms, 3),
             }
+            if interleaved and len(a.runs) == len(b.runs) > 1:
+                rounds = [
+                    round(x["requests_per_sec"] / y["requests_per_sec"], 3)
+                    for x, y in zip(a.runs, b.runs, strict=True)
+                ]
+                pair["requests_per_sec_rounds"] = rounds
+                pair["requests_per_sec_round_median"] = sorted(rounds)[len(rounds) // 2]
+            out[f"{mine}/{other}"] = pair
     return out
 
 
@@ -865,7 +984,9 @@ def _row(values: Sequence[str]) -> str:
     return "|" + "|".join(cells) + "|"
 
 
-def print_table(results: dict[str, CaseResult], plan: str, wrk_cmd: str) -> None:
+def print_table(
+    results: dict[str, CaseResult], plan: str, wrk_cmd: str, interleaved: bool = False
+) -> None:
     """
     The results as a Markdown table, then the apimgw ratios and any
     failures. "proxy CPU" is the share of one CPU the proxy (for the
@@ -899,13 +1020,17 @@ def print_table(results: dict[str, CaseResult], plan: str, wrk_cmd: str) -> None
                 ]
             )
         )
-    found = ratios(results)
+    found = ratios(results, interleaved)
     if found:
         print()
         for key, value in found.items():
             mine, other = key.split("/")
+            rounds = ""
+            if "requests_per_sec_rounds" in value:
+                each = " ".join(f"{r:.2f}" for r in value["requests_per_sec_rounds"])
+                rounds = f" (rounds {each}; median {value['requests_per_sec_round_median']:.2f}x)"
             print(
-                f"{LABELS[mine]} / {LABELS[other]}: {value['requests_per_sec']:.2f}x req/s, "
+                f"{LABELS[mine]} / {LABELS[other]}: {value['requests_per_sec']:.2f}x req/s{rounds}, "
                 f"{value['p99']:.2f}x p99"
             )
     for r in results.values():
@@ -1018,6 +1143,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=1,
         help="worker processes of apimgw (GATEWAY_WORKERS) and nginx; above 1 nothing is pinned",
     )
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="start every case's proxy at once and measure in --repeat rounds of one run per "
+        "case, so that each round compares the cases in the same minute; the ratios then "
+        "include each round's and their median",
+    )
     parser.add_argument("--out-dir", type=Path, default=BENCH_DIR / "out")
     parser.add_argument(
         "--keep-temp", action="store_true", help="keep the temporary directory (configs and logs)"
@@ -1043,6 +1175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stamp=stamp,
         workers=args.workers,
         profile_format=args.profile_format,
+        interleave=args.interleave,
     )
     signal.signal(signal.SIGTERM, _on_sigterm)
     procs = Processes(stop_timeout=STOP_TIMEOUT)
@@ -1075,7 +1208,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"backend: pid {backend.pid} on {LOCALHOST}:{backend_port}", flush=True)
         wait_ready(backend, backend_port, 10.0, "/", backend_log)
 
-        for name in args.only:
+        if args.interleave:
+            results.update(
+                run_interleaved(
+                    args.only,
+                    procs,
+                    wrk,
+                    settings,
+                    nginx,
+                    workdir,
+                    backend_port,
+                    backend.pid,
+                    proxy_cpu,
+                )
+            )
+            if backend.poll() is not None:
+                raise BenchError(f"the backend exited:\n{tail(backend_log)}")
+        for name in [] if args.interleave else args.only:
             results[name] = run_case(
                 name,
                 procs,
@@ -1109,7 +1258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"http://{LOCALHOST}:PORT/",
         ]
     )
-    print_table(results, plan, wrk_cmd)
+    print_table(results, plan, wrk_cmd, args.interleave)
     report = {
         "timestamp": stamp,
         "environment": environment(nginx, wrk_path),
@@ -1127,9 +1276,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "apimgw_cmd": args.apimgw_cmd,
             "apimgw_from": args.apimgw_from,
             "workers": args.workers,
+            "interleave": args.interleave,
         },
         "cases": {name: asdict(r) for name, r in results.items()},
-        "ratios": ratios(results),
+        "ratios": ratios(results, args.interleave),
         "elapsed_s": round(time.monotonic() - started, 1),
     }
     out = save_report(args.out_dir, "proxy", stamp, report)
