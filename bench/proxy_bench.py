@@ -55,7 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -795,47 +795,83 @@ def start_proxy(
     return proc, log, STATUS_PATH, argv
 
 
-def run_case(
-    name: str,
-    procs: Processes,
-    wrk: Wrk,
-    settings: Settings,
-    nginx: str,
-    workdir: Path,
-    backend_port: int,
-    backend_pid: int,
-    proxy_cpu: int | None,
-) -> CaseResult:
+@dataclass
+class Bed:
+    """What every case runs against: the processes, wrk, the settings, the backend, the CPU plan."""
+
+    procs: Processes
+    wrk: Wrk
+    settings: Settings
+    nginx: str
+    workdir: Path
+    backend_port: int
+    backend_pid: int
+    proxy_cpu: int | None
+
+
+#: A started case: the port and PID to measure, and the process to stop (none for ``backend``).
+Opened = tuple[int, int, "subprocess.Popen[bytes] | None"]
+
+
+def _open_case(name: str, bed: Bed) -> tuple[CaseResult, Opened | None]:
+    """
+    Announce case ``name`` and start its proxy (none for ``backend``),
+    waiting until it answers. Returns the result to fill, and what was
+    opened, or ``None`` when the proxy could not start (the reason is in
+    ``result.error``, and the process is stopped).
+    """
+    result = CaseResult(name=name, label=LABELS[name])
+    print(f"[{name}] {LABELS[name]}", flush=True)
+    result.cpu_busy_before = busy = cpu_busy()
+    if busy is not None and busy > 0.1:
+        print(
+            f"  warning: the CPUs are {busy:.0%} busy with other work before this case; "
+            "the figures will be low and noisy",
+            flush=True,
+        )
+    settings = bed.settings
+    if name == "backend":
+        result.command = bed.wrk.argv(bed.backend_port, settings.duration)
+        return result, (bed.backend_port, bed.backend_pid, None)
+    port = free_port()
+    proc = None
+    try:
+        proc, log, ready_path, result.command = start_proxy(
+            name, bed.procs, settings, bed.nginx, bed.workdir, port, bed.backend_port, bed.proxy_cpu
+        )
+        print(f"  pid {proc.pid}: {shlex.join(result.command)}", flush=True)
+        wait_ready(proc, port, settings.ready_timeout, ready_path, log, name)
+    except BenchError as e:
+        if proc is not None:
+            bed.procs.stop(proc)
+        result.error = str(e)
+        print(f"  FAILED: {e}", flush=True)
+        return result, None
+    return result, (port, proc.pid, proc)
+
+
+def run_case(name: str, bed: Bed) -> CaseResult:
     """
     Start the proxy of case ``name``, wait until it answers, warm it up,
     measure it and stop it. A failure is recorded in the result, and the
     other cases still run.
     """
-    result = CaseResult(name=name, label=LABELS[name])
-    print(f"[{name}] {LABELS[name]}", flush=True)
-    _busy_warning(result)
-    proc = None
+    result, opened = _open_case(name, bed)
+    if opened is None:
+        return result
+    port, pid, proc = opened
+    settings = bed.settings
     try:
-        if name == "backend":
-            result.command = wrk.argv(backend_port, settings.duration)
-            measure(result, wrk, backend_port, settings, backend_pid)
-        else:
-            port = free_port()
-            proc, log, ready_path, result.command = start_proxy(
-                name, procs, settings, nginx, workdir, port, backend_port, proxy_cpu
-            )
-            print(f"  pid {proc.pid}: {shlex.join(result.command)}", flush=True)
-            wait_ready(proc, port, settings.ready_timeout, ready_path, log, name)
-            measure(result, wrk, port, settings, proc.pid)
-            if settings.profile and name.startswith("apimgw"):
-                result.profile = profile_case(procs, wrk, settings, name, proc.pid, port)
+        measure(result, bed.wrk, port, settings, pid)
+        if settings.profile and name.startswith("apimgw"):
+            result.profile = profile_case(bed.procs, bed.wrk, settings, name, pid, port)
     except BenchError as e:
         result.error = str(e)
         print(f"  FAILED: {e}", flush=True)
         return result
     finally:
         if proc is not None:
-            procs.stop(proc)
+            bed.procs.stop(proc)
     print(
         f"  {result.requests_per_sec:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
         f"p99 {result.p99_ms:.2f} ms, non-2xx/3xx {result.non_2xx_3xx}, "
@@ -845,27 +881,7 @@ def run_case(
     return result
 
 
-def _busy_warning(result: CaseResult) -> None:
-    result.cpu_busy_before = busy = cpu_busy()
-    if busy is not None and busy > 0.1:
-        print(
-            f"  warning: the CPUs are {busy:.0%} busy with other work before this case; "
-            "the figures will be low and noisy",
-            flush=True,
-        )
-
-
-def run_interleaved(
-    names: Sequence[str],
-    procs: Processes,
-    wrk: Wrk,
-    settings: Settings,
-    nginx: str,
-    workdir: Path,
-    backend_port: int,
-    backend_pid: int,
-    proxy_cpu: int | None,
-) -> dict[str, CaseResult]:
+def run_interleaved(names: Sequence[str], bed: Bed) -> dict[str, CaseResult]:
     """
     Every case's proxy started at once (each pinned to ``proxy_cpu``; an
     idle one costs nothing), each warmed up, then ``settings.repeat``
@@ -876,31 +892,20 @@ def run_interleaved(
     cases run side by side. A case that fails is left out of the later
     rounds; the others go on.
     """
+    settings, wrk = bed.settings, bed.wrk
     results: dict[str, CaseResult] = {}
     live: dict[str, tuple[int, int]] = {}
     started: list[subprocess.Popen[bytes]] = []
     runs: dict[str, list[tuple[dict[str, Any], str]]] = {}
     try:
         for name in names:
-            result = results[name] = CaseResult(name=name, label=LABELS[name])
-            print(f"[{name}] {LABELS[name]}", flush=True)
-            _busy_warning(result)
-            try:
-                if name == "backend":
-                    result.command = wrk.argv(backend_port, settings.duration)
-                    live[name] = (backend_port, backend_pid)
-                    continue
-                port = free_port()
-                proc, log, ready_path, result.command = start_proxy(
-                    name, procs, settings, nginx, workdir, port, backend_port, proxy_cpu
-                )
+            results[name], opened = _open_case(name, bed)
+            if opened is None:
+                continue
+            port, pid, proc = opened
+            live[name] = (port, pid)
+            if proc is not None:
                 started.append(proc)
-                print(f"  pid {proc.pid}: {shlex.join(result.command)}", flush=True)
-                wait_ready(proc, port, settings.ready_timeout, ready_path, log, name)
-                live[name] = (port, proc.pid)
-            except BenchError as e:
-                result.error = str(e)
-                print(f"  FAILED: {e}", flush=True)
         for name, (port, _) in live.items():
             if settings.warmup > 0:
                 wrk.run(port, settings.warmup, name)
@@ -923,10 +928,10 @@ def run_interleaved(
         if settings.profile:
             for name, (port, pid) in live.items():
                 if name.startswith("apimgw"):
-                    results[name].profile = profile_case(procs, wrk, settings, name, pid, port)
+                    results[name].profile = profile_case(bed.procs, wrk, settings, name, pid, port)
     finally:
         for proc in started:
-            procs.stop(proc)
+            bed.procs.stop(proc)
     for name in live:
         settle(results[name], runs[name], by_rate=False)
     return results
@@ -1208,34 +1213,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"backend: pid {backend.pid} on {LOCALHOST}:{backend_port}", flush=True)
         wait_ready(backend, backend_port, 10.0, "/", backend_log)
 
-        if args.interleave:
-            results.update(
-                run_interleaved(
-                    args.only,
-                    procs,
-                    wrk,
-                    settings,
-                    nginx,
-                    workdir,
-                    backend_port,
-                    backend.pid,
-                    proxy_cpu,
-                )
-            )
-            if backend.poll() is not None:
-                raise BenchError(f"the backend exited:\n{tail(backend_log)}")
-        for name in [] if args.interleave else args.only:
-            results[name] = run_case(
-                name,
-                procs,
-                wrk,
-                settings,
-                nginx,
-                workdir,
-                backend_port,
-                backend.pid,
-                proxy_cpu,
-            )
+        bed = Bed(procs, wrk, settings, nginx, workdir, backend_port, backend.pid, proxy_cpu)
+        # Interleaved: one step measures every case; else a step per case.
+        steps: list[Callable[[], dict[str, CaseResult]]] = (
+            [lambda: run_interleaved(args.only, bed)]
+            if args.interleave
+            else [lambda name=name: {name: run_case(name, bed)} for name in args.only]
+        )
+        for step in steps:
+            results.update(step())
             if backend.poll() is not None:
                 raise BenchError(f"the backend exited:\n{tail(backend_log)}")
     except BenchError as e:
