@@ -12,9 +12,11 @@ events it returned, any timer pass (``runUntilCurrent``) longer than
         python bench/proxy_bench.py --only apimgw-none --repeat 1
     python bench/iteration_report.py /tmp/trace
 
-Why a ``sitecustomize``: it reaches the gateway's own process (started by
-``proxy_bench.py`` with the caller's environment) without a trace hook in
-the gateway. The cost is two clock reads and an append per iteration
+Why a ``sitecustomize``: it reaches the gateway's own processes (started
+by ``proxy_bench.py`` with the caller's environment; with ``--workers N``
+each worker writes its own file) without a trace hook in the gateway. It
+imports the default reactor before twistd does, so a twistd ``--reactor``
+option other than the default fails. The cost is two clock reads and an append per iteration
 (about 1 µs per ~30 events). Python imports ``sitecustomize`` at start-up;
 without ``APIMGW_TRACE`` this module does nothing.
 """
@@ -93,6 +95,8 @@ def _install(directory: str) -> None:
 
 
 _directory = os.environ.get("APIMGW_TRACE")
-if _directory and os.path.basename(sys.argv[0]) == "twistd":
+# twistd, and the gateway's worker processes (``python -c``, see
+# gateway.workers); not the benchmark scripts that start them.
+if _directory and (os.path.basename(sys.argv[0]) == "twistd" or sys.argv[:1] == ["-c"]):
     os.makedirs(_directory, exist_ok=True)
     _install(_directory)
