@@ -55,7 +55,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -1214,16 +1214,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         wait_ready(backend, backend_port, 10.0, "/", backend_log)
 
         bed = Bed(procs, wrk, settings, nginx, workdir, backend_port, backend.pid, proxy_cpu)
-        # Interleaved: one step measures every case; else a step per case.
-        steps: list[Callable[[], dict[str, CaseResult]]] = (
-            [lambda: run_interleaved(args.only, bed)]
-            if args.interleave
-            else [lambda name=name: {name: run_case(name, bed)} for name in args.only]
-        )
-        for step in steps:
-            results.update(step())
+
+        def backend_alive() -> None:
             if backend.poll() is not None:
                 raise BenchError(f"the backend exited:\n{tail(backend_log)}")
+
+        if args.interleave:
+            results.update(run_interleaved(args.only, bed))
+            backend_alive()
+        else:
+            for name in args.only:
+                results[name] = run_case(name, bed)
+                backend_alive()
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -6,7 +6,8 @@ directory: every ``twistd`` started with that environment records, for each
 reactor iteration, when its wait for events began and ended and how many
 events it returned, any timer pass (``runUntilCurrent``) longer than
 0.2 ms and every garbage collection; it writes them to
-``$APIMGW_TRACE/iterations.<pid>.bin`` every two seconds and at shutdown. ``bench/iteration_report.py`` reads them.
+``$APIMGW_TRACE/iterations.<pid>.bin`` every two seconds and at shutdown.
+``bench/iteration_report.py`` reads them.
 
     APIMGW_TRACE=/tmp/trace PYTHONPATH=bench/trace \\
         python bench/proxy_bench.py --only apimgw-none --repeat 1
@@ -16,9 +17,10 @@ Why a ``sitecustomize``: it reaches the gateway's own processes (started
 by ``proxy_bench.py`` with the caller's environment; with ``--workers N``
 each worker writes its own file) without a trace hook in the gateway. It
 imports the default reactor before twistd does, so a twistd ``--reactor``
-option other than the default fails. The cost is two clock reads and an append per iteration
-(about 1 µs per ~30 events). Python imports ``sitecustomize`` at start-up;
-without ``APIMGW_TRACE`` this module does nothing.
+option other than the default fails. The cost is two clock reads and an
+append per iteration (about 1 µs per ~30 events). Python imports
+``sitecustomize`` at start-up; without ``APIMGW_TRACE`` this module does
+nothing.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def _install(directory: str) -> None:
         reactor._poller = _TimedPoller(reactor._poller)  # type: ignore[attr-defined]
         reactor.runUntilCurrent = timed_timers  # type: ignore[attr-defined]
         gc.callbacks.append(collection)
-        reactor.callLater(1.0, periodic)  # type: ignore[attr-defined]
+        reactor.callLater(2.0, periodic)  # type: ignore[attr-defined]
         reactor.addSystemEventTrigger("after", "shutdown", save)  # type: ignore[attr-defined]
 
     reactor.callWhenRunning(start)  # type: ignore[attr-defined]
