@@ -82,8 +82,15 @@ SETTINGS: tuple[Setting, ...] = (
         "gateway.http1.server",
         "http1-server",
         "strict",
-        "HTTP/1.1 server of the plain listener: twisted (twisted.web) or strict (apimgw's own on "
-        "httptools, docs/http1.md; not yet on the HTTPS listener)",
+        "HTTP/1.1 server of the traffic listeners: twisted (twisted.web) or strict (apimgw's own "
+        "on httptools, docs/http1.md)",
+    ),
+    Setting(
+        "gateway.http2.cleartext",
+        "http2-cleartext",
+        "true",
+        "serve HTTP/2 with prior knowledge (h2c: the connection opens with the HTTP/2 preface) "
+        "on the plain listener, beside HTTP/1.1: true or false (strict server only)",
     ),
     Setting("gateway.config.poll", "poll-interval", "1", "seconds between checks of the configuration file"),
     Setting(
@@ -450,6 +457,8 @@ class ProxySettings:
     error_mode: str
     tls_min_version: str
     http1_server: str = "strict"
+    #: HTTP/2 with prior knowledge (h2c) on the plain listener
+    h2c: bool = True
     #: the strict HTTP/1.1 server's limits: header, body, send and
     #: keep-alive timeouts (s), request target and header section (bytes)
     header_timeout: float = 60.0
@@ -483,6 +492,7 @@ class ProxySettings:
             error_mode=_choice(values, "gateway.errors.mode", ERROR_MODES),
             tls_min_version=_choice(values, "net.server.tls.min-version", TLS_MIN_VERSIONS),
             http1_server=_choice(values, "gateway.http1.server", HTTP1_SERVERS),
+            h2c=_choice(values, "gateway.http2.cleartext", ("true", "false")) == "true",
             access_log_buffer=_number(values, "telemetry.logs.access.buffer", int, positive=True),
             header_timeout=_number(values, "net.server.header-timeout", float, positive=True),
             body_timeout=_number(values, "net.server.body-timeout", float, positive=True),

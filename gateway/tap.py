@@ -538,6 +538,7 @@ def _add_traffic(
                 body_replay=proxy.body_replay,
             ),
             on_refused=_count_refused(top.metrics),
+            h2c=proxy.h2c,
         )
         factory: Any = site
         if name == "https" and sni is not None:

@@ -239,12 +239,14 @@ class TrafficWiringTests(SynchronousTestCase):
         """The plain listener's strict HTTP/1.1 server is built with the net.server.* limits."""
         from twisted.internet.task import Clock
 
-        from gateway.proxy import H1Server
+        from gateway.proxy import H2CServer
 
         options = parse([], {"NET_SERVER_MAX_TARGET": "100", "net.server.keepalive-timeout": "5"})
         server = build_gateway(options, Clock()).listeners["http"].site
-        self.assertIsInstance(server, H1Server)
-        self.assertEqual((server.limits.max_target, server.limits.keepalive_timeout), (100, 5.0))
+        # HTTP/1.1 by the strict server, HTTP/2 with prior knowledge beside it.
+        self.assertIsInstance(server, H2CServer)
+        limits = server.h1.limits
+        self.assertEqual((limits.max_target, limits.keepalive_timeout), (100, 5.0))
 
     def test_twisted_server_on_request(self) -> None:
         """gateway.http1.server: twisted brings back twisted.web on the plain listener."""

@@ -10,7 +10,7 @@ there.
 
 from gateway.upstream import BackendError, BackendPool, BackendTimeout
 
-from ._alpn import ALPNServer, listener_factory
+from ._alpn import ALPNServer, H2CServer, listener_factory
 from ._contracts import ProxyHealth, ProxyObserver, ProxyRequest
 from ._h1 import H1Server
 from ._h1limits import H1Limits
@@ -30,6 +30,7 @@ __all__ = [
     "GatewaySite",
     "H1Limits",
     "H1Server",
+    "H2CServer",
     "ProxyHealth",
     "ProxyObserver",
     "ProxyRequest",

@@ -265,6 +265,11 @@ class H1Channel(Protocol):
             elif cause is not None:
                 self._log.failure("HTTP/1.1 parser callback failed", Failure(cause))
                 self._reject(500, "Internal server error")
+            elif self.parser.get_http_version()[:1] >= "2":
+                # llhttp stops at the HTTP/2 preface ("PRI * HTTP/2.0"): a
+                # client speaking HTTP/2 where it is not served (the h2c
+                # switch, gateway.proxy._alpn, takes it before the parser).
+                self._reject(505, "HTTP version not supported")
             else:
                 # Where the refused message starts is known only when it
                 # is the first of this read.

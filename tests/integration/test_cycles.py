@@ -105,7 +105,7 @@ class CycleCheck(GatewayTestCase):
             # The client closed its connections: wait until the gateway saw
             # it (the channels are gone from the server's weak set only if
             # nothing holds them, or when the collector runs: it is off).
-            channels = self.gateway.listeners["http"].site.channels
+            channels = self.gateway.listeners["http"].site.h1.channels
             yield self.wait_for(lambda: not any(not c._gone for c in channels))
             gc.set_debug(gc.DEBUG_SAVEALL)
             gc.collect()

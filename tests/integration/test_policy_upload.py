@@ -227,7 +227,7 @@ class PolicyUploadCase(GatewayTestCase):
 
     def _settled(self) -> Any:
         """Connections closing after an unread body (the linger) see the client's close."""
-        channels = self.gateway.listeners["http"].site.channels
+        channels = self.gateway.listeners["http"].site.h1.channels
         return self.wait_for(lambda: all(c._gone or c.is_idle() for c in list(channels)))
 
     def seen(self, fragment: str) -> list[Seen]:
@@ -318,7 +318,7 @@ class StreamedThroughPoliciesTests(PolicyUploadCase):
         # client body (then the answer can keep the connection).
         done = deferToThread(run)
         yield self.wait_for(lambda: bool(self.seen("/api/hold")))
-        channels = self.gateway.listeners["http"].site.channels
+        channels = self.gateway.listeners["http"].site.h1.channels
         yield self.wait_for(
             lambda: any(c.queue and c.queue[0].complete for c in list(channels))
         )

@@ -362,7 +362,7 @@ class UploadTestCase(GatewayTestCase):
 
     def _settled(self) -> Any:
         """Connections closing after an unread body (the linger) see the client's close."""
-        channels = self.gateway.listeners["http"].site.channels
+        channels = self.gateway.listeners["http"].site.h1.channels
         return self.wait_for(lambda: all(c._gone or c.is_idle() for c in list(channels)))
 
     def last(self, fragment: str) -> Seen:

@@ -13,10 +13,10 @@ connected to (so no DNS is involved).
 from __future__ import annotations
 
 import http.client
-import threading
-import warnings
 import socket
 import ssl
+import threading
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ import h2.events
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from .h2client import H2Response, h2_streams
 from .harness import Response
 
 
@@ -145,20 +146,6 @@ def handshake(port: int, server_name: str | None, **context: Any) -> TLSSession:
     return session
 
 
-@dataclass
-class H2Response:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-    alpn: str | None
-
-    def header(self, name: str) -> str | None:
-        for key, value in self.headers:
-            if key == name.lower():
-                return value
-        return None
-
-
 def h2_request(
     port: int,
     server_name: str,
@@ -190,56 +177,15 @@ def h2_exchange(
     ALPN ``h2``), for a caller that first looks at the connection (which
     process accepted it, for instance); the session is closed after.
     """
-    sock = session.sock
     try:
         if session.alpn != "h2":
             raise AssertionError(f"ALPN chose {session.alpn!r}, not h2")
-        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-        conn.initiate_connection()
-        sock.sendall(conn.data_to_send())
-        results: dict[int, dict[str, Any]] = {}
-        for _ in range(streams):
-            stream = conn.get_next_available_stream_id()
-            request_headers = [
-                (":method", method),
-                (":path", path),
-                (":scheme", "https"),
-                (":authority", server_name),
-                *(headers or []),
-            ]
-            if body:
-                request_headers.append(("content-length", str(len(body))))
-            conn.send_headers(stream, request_headers, end_stream=not body)
-            if body:
-                conn.send_data(stream, body, end_stream=True)
-            results[stream] = {"headers": [], "body": b"", "done": False}
-        sock.sendall(conn.data_to_send())
-        while not all(r["done"] for r in results.values()):
-            data = sock.recv(65536)
-            if not data:
-                raise AssertionError("connection closed before the responses completed")
-            for event in conn.receive_data(data):
-                if isinstance(event, h2.events.ResponseReceived):
-                    results[event.stream_id]["headers"] = [
-                        (k.decode(), v.decode()) for k, v in event.headers
-                    ]
-                elif isinstance(event, h2.events.DataReceived):
-                    results[event.stream_id]["body"] += event.data
-                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                elif isinstance(event, h2.events.StreamEnded):
-                    results[event.stream_id]["done"] = True
-                elif isinstance(event, h2.events.StreamReset):
-                    raise AssertionError(f"stream {event.stream_id} was reset")
-            sock.sendall(conn.data_to_send())
-        conn.close_connection()
-        sock.sendall(conn.data_to_send())
+        return h2_streams(
+            session.sock, "https", server_name, method, path, body, headers, streams,
+            alpn=session.alpn,
+        )
     finally:
         session.close()
-    responses = []
-    for result in results.values():
-        status = int(dict(result["headers"])[":status"])
-        responses.append(H2Response(status, result["headers"], result["body"], session.alpn))
-    return responses
 
 
 def h2_request_then_wait_for_close(

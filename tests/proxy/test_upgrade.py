@@ -379,7 +379,7 @@ class UpgradeTests(GatewayTestCase):
 
         done = deferToThread(run)
         yield deferToThread(flooding.wait, 30)
-        h1 = self.gateway.listeners["http"].site
+        h1 = self.gateway.listeners["http"].site.h1
         [channel] = [c for c in h1.channels if c.tunnel is not None]
         splice = channel.tunnel
 
