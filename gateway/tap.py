@@ -412,15 +412,6 @@ def _add_reconciler(
         top.reconciler.add_swap_listener(status.generation_swapped)
 
 
-def _count_refused(metrics: GatewayMetrics) -> Callable[[int, str, Any], None]:
-    """Counts the requests the HTTP/1.1 server answers itself, by status."""
-
-    def refused(status: int, message: str, peer: Any) -> None:
-        metrics.http_refused.labels(str(status)).inc()
-
-    return refused
-
-
 def _add_openid_keys(top: Gateway, reactor: Any) -> None:
     """
     validate-jwt's key cache: the keys of the ``openid-config`` URLs a
@@ -537,7 +528,7 @@ def _add_traffic(
                 body_buffer=proxy.body_buffer,
                 body_replay=proxy.body_replay,
             ),
-            on_refused=_count_refused(top.metrics),
+            on_refused=observer.request_refused,
             h2c=proxy.h2c,
         )
         factory: Any = site

@@ -57,6 +57,37 @@ class RequestObserver:
                 api_call=call,
             )
 
+    def request_refused(self, request: Any, status: int, message: str, sent: int) -> None:
+        """
+        A request the HTTP/1.1 server answered itself (malformed, over a
+        limit, timed out; :class:`gateway.proxy.H1Server`'s ``on_refused``):
+        counted in ``apimgw_http_refused_total{status}`` (not in the
+        request metrics: it matched no route) and logged with route,
+        backend and request id ``-``. What did not arrive is ``-`` (the
+        method and target of input llhttp refused before them), and the
+        duration is 0: the server does not time a request it refuses (the
+        fast path reads no clock per header section). The reason
+        (``message``) is in the answer's body, and in the debug log.
+        """
+        self.metrics.http_refused.labels(str(status)).inc()
+        if not self.access_log.enabled:
+            return
+        client = request.getClientAddress()
+        host = request.requestHeaders._rawHeaders.get(b"Host")
+        self.access_log.emit(
+            client=getattr(client, "host", "-"),
+            method=request.method.decode("ascii", "replace") or "-",
+            path=request.uri.decode("latin-1") or "-",
+            protocol=request.clientproto.decode("ascii", "replace"),
+            status=status,
+            bytes=sent,
+            duration=0.0,
+            host=host[0].decode("latin-1") if host else "-",
+            route="-",
+            backend="-",
+            request_id="-",
+        )
+
     def upgrade_opened(self, protocol: str) -> None:
         self.metrics.upgrade_opened(protocol)
 

@@ -563,6 +563,7 @@ class H1Channel(Protocol):
             parser.should_keep_alive(),  # read here: after the message it says False
         )
         self.queue.append(request)
+        self._url = b""  # the request's now: a later refusal names its own target
         if chunked or length:
             self._body_of = request
             # A refused size gets no 100: the answer comes at once.
@@ -668,7 +669,7 @@ class H1Channel(Protocol):
         request.finish()
         refused = self.server.on_refused
         if refused is not None:
-            refused(status, message, self.peer)
+            refused(request, status, message, len(body))
 
     def request_done(self, request: H1Request) -> None:
         """Called by ``request.finish()``: the answer went out completely."""
@@ -784,7 +785,17 @@ class H1Channel(Protocol):
             # Nothing of a request arrived (nginx closes silently too).
             self.close_now()
             return
-        stub = H1Request(self, b"", b"", b"HTTP/1.1", Headers(), None, False)  # type: ignore[arg-type]
+        # What arrived of the refused request, for its access-log line: the
+        # target once llhttp passed it (so the method too), and the fields
+        # read so far (its Host). A request accepted before it took its own.
+        method = b""
+        target = self._url
+        headers = _new_headers(Headers)
+        headers._rawHeaders = {}
+        if target:
+            method = self.parser.get_method()
+            headers._rawHeaders = self._fields or {}
+        stub = H1Request(self, method, target, b"HTTP/1.1", headers, None, False)  # type: ignore[arg-type]
         stub.error = (status, message)
         stub.complete = True
         self.queue.append(stub)
@@ -948,9 +959,13 @@ class H1Server(Factory):
     :meth:`GatewaySite.close_idle_connections <gateway.proxy.GatewaySite.close_idle_connections>`).
 
     :param clock: schedules the timeouts.
-    :param on_refused: called with ``(status, message, peer)`` for every
-        request the channel answers itself (a refusal, a timeout, a resource
-        that raised), which the resource's access log and metrics never see.
+    :param on_refused: called with ``(request, status, message, sent)``
+        for every request the channel answers itself (a refusal, a timeout,
+        a resource that raised), which the resource's access log and
+        metrics never see: ``request`` is the :class:`H1Request` (for a
+        request refused in its header section, one holding what arrived: the
+        target and method once parsed, else empty; the fields read so far),
+        ``sent`` the answer's body size.
     """
 
     def __init__(
@@ -959,7 +974,7 @@ class H1Server(Factory):
         clock: IReactorTime,
         limits: H1Limits | None = None,
         *,
-        on_refused: Callable[[int, str, Any], None] | None = None,
+        on_refused: Callable[[H1Request, int, str, int], None] | None = None,
     ) -> None:
         self.resource = resource
         self.on_refused = on_refused

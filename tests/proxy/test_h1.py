@@ -24,7 +24,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from gateway.proxy import ProxyRequest
+from gateway.proxy import ProxyRequest, envelope
 from gateway.proxy._h1 import (
     _HOST,
     _VALID_HOST_LENGTH,
@@ -628,14 +628,26 @@ class MalformedTests(SynchronousTestCase):
         self.assertTrue(c.closing)
 
     def test_refusals_are_reported(self) -> None:
-        """The server's ``on_refused`` hears of every answer the channel gives itself."""
+        """
+        The server's ``on_refused`` hears of every answer the channel gives
+        itself, with what arrived of the refused request (for its log line).
+        """
         c = Connected()
-        heard: list[tuple[int, str, Any]] = []
+        heard: list[tuple[Any, int, str, int]] = []
         c.server.on_refused = lambda *args: heard.append(args)
-        c.send(GET + b"GET / HTTP/1.1\r\n\r\n")
-        [(status, message, peer)] = heard
-        self.assertEqual((status, peer.host), (400, "192.0.2.7"))
+        c.send(GET + b"POST /second HTTP/1.1\r\nX-A: 1\r\n\r\n")
+        [(request, status, message, sent)] = heard
+        self.assertEqual((status, request.getClientAddress().host), (400, "192.0.2.7"))
         self.assertIn("Host", message)
+        self.assertEqual((request.method, request.uri), (b"POST", b"/second"))
+        self.assertEqual(request.requestHeaders.getRawHeaders(b"x-a"), [b"1"])
+        self.assertEqual(sent, len(envelope(400, message)))
+        # Input refused before its target: nothing of it is known.
+        c = Connected()
+        c.server.on_refused = lambda *args: heard.append(args)
+        c.send(GET + b"\x16\x03\x01\x00\xa5")
+        request, status, _, _ = heard[-1]
+        self.assertEqual((status, request.method, request.uri), (400, b"", b""))
 
     def test_linger(self) -> None:
         """After a refusal the write side closes first, input is drained, and the connection is aborted after ``linger``."""

@@ -102,7 +102,7 @@ class StrictHTTPSTestCase(TLSTestCase):
             strict=self.strict,
             tls=True,
             limits=H1Limits(header_timeout=1, linger=1, max_body=MAX_BODY),
-            on_refused=lambda status, message, peer: self.refused.append(status),
+            on_refused=lambda request, status, message, sent: self.refused.append(status),
         )
         self.server = server
         live: Any = self.gateway.reconciler.current
