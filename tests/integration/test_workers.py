@@ -33,6 +33,7 @@ from twisted.trial.unittest import TestCase
 from gateway.testing.process import GatewayProcess
 
 from .test_process import ProcessTestCase
+from .h2client import h2_streams
 from .tlsclient import client_context, h2_exchange, tls_connect
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -371,6 +372,37 @@ class WorkersHttp2Tests(WorkersTestCase):
 
         total = yield deferToThread(counted)
         self.assertEqual(total, expected)
+        yield deferToThread(gw.stop)
+
+    @inlineCallbacks
+    def test_h2c_through_both_workers(self) -> Any:
+        """
+        HTTP/2 with prior knowledge (h2c) on the plain port of two workers:
+        connections are opened until each worker has accepted one, and
+        each one's two concurrent streams are answered by the backend.
+        """
+        backend = yield self.backend()
+        path = self.config(f"routes:\n  - path: /a\n    backend: {backend}\n")
+        gw = yield self.start_gateway(["--config", path])
+        pids = [w["pid"] for w in (yield deferToThread(self.workers, gw))]
+
+        def connections() -> dict[int, int]:
+            served: dict[int, int] = {}
+            for opened in range(1, 201):
+                if len(served) == len(pids):
+                    break
+                with socket.create_connection(("127.0.0.1", gw.http_port), timeout=10) as sock:
+                    pid = owner(gw.http_port, sock.getsockname()[1], pids)
+                    assert pid is not None, "the connection is held by no worker"
+                    got = h2_streams(sock, "http", "localhost", "GET", f"/a/{opened}", streams=2)
+                assert [r.status for r in got] == [200, 200], [r.status for r in got]
+                for response in got:
+                    assert json.loads(response.body)["path"] == f"/a/{opened}", response.body
+                served[pid] = served.get(pid, 0) + 1
+            return served
+
+        served = yield deferToThread(connections)
+        self.assertEqual(sorted(served), sorted(pids))
         yield deferToThread(gw.stop)
 
 
