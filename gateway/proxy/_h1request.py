@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
-from twisted.web.http import RESPONSES
+from twisted.web.http import RESPONSES, datetimeToString
 from twisted.web.http_headers import Headers
 
 from gateway.translate import ApiCall
@@ -34,6 +34,30 @@ _NO_HEADERS: dict[bytes, list[bytes]] = {}
 
 #: Responses that never have a body (RFC 9110 §6.4.1, §15.3.5, §15.4.5).
 _NO_BODY_CODES = frozenset({204, 304})
+
+
+class _DateLine:
+    """
+    The ``Date`` header line of the current second (RFC 9110 §6.6.1: a
+    server with a clock sends it in its own answers, and adds it to a
+    forwarded response that has none), formatted once per second.
+    """
+
+    __slots__ = ("line", "second")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.line = b""
+
+    def at(self, seconds: float) -> bytes:
+        second = int(seconds)
+        if second != self.second:
+            self.line = b"Date: %s\r\n" % datetimeToString(second)
+            self.second = second
+        return self.line
+
+
+_date = _DateLine()
 
 
 def _status_line(code: int, message: bytes | None) -> bytes:
@@ -368,9 +392,15 @@ class H1Request:
                 and b"X-Request-Id" not in raw
             ):
                 block += b"X-Request-Id: %s\r\n" % request_id
+            if lowered.find(b"\r\ndate:") == -1 and b"Date" not in raw:
+                # A backend without a clock: the time we received it.
+                block += _date.at(channel.clock.seconds())
             append(block)
-        elif request_id and b"X-Request-Id" not in raw:
-            append(b"X-Request-Id: %s\r\n" % request_id)
+        else:
+            if request_id and b"X-Request-Id" not in raw:
+                append(b"X-Request-Id: %s\r\n" % request_id)
+            if b"Date" not in raw:
+                append(_date.at(channel.clock.seconds()))  # an answer of our own
         if not self._body_allowed():
             self._no_body = True
         elif not has_length and not self._no_body:

@@ -5,6 +5,8 @@ backend, real HTTP.
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import http.client
 import socket
 import time
@@ -155,6 +157,27 @@ class ForwardingTests(GatewayTestCase):
             r = yield self.get("/app/k")
             self.assertEqual(r.status, 200)
         self.assertEqual(self.backend_site.connections - before, 1)
+
+
+class DateTests(GatewayTestCase):
+    @inlineCallbacks
+    def test_every_answer_has_one_date(self) -> Any:
+        """
+        The gateway's own answers (404, a 400 refusal) carry a ``Date`` of
+        its clock; a proxied response keeps the backend's, alone
+        (RFC 9110 §6.6.1).
+        """
+        missing = yield self.get("/nowhere")
+        proxied = yield self.get("/app/dated")
+        refused = yield deferToThread(raw_exchange, self.port, b"GET /app/x HTTP/1.1\r\n\r\n")
+        for response in (missing, proxied):
+            dates = [v for k, v in response.headers if k.lower() == "date"]
+            self.assertEqual(len(dates), 1, response.headers)
+            parsed = email.utils.parsedate_to_datetime(dates[0])
+            self.assertEqual(parsed.tzinfo, datetime.timezone.utc)
+            # The clock's day, not a fixed or stale value.
+            self.assertLess(abs(parsed.timestamp() - time.time()), 3600)
+        self.assertEqual(refused.lower().count(b"\r\ndate: "), 1)
 
 
 class DisconnectTests(GatewayTestCase):

@@ -390,6 +390,83 @@ class ServingTests(SynchronousTestCase):
         self.assertFalse(busy.closing)
 
 
+class _Forwarding(Resource):
+    """Answers as the proxy does with a backend's response: ``forward_response``, then the body."""
+
+    isLeaf = True
+
+    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
+        super().__init__()
+        self.headers = headers
+
+    def render(self, request: Any) -> Any:
+        request.forward_response(200, b"OK", list(self.headers), b"id-1")
+        request.write(b"body")
+        request.finish()
+        return NOT_DONE_YET
+
+
+class DateTests(SynchronousTestCase):
+    """
+    ``Date`` (RFC 9110 §6.6.1): on every answer of the gateway's own, from
+    its clock, formatted once per second; a forwarded response keeps the
+    backend's, and gets ours when it has none.
+    """
+
+    #: timeouts that the clock's jumps to a date do not reach
+    LIMITS = H1Limits(header_timeout=1e10, keepalive_timeout=1e10)
+
+    def dates(self, c: Connected) -> list[bytes]:
+        raw = c.take()
+        return [
+            line.split(b":", 1)[1].strip()
+            for line in raw.split(b"\r\n")
+            if line.lower().startswith(b"date:")
+        ]
+
+    def test_own_answers_dated_by_the_clock(self) -> None:
+        c = Connected(self.LIMITS)
+        c.clock.advance(1_700_000_000.25)
+        c.send(GET)
+        self.assertEqual(self.dates(c), [b"Tue, 14 Nov 2023 22:13:20 GMT"])
+        c.clock.advance(0.5)  # the same second: the same line
+        c.send(GET)
+        self.assertEqual(self.dates(c), [b"Tue, 14 Nov 2023 22:13:20 GMT"])
+        c.clock.advance(0.25)  # the next one
+        c.send(GET)
+        self.assertEqual(self.dates(c), [b"Tue, 14 Nov 2023 22:13:21 GMT"])
+
+    def test_refusals_dated(self) -> None:
+        c = Connected(self.LIMITS)
+        c.clock.advance(86400)
+        c.send(b"GET / HTTP/1.1\r\n\r\n")  # no Host
+        self.assertEqual(self.dates(c), [b"Fri, 02 Jan 1970 00:00:00 GMT"])
+
+    def test_backend_date_kept(self) -> None:
+        c = Connected(self.LIMITS, resource=_Forwarding([(b"date", b"Mon, 01 Jan 2024 00:00:00 GMT")]))
+        c.clock.advance(86400)
+        c.send(GET)
+        self.assertEqual(self.dates(c), [b"Mon, 01 Jan 2024 00:00:00 GMT"])
+
+    def test_forwarded_without_date_gets_ours(self) -> None:
+        c = Connected(self.LIMITS, resource=_Forwarding([(b"Content-Type", b"text/plain")]))
+        c.clock.advance(86400)
+        c.send(GET)
+        self.assertEqual(self.dates(c), [b"Fri, 02 Jan 1970 00:00:00 GMT"])
+
+    def test_resource_date_kept(self) -> None:
+        class Dated(Resource):
+            isLeaf = True
+
+            def render(self, request: Any) -> bytes:
+                request.setHeader(b"date", b"Sat, 01 Jan 2000 00:00:00 GMT")
+                return b"ok"
+
+        c = Connected(self.LIMITS, resource=Dated())
+        c.send(GET)
+        self.assertEqual(self.dates(c), [b"Sat, 01 Jan 2000 00:00:00 GMT"])
+
+
 class PipeliningTests(SynchronousTestCase):
     def test_in_order_one_at_a_time(self) -> None:
         """Pipelined requests are rendered one at a time and answered in order."""
