@@ -511,6 +511,7 @@ def _add_traffic(
             jwt=jwt,
             counters=counters,
         )
+        top.metrics.tunnel_bytes.watch(resource.tunnels)
         site: Any = listener_factory(
             resource,
             reactor,

@@ -65,6 +65,8 @@ class GatewayMetrics:
         r.register(self.cloud)
         self.ingress = IngressSourceStatus()
         r.register(self.ingress)
+        self.tunnel_bytes = TunnelBytes()
+        r.register(self.tunnel_bytes)
         self.tls_handshakes = Counter(
             "apimgw_tls_handshakes",
             "TLS handshakes on the HTTPS listener, by how the certificate was chosen from the "
@@ -307,6 +309,38 @@ class CloudStatus(_SourceCollector):
             "1 while the cloud configuration served was loaded from the backup, else 0.",
             value=1 if source.from_backup else 0,
         )
+
+
+class TunnelBytes:
+    """
+    ``apimgw_upgraded_bytes_total{direction}``: bytes the upgraded
+    connections (WebSocket after a 101) copied, ``to_backend`` and
+    ``to_client``, open ones included, read from the listeners' tunnels at
+    scrape time (a tunnel only counts into two integers per chunk).
+    """
+
+    def __init__(self) -> None:
+        self._sources: list[Any] = []
+
+    def watch(self, tunnels: Any) -> None:
+        """Add ``tunnels`` (a listener's, with ``bytes_copied()``) to the totals."""
+        self._sources.append(tunnels)
+
+    def collect(self) -> Iterator[Metric]:
+        up = down = 0
+        for tunnels in self._sources:
+            source_up, source_down = tunnels.bytes_copied()
+            up += source_up
+            down += source_down
+        family = CounterMetricFamily(
+            "apimgw_upgraded_bytes",
+            "Bytes copied by upgraded connections (WebSocket after the backend's 101), open ones "
+            "included: to_backend (from clients) and to_client (from backends).",
+            labels=["direction"],
+        )
+        family.add_metric(["to_backend"], up)
+        family.add_metric(["to_client"], down)
+        yield family
 
 
 class IngressSourceStatus(_SourceCollector):

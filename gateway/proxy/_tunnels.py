@@ -37,9 +37,26 @@ class Tunnels:
         #: the drain closed them all: a tunnel opened later (a 101 that
         #: arrived after the grace) is closed at once
         self.shut = False
+        #: bytes the tunnels that ended copied (client to backend, back)
+        self._ended_up = 0
+        self._ended_down = 0
 
     def __len__(self) -> int:
         return len(self._open)
+
+    def bytes_copied(self) -> tuple[int, int]:
+        """
+        Bytes copied so far by this listener's tunnels, open and ended:
+        from clients to backends, and back. Read at scrape time, so a
+        tunnel costs nothing more per chunk than the two counts it keeps;
+        the totals only grow (an ended tunnel's counts move to the ended
+        totals as it leaves the open set).
+        """
+        up, down = self._ended_up, self._ended_down
+        for splice in self._open:
+            up += splice.sent_up
+            down += splice.sent_down
+        return up, down
 
     def open(
         self,
@@ -52,7 +69,10 @@ class Tunnels:
         """A :class:`Splice` between ``client`` and ``backend``, tracked until it ends."""
 
         def closed(splice: Splice) -> None:
-            self._open.discard(splice)
+            if splice in self._open:
+                self._open.discard(splice)
+                self._ended_up += splice.sent_up
+                self._ended_down += splice.sent_down
             if on_closed is not None:
                 on_closed(splice)
             if not self._open and self._waiters:

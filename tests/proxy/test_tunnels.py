@@ -19,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from gateway.proxy import H1Limits
 from gateway.proxy._splice import IDLE_TIMEOUT, Splice
+from gateway.observability import GatewayMetrics
 from gateway.proxy._tunnels import Tunnels, upgrade_idle_timeout
 
 DONE = Failure(ConnectionDone())
@@ -48,6 +49,31 @@ class TunnelsTests(SynchronousTestCase):
         self.successResultOf(waiting)
         self.assertEqual(len(self.tunnels), 0)
         self.assertEqual(self.ended, [one, two])
+
+    def test_bytes_copied_by_open_and_ended_tunnels(self) -> None:
+        """
+        Both directions, open tunnels included, and never less after a
+        tunnel ends; the metrics collector adds the listeners up.
+        """
+        one, two = self.open(), self.open()
+        one.client_data(b"abc")
+        one.backend_data(b"hello")
+        two.client_data(b"12345678")
+        self.assertEqual(self.tunnels.bytes_copied(), (11, 5))
+        one.client_lost(DONE)
+        one.client_data(b"after the end")  # dropped: not copied, not counted
+        self.assertEqual(self.tunnels.bytes_copied(), (11, 5))
+        two.backend_data(b"xy")
+        two.backend_lost(DONE)
+        self.assertEqual(self.tunnels.bytes_copied(), (11, 7))
+        other = Tunnels(self.clock)
+        other.open(StringTransport(), StringTransport()).client_data(b"z" * 100)
+        metrics = GatewayMetrics()
+        metrics.tunnel_bytes.watch(self.tunnels)
+        metrics.tunnel_bytes.watch(other)
+        get = metrics.registry.get_sample_value
+        self.assertEqual(get("apimgw_upgraded_bytes_total", {"direction": "to_backend"}), 111)
+        self.assertEqual(get("apimgw_upgraded_bytes_total", {"direction": "to_client"}), 7)
 
     def test_close_all(self) -> None:
         """Both sides of each open tunnel are closed (not aborted), counted, ended by ``shutdown``."""

@@ -219,10 +219,18 @@ class UpgradeTests(GatewayTestCase):
     def _open(self) -> float:
         return self.metrics.registry.get_sample_value("apimgw_upgraded_connections_open") or 0.0
 
+    def _bytes(self) -> tuple[float, float]:
+        get = self.metrics.registry.get_sample_value
+        return (
+            get("apimgw_upgraded_bytes_total", {"direction": "to_backend"}) or 0.0,
+            get("apimgw_upgraded_bytes_total", {"direction": "to_client"}) or 0.0,
+        )
+
     @inlineCallbacks
     def test_echo(self) -> Any:
         """Text, binary and a 5 MB message echo through the gateway; the connection is counted while open."""
         seen: list[Any] = []
+        moved: list[tuple[float, float]] = []
 
         def run() -> list[Any]:
             big = bytes(range(256)) * (FIVE_MB // 256)
@@ -235,6 +243,7 @@ class UpgradeTests(GatewayTestCase):
                 ws.send(big)
                 echoed = ws.recv()
                 out.append(echoed == big)
+                moved.append(self._bytes())  # counted while the tunnel is open
                 ws.send("after")
                 out.append(ws.recv())
             return out
@@ -247,6 +256,14 @@ class UpgradeTests(GatewayTestCase):
         [backend] = self.ws_backend.connections
         yield backend.lost
         yield self.wait_for(lambda: self._open() == 0)
+        # The 5 MB message each way (plus framing), open and ended alike.
+        [(up, down)] = moved
+        self.assertGreater(up, FIVE_MB)
+        self.assertGreater(down, FIVE_MB)
+        self.assertLess(up, FIVE_MB + 64 * 1024)
+        ended_up, ended_down = self._bytes()
+        self.assertGreater(ended_up, up)  # "after" and the close frames too
+        self.assertGreater(ended_down, down)
         # The backend saw the handshake headers and the upgrade asked of it.
         assert backend.request is not None
         self.assertEqual(backend.request.headers["Upgrade"].lower(), "websocket")
