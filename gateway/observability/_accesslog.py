@@ -18,6 +18,7 @@ the call holds no key, and a key in the query is redacted).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -46,6 +47,25 @@ _NO_CALL_FIELDS: dict[str, None] = dict.fromkeys(("api", "operation", "product",
 #: What a shortened target keeps free for its ``...[truncated N bytes]``
 #: (and JSON's ``"truncated":true``).
 _MARKER_ROOM = 64
+
+
+#: What a text line's method, target and host may hold as they are:
+#: visible ASCII but ``"`` and ``\\`` (the request's delimiter, and an
+#: escape to some readers). Anything else could end a field early and
+#: forge the ones after it (``Host: a route=x request_id=y``).
+_UNSAFE = re.compile(r'[^!#-\[\]-~]')
+
+
+def loggable(text: str) -> str:
+    """
+    ``text`` for a text access line: each character it may not hold as it
+    is (see :data:`_UNSAFE`) percent-encoded, as UTF-8 bytes. A value made
+    of safe characters only (every one the strict HTTP/1.1 server passes)
+    is returned as it is, after one search.
+    """
+    if _UNSAFE.search(text) is None:
+        return text
+    return _UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode("utf-8")), text)
 
 
 class _JsonLine:
@@ -128,9 +148,18 @@ class AccessLog:
         backend: str,
         request_id: str,
         api_call: Any = None,
+        checked: bool = False,
     ) -> None:
         """
         Log one request (a no-op when the format is ``none``).
+
+        :param checked: ``method``, ``path`` and ``host`` passed the strict
+            HTTP/1.1 server's checks (a token, llhttp's target characters,
+            the ``Host`` syntax), so the text line takes them as they are,
+            but for a target holding ``"`` or ``\\`` (which llhttp lets
+            through); else (HTTP/2, twisted.web, a refused request's
+            ``Host``) they go through :func:`loggable`. JSON escapes them
+            itself.
 
         :param api_call: the admitted APIM API call (a
             :class:`gateway.translate.ApiCall`: ``api``, ``operation``,
@@ -143,6 +172,10 @@ class AccessLog:
         if "?" in path:  # the common query-less request pays one test
             path = self.redact(path)
         if self.format == "text":
+            if not checked:
+                method, path, host = loggable(method), loggable(path), loggable(host)
+            elif '"' in path or "\\" in path:
+                path = loggable(path)  # the two llhttp lets through in a target
             # Formatted here with an f-string (about 2 µs) rather than left to
             # the observer's str.format machinery on a 15-field template
             # (several times that); the fields stay on the event as well.

@@ -55,6 +55,7 @@ class RequestObserver:
                 backend=backend,
                 request_id=request_id,
                 api_call=call,
+                checked=getattr(request, "fields_checked", False),
             )
 
     def request_refused(self, request: Any, status: int, message: str, sent: int) -> None:
@@ -67,7 +68,9 @@ class RequestObserver:
         method and target of input llhttp refused before them), and the
         duration is 0: the server does not time a request it refuses (the
         fast path reads no clock per header section). The reason
-        (``message``) is in the answer's body, and in the debug log.
+        (``message``) is in the answer's body, and in the debug log. The
+        ``Host`` may be the invalid one that was refused: the text line
+        escapes it (``checked`` is false).
         """
         self.metrics.http_refused.labels(str(status)).inc()
         if not self.access_log.enabled:

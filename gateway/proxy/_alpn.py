@@ -138,6 +138,20 @@ class _PrefaceChannel(_SwitchingChannel):
         self._opening = data  # "P", "PRI * HT"...: the next read decides
         return None
 
+    def is_idle(self) -> bool:
+        # Bytes held are a request begun (HTTP/1.1 or HTTP/2): not closed
+        # as idle by a drain.
+        return not self._opening and H1Channel.is_idle(self)
+
+    def _reject(self, status: int, message: str) -> None:
+        if self._opening:
+            # The header timeout, with bytes held: a request had begun, so
+            # it is answered (408), not closed silently as an empty
+            # connection is; what was held is dropped.
+            self._opening = b""
+            self._in_head = True
+        H1Channel._reject(self, status, message)
+
 
 class _SwitchingServer(Factory):
     """

@@ -790,12 +790,21 @@ class H1Channel(Protocol):
         # read so far (its Host). A request accepted before it took its own.
         method = b""
         target = self._url
+        version = b"HTTP/1.1"
         headers = _new_headers(Headers)
         headers._rawHeaders = {}
         if target:
-            method = self.parser.get_method()
+            parser = self.parser
+            method = parser.get_method()
+            parsed = parser.get_http_version()
+            if self._header_count or not started or parsed[:1] >= "2":
+                # Past the request line (a field was read, or the section
+                # ended; or llhttp stopped at an HTTP/2 preface, no earlier
+                # request of which can have said 2.0), so its version is
+                # this request's. (The answer says HTTP/1.1, and closes.)
+                version = b"HTTP/" + parsed.encode("ascii")
             headers._rawHeaders = self._fields or {}
-        stub = H1Request(self, method, target, b"HTTP/1.1", headers, None, False)  # type: ignore[arg-type]
+        stub = H1Request(self, method, target, version, headers, None, False)  # type: ignore[arg-type]
         stub.error = (status, message)
         stub.complete = True
         self.queue.append(stub)

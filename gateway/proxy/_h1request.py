@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
-from twisted.web.http import RESPONSES, datetimeToString
+from twisted.web.http import RESPONSES
 from twisted.web.http_headers import Headers
 
 from gateway.translate import ApiCall
 
 from ._body import BoundedBody, StreamedBody
+from ._httpdate import HTTP_DATE
 
 if TYPE_CHECKING:
     from ._h1 import H1Channel
@@ -34,30 +35,6 @@ _NO_HEADERS: dict[bytes, list[bytes]] = {}
 
 #: Responses that never have a body (RFC 9110 §6.4.1, §15.3.5, §15.4.5).
 _NO_BODY_CODES = frozenset({204, 304})
-
-
-class _DateLine:
-    """
-    The ``Date`` header line of the current second (RFC 9110 §6.6.1: a
-    server with a clock sends it in its own answers, and adds it to a
-    forwarded response that has none), formatted once per second.
-    """
-
-    __slots__ = ("line", "second")
-
-    def __init__(self) -> None:
-        self.second = -1
-        self.line = b""
-
-    def at(self, seconds: float) -> bytes:
-        second = int(seconds)
-        if second != self.second:
-            self.line = b"Date: %s\r\n" % datetimeToString(second)
-            self.second = second
-        return self.line
-
-
-_date = _DateLine()
 
 
 def _status_line(code: int, message: bytes | None) -> bytes:
@@ -78,6 +55,12 @@ class H1Request:
     own version); to an HTTP/1.0 client it is never chunked: a body of
     unknown length is delimited by the close instead.
     """
+
+    #: Its method, target and ``Host`` passed the server's checks (a
+    #: token; llhttp's target characters; the ``Host`` syntax): the text
+    #: access log writes them as they are (``AccessLog.emit(checked=...)``).
+    #: A refused request's are not read from here.
+    fields_checked = True
 
     __slots__ = (
         "_chunked",
@@ -394,13 +377,13 @@ class H1Request:
                 block += b"X-Request-Id: %s\r\n" % request_id
             if lowered.find(b"\r\ndate:") == -1 and b"Date" not in raw:
                 # A backend without a clock: the time we received it.
-                block += _date.at(channel.clock.seconds())
+                block += HTTP_DATE.header_line(channel.clock.seconds())
             append(block)
         else:
             if request_id and b"X-Request-Id" not in raw:
                 append(b"X-Request-Id: %s\r\n" % request_id)
             if b"Date" not in raw:
-                append(_date.at(channel.clock.seconds()))  # an answer of our own
+                append(HTTP_DATE.header_line(channel.clock.seconds()))  # an answer of our own
         if not self._body_allowed():
             self._no_body = True
         elif not has_length and not self._no_body:

@@ -5,6 +5,7 @@ resource, a bounded request body, and connection tracking for draining.
 
 from __future__ import annotations
 
+import time
 import weakref
 from typing import Any
 
@@ -12,6 +13,7 @@ from twisted.python.failure import Failure
 from twisted.web import http, server
 
 from ._body import BoundedBody
+from ._httpdate import HTTP_DATE
 
 #: Default request-body limit (bytes): above it the request is answered 413.
 DEFAULT_MAX_BODY = 100 * 1024 * 1024
@@ -20,9 +22,10 @@ DEFAULT_MAX_BODY = 100 * 1024 * 1024
 class GatewayRequest(server.Request):
     """
     A request that skips resource traversal (the root is a leaf), does not
-    pre-set ``Server``/``Date`` headers (the backend's are forwarded), and
-    tells the proxy when the client goes away so the backend exchange is
-    aborted.
+    pre-set ``Server``/``Date`` headers (the backend's are forwarded; a
+    ``Date`` is added at the first write when neither the backend nor the
+    gateway set one, RFC 9110 §6.6.1), and tells the proxy when the client
+    goes away so the backend exchange is aborted.
     """
 
     #: Set by the proxy resource while a backend exchange is running.
@@ -39,6 +42,11 @@ class GatewayRequest(server.Request):
             self.render(self.site.resource)
         except BaseException:
             self.processingFailed(Failure())
+
+    def write(self, data: bytes) -> None:
+        if not self.startedWriting and not self.responseHeaders.hasHeader(b"date"):
+            self.responseHeaders.setRawHeaders(b"date", [HTTP_DATE.field_value(time.time())])
+        super().write(data)
 
     def connectionLost(self, reason: Failure) -> None:
         callback = self.on_client_gone

@@ -112,3 +112,27 @@ class RefusedAccessLogTests(GatewayTestCase):
         self.assertEqual(others, [])
         statuses = sorted(line.split('" ', 1)[1].split(" ", 1)[0] for line in self.refused_lines())
         self.assertEqual(statuses, ["400", "414"])
+
+    @inlineCallbacks
+    def test_version_and_an_invalid_host_as_logged(self) -> Any:
+        """
+        The refused request's own version once its request line was read;
+        a Host that was refused for its spaces cannot forge fields.
+        """
+        yield deferToThread(
+            raw_exchange,
+            self.port,
+            b"POST /app/x HTTP/1.0\r\nHost: a.example.com\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        yield deferToThread(
+            raw_exchange,
+            self.port,
+            b"GET /app/y HTTP/1.1\r\nHost: a b route=FORGED request_id=FAKE\r\n\r\n",
+        )
+        http10, forged = self.refused_lines()
+        self.assertIn('"POST /app/x HTTP/1.0" 400 ', http10)
+        self.assertIn(
+            '"GET /app/y HTTP/1.1" 400 ', forged
+        )
+        self.assertIn(" host=a%20b%20route=FORGED%20request_id=FAKE route=- ", forged)
+        self.assertEqual(forged.count(" request_id="), 1)  # the real field only

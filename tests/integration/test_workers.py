@@ -392,7 +392,14 @@ class WorkersHttp2Tests(WorkersTestCase):
                 if len(served) == len(pids):
                     break
                 with socket.create_connection(("127.0.0.1", gw.http_port), timeout=10) as sock:
-                    pid = owner(gw.http_port, sock.getsockname()[1], pids)
+                    # Nothing is sent before the accept (unlike a TLS
+                    # handshake): wait for a worker to hold it (at most 10 s).
+                    pid = None
+                    for _ in range(200):
+                        pid = owner(gw.http_port, sock.getsockname()[1], pids)
+                        if pid is not None:
+                            break
+                        time.sleep(0.05)
                     assert pid is not None, "the connection is held by no worker"
                     got = h2_streams(sock, "http", "localhost", "GET", f"/a/{opened}", streams=2)
                 assert [r.status for r in got] == [200, 200], [r.status for r in got]

@@ -124,3 +124,59 @@ class AccessLogRedactionTests(SynchronousTestCase):
     def test_none_emits_nothing(self) -> None:
         """The ``none`` format logs nothing at all."""
         self.assertEqual(self.emit("none", "/p?sig=s"), [])
+
+
+class AccessLogEscapingTests(SynchronousTestCase):
+    """
+    A text line's method, target and host cannot end a field early or forge
+    another: what the strict HTTP/1.1 server did not check is
+    percent-encoded; JSON escapes by itself.
+    """
+
+    def emit(self, fmt: str = "text", checked: bool = False, **fields: str) -> dict[str, Any]:
+        events: list[dict[str, Any]] = []
+        call = {
+            "client": "127.0.0.1", "method": "GET", "path": "/p", "protocol": "HTTP/2",
+            "status": 404, "bytes": 10, "duration": 0.001, "host": "h", "route": "-",
+            "backend": "-", "request_id": "rid", **fields,
+        }
+        AccessLog(fmt, observer=events.append).emit(**call, checked=checked)  # type: ignore[arg-type]
+        (event,) = events
+        return event
+
+    def test_forged_fields_encoded(self) -> None:
+        """Spaces, quotes, backslashes, controls and non-ASCII in unchecked fields are %XX."""
+        line = self.emit(
+            host="a b route=FORGED request_id=FAKE",
+            path='/x" 200 1 0.1ms host=y',
+            method="GE T",
+        )["access_line"]
+        self.assertEqual(
+            line,
+            '127.0.0.1 "GE%20T /x%22%20200%201%200.1ms%20host=y HTTP/2" 404 10 1.000ms '
+            "host=a%20b%20route=FORGED%20request_id=FAKE route=- backend=- request_id=rid "
+            "api=- operation=- product=- subscription=-",
+        )
+        line = self.emit(host="é\t\\\x7f")["access_line"]
+        self.assertIn(" host=%C3%A9%09%5C%7F route=- ", line)
+
+    def test_safe_fields_unchanged(self) -> None:
+        """Every character the strict server lets through a Host or a method stays as it is."""
+        host = "[::1]:8080"
+        path = "/a-b_c.~!$&'()*+,;=:@%41/{x}|^`?q=1"
+        line = self.emit(host=host, path=path)["access_line"]
+        self.assertIn(f'"GET {path} HTTP/2" 404 ', line)
+        self.assertIn(f" host={host} ", line)
+
+    def test_checked_fields_as_they_are_but_quotes(self) -> None:
+        """A checked target is taken as it is, except the quote and backslash llhttp passes."""
+        line = self.emit(checked=True, path="/ok/{x}")["access_line"]
+        self.assertIn('"GET /ok/{x} HTTP/2"', line)
+        line = self.emit(checked=True, path='/a"b\\c')["access_line"]
+        self.assertIn('"GET /a%22b%5Cc HTTP/2"', line)
+
+    def test_json_escapes_itself(self) -> None:
+        """JSON lines keep the values (json.dumps escapes them)."""
+        event = self.emit("json", host="a b", path='/x"y')
+        fields = json.loads(format(event["access"]))
+        self.assertEqual((fields["host"], fields["path"]), ("a b", '/x"y'))

@@ -8,6 +8,7 @@ with an ``h2`` client in a thread and the real backend.
 
 from __future__ import annotations
 
+import email.utils
 import json
 import socket
 import time
@@ -15,13 +16,15 @@ from typing import Any, ClassVar
 
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
-from gateway.proxy import H1Server, H2CServer
+from gateway.proxy import GatewaySite, H1Limits, H1Server, H2CServer
 from gateway.proxy._alpn import H2_PREFACE, _PrefaceChannel
 from gateway.proxy._h1 import H1Channel
 from tests.integration.h2client import h2_streams
@@ -36,7 +39,7 @@ def _decisions(pieces: list[bytes]) -> list[tuple[bool, bytes] | None]:
     What a fresh channel decides for each piece, read after read, up to the
     first decision (after it the channel no longer asks).
     """
-    channel = _PrefaceChannel(H1Server(Resource(), reactor))
+    channel = _PrefaceChannel(H1Server(Resource(), Clock()))
     decisions = []
     for piece in pieces:
         decisions.append(channel._h2_decides(piece))
@@ -174,6 +177,18 @@ class H2CGatewayTests(GatewayTestCase):
         self.assertGreater(self.backend_site.connections, before)
 
     @inlineCallbacks
+    def test_every_answer_has_one_date(self) -> Any:
+        """Over HTTP/2 too: the gateway's 404 gets a Date, a proxied answer keeps the backend's, alone."""
+        (missing,) = yield deferToThread(_h2c, self.port, "GET", "/nowhere")
+        (proxied,) = yield deferToThread(_h2c, self.port, "GET", "/app/dated")
+        self.assertEqual((missing.status, proxied.status), (404, 200))
+        for response in (missing, proxied):
+            dates = [v for k, v in response.headers if k == "date"]
+            self.assertEqual(len(dates), 1, response.headers)
+            parsed = email.utils.parsedate_to_datetime(dates[0])
+            self.assertLess(abs(parsed.timestamp() - time.time()), 3600)
+
+    @inlineCallbacks
     def test_preface_split_across_reads(self) -> Any:
         """A preface sent in pieces is held until whole, then served as HTTP/2."""
         (response,) = yield deferToThread(
@@ -205,12 +220,13 @@ class H2CGatewayTests(GatewayTestCase):
 
     @inlineCallbacks
     def test_partial_preface_closed_at_the_header_timeout(self) -> Any:
-        """A client that stops inside the preface is closed at the header timeout, not kept."""
+        """A client that stops inside the preface is answered 408 and closed at the header timeout."""
         # (raw_exchange reads until the server closes; its own timeout, 20 s,
         # would fail the test.)
         raw = yield deferToThread(raw_exchange, self.port, H2_PREFACE[:10], 20)
-        # No request was parsed: closed without an answer, as a silent client is.
-        self.assertEqual(raw, b"")
+        # A request had begun: answered 408 (in HTTP/1.1, the only protocol
+        # it could be told in), then closed.
+        self.assertTrue(raw.startswith(b"HTTP/1.1 408 "), raw)
 
     @inlineCallbacks
     def test_drain_closes_idle_h2c_connections(self) -> Any:
@@ -236,11 +252,90 @@ class H2COffTests(GatewayTestCase):
         self.assertIn(b"Connection: close", raw)
 
 
-class SwitchTests(SynchronousTestCase):
-    def test_http11_connection_becomes_a_plain_channel(self) -> None:
-        """Once HTTP/1.1 is decided, reads go straight to ``H1Channel`` (no test per read)."""
-        channel = _PrefaceChannel(H1Server(Resource(), reactor))
-        channel.h2_site = object()  # type: ignore[assignment]
-        channel._broken = True  # parse nothing: only the switch is under test
-        channel.dataReceived(b"GET / HTTP/1.1\r\n")
-        self.assertIs(type(channel), H1Channel)
+class _Answer(Resource):
+    """Answers ``<method> <uri> <body>``; remembers the methods it saw."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.methods: list[bytes] = []
+
+    def render(self, request: Any) -> bytes:
+        self.methods.append(request.method)
+        body = b""
+        if request.content is not None:
+            request.content.seek(0)
+            body = request.content.read()
+        return request.method + b" " + request.uri + b" " + body
+
+
+class ChannelTests(SynchronousTestCase):
+    """
+    One connection of :class:`H2CServer` on a ``StringTransport`` with a
+    ``Clock``, fed read by read: what happens while the first bytes are
+    held, and after they decide.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.resource = _Answer()
+        self.h1 = H1Server(self.resource, self.clock, H1Limits(header_timeout=10))
+        self.server = H2CServer(self.h1, GatewaySite(self.resource))
+        self.channel = self.server.buildProtocol(None)
+        self.transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
+            peerAddress=IPv4Address("TCP", "192.0.2.7", 40000),
+        )
+        self.channel.makeConnection(self.transport)
+
+    def test_http11_whose_first_byte_came_alone(self) -> None:
+        """``P``, held; then the rest of a POST: served as HTTP/1.1, body and all."""
+        self.channel.dataReceived(b"P")
+        self.assertEqual(self.transport.value(), b"")
+        self.channel.dataReceived(
+            b"OST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi"
+        )
+        self.assertEqual(self.resource.methods, [b"POST"])
+        self.assertTrue(self.transport.value().startswith(b"HTTP/1.1 200 "))
+        self.assertTrue(self.transport.value().endswith(b"POST /x hi"))
+        # Decided: a plain H1Channel from now on (no test per read).
+        self.assertIs(type(self.channel), H1Channel)
+
+    def test_preface_in_pieces_becomes_http2(self) -> None:
+        """The preface held across three reads reaches HTTP/2 whole: its SETTINGS, no GOAWAY."""
+        data = H2_PREFACE + SETTINGS_FRAME
+        for piece in (data[:1], data[1:9], data[9:]):
+            self.channel.dataReceived(piece)
+        connection = self.transport.wrappedProtocol  # (a TCP connection's would be .protocol)
+        self.assertEqual(type(connection).__name__, "H2Connection")
+        out = self.transport.value()
+        # Frames: 3 bytes of length, then the type; the server opens with SETTINGS (4).
+        self.assertEqual(out[3], 4)
+        types = []
+        while out:
+            length = int.from_bytes(out[:3], "big")
+            types.append(out[3])
+            out = out[9 + length:]
+        self.assertNotIn(7, types)  # no GOAWAY: the preface was valid
+        self.assertFalse(self.transport.disconnecting)
+        self.assertEqual(self.resource.methods, [])
+
+    def test_held_bytes_are_not_idle(self) -> None:
+        """A drain does not close a connection whose first bytes are held; once idle, it does."""
+        self.channel.dataReceived(b"PR")
+        self.assertEqual(self.server.close_idle_connections(), 0)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_header_timeout_while_held_answers_408(self) -> None:
+        """A request had begun: 408 at the header timeout, as for a partial HTTP/1.1 head."""
+        self.channel.dataReceived(b"PRI * HT")
+        self.clock.advance(10)
+        self.assertTrue(self.transport.value().startswith(b"HTTP/1.1 408 "))
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_silent_connection_closed_without_answer(self) -> None:
+        """Nothing sent at all: closed at the header timeout without an answer, as before."""
+        self.clock.advance(10)
+        self.assertEqual(self.transport.value(), b"")
+        self.assertTrue(self.transport.disconnecting)

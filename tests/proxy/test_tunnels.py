@@ -17,9 +17,9 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from gateway.observability import GatewayMetrics
 from gateway.proxy import H1Limits
 from gateway.proxy._splice import IDLE_TIMEOUT, Splice
-from gateway.observability import GatewayMetrics
 from gateway.proxy._tunnels import Tunnels, upgrade_idle_timeout
 
 DONE = Failure(ConnectionDone())

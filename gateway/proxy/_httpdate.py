@@ -1,0 +1,45 @@
+"""
+The ``Date`` header (RFC 9110 §6.6.1): a server with a clock sends it in
+its own answers, and a recipient adds it to a forwarded response that has
+none. Formatted once per second, whatever the number of answers.
+"""
+
+from __future__ import annotations
+
+from twisted.web.http import datetimeToString
+
+__all__ = ["HTTP_DATE", "HttpDate"]
+
+
+class HttpDate:
+    """The IMF-fixdate of the second last asked for, and its header line."""
+
+    __slots__ = ("line", "second", "value")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.value = b""
+        self.line = b""
+
+    def _format(self, second: int) -> None:
+        self.value = datetimeToString(second)
+        self.line = b"Date: %s\r\n" % self.value
+        self.second = second
+
+    def header_line(self, seconds: float) -> bytes:
+        """``Date: <date>\\r\\n`` for ``seconds`` (since the epoch)."""
+        second = int(seconds)
+        if second != self.second:
+            self._format(second)
+        return self.line
+
+    def field_value(self, seconds: float) -> bytes:
+        """The date alone, for a ``Headers`` object."""
+        second = int(seconds)
+        if second != self.second:
+            self._format(second)
+        return self.value
+
+
+#: The process's one cache (the reactor thread is its only user).
+HTTP_DATE = HttpDate()
