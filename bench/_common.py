@@ -631,7 +631,20 @@ def twisted_version() -> str:
     return twisted.__version__
 
 
-def python_build() -> str:
+#: What :func:`python_build` runs in another interpreter.
+_BUILD_PROBE = (
+    "import os, platform, sys\n"
+    "try:\n"
+    "    shared = 'libpython' in open('/proc/self/maps').read()\n"
+    "except OSError:\n"
+    "    shared = None\n"
+    "print(platform.python_version(), os.path.realpath(sys.executable), shared)\n"
+)
+
+_LINKED = {True: "libpython shared", False: "libpython static", None: "linking unknown"}
+
+
+def python_build(python: str | None = None) -> str:
     """
     The interpreter that runs the gateway in a benchmark: version, real
     path, and whether its core is a shared libpython. The same code costs
@@ -639,14 +652,51 @@ def python_build() -> str:
     ``--enable-shared`` pyenv build took 13% more CPU per proxied request
     than Debian's PGO/LTO, statically linked python3.11: docs/benchmarks.md),
     so a report names the build it ran on.
+
+    :param python: another interpreter (the one ``--apimgw-cmd`` runs),
+        asked in a subprocess; default: this one.
     """
+    if python is not None:
+        try:
+            out = subprocess.run(
+                [python, "-c", _BUILD_PROBE], capture_output=True, text=True, timeout=30,
+                check=True,
+            ).stdout.split()
+            version, path, shared = out[0], out[1], {"True": True, "False": False}.get(out[2])
+        except (OSError, subprocess.SubprocessError, IndexError):
+            return f"{python} (could not be asked)"
+        return f"{version} {path} ({_LINKED[shared]})"
     try:
         with open("/proc/self/maps") as f:
             shared = "libpython" in f.read()
     except OSError:
         shared = None
-    linked = {True: "libpython shared", False: "libpython static", None: "linking unknown"}[shared]
-    return f"{platform.python_version()} {os.path.realpath(sys.executable)} ({linked})"
+    return f"{platform.python_version()} {os.path.realpath(sys.executable)} ({_LINKED[shared]})"
+
+
+def interpreter_of(command: str) -> str | None:
+    """
+    The Python a gateway command runs on: the interpreter named by the
+    ``#!`` line of its first word (a ``twistd`` script), that word itself
+    when it is a ``python`` (``{python}`` is this one), else ``None``.
+    """
+    words = shlex.split(command.replace("{python}", sys.executable))
+    if not words:
+        return None
+    first = shutil.which(words[0]) or words[0]
+    if os.path.basename(first).startswith("python"):
+        return first
+    try:
+        with open(first, "rb") as f:
+            head = f.readline(512)
+    except OSError:
+        return None
+    if not head.startswith(b"#!"):
+        return None
+    parts = head[2:].decode("utf-8", "replace").split()
+    if parts and os.path.basename(parts[0]) == "env" and len(parts) > 1:
+        return shutil.which(parts[1])
+    return parts[0] if parts else None
 
 
 def machine() -> dict[str, Any]:

@@ -68,6 +68,7 @@ from _common import (
     Processes,
     cpu_busy,
     free_port,
+    interpreter_of,
     python_build,
     remove_workdir,
     save_report,
@@ -990,7 +991,11 @@ def _row(values: Sequence[str]) -> str:
 
 
 def print_table(
-    results: dict[str, CaseResult], plan: str, wrk_cmd: str, interleaved: bool = False
+    results: dict[str, CaseResult],
+    plan: str,
+    wrk_cmd: str,
+    interleaved: bool = False,
+    python: str | None = None,
 ) -> None:
     """
     The results as a Markdown table, then the apimgw ratios and any
@@ -1000,7 +1005,7 @@ def print_table(
     print()
     print(f"wrk: {wrk_cmd}")
     print(f"pinning: {plan}")
-    print(f"python: {python_build()}")
+    print(f"python (apimgw): {python if python is not None else python_build()}")
     print()
     print(_row([title for title, _, _ in _COLUMNS]))
     print("|" + "|".join("-" * (width + 2) for _, width, _ in _COLUMNS) + "|")
@@ -1052,13 +1057,14 @@ def _version(argv: list[str]) -> str:
     return text.splitlines()[0] if text else "unknown"
 
 
-def environment(nginx: str, wrk: str) -> dict[str, Any]:
+def environment(nginx: str, wrk: str, gateway_python: str) -> dict[str, Any]:
     revision = _version(["git", "-C", str(REPO_DIR), "rev-parse", "HEAD"])
     return {
         "cpu_count": os.cpu_count(),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "python_build": python_build(),
+        #: the gateway's interpreter (--apimgw-cmd's), not the bench's
+        "python_build": gateway_python,
         "twisted": twisted_version(),
         "nginx": _version([nginx, "-v"]),
         "wrk": _version([wrk, "-v"]),
@@ -1246,10 +1252,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"http://{LOCALHOST}:PORT/",
         ]
     )
-    print_table(results, plan, wrk_cmd, args.interleave)
+    interpreter = interpreter_of(args.apimgw_cmd)
+    gateway_python = (
+        python_build(interpreter) if interpreter is not None else f"unknown ({args.apimgw_cmd})"
+    )
+    print_table(results, plan, wrk_cmd, args.interleave, gateway_python)
     report = {
         "timestamp": stamp,
-        "environment": environment(nginx, wrk_path),
+        "environment": environment(nginx, wrk_path, gateway_python),
         "settings": {
             "duration_s": args.duration,
             "warmup_s": args.warmup,
