@@ -138,19 +138,18 @@ class _PrefaceChannel(_SwitchingChannel):
         self._opening = data  # "P", "PRI * HT"...: the next read decides
         return None
 
-    def is_idle(self) -> bool:
-        # Bytes held are a request begun (HTTP/1.1 or HTTP/2): not closed
-        # as idle by a drain.
-        return not self._opening and H1Channel.is_idle(self)
+    def _request_begun(self) -> bool:
+        # Bytes held are a request begun (HTTP/1.1 or HTTP/2): not idle for
+        # a drain, and answered 408 at the header timeout, not closed
+        # silently as an empty connection is.
+        return bool(self._opening) or H1Channel._request_begun(self)
 
     def _reject(self, status: int, message: str) -> None:
-        if self._opening:
-            # The header timeout, with bytes held: a request had begun, so
-            # it is answered (408), not closed silently as an empty
-            # connection is; what was held is dropped.
-            self._opening = b""
-            self._in_head = True
+        # Answered in HTTP/1.1 (the header timeout while bytes are held):
+        # the decision is over, what was held and what follows is dropped.
+        self.h2_site = None
         H1Channel._reject(self, status, message)
+        self._opening = b""
 
 
 class _SwitchingServer(Factory):

@@ -758,7 +758,7 @@ class H1Channel(Protocol):
         Stop parsing; answer ``status`` after the answers to the requests
         before this one, then close.
         """
-        started = self._in_head
+        started = self._request_begun()
         self._broken = True
         self._in_head = False
         self._read_phase = 0
@@ -942,8 +942,15 @@ class H1Channel(Protocol):
     def is_idle(self) -> bool:
         """No request in progress (between requests of a keep-alive connection); a tunnel never is."""
         return (
-            not self.queue and not self._in_head and self._body_of is None and self.tunnel is None
+            not self.queue
+            and not self._request_begun()
+            and self._body_of is None
+            and self.tunnel is None
         )
+
+    def _request_begun(self) -> bool:
+        """Bytes of a request's head arrived (it is not idle; a timeout answers 408)."""
+        return self._in_head
 
 
 def _parser_refusal(error: HttpParserError, start: bytes) -> tuple[int, str]:

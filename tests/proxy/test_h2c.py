@@ -333,6 +333,10 @@ class ChannelTests(SynchronousTestCase):
         self.clock.advance(10)
         self.assertTrue(self.transport.value().startswith(b"HTTP/1.1 408 "))
         self.assertTrue(self.transport.disconnecting)
+        # A whole preface arriving as the connection closes does not start
+        # HTTP/2 on it: the decision ended with the answer.
+        self.channel.dataReceived(H2_PREFACE + SETTINGS_FRAME)
+        self.assertFalse(hasattr(self.transport, "wrappedProtocol"))
 
     def test_silent_connection_closed_without_answer(self) -> None:
         """Nothing sent at all: closed at the header timeout without an answer, as before."""
