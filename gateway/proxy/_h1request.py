@@ -377,13 +377,13 @@ class H1Request:
                 block += b"X-Request-Id: %s\r\n" % request_id
             if lowered.find(b"\r\ndate:") == -1 and b"Date" not in raw:
                 # A backend without a clock: the time we received it.
-                block += HTTP_DATE.header_line(channel.clock.seconds())
+                block += HTTP_DATE.at(channel.clock.seconds()).line
             append(block)
         else:
             if request_id and b"X-Request-Id" not in raw:
                 append(b"X-Request-Id: %s\r\n" % request_id)
             if b"Date" not in raw:
-                append(HTTP_DATE.header_line(channel.clock.seconds()))  # an answer of our own
+                append(HTTP_DATE.at(channel.clock.seconds()).line)  # an answer of our own
         if not self._body_allowed():
             self._no_body = True
         elif not has_length and not self._no_body:

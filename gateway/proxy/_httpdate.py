@@ -21,24 +21,18 @@ class HttpDate:
         self.value = b""
         self.line = b""
 
-    def _format(self, second: int) -> None:
-        self.value = datetimeToString(second)
-        self.line = b"Date: %s\r\n" % self.value
-        self.second = second
-
-    def header_line(self, seconds: float) -> bytes:
-        """``Date: <date>\\r\\n`` for ``seconds`` (since the epoch)."""
+    def at(self, seconds: float) -> HttpDate:
+        """
+        This cache, holding the date of ``seconds`` (since the epoch):
+        ``.line`` (``Date: <date>\\r\\n``) or ``.value``. Formatted when
+        the second changed.
+        """
         second = int(seconds)
         if second != self.second:
-            self._format(second)
-        return self.line
-
-    def field_value(self, seconds: float) -> bytes:
-        """The date alone, for a ``Headers`` object."""
-        second = int(seconds)
-        if second != self.second:
-            self._format(second)
-        return self.value
+            self.value = datetimeToString(second)
+            self.line = b"Date: %s\r\n" % self.value
+            self.second = second
+        return self
 
 
 #: The process's one cache (the reactor thread is its only user).

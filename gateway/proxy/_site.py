@@ -45,7 +45,7 @@ class GatewayRequest(server.Request):
 
     def write(self, data: bytes) -> None:
         if not self.startedWriting and not self.responseHeaders.hasHeader(b"date"):
-            self.responseHeaders.setRawHeaders(b"date", [HTTP_DATE.field_value(time.time())])
+            self.responseHeaders.setRawHeaders(b"date", [HTTP_DATE.at(time.time()).value])
         super().write(data)
 
     def connectionLost(self, reason: Failure) -> None:

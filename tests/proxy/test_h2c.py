@@ -9,6 +9,7 @@ with an ``h2`` client in a thread and the real backend.
 from __future__ import annotations
 
 import email.utils
+import itertools
 import json
 import socket
 import time
@@ -51,7 +52,7 @@ def _decisions(pieces: list[bytes]) -> list[tuple[bool, bytes] | None]:
 def _split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c for c in cuts if 0 < c < len(data)})
     bounds = [0, *points, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 class DecisionTests(SynchronousTestCase):
