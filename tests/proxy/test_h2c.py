@@ -191,7 +191,11 @@ class H2CGatewayTests(GatewayTestCase):
 
     @inlineCallbacks
     def test_preface_split_across_reads(self) -> Any:
-        """A preface sent in pieces is held until whole, then served as HTTP/2."""
+        """
+        A client that writes its preface in pieces (1, 3 and 10 bytes, a
+        pause apart) is served as HTTP/2. (Loopback may still deliver them
+        together: that each piece is held is shown by ChannelTests.)
+        """
         (response,) = yield deferToThread(
             _h2c, self.port, "GET", "/app/pieces", preface_pieces=(1, 3, 10)
         )
@@ -200,7 +204,11 @@ class H2CGatewayTests(GatewayTestCase):
 
     @inlineCallbacks
     def test_http11_sharing_the_first_bytes(self) -> Any:
-        """A ``POST`` whose ``P`` arrives alone is still HTTP/1.1, none of its bytes lost."""
+        """
+        A ``POST`` whose ``P`` is written alone, a pause before the rest, is
+        served as HTTP/1.1 with its body. (ChannelTests feeds the two reads
+        separately for certain.)
+        """
 
         def run() -> bytes:
             with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
